@@ -1,0 +1,89 @@
+# warmpool — top-level GNU Makefile.
+#   make          build build/warmpoold, build/libwarmpool.a, build/wpbackend
+#   make demo     run warmpoold in the foreground on config/demo.yaml with the demo backend
+#   make check    build an ASan+UBSan variant in build/asan and run every test
+#   make deps     install missing Debian packages (idempotent)
+#   make clean
+
+BUILD    ?= build
+SAN      ?= 0
+CC       ?= cc
+PKGS     := yaml-0.1 libsystemd
+
+WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+CFLAGS   ?= -O2 -g
+ifeq ($(SAN),1)
+CFLAGS   := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS  += -fsanitize=address,undefined
+endif
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Ilib -Iconfig -Idaemon \
+             $(shell pkg-config --cflags $(PKGS))
+LIBS      = $(shell pkg-config --libs $(PKGS)) -lev -lm
+
+LIB_SRC    := $(wildcard lib/*.c)
+CONFIG_SRC := $(wildcard config/*.c)
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+CONFIG_OBJ := $(CONFIG_SRC:%.c=$(BUILD)/obj/%.o)
+DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
+            python3 python3-pytest socat iproute2
+
+.PHONY: all deps demo check unit integration clean
+.DEFAULT_GOAL := all
+
+all: $(BUILD)/warmpoold $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
+
+$(BUILD)/libwarmpool.a: $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
+
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs cmocka) $(LIBS)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+
+# Install what is missing, quietly when nothing is. Needs root (or sudo) only
+# when something is actually missing.
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed$$' || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "make deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+demo: deps all
+	@exec tests/backend/demo.sh $(BUILD)
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	WARMPOOL_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q tests/integration
+
+# The sanitizer variant lives in build/asan so it never mixes with the -O2 build.
+check: deps
+	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+clean:
+	rm -rf build

@@ -1,0 +1,257 @@
+/*
+ * daemon/engine.h — the objects of the warmpoold engine and how they relate.
+ *
+ *   engine ─┬─ pool "redis" ─┬─ backend 127.0.0.1:6379 (state, failures, backoff)
+ *           │                ├─ listener /run/warmpool/redis.sock
+ *           │                ├─ conns[CONNECTING|IDLE|ACTIVE]   (struct bconn, one list per state)
+ *           │                ├─ waiting   (sessions queued for a connection, FIFO)
+ *           │                └─ relaying  (sessions pairing a client with a bconn)
+ *           └─ graveyard: bconns/sessions closed inside a callback, freed once
+ *              per loop iteration from an ev_prepare watcher (DESIGN.md rule 5)
+ *
+ * One libev loop, one thread: no locks. Every struct that owns a socket owns
+ * the watchers for it. A bconn's state is the list it sits on and changes only
+ * in bconn_set_state(); a backend's availability changes only in
+ * backend_set_state().
+ */
+#ifndef WARMPOOL_ENGINE_H
+#define WARMPOOL_ENGINE_H
+
+#include <ev.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "list.h"
+
+struct pool;
+struct session;
+
+/* ---- backend connections (pool.c) ------------------------------------- */
+
+enum bconn_state {
+	BCONN_CONNECTING, /* non-blocking connect() in flight, connect_timeout armed */
+	BCONN_IDLE,       /* established, watched for EOF/errors and greeting bytes */
+	BCONN_ACTIVE,     /* owned by a session */
+	BCONN_NLISTS,     /* states above have a list in struct pool */
+	BCONN_CLOSED = BCONN_NLISTS, /* fd closed, waiting in the graveyard */
+};
+
+#define BCONN_GREETING_MAX 16384 /* unprompted backend bytes kept for the first client */
+#define BCONN_SETTLE 0.2          /* seconds a new connection must live to count as a success */
+
+struct bconn {
+	struct list_node node; /* on pool->conns[state] or the graveyard */
+	enum bconn_state state;
+	struct pool *pool;
+	struct backend *be;
+	uint64_t id;
+	int fd;
+	ev_io io;           /* connecting: EV_WRITE; idle: EV_READ; active: the session's */
+	ev_timer timer;     /* connect_timeout while connecting */
+	ev_timer settle;    /* fires BCONN_SETTLE after connect: the connection is proven */
+	ev_tstamp started_at;   /* connect() issued */
+	ev_tstamp connected_at;
+	unsigned proven : 1; /* survived the settle time: the backend's backoff was reset */
+	unsigned char *greeting; /* allocated on first unprompted byte */
+	uint32_t greeting_len;
+};
+
+/* ---- backends (backend.c) --------------------------------------------- */
+
+enum backend_state {
+	BACKEND_UP,   /* connects succeed (or have not failed yet) */
+	BACKEND_DOWN, /* the last attempt failed: retried after its backoff delay */
+};
+
+/* Why a connection attempt failed (relayd's enum host_error model). */
+enum backend_reason {
+	REASON_NONE,
+	REASON_REFUSED,  /* ECONNREFUSED */
+	REASON_TIMEOUT,  /* connect_timeout expired */
+	REASON_RESET,    /* reset by the backend before the connection was proven */
+	REASON_CLOSED,   /* closed by the backend before the connection was proven */
+	REASON_UNREACHABLE,
+	REASON_OTHER,    /* any other errno: see the log line */
+};
+
+struct backend {
+	struct pool *pool;
+	const struct cfg_backend *cfg;
+	const char *name;           /* "host:port" as configured */
+	enum backend_state state;
+	enum backend_reason reason; /* of the last failure */
+	unsigned failures;          /* consecutive failed attempts since the last success */
+	ev_tstamp next_attempt;     /* no new connect before this (ev_now time) */
+	ev_tstamp failed_at;        /* when the last failure was counted */
+	uint64_t backoff_ms;        /* the delay chosen after the last failure */
+	unsigned n_connecting;      /* attempts in flight */
+	unsigned n_unproven;        /* connecting, or established less than BCONN_SETTLE ago */
+	unsigned n_open;            /* connecting + idle + active */
+	uint64_t connects_ok, connects_failed;
+};
+
+const char *backend_reason_str(enum backend_reason r);
+/* The one place availability changes; logs only when it does. */
+void backend_set_state(struct backend *be, enum backend_state st, const char *why);
+/* A connection attempt (started at `started`) failed: count it, pick the next
+ * delay, log. Attempts that were already in flight when an earlier failure was
+ * counted belong to the same round and do not grow the backoff again. */
+void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp started, enum backend_reason why,
+                            int err);
+/* A connection was proven: reset the backoff. */
+void backend_attempt_succeeded(struct backend *be);
+/* May a new connection be started to this backend at time `now`? */
+int backend_can_connect(const struct backend *be, ev_tstamp now);
+
+/* ---- listeners (listener.c) ------------------------------------------- */
+
+struct listener {
+	struct pool *pool;
+	const struct cfg_listen *cfg;
+	int fd;
+	ev_io io;
+	ev_timer pause; /* accept paused after EMFILE/ENFILE */
+	dev_t dev;      /* identity of the socket file we created, so we unlink only ours */
+	ino_t ino;
+	unsigned created : 1;
+};
+
+/* Bind and listen; 0 or -errno with a message in err. */
+int listener_open(struct listener *l, char *err, size_t errlen) __attribute__((warn_unused_result));
+void listener_start(struct listener *l);
+void listener_close(struct listener *l); /* stops, closes, removes our socket file */
+
+/* ---- sessions (session.c) --------------------------------------------- */
+
+#define SESSION_BUF 16384 /* per direction */
+
+enum session_state {
+	SESSION_WAITING,  /* on pool->waiting: queue_timeout armed */
+	SESSION_RELAYING, /* on pool->relaying: paired with a bconn */
+	SESSION_CLOSED,   /* in the graveyard */
+};
+
+struct relay_dir {
+	unsigned char *buf; /* SESSION_BUF bytes */
+	uint32_t off, len;  /* pending bytes: buf[off .. off+len) */
+	unsigned eof : 1;   /* the source said EOF */
+	unsigned shut : 1;  /* EOF passed on: shutdown(dst, SHUT_WR) done */
+	uint64_t bytes;     /* relayed in this direction */
+};
+
+struct session {
+	struct list_node node;
+	enum session_state state;
+	struct pool *pool;
+	uint64_t id;
+	int cfd;        /* the local client */
+	ev_io cio;
+	ev_timer timer; /* queue_timeout while waiting */
+	ev_tstamp accepted_at;
+	struct bconn *b;
+	struct relay_dir up;   /* client -> backend */
+	struct relay_dir down; /* backend -> client */
+};
+
+struct session *session_new(struct pool *p, int cfd);
+/* Pair a waiting session with an idle, liveness-checked connection. */
+void session_start(struct session *s, struct bconn *b);
+/* Close both sides and move the session to the graveyard. */
+void session_close(struct session *s, const char *why);
+void session_free(struct session *s);
+
+/* ---- pools (pool.c) ---------------------------------------------------- */
+
+struct pool_stats {
+	uint64_t clients_accepted;
+	uint64_t clients_served;     /* paired with a connection */
+	uint64_t clients_refused;    /* over max_clients */
+	uint64_t clients_timed_out;  /* waited queue_timeout */
+	uint64_t conns_opened, conns_failed;
+	uint64_t stale_at_checkout;  /* failed the liveness check at handout */
+	uint64_t idle_lost;          /* idle connections closed or reset by the backend */
+};
+
+struct pool {
+	struct engine *eng;
+	const struct cfg_pool *cfg;
+	const char *name;
+	struct backend *backends;
+	size_t n_backends;
+	size_t rr; /* round-robin cursor over backends */
+	struct list conns[BCONN_NLISTS];
+	struct list waiting;  /* FIFO */
+	struct list relaying;
+	struct listener *listeners;
+	size_t n_listeners;
+	ev_timer refill_timer; /* armed while every backend is in backoff */
+	unsigned warm : 1;     /* the floor was reached since the last outage */
+	struct pool_stats stats;
+};
+
+/* The counts the refill plan is computed from (pure, unit-tested). */
+struct pool_counts {
+	size_t idle, active, connecting, waiting;
+	uint32_t min_idle, max_connections;
+};
+
+/* How many new connections to start now: enough for the floor plus every
+ * waiting client, never beyond max_connections in total. */
+size_t pool_plan_connects(const struct pool_counts *c);
+/* Index of the next backend to connect to, round robin from *cursor,
+ * skipping those in backoff; -1 when none may be tried at `now`. */
+long pool_pick_backend(const struct backend *bs, size_t n, size_t *cursor, ev_tstamp now);
+
+struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg);
+void pool_destroy(struct pool *p);
+int pool_open_listeners(struct pool *p, char *err, size_t errlen) __attribute__((warn_unused_result));
+void pool_start(struct pool *p);
+/* Stop accepting and warming; close idle/connecting and waiting clients. */
+void pool_stop(struct pool *p);
+void pool_client_arrived(struct pool *p, int cfd);
+/* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
+void pool_refill(struct pool *p);
+/* Hand idle connections to waiting clients. */
+void pool_dispatch(struct pool *p);
+
+void bconn_set_state(struct bconn *b, enum bconn_state st);
+/* Close a connection (any state) and bury it. */
+void bconn_close(struct bconn *b);
+void bconn_free(struct bconn *b);
+/* An established connection died (idle, or under a session): a failed
+ * attempt for the backend if it was not yet proven, else just replaced. */
+void bconn_lost(struct bconn *b, enum backend_reason why, int err);
+
+/* ---- the engine (engine.c) --------------------------------------------- */
+
+struct engine {
+	struct ev_loop *loop;
+	const struct wp_config *cfg;
+	struct pool **pools;
+	size_t n_pools;
+	ev_signal sig_term, sig_int, sig_hup;
+	ev_timer shutdown_timer;
+	ev_timer status_timer;
+	ev_prepare reaper;      /* frees the graveyard once per iteration */
+	struct list dead_conns; /* struct bconn */
+	struct list dead_sessions;
+	unsigned stopping : 1;  /* SIGTERM received: draining */
+	unsigned status_dirty : 1;
+	uint64_t next_id;
+	uint64_t rng;           /* xorshift64* state for jitter */
+	char status[256];       /* last STATUS= sent */
+	int exit_code;
+};
+
+struct engine *engine_create(const struct wp_config *cfg);
+/* Bind every listener; 0, or -1 with a message in err. */
+int engine_listen(struct engine *eng, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* READY=1, start warming, run the loop until shutdown; returns the exit code. */
+int engine_run(struct engine *eng);
+void engine_destroy(struct engine *eng);
+uint64_t engine_next_id(struct engine *eng);
+double engine_random(void *eng); /* wp_random_fn */
+/* Mark STATUS= as stale and check whether a graceful drain just finished. */
+void engine_changed(struct engine *eng);
+
+#endif

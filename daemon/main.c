@@ -1,0 +1,134 @@
+/*
+ * daemon/main.c — warmpoold: parse the command line, load the config, wire
+ * the engine together and run it. Nothing else lives here.
+ *
+ * Exit codes: 0 clean shutdown (SIGTERM drained, SIGINT) or config OK;
+ * 1 configuration error or startup failure; 2 usage error.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "config.h"
+#include "engine.h"
+#include "log.h"
+#include "version.h"
+
+enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+	        "Usage: warmpoold [-c FILE] [--check-config]\n"
+	        "Keep warm, health-checked TCP connections to backends and hand them to local clients.\n"
+	        "\n"
+	        "  -c, --config FILE   configuration file (default %s)\n"
+	        "  -t, --check-config  validate the configuration, print 'configuration OK' or every\n"
+	        "                      error, and exit 0 or 1 without starting anything\n"
+	        "  -V, --version       print the version and exit\n"
+	        "  -h, --help          print this help and exit\n"
+	        "\n"
+	        "Signals: SIGTERM drains active sessions (up to daemon.shutdown_timeout) and exits;\n"
+	        "SIGINT closes everything and exits at once.\n",
+	        CFG_DEFAULT_PATH);
+}
+
+/* Sessions need two descriptors each: use all the process may have. */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t old = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			log_warning("cannot raise the open-file limit from %llu: %s", (unsigned long long)old,
+			            strerror(errno));
+			return;
+		}
+	}
+	log_info("open-file limit: %llu", (unsigned long long)rl.rlim_cur);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check-config", no_argument, NULL, 't'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *path = CFG_DEFAULT_PATH;
+	int check_only = 0, c;
+	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check_only = 1;
+			break;
+		case 'V':
+			printf("warmpoold %s\n", WARMPOOL_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "warmpoold: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	struct wp_config *cfg = NULL;
+	struct cfg_errors errs = {0};
+	if (cfg_load_file(path, &cfg, &errs) < 0) {
+		for (size_t i = 0; i < errs.n; i++)
+			fprintf(stderr, "%s\n", errs.msg[i]);
+		if (errs.truncated)
+			fprintf(stderr, "%s: ... and %zu more errors\n", path, errs.truncated);
+		fprintf(stderr, "warmpoold: %s: configuration is invalid (%zu errors)\n", path,
+		        errs.n + errs.truncated);
+		cfg_errors_free(&errs);
+		return EXIT_CONFIG;
+	}
+	cfg_errors_free(&errs);
+	if (check_only) {
+		printf("configuration OK\n");
+		cfg_free(cfg);
+		return 0;
+	}
+
+	log_init(cfg->daemon.log_level);
+	/* A client or backend hanging up mid-write must be an EPIPE, not a death. */
+	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
+		log_warning("cannot ignore SIGPIPE: %s", strerror(errno));
+	log_info("warmpoold %s starting: %zu pools from %s", WARMPOOL_VERSION, cfg->n_pools, path);
+	raise_nofile();
+
+	int rc = EXIT_CONFIG;
+	char err[512];
+	struct engine *eng = engine_create(cfg);
+	if (!eng) {
+		log_error("out of memory creating the engine");
+	} else if (engine_listen(eng, err, sizeof err) < 0) {
+		log_error("cannot listen: %s", err);
+	} else {
+		rc = engine_run(eng);
+		log_info("exiting");
+	}
+	engine_destroy(eng);
+	cfg_free(cfg);
+	return rc;
+}

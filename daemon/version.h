@@ -1,0 +1,4 @@
+#ifndef WARMPOOL_VERSION_H
+#define WARMPOOL_VERSION_H
+#define WARMPOOL_VERSION "0.1.0"
+#endif
