@@ -27,14 +27,12 @@ int wp_backoff_check(const struct wp_backoff *b, const char **why)
 
 uint64_t wp_backoff_base(const struct wp_backoff *b, unsigned attempt)
 {
-	/* Grow in floating point but stop as soon as the cap is reached, so a
-	 * large attempt number can neither overflow nor loop for long. */
-	double d = (double)b->initial_ms;
+	/* Closed form, so any attempt number costs the same; pow() going to
+	 * infinity for huge attempts simply lands on the cap. */
 	double cap = (double)b->max_ms;
-	for (unsigned i = 0; i < attempt && d < cap; i++)
-		d *= b->multiplier;
-	if (d > cap)
-		d = cap;
+	double d = (double)b->initial_ms * pow(b->multiplier, (double)attempt);
+	if (!(d < cap))
+		return b->max_ms; /* no double -> uint64 conversion out of range */
 	return (uint64_t)d;
 }
 
@@ -47,5 +45,7 @@ uint64_t wp_backoff_delay(const struct wp_backoff *b, unsigned attempt, wp_rando
 	double d = base * (1.0 + b->jitter * u);
 	if (d < 1.0)
 		d = 1.0;
-	return (uint64_t)llround(d);
+	if (!(d < 18446744073709549568.0)) /* largest double below 2^64 */
+		return UINT64_MAX;
+	return (uint64_t)(d + 0.5);
 }

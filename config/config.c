@@ -1,0 +1,1666 @@
+/*
+ * config/config.c — load warmpool.yaml into struct wp_config (see config.h).
+ *
+ * Three phases over one in-memory copy of the file:
+ *   1. Syntax (scan_events): libyaml's event parser walks the whole stream
+ *      once before any tree exists. It finds syntax errors, anchors and
+ *      aliases (rejected: a loaded alias is a shared node, even a cycle),
+ *      nesting deeper than CFG_MAX_DEPTH (libyaml 0.2.5 has no limit of its
+ *      own) and more than one document. Only a stream that passes is handed
+ *      to yaml_parser_load() for the document tree.
+ *   2. Typed fields (walk_root): every mapping is matched against a key
+ *      table (walk_map), which reports unknown and duplicate keys. Values
+ *      are converted to C types; a pool starts from the built-in values,
+ *      then takes what `defaults:` gave, then its own keys (struct level).
+ *   3. Cross-checks (check_sockets, resolve_backends): socket paths unique
+ *      across pools, host names resolved with blocking getaddrinfo().
+ * Relations inside one pool (min_idle <= max_connections, backoff max >=
+ * initial) are checked as soon as the pool is merged, and blamed on the most
+ * specific value that took part, so one bad `defaults:` value yields one
+ * error rather than one per pool.
+ *
+ * Every error becomes one finished line "file:line:col: key.path: message"
+ * (libyaml marks are 0-based; we add 1). All of them are collected, sorted
+ * by position, and handed to the caller. Nothing here logs or keeps state
+ * between calls.
+ */
+#include "config.h"
+
+#include "addr.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+#include <yaml.h>
+
+#define CLIENTS_LIMIT 1000000 /* max_clients upper bound */
+#define SHOW_MAX      60      /* value bytes quoted in a message before "..." */
+#define SHOW_BUF      256     /* SHOW_MAX bytes escaped as \xHH, plus quotes and "..." */
+#define PATH_BUF      512     /* "pools.<name>.listen[15].mode" with an escaped name */
+#define SUN_PATH_MAX  (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+
+#define MS_S 1000ULL
+#define MS_M (60 * MS_S)
+#define MS_H (60 * MS_M)
+
+/* One collected error, kept with its position so the list can be sorted. */
+struct err_item {
+	unsigned line, col; /* 0 when the error concerns the whole file */
+	size_t seq;         /* collection order, keeps the sort stable */
+	char *msg;          /* the finished line */
+};
+
+/* A socket path or backend remembered for the phase-3 checks. */
+struct ref {
+	char *label;      /* key path for messages, e.g. "pools.redis.listen[1]" */
+	const char *text; /* the path or "host:port", owned by the config */
+	struct cfg_pos pos;
+	size_t seq;             /* document order */
+	struct cfg_backend *be; /* backends only: where the address goes */
+	const char *pool;       /* sockets only: pool name for "first used by" */
+};
+
+struct refs {
+	struct ref *v;
+	size_t n, cap;
+};
+
+/* Loader state for one cfg_load_* call. */
+struct ld {
+	const char *file;
+	const char *buf; /* the document text, for byte offsets and tab detection */
+	size_t len;
+	struct err_item *errs;
+	size_t n_errs, cap_errs;
+	size_t truncated;
+	bool oom;
+	struct refs sockets;
+	struct refs backends;
+	struct wp_config *cfg;
+};
+
+/* Values given at one level: `defaults:` or one pool. */
+enum field {
+	F_MIN_IDLE,
+	F_MAX_CONN,
+	F_MAX_CLIENTS,
+	F_CONNECT_TO,
+	F_QUEUE_TO,
+	F_BO_INITIAL,
+	F_BO_MAX,
+	F_BO_MULT,
+	F_BO_JITTER,
+	F_N,
+};
+
+struct level {
+	uint32_t min_idle, max_connections, max_clients;
+	uint64_t connect_timeout_ms, queue_timeout_ms;
+	struct wp_backoff backoff;
+	unsigned set;                 /* 1u << F_*: a valid value was given here */
+	const yaml_node_t *node[F_N]; /* where each value was written */
+};
+
+#define BIT(f) (1u << (f))
+
+/* Keys of a pool; `defaults:` accepts the same minus the first two. */
+enum pool_key {
+	K_LISTEN,
+	K_BACKENDS,
+	K_MIN_IDLE,
+	K_MAX_CONN,
+	K_MAX_CLIENTS,
+	K_CONNECT_TO,
+	K_QUEUE_TO,
+	K_BACKOFF,
+	K_POOL_N,
+};
+static const char *const pool_keys[K_POOL_N] = {
+    "listen",      "backends",        "min_idle",      "max_connections",
+    "max_clients", "connect_timeout", "queue_timeout", "backoff",
+};
+
+enum backoff_key { B_INITIAL, B_MAX, B_MULT, B_JITTER, B_N };
+static const char *const backoff_keys[B_N] = {"initial", "max", "multiplier", "jitter"};
+
+enum top_key { T_DAEMON, T_DEFAULTS, T_POOLS, T_N };
+static const char *const top_keys[T_N] = {"daemon", "defaults", "pools"};
+
+enum daemon_key { D_LOG_LEVEL, D_SHUTDOWN_TO, D_N };
+static const char *const daemon_keys[D_N] = {"log_level", "shutdown_timeout"};
+
+enum listen_key { L_PATH, L_MODE, L_N };
+static const char *const listen_keys[L_N] = {"path", "mode"};
+
+static const struct {
+	const char *name;
+	int level;
+} log_levels[] = {
+    {"debug", CFG_LOG_DEBUG},     {"info", CFG_LOG_INFO},   {"notice", CFG_LOG_NOTICE},
+    {"warning", CFG_LOG_WARNING}, {"error", CFG_LOG_ERROR},
+};
+
+static const struct wp_backoff builtin_backoff = {
+    .initial_ms = 500,
+    .max_ms = 30 * MS_S,
+    .multiplier = 1.6,
+    .jitter = 0.2,
+};
+
+static void builtin_pool(struct cfg_pool *p)
+{
+	p->min_idle = 2;
+	p->max_connections = 64;
+	p->max_clients = 4096;
+	p->connect_timeout_ms = 2 * MS_S;
+	p->queue_timeout_ms = 5 * MS_S;
+	p->backoff = builtin_backoff;
+}
+
+/* ------------------------------------------------------------------ */
+/* Error collection                                                    */
+
+static struct cfg_pos mark_pos(yaml_mark_t m)
+{
+	struct cfg_pos p = {
+	    .line = m.line >= UINT32_MAX ? UINT32_MAX : (unsigned)m.line + 1,
+	    .col = m.column >= UINT32_MAX ? UINT32_MAX : (unsigned)m.column + 1,
+	};
+	return p;
+}
+
+static struct cfg_pos node_pos(const yaml_node_t *n)
+{
+	return mark_pos(n->start_mark);
+}
+
+static void add_errv(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
+
+static void add_errv(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, va_list ap)
+{
+	char *body = NULL, *line = NULL;
+	int r;
+
+	if (ld->n_errs >= CFG_MAX_ERRORS) {
+		ld->truncated++;
+		return;
+	}
+	if (vasprintf(&body, fmt, ap) < 0) {
+		ld->oom = true;
+		return;
+	}
+	if (pos.line)
+		r = asprintf(&line, "%s:%u:%u: %s%s%s", ld->file, pos.line, pos.col, path ? path : "",
+		             path && *path ? ": " : "", body);
+	else
+		r = asprintf(&line, "%s: %s%s%s", ld->file, path ? path : "", path && *path ? ": " : "",
+		             body);
+	free(body);
+	if (r < 0) {
+		ld->oom = true;
+		return;
+	}
+	if (ld->n_errs == ld->cap_errs) {
+		size_t cap = ld->cap_errs ? ld->cap_errs * 2 : 8;
+		struct err_item *v = realloc(ld->errs, cap * sizeof *v);
+		if (!v) {
+			free(line);
+			ld->oom = true;
+			return;
+		}
+		ld->errs = v;
+		ld->cap_errs = cap;
+	}
+	ld->errs[ld->n_errs] = (struct err_item){pos.line, pos.col, ld->n_errs, line};
+	ld->n_errs++;
+}
+
+static void add_err(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void add_err(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	add_errv(ld, pos, path, fmt, ap);
+	va_end(ap);
+}
+
+static bool failed(const struct ld *ld)
+{
+	return ld->n_errs || ld->truncated || ld->oom;
+}
+
+/*
+ * Quote `len` bytes for a message: printable text as is (UTF-8 included,
+ * libyaml has validated it), '"' and '\' escaped, control bytes as \n, \t
+ * or \xHH, at most SHOW_MAX bytes followed by "...". `out` has SHOW_BUF bytes.
+ */
+static void show(const char *s, size_t len, bool quotes, char *out)
+{
+	size_t o = 0, n = len;
+
+	if (n > SHOW_MAX) {
+		n = SHOW_MAX;
+		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+			n--; /* do not cut a UTF-8 sequence */
+	}
+	if (quotes)
+		out[o++] = '"';
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '"' || c == '\\') {
+			out[o++] = '\\';
+			out[o++] = (char)c;
+		} else if (c == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else if (c == '\t') {
+			out[o++] = '\\';
+			out[o++] = 't';
+		} else if (c < 0x20 || c == 0x7f) {
+			o += (size_t)snprintf(out + o, SHOW_BUF - o, "\\x%02x", c);
+		} else {
+			out[o++] = (char)c;
+		}
+	}
+	if (quotes)
+		out[o++] = '"';
+	if (n < len) {
+		memcpy(out + o, "...", 3);
+		o += 3;
+	}
+	out[o] = '\0';
+}
+
+static const char *sval(const yaml_node_t *n)
+{
+	return (const char *)n->data.scalar.value;
+}
+
+static size_t slen(const yaml_node_t *n)
+{
+	return n->data.scalar.length;
+}
+
+/* What a node is, for "got ...": the quoted scalar, or its kind. */
+static const char *desc(const yaml_node_t *n, char *out)
+{
+	switch (n->type) {
+	case YAML_SCALAR_NODE:
+		if (slen(n) == 0 && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE)
+			return "an empty value";
+		show(sval(n), slen(n), true, out);
+		return out;
+	case YAML_MAPPING_NODE:
+		return n->data.mapping.pairs.top == n->data.mapping.pairs.start ? "an empty mapping"
+		                                                                : "a mapping";
+	case YAML_SEQUENCE_NODE:
+		return n->data.sequence.items.top == n->data.sequence.items.start ? "an empty list"
+		                                                                  : "a list";
+	default:
+		return "nothing";
+	}
+}
+
+/* "expected <what>, got <node>" at the node. */
+static void bad_value(struct ld *ld, const yaml_node_t *n, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void bad_value(struct ld *ld, const yaml_node_t *n, const char *path, const char *fmt, ...)
+{
+	char what[PATH_BUF], got[SHOW_BUF];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	add_err(ld, node_pos(n), path, "expected %s, got %s", what, desc(n, got));
+}
+
+/* ------------------------------------------------------------------ */
+/* Phase 1: syntax                                                     */
+
+/* Byte offset of a libyaml mark (whose column counts characters). */
+static size_t mark_offset(const struct ld *ld, yaml_mark_t m)
+{
+	size_t off = 0, line = 0, col = 0;
+
+	while (off < ld->len && line < m.line) {
+		if (ld->buf[off++] == '\n')
+			line++;
+	}
+	while (off < ld->len && col < m.column && ld->buf[off] != '\n') {
+		off++;
+		while (off < ld->len && ((unsigned char)ld->buf[off] & 0xc0) == 0x80)
+			off++;
+		col++;
+	}
+	return off;
+}
+
+/* The position of a byte offset, counted the way libyaml counts. */
+static struct cfg_pos offset_pos(const struct ld *ld, size_t offset)
+{
+	struct cfg_pos p = {1, 1};
+
+	for (size_t i = 0; i < offset && i < ld->len; i++) {
+		unsigned char c = (unsigned char)ld->buf[i];
+		if (c == '\n') {
+			p.line++;
+			p.col = 1;
+		} else if ((c & 0xc0) != 0x80) {
+			p.col++;
+		}
+	}
+	return p;
+}
+
+static void syntax_error(struct ld *ld, const yaml_parser_t *p)
+{
+	struct cfg_pos pos;
+	const char *problem = p->problem ? p->problem : "unknown error";
+
+	if (p->error == YAML_MEMORY_ERROR) {
+		ld->oom = true;
+		return;
+	}
+	if (p->error == YAML_READER_ERROR) {
+		pos = offset_pos(ld, p->problem_offset);
+		if (p->problem_value != -1)
+			add_err(ld, pos, NULL, "syntax error: %s (byte 0x%02x)", problem,
+			        p->problem_value & 0xff);
+		else
+			add_err(ld, pos, NULL, "syntax error: %s", problem);
+		return;
+	}
+	pos = mark_pos(p->problem_mark);
+	{
+		size_t off = mark_offset(ld, p->problem_mark);
+		if (off < ld->len && ld->buf[off] == '\t') {
+			add_err(ld, pos, NULL, "syntax error: tabs are not allowed for indentation");
+			return;
+		}
+	}
+	if (p->context) {
+		struct cfg_pos c = mark_pos(p->context_mark);
+		add_err(ld, pos, NULL, "syntax error: %s (%s at line %u, column %u)", problem, p->context,
+		        c.line, c.col);
+	} else {
+		add_err(ld, pos, NULL, "syntax error: %s", problem);
+	}
+}
+
+static void anchor_error(struct ld *ld, yaml_mark_t m, char sigil, const yaml_char_t *name)
+{
+	char shown[SHOW_BUF];
+	char text[SHOW_MAX + 2];
+
+	snprintf(text, sizeof text, "%c%s", sigil, (const char *)name);
+	show(text, strlen(text), true, shown);
+	add_err(ld, mark_pos(m), NULL, "anchors and aliases are not supported, got %s", shown);
+}
+
+/*
+ * Walk the event stream once. Returns true when the stream may be loaded
+ * as a tree: one document, no anchors or aliases, bounded depth.
+ */
+static bool scan_events(struct ld *ld)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	size_t before = ld->n_errs + ld->truncated;
+	int depth = 0, docs = 0;
+	bool done = false, ok = true;
+
+	if (!yaml_parser_initialize(&p)) {
+		ld->oom = true;
+		return false;
+	}
+	yaml_parser_set_input_string(&p, (const unsigned char *)ld->buf, ld->len);
+	while (!done) {
+		if (!yaml_parser_parse(&p, &ev)) {
+			syntax_error(ld, &p);
+			ok = false;
+			break;
+		}
+		switch (ev.type) {
+		case YAML_STREAM_END_EVENT:
+			done = true;
+			break;
+		case YAML_DOCUMENT_START_EVENT:
+			if (++docs > 1) {
+				add_err(ld, mark_pos(ev.start_mark), NULL,
+				        "multiple documents are not supported");
+				done = true;
+			}
+			break;
+		case YAML_ALIAS_EVENT:
+			anchor_error(ld, ev.start_mark, '*', ev.data.alias.anchor);
+			break;
+		case YAML_SCALAR_EVENT:
+			if (ev.data.scalar.anchor)
+				anchor_error(ld, ev.start_mark, '&', ev.data.scalar.anchor);
+			break;
+		case YAML_SEQUENCE_START_EVENT:
+		case YAML_MAPPING_START_EVENT: {
+			const yaml_char_t *anchor = ev.type == YAML_SEQUENCE_START_EVENT
+			                                ? ev.data.sequence_start.anchor
+			                                : ev.data.mapping_start.anchor;
+			if (anchor)
+				anchor_error(ld, ev.start_mark, '&', anchor);
+			if (++depth > CFG_MAX_DEPTH) {
+				add_err(ld, mark_pos(ev.start_mark), NULL,
+				        "nesting deeper than %d levels is not supported", CFG_MAX_DEPTH);
+				done = true;
+			}
+			break;
+		}
+		case YAML_SEQUENCE_END_EVENT:
+		case YAML_MAPPING_END_EVENT:
+			depth--;
+			break;
+		default:
+			break;
+		}
+		yaml_event_delete(&ev);
+	}
+	yaml_parser_delete(&p);
+	if (ok && docs == 0) {
+		add_err(ld, (struct cfg_pos){1, 1}, NULL,
+		        "expected a mapping with a pools: key, got an empty document");
+	}
+	return ok && docs == 1 && ld->n_errs + ld->truncated == before && !ld->oom;
+}
+
+/* ------------------------------------------------------------------ */
+/* Phase 2: typed fields                                               */
+
+static yaml_node_t *node_at(yaml_document_t *doc, int index)
+{
+	return yaml_document_get_node(doc, index);
+}
+
+static bool is_null(const yaml_node_t *n)
+{
+	if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	return slen(n) == 0 || strcmp(sval(n), "~") == 0 || strcmp(sval(n), "null") == 0 ||
+	       strcmp(sval(n), "Null") == 0 || strcmp(sval(n), "NULL") == 0;
+}
+
+/* Key paths are bounded; a path that does not fit ends in "...". */
+static void path_fit(char *out, int n)
+{
+	if (n < 0 || n >= PATH_BUF)
+		memcpy(out + PATH_BUF - 4, "...", 4);
+}
+
+static void path_key(char *out, const char *parent, const char *key, size_t keylen)
+{
+	char shown[SHOW_BUF];
+
+	show(key, keylen, false, shown);
+	if (parent && *parent)
+		path_fit(out, snprintf(out, PATH_BUF, "%s.%s", parent, shown));
+	else
+		path_fit(out, snprintf(out, PATH_BUF, "%s", shown));
+}
+
+static void path_index(char *out, const char *parent, size_t i)
+{
+	path_fit(out, snprintf(out, PATH_BUF, "%s[%zu]", parent, i));
+}
+
+/*
+ * Match the keys of mapping `map` against keys[0..nkeys). vals[i]/knodes[i]
+ * receive the value and key node of keys[i], or NULL. Unknown keys, keys
+ * that are not scalars and repeated keys are reported; the message lists
+ * keys[listed..nkeys) as the allowed ones.
+ */
+static void walk_map(struct ld *ld, yaml_document_t *doc, const yaml_node_t *map, const char *path,
+                     const char *const *keys, size_t nkeys, size_t listed, yaml_node_t **vals,
+                     yaml_node_t **knodes)
+{
+	char kpath[PATH_BUF], got[SHOW_BUF];
+
+	for (size_t i = 0; i < nkeys; i++)
+		vals[i] = knodes[i] = NULL;
+	if (map->type != YAML_MAPPING_NODE)
+		return;
+	for (yaml_node_pair_t *pair = map->data.mapping.pairs.start; pair < map->data.mapping.pairs.top;
+	     pair++) {
+		yaml_node_t *k = node_at(doc, pair->key), *v = node_at(doc, pair->value);
+		size_t i;
+
+		if (!k || !v)
+			continue;
+		if (k->type != YAML_SCALAR_NODE) {
+			add_err(ld, node_pos(k), path, "expected a key name, got %s", desc(k, got));
+			continue;
+		}
+		path_key(kpath, path, sval(k), slen(k));
+		for (i = 0; i < nkeys; i++) {
+			if (strlen(keys[i]) == slen(k) && memcmp(keys[i], sval(k), slen(k)) == 0)
+				break;
+		}
+		if (i == nkeys) {
+			char list[PATH_BUF];
+			size_t o = 0;
+			for (size_t j = listed; j < nkeys && o < sizeof list; j++)
+				o += (size_t)snprintf(list + o, sizeof list - o, "%s%s",
+				                      j > listed ? ", " : "", keys[j]);
+			add_err(ld, node_pos(k), kpath, "unknown key, expected one of %s", list);
+			continue;
+		}
+		if (vals[i]) {
+			add_err(ld, node_pos(k), kpath, "duplicate key, first given at line %u",
+			        node_pos(knodes[i]).line);
+			continue;
+		}
+		vals[i] = v;
+		knodes[i] = k;
+	}
+}
+
+/* A mapping section (daemon:, defaults:, backoff:); an empty value counts as {}. */
+static bool want_map(struct ld *ld, const yaml_node_t *n, const char *path, const char *what)
+{
+	if (n->type == YAML_MAPPING_NODE)
+		return true;
+	if (!is_null(n))
+		bad_value(ld, n, path, "%s", what);
+	return false;
+}
+
+/* A scalar as text without NUL bytes; reports `what` otherwise. */
+static bool want_text(struct ld *ld, const yaml_node_t *n, const char *path, const char *what)
+{
+	if (n->type != YAML_SCALAR_NODE) {
+		bad_value(ld, n, path, "%s", what);
+		return false;
+	}
+	if (strlen(sval(n)) != slen(n)) {
+		bad_value(ld, n, path, "%s without NUL bytes", what);
+		return false;
+	}
+	return true;
+}
+
+/* Decimal digits only: no sign, no spaces, no 0x. Saturates instead of wrapping. */
+static bool parse_uint(const char *s, uint64_t *out)
+{
+	uint64_t v = 0;
+
+	if (*s == '\0')
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		if (v > (UINT64_MAX - 9) / 10)
+			v = UINT64_MAX;
+		else
+			v = v * 10 + (uint64_t)(*s - '0');
+	}
+	*out = v;
+	return true;
+}
+
+static bool get_u32(struct ld *ld, const yaml_node_t *n, const char *path, uint32_t lo, uint32_t hi,
+                    uint32_t *out)
+{
+	uint64_t v;
+
+	if (n->type != YAML_SCALAR_NODE || strlen(sval(n)) != slen(n) || !parse_uint(sval(n), &v) || v < lo) {
+		bad_value(ld, n, path, "an integer >= %u", lo);
+		return false;
+	}
+	if (v > hi) {
+		bad_value(ld, n, path, "an integer <= %u", hi);
+		return false;
+	}
+	*out = (uint32_t)v;
+	return true;
+}
+
+/*
+ * "250ms", "5s", "1.5m", "2h" to milliseconds. Returns 0, -EINVAL for a bad
+ * form (no unit, sign, spaces), -EDOM for a fraction of a millisecond and
+ * -ERANGE when it does not fit 64 bits.
+ */
+static int parse_duration(const char *s, uint64_t *ms)
+{
+	uint64_t whole = 0, frac = 0, scale = 1, unit;
+	bool big = false;
+	const char *p = s;
+
+	if (*p < '0' || *p > '9')
+		return -EINVAL;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (whole > (UINT64_MAX - 9) / 10)
+			big = true;
+		else
+			whole = whole * 10 + (uint64_t)(*p - '0');
+	}
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		for (; *p >= '0' && *p <= '9'; p++) {
+			if (scale >= 1000000000ULL) { /* beyond 9 digits only zeros are exact */
+				if (*p != '0')
+					return -EDOM;
+				continue;
+			}
+			frac = frac * 10 + (uint64_t)(*p - '0');
+			scale *= 10;
+		}
+	}
+	if (strcmp(p, "ms") == 0)
+		unit = 1;
+	else if (strcmp(p, "s") == 0)
+		unit = MS_S;
+	else if (strcmp(p, "m") == 0)
+		unit = MS_M;
+	else if (strcmp(p, "h") == 0)
+		unit = MS_H;
+	else
+		return -EINVAL;
+	if ((frac * unit) % scale != 0) /* frac < 1e9, unit <= 3.6e6: no overflow */
+		return -EDOM;
+	if (big || whole > (UINT64_MAX - frac * unit / scale) / unit)
+		return -ERANGE;
+	*ms = whole * unit + frac * unit / scale;
+	return 0;
+}
+
+/* Milliseconds in the largest unit that divides them evenly. */
+static const char *fmt_ms(uint64_t ms, char *buf, size_t sz)
+{
+	if (ms == 0)
+		snprintf(buf, sz, "0s");
+	else if (ms % MS_H == 0)
+		snprintf(buf, sz, "%lluh", (unsigned long long)(ms / MS_H));
+	else if (ms % MS_M == 0)
+		snprintf(buf, sz, "%llum", (unsigned long long)(ms / MS_M));
+	else if (ms % MS_S == 0)
+		snprintf(buf, sz, "%llus", (unsigned long long)(ms / MS_S));
+	else
+		snprintf(buf, sz, "%llums", (unsigned long long)ms);
+	return buf;
+}
+
+static bool get_duration(struct ld *ld, const yaml_node_t *n, const char *path, uint64_t lo, uint64_t hi,
+                         uint64_t *out)
+{
+	char a[32], b[32];
+	uint64_t v = 0;
+	int r;
+
+	if (n->type != YAML_SCALAR_NODE || strlen(sval(n)) != slen(n)) {
+		bad_value(ld, n, path, "a duration with a unit (ms, s, m, h)");
+		return false;
+	}
+	r = parse_duration(sval(n), &v);
+	if (r == -EINVAL) {
+		bad_value(ld, n, path, "a duration with a unit (ms, s, m, h)");
+		return false;
+	}
+	if (r == -EDOM) {
+		bad_value(ld, n, path, "a duration in whole milliseconds");
+		return false;
+	}
+	if (r == -ERANGE || v < lo || v > hi) {
+		bad_value(ld, n, path, "a duration between %s and %s", fmt_ms(lo, a, sizeof a),
+		          fmt_ms(hi, b, sizeof b));
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* A finite decimal number: strtod must consume it all; no hex, nan or inf. */
+static bool get_double(struct ld *ld, const yaml_node_t *n, const char *path, double *out)
+{
+	const char *s;
+	char *end;
+	double v;
+
+	if (n->type != YAML_SCALAR_NODE || strlen(sval(n)) != slen(n))
+		goto bad;
+	s = sval(n);
+	if (!((*s >= '0' && *s <= '9') || *s == '.' || *s == '-' || *s == '+') || strpbrk(s, "xXpP"))
+		goto bad;
+	errno = 0;
+	v = strtod(s, &end);
+	if (end == s || *end != '\0' || errno == ERANGE || !isfinite(v))
+		goto bad;
+	*out = v;
+	return true;
+bad:
+	bad_value(ld, n, path, "a number");
+	return false;
+}
+
+/* Run wp_backoff_check() on the built-in backoff with one field replaced. */
+static bool check_backoff_field(struct ld *ld, const yaml_node_t *n, const char *path, enum backoff_key k,
+                                double v)
+{
+	struct wp_backoff probe = builtin_backoff;
+	const char *why = "invalid value";
+	char got[SHOW_BUF];
+
+	if (k == B_MULT)
+		probe.multiplier = v;
+	else
+		probe.jitter = v;
+	if (wp_backoff_check(&probe, &why) == 0)
+		return true;
+	add_err(ld, node_pos(n), path, "%s, got %s", why, desc(n, got));
+	return false;
+}
+
+static void parse_backoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                          struct level *l)
+{
+	yaml_node_t *vals[B_N], *knodes[B_N];
+	char kpath[PATH_BUF];
+	double d;
+
+	if (!want_map(ld, n, path, "a mapping of initial, max, multiplier, jitter"))
+		return;
+	walk_map(ld, doc, n, path, backoff_keys, B_N, 0, vals, knodes);
+	if (vals[B_INITIAL]) {
+		path_key(kpath, path, "initial", 7);
+		if (get_duration(ld, vals[B_INITIAL], kpath, 1, MS_H, &l->backoff.initial_ms))
+			l->set |= BIT(F_BO_INITIAL);
+		l->node[F_BO_INITIAL] = vals[B_INITIAL];
+	}
+	if (vals[B_MAX]) {
+		path_key(kpath, path, "max", 3);
+		if (get_duration(ld, vals[B_MAX], kpath, 1, MS_H, &l->backoff.max_ms))
+			l->set |= BIT(F_BO_MAX);
+		l->node[F_BO_MAX] = vals[B_MAX];
+	}
+	if (vals[B_MULT]) {
+		path_key(kpath, path, "multiplier", 10);
+		if (get_double(ld, vals[B_MULT], kpath, &d) &&
+		    check_backoff_field(ld, vals[B_MULT], kpath, B_MULT, d)) {
+			l->backoff.multiplier = d;
+			l->set |= BIT(F_BO_MULT);
+		}
+		l->node[F_BO_MULT] = vals[B_MULT];
+	}
+	if (vals[B_JITTER]) {
+		path_key(kpath, path, "jitter", 6);
+		if (get_double(ld, vals[B_JITTER], kpath, &d) &&
+		    check_backoff_field(ld, vals[B_JITTER], kpath, B_JITTER, d)) {
+			l->backoff.jitter = d;
+			l->set |= BIT(F_BO_JITTER);
+		}
+		l->node[F_BO_JITTER] = vals[B_JITTER];
+	}
+}
+
+/* The keys shared by `defaults:` and pools (everything but listen/backends). */
+static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals, const char *path,
+                        struct level *l)
+{
+	static const struct {
+		enum pool_key key;
+		enum field f;
+	} map[] = {
+	    {K_MIN_IDLE, F_MIN_IDLE},     {K_MAX_CONN, F_MAX_CONN}, {K_MAX_CLIENTS, F_MAX_CLIENTS},
+	    {K_CONNECT_TO, F_CONNECT_TO}, {K_QUEUE_TO, F_QUEUE_TO},
+	};
+	char kpath[PATH_BUF];
+
+	memset(l, 0, sizeof *l);
+	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
+		const yaml_node_t *v = vals[map[i].key];
+		bool ok = false;
+
+		if (!v)
+			continue;
+		path_key(kpath, path, pool_keys[map[i].key], strlen(pool_keys[map[i].key]));
+		switch (map[i].f) {
+		case F_MIN_IDLE:
+			ok = get_u32(ld, v, kpath, 0, CFG_MAX_CONNECTIONS, &l->min_idle);
+			break;
+		case F_MAX_CONN:
+			ok = get_u32(ld, v, kpath, 1, CFG_MAX_CONNECTIONS, &l->max_connections);
+			break;
+		case F_MAX_CLIENTS:
+			ok = get_u32(ld, v, kpath, 1, CLIENTS_LIMIT, &l->max_clients);
+			break;
+		case F_CONNECT_TO:
+			ok = get_duration(ld, v, kpath, 1, 5 * MS_M, &l->connect_timeout_ms);
+			break;
+		case F_QUEUE_TO:
+			ok = get_duration(ld, v, kpath, 1, MS_H, &l->queue_timeout_ms);
+			break;
+		default:
+			break;
+		}
+		if (ok)
+			l->set |= BIT(map[i].f);
+		l->node[map[i].f] = v;
+	}
+	if (vals[K_BACKOFF]) {
+		path_key(kpath, path, "backoff", 7);
+		parse_backoff(ld, doc, vals[K_BACKOFF], kpath, l);
+	}
+}
+
+static void apply_level(struct cfg_pool *p, const struct level *l)
+{
+	if (l->set & BIT(F_MIN_IDLE))
+		p->min_idle = l->min_idle;
+	if (l->set & BIT(F_MAX_CONN))
+		p->max_connections = l->max_connections;
+	if (l->set & BIT(F_MAX_CLIENTS))
+		p->max_clients = l->max_clients;
+	if (l->set & BIT(F_CONNECT_TO))
+		p->connect_timeout_ms = l->connect_timeout_ms;
+	if (l->set & BIT(F_QUEUE_TO))
+		p->queue_timeout_ms = l->queue_timeout_ms;
+	if (l->set & BIT(F_BO_INITIAL))
+		p->backoff.initial_ms = l->backoff.initial_ms;
+	if (l->set & BIT(F_BO_MAX))
+		p->backoff.max_ms = l->backoff.max_ms;
+	if (l->set & BIT(F_BO_MULT))
+		p->backoff.multiplier = l->backoff.multiplier;
+	if (l->set & BIT(F_BO_JITTER))
+		p->backoff.jitter = l->backoff.jitter;
+}
+
+/*
+ * Relations between values of the merged pool `p`, checked only when level
+ * `l` gave one of the values involved (so an error inherited from defaults
+ * is reported once, at defaults), and blamed on a value `l` gave.
+ */
+static void check_level(struct ld *ld, const struct cfg_pool *p, const struct level *l, const char *path)
+{
+	char kpath[PATH_BUF], a[32];
+	const char *why = NULL;
+
+	if ((l->set & (BIT(F_MIN_IDLE) | BIT(F_MAX_CONN))) && p->min_idle > p->max_connections) {
+		if (l->set & BIT(F_MIN_IDLE)) {
+			path_key(kpath, path, "min_idle", 8);
+			bad_value(ld, l->node[F_MIN_IDLE], kpath, "an integer <= max_connections (%u)",
+			          p->max_connections);
+		} else {
+			path_key(kpath, path, "max_connections", 15);
+			bad_value(ld, l->node[F_MAX_CONN], kpath, "an integer >= min_idle (%u)", p->min_idle);
+		}
+	}
+	if (!(l->set & (BIT(F_BO_INITIAL) | BIT(F_BO_MAX) | BIT(F_BO_MULT) | BIT(F_BO_JITTER))))
+		return;
+	if (p->backoff.max_ms < p->backoff.initial_ms) {
+		if (l->set & BIT(F_BO_MAX)) {
+			path_key(kpath, path, "backoff.max", 11);
+			bad_value(ld, l->node[F_BO_MAX], kpath, "a duration >= initial (%s)",
+			          fmt_ms(p->backoff.initial_ms, a, sizeof a));
+		} else if (l->set & BIT(F_BO_INITIAL)) {
+			path_key(kpath, path, "backoff.initial", 15);
+			bad_value(ld, l->node[F_BO_INITIAL], kpath, "a duration <= max (%s)",
+			          fmt_ms(p->backoff.max_ms, a, sizeof a));
+		}
+		return;
+	}
+	/* The library has the last word; the per-field checks above mirror it. */
+	if (wp_backoff_check(&p->backoff, &why) < 0) {
+		const yaml_node_t *n = NULL;
+		for (int f = F_BO_INITIAL; f <= F_BO_JITTER && !n; f++)
+			n = (l->set & BIT(f)) ? l->node[f] : NULL;
+		path_key(kpath, path, "backoff", 7);
+		add_err(ld, n ? node_pos(n) : (struct cfg_pos){1, 1}, kpath, "%s", why);
+	}
+}
+
+static bool refs_add(struct ld *ld, struct refs *r, const char *label, const char *text, struct cfg_pos pos,
+                     struct cfg_backend *be, const char *pool)
+{
+	char *l;
+
+	if (r->n == r->cap) {
+		size_t cap = r->cap ? r->cap * 2 : 16;
+		struct ref *v = realloc(r->v, cap * sizeof *v);
+		if (!v)
+			goto oom;
+		r->v = v;
+		r->cap = cap;
+	}
+	l = strdup(label);
+	if (!l)
+		goto oom;
+	r->v[r->n] = (struct ref){l, text, pos, r->n, be, pool};
+	r->n++;
+	return true;
+oom:
+	ld->oom = true;
+	return false;
+}
+
+static void refs_free(struct refs *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		free(r->v[i].label);
+	free(r->v);
+	r->v = NULL;
+	r->n = r->cap = 0;
+}
+
+/* Octal digits only, at most 0777. */
+static bool parse_mode(const char *s, mode_t *out)
+{
+	unsigned long v = 0;
+
+	if (*s == '\0')
+		return false;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '7')
+			return false;
+		v = v * 8 + (unsigned long)(*s - '0');
+		if (v > 0777)
+			return false;
+	}
+	*out = (mode_t)v;
+	return true;
+}
+
+static void parse_listen_item(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                              struct cfg_pool *p)
+{
+	const yaml_node_t *pn = n;
+	mode_t mode = 0660;
+	char kpath[PATH_BUF];
+	struct cfg_listen *l;
+
+	if (n->type == YAML_MAPPING_NODE) {
+		yaml_node_t *vals[L_N], *knodes[L_N];
+		bool ok = true;
+
+		walk_map(ld, doc, n, path, listen_keys, L_N, 0, vals, knodes);
+		if (vals[L_MODE]) {
+			path_key(kpath, path, "mode", 4);
+			if (vals[L_MODE]->type != YAML_SCALAR_NODE ||
+			    strlen(sval(vals[L_MODE])) != slen(vals[L_MODE]) ||
+			    !parse_mode(sval(vals[L_MODE]), &mode)) {
+				bad_value(ld, vals[L_MODE], kpath,
+				          "an octal mode like \"0660\", at most 0777");
+				ok = false;
+			}
+		}
+		path_key(kpath, path, "path", 4);
+		if (!vals[L_PATH]) {
+			add_err(ld, node_pos(n), kpath, "missing key, expected a socket path");
+			return;
+		}
+		pn = vals[L_PATH];
+		if (!ok)
+			return;
+	} else {
+		snprintf(kpath, sizeof kpath, "%s", path);
+	}
+	if (!want_text(ld, pn, kpath, "a socket path"))
+		return;
+	if (slen(pn) == 0 || is_null(pn)) { /* ~ and null are YAML's null, not file names */
+		bad_value(ld, pn, kpath, "a socket path");
+		return;
+	}
+	if (slen(pn) > SUN_PATH_MAX) {
+		bad_value(ld, pn, kpath, "a socket path of at most %zu bytes", SUN_PATH_MAX);
+		return;
+	}
+	l = &p->listen[p->n_listen];
+	l->path = strdup(sval(pn));
+	if (!l->path) {
+		ld->oom = true;
+		return;
+	}
+	l->mode = mode;
+	l->pos = node_pos(n);
+	p->n_listen++;
+	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, p->name);
+}
+
+static void parse_listen(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                         struct cfg_pool *p)
+{
+	char ipath[PATH_BUF];
+	size_t count;
+
+	if (n->type == YAML_SCALAR_NODE) {
+		p->listen = calloc(1, sizeof *p->listen);
+		if (!p->listen) {
+			ld->oom = true;
+			return;
+		}
+		parse_listen_item(ld, doc, n, path, p);
+		return;
+	}
+	if (n->type != YAML_SEQUENCE_NODE) {
+		bad_value(ld, n, path, "a socket path or a list of them");
+		return;
+	}
+	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count == 0) {
+		bad_value(ld, n, path, "at least one socket path");
+		return;
+	}
+	if (count > CFG_MAX_LISTEN) {
+		add_err(ld, node_pos(n), path, "expected at most %d socket paths, got %zu", CFG_MAX_LISTEN,
+		        count);
+		count = CFG_MAX_LISTEN;
+	}
+	p->listen = calloc(count, sizeof *p->listen);
+	if (!p->listen) {
+		ld->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = node_at(doc, n->data.sequence.items.start[i]);
+		if (!item)
+			continue;
+		path_index(ipath, path, i);
+		if (item->type == YAML_SEQUENCE_NODE) {
+			bad_value(ld, item, ipath, "a socket path or a {path, mode} mapping");
+			continue;
+		}
+		parse_listen_item(ld, doc, item, ipath, p);
+	}
+}
+
+static void parse_backend(struct ld *ld, const yaml_node_t *n, const char *path, struct cfg_pool *p)
+{
+	char host[NI_MAXHOST];
+	const char *why = NULL;
+	struct cfg_backend *be;
+	uint16_t port;
+
+	if (!want_text(ld, n, path, "an address host:port"))
+		return;
+	if (wp_addr_split(sval(n), host, sizeof host, &port, &why) < 0) {
+		bad_value(ld, n, path, "an address host:port, [v6]:port or a.b.c.d:port (%s)", why);
+		return;
+	}
+	be = &p->backends[p->n_backends];
+	be->name = strdup(sval(n));
+	if (!be->name) {
+		ld->oom = true;
+		return;
+	}
+	be->pos = node_pos(n);
+	p->n_backends++;
+	refs_add(ld, &ld->backends, path, be->name, be->pos, be, NULL);
+}
+
+static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                           struct cfg_pool *p)
+{
+	char ipath[PATH_BUF];
+	size_t count;
+
+	if (n->type == YAML_SCALAR_NODE) {
+		p->backends = calloc(1, sizeof *p->backends);
+		if (!p->backends) {
+			ld->oom = true;
+			return;
+		}
+		parse_backend(ld, n, path, p);
+		return;
+	}
+	if (n->type != YAML_SEQUENCE_NODE) {
+		bad_value(ld, n, path, "an address host:port or a list of them");
+		return;
+	}
+	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count == 0) {
+		bad_value(ld, n, path, "at least one backend address");
+		return;
+	}
+	if (count > CFG_MAX_BACKENDS) {
+		add_err(ld, node_pos(n), path, "expected at most %d backends, got %zu", CFG_MAX_BACKENDS,
+		        count);
+		count = CFG_MAX_BACKENDS;
+	}
+	p->backends = calloc(count, sizeof *p->backends);
+	if (!p->backends) {
+		ld->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = node_at(doc, n->data.sequence.items.start[i]);
+		if (!item)
+			continue;
+		path_index(ipath, path, i);
+		parse_backend(ld, item, ipath, p);
+	}
+}
+
+static bool valid_pool_name(const char *s, size_t len)
+{
+	if (len == 0 || len > CFG_MAX_NAME || strlen(s) != len)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *key, const yaml_node_t *val,
+                       const struct cfg_pool *base, struct cfg_pool *p)
+{
+	yaml_node_t *vals[K_POOL_N], *knodes[K_POOL_N];
+	char path[PATH_BUF], kpath[PATH_BUF];
+	struct level l;
+
+	*p = *base; /* built-ins with defaults applied; no pointers yet */
+	p->pos = node_pos(key);
+	path_key(path, "pools", sval(key), slen(key));
+	p->name = strndup(sval(key), slen(key));
+	if (!p->name) {
+		ld->oom = true;
+		return;
+	}
+	if (!valid_pool_name(sval(key), slen(key))) {
+		bad_value(ld, key, path, "a pool name of 1 to %d characters from A-Z a-z 0-9 _ . -",
+		          CFG_MAX_NAME);
+	}
+	if (val->type != YAML_MAPPING_NODE) {
+		bad_value(ld, val, path, "a mapping with listen: and backends:");
+		return;
+	}
+	walk_map(ld, doc, val, path, pool_keys, K_POOL_N, 0, vals, knodes);
+	path_key(kpath, path, "listen", 6);
+	if (vals[K_LISTEN])
+		parse_listen(ld, doc, vals[K_LISTEN], kpath, p);
+	else
+		add_err(ld, p->pos, kpath, "missing key, expected a socket path or a list of them");
+	path_key(kpath, path, "backends", 8);
+	if (vals[K_BACKENDS])
+		parse_backends(ld, doc, vals[K_BACKENDS], kpath, p);
+	else
+		add_err(ld, p->pos, kpath, "missing key, expected an address host:port or a list of them");
+	parse_level(ld, doc, vals, path, &l);
+	apply_level(p, &l);
+	check_level(ld, p, &l, path);
+}
+
+struct name_ref {
+	const char *s;
+	size_t len;
+	size_t idx; /* pair index in pools: */
+};
+
+static int cmp_name_ref(const void *a, const void *b)
+{
+	const struct name_ref *x = a, *y = b;
+	size_t n = x->len < y->len ? x->len : y->len;
+	int c = memcmp(x->s, y->s, n);
+
+	if (c)
+		return c;
+	if (x->len != y->len)
+		return x->len < y->len ? -1 : 1;
+	return x->idx < y->idx ? -1 : x->idx > y->idx;
+}
+
+/* Pool names are keys of pools:, so repeated names are found by sorting them. */
+static void check_pool_names(struct ld *ld, yaml_document_t *doc, const yaml_node_pair_t *pairs, size_t n)
+{
+	struct name_ref *v = calloc(n ? n : 1, sizeof *v);
+	size_t m = 0;
+	char path[PATH_BUF];
+
+	if (!v) {
+		ld->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		const yaml_node_t *k = node_at(doc, pairs[i].key);
+		if (k && k->type == YAML_SCALAR_NODE)
+			v[m++] = (struct name_ref){sval(k), slen(k), i};
+	}
+	qsort(v, m, sizeof *v, cmp_name_ref);
+	for (size_t i = 1, first = 0; i < m; i++) {
+		if (v[i].len != v[first].len || memcmp(v[i].s, v[first].s, v[i].len) != 0) {
+			first = i;
+			continue;
+		}
+		path_key(path, "pools", v[i].s, v[i].len);
+		add_err(ld, node_pos(node_at(doc, pairs[v[i].idx].key)), path,
+		        "duplicate pool name, first defined at line %u",
+		        node_pos(node_at(doc, pairs[v[first].idx].key)).line);
+	}
+	free(v);
+}
+
+static void parse_pools(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n,
+                        const struct cfg_pool *base)
+{
+	yaml_node_pair_t *pairs;
+	size_t count;
+	char got[SHOW_BUF];
+
+	if (n->type != YAML_MAPPING_NODE) {
+		if (is_null(n))
+			add_err(ld, node_pos(n), "pools", "expected at least one pool, got %s", desc(n, got));
+		else
+			bad_value(ld, n, "pools", "a mapping of pool names to pool settings");
+		return;
+	}
+	pairs = n->data.mapping.pairs.start;
+	count = (size_t)(n->data.mapping.pairs.top - pairs);
+	if (count == 0) {
+		bad_value(ld, n, "pools", "at least one pool");
+		return;
+	}
+	if (count > CFG_MAX_POOLS) {
+		add_err(ld, node_pos(n), "pools", "expected at most %d pools, got %zu", CFG_MAX_POOLS, count);
+		count = CFG_MAX_POOLS;
+	}
+	check_pool_names(ld, doc, pairs, count);
+	ld->cfg->pools = calloc(count, sizeof *ld->cfg->pools);
+	if (!ld->cfg->pools) {
+		ld->oom = true;
+		return;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *k = node_at(doc, pairs[i].key), *v = node_at(doc, pairs[i].value);
+		if (!k || !v)
+			continue;
+		if (k->type != YAML_SCALAR_NODE) {
+			add_err(ld, node_pos(k), "pools", "expected a pool name, got %s", desc(k, got));
+			continue;
+		}
+		parse_pool(ld, doc, k, v, base, &ld->cfg->pools[ld->cfg->n_pools]);
+		ld->cfg->n_pools++;
+		if (ld->oom)
+			return;
+	}
+}
+
+static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n)
+{
+	yaml_node_t *vals[D_N], *knodes[D_N];
+	struct cfg_daemon *d = &ld->cfg->daemon;
+
+	if (!want_map(ld, n, "daemon", "a mapping of log_level, shutdown_timeout"))
+		return;
+	walk_map(ld, doc, n, "daemon", daemon_keys, D_N, 0, vals, knodes);
+	if (vals[D_LOG_LEVEL]) {
+		const yaml_node_t *v = vals[D_LOG_LEVEL];
+		size_t i = 0, nl = sizeof log_levels / sizeof log_levels[0];
+		if (v->type == YAML_SCALAR_NODE)
+			for (; i < nl && strcmp(sval(v), log_levels[i].name) != 0; i++)
+				;
+		if (v->type != YAML_SCALAR_NODE || i == nl || strlen(sval(v)) != slen(v))
+			bad_value(ld, v, "daemon.log_level", "one of debug, info, notice, warning, error");
+		else
+			d->log_level = log_levels[i].level;
+	}
+	if (vals[D_SHUTDOWN_TO])
+		get_duration(ld, vals[D_SHUTDOWN_TO], "daemon.shutdown_timeout", 0, MS_H,
+		             &d->shutdown_timeout_ms);
+}
+
+static void walk_root(struct ld *ld, yaml_document_t *doc)
+{
+	yaml_node_t *root = yaml_document_get_root_node(doc);
+	yaml_node_t *vals[T_N], *knodes[T_N];
+	yaml_node_t *dvals[K_POOL_N], *dknodes[K_POOL_N];
+	struct cfg_pool base = {0};
+	struct level dl;
+
+	if (!root || is_null(root)) {
+		add_err(ld, root ? node_pos(root) : (struct cfg_pos){1, 1}, NULL,
+		        "expected a mapping with a pools: key, got an empty document");
+		return;
+	}
+	if (root->type != YAML_MAPPING_NODE) {
+		bad_value(ld, root, NULL, "a mapping with a pools: key");
+		return;
+	}
+	walk_map(ld, doc, root, NULL, top_keys, T_N, 0, vals, knodes);
+	if (vals[T_DAEMON])
+		parse_daemon(ld, doc, vals[T_DAEMON]);
+
+	builtin_pool(&base);
+	if (vals[T_DEFAULTS] && want_map(ld, vals[T_DEFAULTS], "defaults", "a mapping of pool settings")) {
+		walk_map(ld, doc, vals[T_DEFAULTS], "defaults", pool_keys, K_POOL_N, K_MIN_IDLE, dvals,
+		         dknodes);
+		for (int k = K_LISTEN; k <= K_BACKENDS; k++) {
+			if (dknodes[k])
+				add_err(ld, node_pos(dknodes[k]),
+				        k == K_LISTEN ? "defaults.listen" : "defaults.backends",
+				        "not allowed in defaults, set it in each pool");
+		}
+		parse_level(ld, doc, dvals, "defaults", &dl);
+		apply_level(&base, &dl);
+		check_level(ld, &base, &dl, "defaults");
+	}
+	if (vals[T_POOLS])
+		parse_pools(ld, doc, vals[T_POOLS], &base);
+	else
+		add_err(ld, node_pos(root), "pools",
+		        "missing key, expected a mapping of pool names to pool settings");
+}
+
+/* ------------------------------------------------------------------ */
+/* Phase 3: cross-checks                                               */
+
+static int cmp_socket_ref(const void *a, const void *b)
+{
+	const struct ref *x = a, *y = b;
+	int c = strcmp(x->text, y->text);
+
+	if (c)
+		return c;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static void check_sockets(struct ld *ld)
+{
+	struct refs *r = &ld->sockets;
+	char shown[SHOW_BUF], name[SHOW_BUF];
+
+	if (r->n < 2)
+		return;
+	qsort(r->v, r->n, sizeof *r->v, cmp_socket_ref);
+	for (size_t i = 1, first = 0; i < r->n; i++) {
+		if (strcmp(r->v[i].text, r->v[first].text) != 0) {
+			first = i;
+			continue;
+		}
+		show(r->v[i].text, strlen(r->v[i].text), true, shown);
+		show(r->v[first].pool, strlen(r->v[first].pool), false, name);
+		add_err(ld, r->v[i].pos, r->v[i].label,
+		        "expected a socket path no other listener uses (pool %s has it at line %u), got %s",
+		        name, r->v[first].pos.line, shown);
+	}
+}
+
+static void resolve_backends(struct ld *ld)
+{
+	for (size_t i = 0; i < ld->backends.n; i++) {
+		const struct ref *r = &ld->backends.v[i];
+		struct addrinfo hints = {
+		    .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+		struct addrinfo *res = NULL;
+		char host[NI_MAXHOST], port_s[8], shown[SHOW_BUF];
+		const char *why = NULL;
+		uint16_t port;
+		int e;
+
+		if (wp_addr_split(r->text, host, sizeof host, &port, &why) < 0)
+			continue; /* reported in phase 2 */
+		if (r->text[0] == '[') {
+			hints.ai_family = AF_INET6;
+			hints.ai_flags |= AI_NUMERICHOST;
+		}
+		snprintf(port_s, sizeof port_s, "%u", (unsigned)port);
+		e = getaddrinfo(host, port_s, &hints, &res);
+		if (e == 0 && res && res->ai_addrlen <= sizeof r->be->addr) {
+			memcpy(&r->be->addr, res->ai_addr, res->ai_addrlen);
+			r->be->addrlen = res->ai_addrlen;
+		} else {
+			show(r->text, strlen(r->text), true, shown);
+			if (e == EAI_MEMORY) {
+				ld->oom = true;
+			} else {
+				add_err(ld, r->pos, r->label,
+				        "expected a host name that resolves (%s), got %s",
+				        e == EAI_SYSTEM ? strerror(errno)
+				        : e             ? gai_strerror(e)
+				                        : "no address",
+				        shown);
+			}
+		}
+		if (res)
+			freeaddrinfo(res);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Entry points                                                        */
+
+static int cmp_err(const void *a, const void *b)
+{
+	const struct err_item *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	if (x->col != y->col)
+		return x->col < y->col ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* Move the collected errors into `errs`, sorted by position. */
+static void hand_over(struct ld *ld, struct cfg_errors *errs)
+{
+	if (ld->oom && ld->n_errs < CFG_MAX_ERRORS)
+		add_err(ld, (struct cfg_pos){0, 0}, NULL, "out of memory");
+	errs->truncated = ld->truncated;
+	if (ld->n_errs == 0)
+		goto out;
+	qsort(ld->errs, ld->n_errs, sizeof *ld->errs, cmp_err);
+	errs->msg = calloc(ld->n_errs, sizeof *errs->msg);
+	if (!errs->msg) {
+		errs->truncated += ld->n_errs;
+		for (size_t i = 0; i < ld->n_errs; i++)
+			free(ld->errs[i].msg);
+		goto out;
+	}
+	for (size_t i = 0; i < ld->n_errs; i++)
+		errs->msg[i] = ld->errs[i].msg;
+	errs->n = ld->n_errs;
+out:
+	if (errs->n == 0 && errs->truncated == 0)
+		errs->truncated = 1; /* never report failure with nothing to show */
+	free(ld->errs);
+	ld->errs = NULL;
+	ld->n_errs = 0;
+}
+
+static void ld_done(struct ld *ld)
+{
+	refs_free(&ld->sockets);
+	refs_free(&ld->backends);
+	free(ld->errs);
+}
+
+static int load(const char *name, const char *buf, size_t len, struct wp_config **out,
+                struct cfg_errors *errs)
+{
+	struct ld ld = {.file = name ? name : "<config>", .buf = buf, .len = len};
+	yaml_document_t doc;
+	bool have_doc = false;
+
+	if (len > CFG_MAX_FILE_SIZE) {
+		add_err(&ld, (struct cfg_pos){0, 0}, NULL, "file too large, expected at most %d bytes",
+		        CFG_MAX_FILE_SIZE);
+		goto fail;
+	}
+	ld.cfg = calloc(1, sizeof *ld.cfg);
+	if (!ld.cfg || !(ld.cfg->path = strdup(ld.file))) {
+		ld.oom = true;
+		goto fail;
+	}
+	ld.cfg->daemon.log_level = CFG_LOG_INFO;
+	ld.cfg->daemon.shutdown_timeout_ms = 30 * MS_S;
+
+	/* Phase 1 */
+	if (!scan_events(&ld))
+		goto fail;
+	{
+		yaml_parser_t p;
+		if (!yaml_parser_initialize(&p)) {
+			ld.oom = true;
+			goto fail;
+		}
+		yaml_parser_set_input_string(&p, (const unsigned char *)buf, len);
+		have_doc = yaml_parser_load(&p, &doc);
+		if (!have_doc)
+			syntax_error(&ld, &p);
+		yaml_parser_delete(&p);
+		if (!have_doc)
+			goto fail;
+	}
+
+	/* Phase 2 */
+	walk_root(&ld, &doc);
+
+	/* Phase 3 */
+	if (!ld.oom) {
+		check_sockets(&ld);
+		resolve_backends(&ld);
+	}
+	if (failed(&ld))
+		goto fail;
+	yaml_document_delete(&doc);
+	ld_done(&ld);
+	*out = ld.cfg;
+	return 0;
+fail:
+	if (have_doc)
+		yaml_document_delete(&doc);
+	hand_over(&ld, errs);
+	cfg_free(ld.cfg);
+	ld_done(&ld);
+	return -1;
+}
+
+int cfg_load_buffer(const char *name, const char *buf, size_t len, struct wp_config **out,
+                    struct cfg_errors *errs)
+{
+	struct cfg_errors scratch = {0};
+	int r;
+
+	*out = NULL;
+	if (!errs)
+		errs = &scratch;
+	*errs = (struct cfg_errors){0};
+	if (!buf) /* libyaml asserts on a NULL input */
+		buf = "", len = 0;
+	r = load(name, buf, len, out, errs);
+	cfg_errors_free(&scratch);
+	return r;
+}
+
+int cfg_load_file(const char *path, struct wp_config **out, struct cfg_errors *errs)
+{
+	struct cfg_errors scratch = {0};
+	struct ld ld = {.file = path};
+	size_t len = 0, cap = 64 * 1024;
+	char *buf = NULL;
+	int fd, r;
+
+	*out = NULL;
+	if (!errs)
+		errs = &scratch;
+	*errs = (struct cfg_errors){0};
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		add_err(&ld, (struct cfg_pos){0, 0}, NULL, "cannot open: %s", strerror(errno));
+		goto fail;
+	}
+	/* Read at most one byte past the limit: enough to know it is too big. */
+	for (;;) {
+		ssize_t n;
+		if (len == cap || !buf) {
+			char *nb;
+			if (buf)
+				cap = cap * 2 > CFG_MAX_FILE_SIZE + 1 ? CFG_MAX_FILE_SIZE + 1 : cap * 2;
+			nb = realloc(buf, cap);
+			if (!nb) {
+				ld.oom = true;
+				goto fail;
+			}
+			buf = nb;
+		}
+		n = read(fd, buf + len, cap - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			add_err(&ld, (struct cfg_pos){0, 0}, NULL, "cannot read: %s", strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+		if (len > CFG_MAX_FILE_SIZE) {
+			add_err(&ld, (struct cfg_pos){0, 0}, NULL,
+			        "file too large, expected at most %d bytes", CFG_MAX_FILE_SIZE);
+			goto fail;
+		}
+	}
+	close(fd);
+	fd = -1;
+	r = load(path, buf, len, out, errs);
+	free(buf);
+	cfg_errors_free(&scratch);
+	return r;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	hand_over(&ld, errs);
+	ld_done(&ld);
+	cfg_errors_free(&scratch);
+	return -1;
+}
+
+void cfg_free(struct wp_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_pools; i++) {
+		struct cfg_pool *p = &cfg->pools[i];
+		free(p->name);
+		for (size_t j = 0; j < p->n_listen; j++)
+			free(p->listen[j].path);
+		free(p->listen);
+		for (size_t j = 0; j < p->n_backends; j++)
+			free(p->backends[j].name);
+		free(p->backends);
+	}
+	free(cfg->pools);
+	free(cfg->path);
+	free(cfg);
+}
+
+void cfg_errors_free(struct cfg_errors *errs)
+{
+	if (!errs)
+		return;
+	for (size_t i = 0; i < errs->n; i++)
+		free(errs->msg[i]);
+	free(errs->msg);
+	errs->msg = NULL;
+	errs->n = 0;
+	errs->truncated = 0;
+}
+
+const char *cfg_log_level_name(int level)
+{
+	for (size_t i = 0; i < sizeof log_levels / sizeof log_levels[0]; i++) {
+		if (log_levels[i].level == level)
+			return log_levels[i].name;
+	}
+	return NULL;
+}

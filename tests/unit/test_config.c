@@ -1,0 +1,1375 @@
+/*
+ * tests/unit/test_config.c — the configuration loader (config/config.c).
+ *
+ * Valid forms are checked field by field. Error cases live in one table:
+ * each gives a document and the exact, complete list of error lines it must
+ * produce (position, key path and message), so a case also proves that no
+ * error is lost and none is invented. Cases that need generated documents or
+ * files are separate functions. Runs from the repository root.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "addr.h"
+#include "config.h"
+
+#define NAME "t.yaml"
+
+/* A valid pool `p` on lines 2-4; cases append its other keys from line 5. */
+#define HEAD                                                                                                 \
+	"pools:\n"                                                                                           \
+	"  p:\n"                                                                                             \
+	"    listen: /tmp/wp-test/p.sock\n"                                                                  \
+	"    backends: 127.0.0.1:6379\n"
+
+static char tmpdir[64]; /* per-run scratch directory for the file cases */
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+
+static void dump_errors(const struct cfg_errors *e)
+{
+	for (size_t i = 0; i < e->n; i++)
+		print_message("  got: %s\n", e->msg[i]);
+	if (e->truncated)
+		print_message("  (+%zu truncated)\n", e->truncated);
+}
+
+static struct wp_config *load_ok(const char *yaml)
+{
+	struct wp_config *cfg = NULL;
+	struct cfg_errors e = {0};
+
+	if (cfg_load_buffer(NAME, yaml, strlen(yaml), &cfg, &e) != 0) {
+		dump_errors(&e);
+		cfg_errors_free(&e);
+		fail_msg("expected the document to load");
+	}
+	assert_non_null(cfg);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(e.truncated, 0);
+	return cfg;
+}
+
+/* Load, expect failure, and return the errors (caller frees). */
+static void load_bad_len(const char *yaml, size_t len, struct cfg_errors *e)
+{
+	struct wp_config *cfg = (struct wp_config *)1;
+
+	assert_int_equal(cfg_load_buffer(NAME, yaml, len, &cfg, e), -1);
+	assert_null(cfg);
+}
+
+static void load_bad(const char *yaml, struct cfg_errors *e)
+{
+	load_bad_len(yaml, strlen(yaml), e);
+}
+
+static bool has_error(const struct cfg_errors *e, const char *line)
+{
+	for (size_t i = 0; i < e->n; i++) {
+		if (strcmp(e->msg[i], line) == 0)
+			return true;
+	}
+	return false;
+}
+
+static void assert_has_error(const struct cfg_errors *e, const char *line)
+{
+	if (!has_error(e, line)) {
+		dump_errors(e);
+		fail_msg("missing error line: %s", line);
+	}
+}
+
+/* Exactly these lines, in this order. */
+static void assert_errors(const struct cfg_errors *e, const char *const *want)
+{
+	size_t n = 0;
+
+	while (want[n])
+		n++;
+	if (e->n != n || e->truncated) {
+		for (size_t i = 0; i < n; i++)
+			print_message("  want: %s\n", want[i]);
+		dump_errors(e);
+		fail_msg("expected %zu error lines, got %zu", n, e->n);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (strcmp(e->msg[i], want[i]) != 0) {
+			dump_errors(e);
+			fail_msg("line %zu:\n  want: %s\n  got:  %s", i, want[i], e->msg[i]);
+		}
+	}
+}
+
+static void write_file(const char *path, const char *data, size_t len)
+{
+	FILE *f = fopen(path, "wb");
+
+	assert_non_null(f);
+	assert_int_equal(fwrite(data, 1, len, f), len);
+	assert_int_equal(fclose(f), 0);
+}
+
+static uint16_t port_of(const struct cfg_backend *b)
+{
+	if (b->addr.ss_family == AF_INET)
+		return ntohs(((const struct sockaddr_in *)&b->addr)->sin_port);
+	return ntohs(((const struct sockaddr_in6 *)&b->addr)->sin6_port);
+}
+
+static void assert_backend(const struct cfg_backend *b, const char *name, const char *formatted)
+{
+	char buf[WP_ADDR_STRLEN];
+
+	assert_string_equal(b->name, name);
+	assert_true(wp_addr_format((const struct sockaddr *)&b->addr, buf, sizeof buf) > 0);
+	assert_string_equal(buf, formatted);
+	assert_int_equal(b->addrlen, b->addr.ss_family == AF_INET ? sizeof(struct sockaddr_in)
+	                                                          : sizeof(struct sockaddr_in6));
+}
+
+/* Grow-only string for generated documents. */
+struct sbuf {
+	char *s;
+	size_t n, cap;
+};
+
+static void sb_add(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void sb_add(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int need;
+
+	va_start(ap, fmt);
+	need = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	assert_true(need >= 0);
+	if (b->n + (size_t)need + 1 > b->cap) {
+		b->cap = (b->n + (size_t)need + 1) * 2;
+		b->s = realloc(b->s, b->cap);
+		assert_non_null(b->s);
+	}
+	va_start(ap, fmt);
+	vsnprintf(b->s + b->n, b->cap - b->n, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)need;
+}
+
+/* ------------------------------------------------------------------ */
+/* Valid forms                                                         */
+
+static void test_builtin_defaults(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok(HEAD);
+	assert_string_equal(cfg->path, NAME);
+	assert_int_equal(cfg->daemon.log_level, CFG_LOG_INFO);
+	assert_int_equal(cfg->daemon.shutdown_timeout_ms, 30000);
+	assert_int_equal(cfg->n_pools, 1);
+	p = &cfg->pools[0];
+	assert_string_equal(p->name, "p");
+	assert_int_equal(p->pos.line, 2);
+	assert_int_equal(p->pos.col, 3);
+	assert_int_equal(p->min_idle, 2);
+	assert_int_equal(p->max_connections, 64);
+	assert_int_equal(p->max_clients, 4096);
+	assert_int_equal(p->connect_timeout_ms, 2000);
+	assert_int_equal(p->queue_timeout_ms, 5000);
+	assert_int_equal(p->backoff.initial_ms, 500);
+	assert_int_equal(p->backoff.max_ms, 30000);
+	assert_true(p->backoff.multiplier == 1.6);
+	assert_true(p->backoff.jitter == 0.2);
+	assert_int_equal(p->n_listen, 1);
+	assert_string_equal(p->listen[0].path, "/tmp/wp-test/p.sock");
+	assert_int_equal(p->listen[0].mode, 0660);
+	assert_int_equal(p->listen[0].pos.line, 3);
+	assert_int_equal(p->listen[0].pos.col, 13);
+	assert_int_equal(p->n_backends, 1);
+	assert_backend(&p->backends[0], "127.0.0.1:6379", "127.0.0.1:6379");
+	assert_int_equal(p->backends[0].pos.line, 4);
+	assert_int_equal(p->backends[0].pos.col, 15);
+	cfg_free(cfg);
+}
+
+static void test_daemon_section(void **state)
+{
+	static const struct {
+		const char *name;
+		int level;
+	} levels[] = {{"debug", CFG_LOG_DEBUG},
+	              {"info", CFG_LOG_INFO},
+	              {"notice", CFG_LOG_NOTICE},
+	              {"warning", CFG_LOG_WARNING},
+	              {"error", CFG_LOG_ERROR}};
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof levels / sizeof levels[0]; i++) {
+		struct wp_config *cfg;
+		snprintf(yaml, sizeof yaml, "daemon:\n  log_level: %s\n  shutdown_timeout: 0s\n" HEAD,
+		         levels[i].name);
+		cfg = load_ok(yaml);
+		assert_int_equal(cfg->daemon.log_level, levels[i].level);
+		assert_int_equal(cfg->daemon.shutdown_timeout_ms, 0);
+		assert_string_equal(cfg_log_level_name(levels[i].level), levels[i].name);
+		cfg_free(cfg);
+	}
+	assert_null(cfg_log_level_name(0));
+	assert_null(cfg_log_level_name(8));
+}
+
+static void test_empty_sections(void **state)
+{
+	struct wp_config *cfg;
+
+	(void)state;
+	/* An empty value where a mapping is expected means "nothing set". */
+	cfg = load_ok("daemon:\ndefaults: ~\n" HEAD "    backoff:\n");
+	assert_int_equal(cfg->daemon.log_level, CFG_LOG_INFO);
+	assert_int_equal(cfg->pools[0].backoff.initial_ms, 500);
+	assert_int_equal(cfg->pools[0].min_idle, 2);
+	cfg_free(cfg);
+}
+
+static void test_defaults_override_builtins(void **state)
+{
+	struct wp_config *cfg;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  min_idle: 0\n"
+	              "  max_connections: 8\n"
+	              "  max_clients: 100\n"
+	              "  connect_timeout: 250ms\n"
+	              "  queue_timeout: 1m\n"
+	              "  backoff: {initial: 1s, max: 2m, multiplier: 2, jitter: 0}\n" HEAD "  q:\n"
+	              "    listen: /tmp/wp-test/q.sock\n"
+	              "    backends: 127.0.0.1:6380\n");
+	assert_int_equal(cfg->n_pools, 2);
+	for (size_t i = 0; i < 2; i++) {
+		const struct cfg_pool *p = &cfg->pools[i];
+		assert_int_equal(p->min_idle, 0);
+		assert_int_equal(p->max_connections, 8);
+		assert_int_equal(p->max_clients, 100);
+		assert_int_equal(p->connect_timeout_ms, 250);
+		assert_int_equal(p->queue_timeout_ms, 60000);
+		assert_int_equal(p->backoff.initial_ms, 1000);
+		assert_int_equal(p->backoff.max_ms, 120000);
+		assert_true(p->backoff.multiplier == 2.0);
+		assert_true(p->backoff.jitter == 0.0);
+	}
+	assert_string_equal(cfg->pools[1].name, "q");
+	cfg_free(cfg);
+}
+
+static void test_pool_overrides_defaults(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p, *q;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  min_idle: 5\n"
+	              "  max_clients: 10\n"
+	              "  backoff: {max: 1m, jitter: 0.5}\n" HEAD "    min_idle: 1\n"
+	              "    max_connections: 3\n"
+	              "    queue_timeout: 250ms\n"
+	              "    backoff:\n"
+	              "      initial: 2s\n"
+	              "      jitter: 0.1\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q.sock\n"
+	              "    backends: 127.0.0.1:6380\n");
+	p = &cfg->pools[0];
+	q = &cfg->pools[1];
+	/* p: its own values win, the rest comes from defaults, then built-ins */
+	assert_int_equal(p->min_idle, 1);
+	assert_int_equal(p->max_connections, 3);
+	assert_int_equal(p->max_clients, 10);
+	assert_int_equal(p->queue_timeout_ms, 250);
+	assert_int_equal(p->connect_timeout_ms, 2000);
+	assert_int_equal(p->backoff.initial_ms, 2000);
+	assert_int_equal(p->backoff.max_ms, 60000);
+	assert_true(p->backoff.multiplier == 1.6);
+	assert_true(p->backoff.jitter == 0.1);
+	/* q: defaults only */
+	assert_int_equal(q->min_idle, 5);
+	assert_int_equal(q->max_connections, 64);
+	assert_int_equal(q->max_clients, 10);
+	assert_int_equal(q->queue_timeout_ms, 5000);
+	assert_int_equal(q->backoff.initial_ms, 500);
+	assert_int_equal(q->backoff.max_ms, 60000);
+	assert_true(q->backoff.jitter == 0.5);
+	cfg_free(cfg);
+}
+
+static void test_listen_forms(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok("pools:\n"
+	              "  one:\n"
+	              "    listen: /tmp/wp-test/one.sock\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "  list:\n"
+	              "    listen: [/tmp/wp-test/a.sock, \"relative.sock\"]\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "  maps:\n"
+	              "    listen:\n"
+	              "      - path: /tmp/wp-test/m1.sock\n"
+	              "        mode: \"0600\"\n"
+	              "      - {path: /tmp/wp-test/m2.sock, mode: 0777}\n"
+	              "      - {path: /tmp/wp-test/m3.sock}\n"
+	              "      - /tmp/wp-test/m4.sock\n"
+	              "      - {path: /tmp/wp-test/m5.sock, mode: \"0\"}\n"
+	              "    backends: 127.0.0.1:1\n");
+	assert_int_equal(cfg->n_pools, 3);
+	p = &cfg->pools[0];
+	assert_int_equal(p->n_listen, 1);
+	assert_string_equal(p->listen[0].path, "/tmp/wp-test/one.sock");
+	assert_int_equal(p->listen[0].mode, 0660);
+
+	p = &cfg->pools[1];
+	assert_int_equal(p->n_listen, 2);
+	assert_string_equal(p->listen[0].path, "/tmp/wp-test/a.sock");
+	assert_string_equal(p->listen[1].path, "relative.sock");
+	assert_int_equal(p->listen[1].mode, 0660);
+	assert_int_equal(p->listen[1].pos.line, 6);
+	assert_int_equal(p->listen[1].pos.col, 35);
+
+	p = &cfg->pools[2];
+	assert_int_equal(p->n_listen, 5);
+	assert_string_equal(p->listen[0].path, "/tmp/wp-test/m1.sock");
+	assert_int_equal(p->listen[0].mode, 0600);
+	assert_int_equal(p->listen[0].pos.line, 10);
+	assert_int_equal(p->listen[0].pos.col, 9);
+	assert_int_equal(p->listen[1].mode, 0777);
+	assert_int_equal(p->listen[2].mode, 0660);
+	assert_string_equal(p->listen[3].path, "/tmp/wp-test/m4.sock");
+	assert_int_equal(p->listen[3].mode, 0660);
+	assert_int_equal(p->listen[4].mode, 0);
+	cfg_free(cfg);
+}
+
+static void test_backend_forms(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok("pools:\n"
+	              "  a:\n"
+	              "    listen: /tmp/wp-test/a.sock\n"
+	              "    backends: \"[::1]:6380\"\n"
+	              "  b:\n"
+	              "    listen: /tmp/wp-test/b.sock\n"
+	              "    backends: [\"127.0.0.1:6379\", \"[::1]:6380\", \"localhost:6381\"]\n"
+	              "  c:\n"
+	              "    listen: /tmp/wp-test/c.sock\n"
+	              "    backends:\n"
+	              "      - 127.0.0.2:7000\n"
+	              "      - localhost:7001\n");
+	p = &cfg->pools[0];
+	assert_int_equal(p->n_backends, 1);
+	assert_backend(&p->backends[0], "[::1]:6380", "[::1]:6380");
+
+	p = &cfg->pools[1];
+	assert_int_equal(p->n_backends, 3);
+	assert_backend(&p->backends[0], "127.0.0.1:6379", "127.0.0.1:6379");
+	assert_backend(&p->backends[1], "[::1]:6380", "[::1]:6380");
+	assert_int_equal(p->backends[1].addr.ss_family, AF_INET6);
+	assert_string_equal(p->backends[2].name, "localhost:6381");
+	assert_int_equal(port_of(&p->backends[2]), 6381);
+	assert_int_equal(p->backends[2].pos.line, 7);
+	assert_int_equal(p->backends[2].pos.col, 48);
+
+	p = &cfg->pools[2];
+	assert_int_equal(p->n_backends, 2);
+	assert_backend(&p->backends[0], "127.0.0.2:7000", "127.0.0.2:7000");
+	assert_int_equal(port_of(&p->backends[1]), 7001);
+	assert_int_equal(p->backends[1].pos.line, 12);
+	assert_int_equal(p->backends[1].pos.col, 9);
+	cfg_free(cfg);
+}
+
+static void test_durations(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok("daemon:\n"
+	              "  shutdown_timeout: 1h\n" HEAD "    connect_timeout: 250ms\n"
+	              "    queue_timeout: 1.5s\n"
+	              "    backoff:\n"
+	              "      initial: 0.001s\n"
+	              "      max: 2.5m\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q.sock\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    connect_timeout: 5m\n"
+	              "    queue_timeout: 0.25h\n"
+	              "    backoff: {initial: 1ms, max: 1.50s}\n");
+	assert_int_equal(cfg->daemon.shutdown_timeout_ms, 3600000);
+	p = &cfg->pools[0];
+	assert_int_equal(p->connect_timeout_ms, 250);
+	assert_int_equal(p->queue_timeout_ms, 1500);
+	assert_int_equal(p->backoff.initial_ms, 1);
+	assert_int_equal(p->backoff.max_ms, 150000);
+	p = &cfg->pools[1];
+	assert_int_equal(p->connect_timeout_ms, 300000);
+	assert_int_equal(p->queue_timeout_ms, 900000);
+	assert_int_equal(p->backoff.initial_ms, 1);
+	assert_int_equal(p->backoff.max_ms, 1500);
+	cfg_free(cfg);
+}
+
+static void test_numbers_at_limits(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok(HEAD "    min_idle: 100000\n"
+	                   "    max_connections: 100000\n"
+	                   "    max_clients: 1000000\n"
+	                   "    backoff: {multiplier: 100, jitter: 0.999}\n"
+	                   "  q:\n"
+	                   "    listen: /tmp/wp-test/q.sock\n"
+	                   "    backends: 127.0.0.1:1\n"
+	                   "    min_idle: 0\n"
+	                   "    max_connections: 1\n"
+	                   "    max_clients: 1\n"
+	                   "    backoff: {initial: 1h, max: 1h, multiplier: 1.0, jitter: 0}\n");
+	p = &cfg->pools[0];
+	assert_int_equal(p->min_idle, 100000);
+	assert_int_equal(p->max_connections, 100000);
+	assert_int_equal(p->max_clients, 1000000);
+	assert_true(p->backoff.multiplier == 100.0);
+	assert_true(p->backoff.jitter == 0.999);
+	p = &cfg->pools[1];
+	assert_int_equal(p->min_idle, 0);
+	assert_int_equal(p->max_connections, 1);
+	assert_int_equal(p->max_clients, 1);
+	assert_int_equal(p->backoff.initial_ms, 3600000);
+	cfg_free(cfg);
+}
+
+static void test_pool_names(void **state)
+{
+	struct sbuf b = {0};
+	struct wp_config *cfg;
+	char name64[CFG_MAX_NAME + 1];
+
+	(void)state;
+	memset(name64, 'n', CFG_MAX_NAME);
+	name64[CFG_MAX_NAME] = '\0';
+	sb_add(&b, "pools:\n  %s: {listen: /tmp/wp-test/1, backends: 127.0.0.1:1}\n", name64);
+	sb_add(&b, "  A-z_0.9: {listen: /tmp/wp-test/2, backends: 127.0.0.1:1}\n");
+	sb_add(&b, "  \"7\": {listen: /tmp/wp-test/3, backends: 127.0.0.1:1}\n");
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->n_pools, 3);
+	assert_string_equal(cfg->pools[0].name, name64);
+	assert_string_equal(cfg->pools[1].name, "A-z_0.9");
+	assert_string_equal(cfg->pools[2].name, "7");
+	cfg_free(cfg);
+	free(b.s);
+}
+
+static void test_sample_file(void **state)
+{
+	struct wp_config *cfg = NULL;
+	struct cfg_errors e = {0};
+	const struct cfg_pool *p;
+
+	(void)state;
+	if (cfg_load_file("config/warmpool.yaml", &cfg, &e) != 0) {
+		dump_errors(&e);
+		cfg_errors_free(&e);
+		fail_msg("config/warmpool.yaml does not load");
+	}
+	/* The sample shows the built-in values: it must agree with them. */
+	assert_int_equal(cfg->daemon.log_level, CFG_LOG_INFO);
+	assert_int_equal(cfg->daemon.shutdown_timeout_ms, 30000);
+	assert_int_equal(cfg->n_pools, 1);
+	p = &cfg->pools[0];
+	assert_string_equal(p->name, "redis");
+	assert_int_equal(p->min_idle, 2);
+	assert_int_equal(p->max_connections, 64);
+	assert_int_equal(p->max_clients, 4096);
+	assert_int_equal(p->connect_timeout_ms, 2000);
+	assert_int_equal(p->queue_timeout_ms, 5000);
+	assert_int_equal(p->backoff.initial_ms, 500);
+	assert_int_equal(p->backoff.max_ms, 30000);
+	assert_true(p->backoff.multiplier == 1.6);
+	assert_true(p->backoff.jitter == 0.2);
+	assert_int_equal(p->n_listen, 2);
+	assert_int_equal(p->listen[0].mode, 0660);
+	assert_int_equal(p->listen[1].mode, 0600);
+	assert_int_equal(p->n_backends, 2);
+	assert_int_equal(p->backends[0].addr.ss_family, AF_INET);
+	cfg_free(cfg);
+}
+
+static void test_demo_file(void **state)
+{
+	struct wp_config *cfg = NULL;
+	struct cfg_errors e = {0};
+	const struct cfg_pool *p;
+
+	(void)state;
+	if (cfg_load_file("config/demo.yaml", &cfg, &e) != 0) {
+		dump_errors(&e);
+		cfg_errors_free(&e);
+		fail_msg("config/demo.yaml does not load");
+	}
+	assert_string_equal(cfg->path, "config/demo.yaml");
+	assert_int_equal(cfg->daemon.log_level, CFG_LOG_INFO);
+	assert_int_equal(cfg->n_pools, 1);
+	p = &cfg->pools[0];
+	assert_string_equal(p->name, "echo");
+	assert_int_equal(p->n_listen, 1);
+	assert_string_equal(p->listen[0].path, "/tmp/warmpool-demo/echo.sock");
+	assert_int_equal(p->n_backends, 1);
+	assert_backend(&p->backends[0], "127.0.0.1:7000", "127.0.0.1:7000");
+	assert_int_equal(p->min_idle, 4);
+	assert_int_equal(p->max_connections, 32);
+	cfg_free(cfg);
+}
+
+static void test_free_accepts_null(void **state)
+{
+	struct cfg_errors e = {0};
+	struct wp_config *cfg = NULL;
+
+	(void)state;
+	cfg_free(NULL);
+	cfg_errors_free(NULL);
+	cfg_errors_free(&e);
+	cfg_errors_free(&e); /* twice: freeing leaves it zeroed */
+	/* errs may be NULL: the caller then only learns that it failed */
+	assert_int_equal(cfg_load_buffer(NAME, "pools: 1\n", 9, &cfg, NULL), -1);
+	assert_null(cfg);
+	assert_int_equal(cfg_load_file("/nonexistent/warmpool.yaml", &cfg, NULL), -1);
+	/* a NULL name stands in as "<config>" */
+	load_bad_len("x", 1, &e);
+	assert_int_equal(e.n, 1);
+	cfg_errors_free(&e);
+	assert_int_equal(cfg_load_buffer(NAME, NULL, 0, &cfg, &e), -1);
+	assert_errors(
+	    &e, (const char *[]){"t.yaml:1:1: expected a mapping with a pools: key, got an empty document",
+	                         NULL});
+	cfg_errors_free(&e);
+	assert_int_equal(cfg_load_buffer(NULL, "x", 1, &cfg, &e), -1);
+	assert_int_equal(e.n, 1);
+	assert_string_equal(e.msg[0], "<config>:1:1: expected a mapping with a pools: key, got \"x\"");
+	cfg_errors_free(&e);
+	assert_null(e.msg);
+	assert_int_equal(e.n, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Error table                                                         */
+
+struct err_case {
+	const char *name;
+	const char *yaml;
+	const char *want[16]; /* NULL-terminated */
+};
+
+static const struct err_case err_cases[] = {
+    /* --- phase 1: syntax, aliases, depth, documents --- */
+    {"syntax_unclosed_flow",
+     "pools: [\n",
+     {"t.yaml:2:1: syntax error: did not find expected node content (while parsing a flow node at line 2, "
+      "column 1)"}},
+    {"syntax_bad_indent",
+     "pools:\n  a: 1\n b: 2\n",
+     {"t.yaml:3:2: syntax error: did not find expected key (while parsing a block mapping at line 1, column "
+      "1)"}},
+    {"syntax_unclosed_quote",
+     "pools: \"abc\n",
+     {"t.yaml:2:1: syntax error: found unexpected end of stream (while scanning a quoted scalar at line 1, "
+      "column 8)"}},
+    {"syntax_tab_indent",
+     "pools:\n\tp: 1\n",
+     {"t.yaml:2:1: syntax error: tabs are not allowed for indentation"}},
+    {"syntax_bad_utf8",
+     "pools: \"\xff\"\n",
+     {"t.yaml:1:9: syntax error: invalid leading UTF-8 octet (byte 0xff)"}},
+    {"syntax_control_char",
+     "pools: \x01\n",
+     {"t.yaml:1:8: syntax error: control characters are not allowed (byte 0x01)"}},
+    {"alias_and_anchor",
+     "defaults: &d\n  min_idle: 1\npools:\n  p: *d\n",
+     {"t.yaml:1:11: anchors and aliases are not supported, got \"&d\"",
+      "t.yaml:4:6: anchors and aliases are not supported, got \"*d\""}},
+    {"anchor_alone",
+     HEAD "    min_idle: &n 3\n",
+     {"t.yaml:5:15: anchors and aliases are not supported, got \"&n\""}},
+    {"nesting_too_deep",
+     "pools: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+     {"t.yaml:1:39: nesting deeper than 32 levels is not supported"}},
+    {"nesting_at_limit", /* root + 31 lists = 32 levels: allowed, fails only on type */
+     "pools: [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]\n",
+     {"t.yaml:1:8: pools: expected a mapping of pool names to pool settings, got a list"}},
+    {"multiple_documents", HEAD "---\npools: {}\n", {"t.yaml:5:1: multiple documents are not supported"}},
+    {"empty_document", "", {"t.yaml:1:1: expected a mapping with a pools: key, got an empty document"}},
+    {"only_comments",
+     "# nothing here\n\n",
+     {"t.yaml:1:1: expected a mapping with a pools: key, got an empty document"}},
+    {"only_marker", "---\n", {"t.yaml:2:1: expected a mapping with a pools: key, got an empty document"}},
+    {"root_list", "- pools\n", {"t.yaml:1:1: expected a mapping with a pools: key, got a list"}},
+    {"root_scalar", "pools\n", {"t.yaml:1:1: expected a mapping with a pools: key, got \"pools\""}},
+
+    /* --- unknown keys --- */
+    {"unknown_top_key",
+     "pool: 1\n" HEAD,
+     {"t.yaml:1:1: pool: unknown key, expected one of daemon, defaults, pools"}},
+    {"unknown_pool_key",
+     HEAD "    min_idel: 3\n",
+     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, min_idle, "
+      "max_connections, "
+      "max_clients, connect_timeout, queue_timeout, backoff"}},
+    {"unknown_daemon_key",
+     "daemon:\n  level: info\n" HEAD,
+     {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout"}},
+    {"unknown_defaults_key",
+     "defaults:\n  min: 1\n" HEAD,
+     {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
+      "connect_timeout, queue_timeout, backoff"}},
+    {"unknown_backoff_key",
+     HEAD "    backoff: {initial: 1s, factor: 2}\n",
+     {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
+    {"unknown_listen_key",
+     "pools:\n  p:\n    listen:\n      - {path: /tmp/a, perm: 1}\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:4:24: pools.p.listen[0].perm: unknown key, expected one of path, mode"}},
+    {"defaults_listen_backends",
+     "defaults:\n  listen: /x\n  backends: 127.0.0.1:1\n" HEAD,
+     {"t.yaml:2:3: defaults.listen: not allowed in defaults, set it in each pool",
+      "t.yaml:3:3: defaults.backends: not allowed in defaults, set it in each pool"}},
+
+    /* --- wrong types --- */
+    {"pools_is_list",
+     "pools:\n  - p\n",
+     {"t.yaml:2:3: pools: expected a mapping of pool names to pool settings, got a list"}},
+    {"pool_is_scalar",
+     "pools:\n  p: 5\n",
+     {"t.yaml:2:6: pools.p: expected a mapping with listen: and backends:, got \"5\""}},
+    {"pool_is_empty",
+     "pools:\n  p:\n",
+     {"t.yaml:2:5: pools.p: expected a mapping with listen: and backends:, got an empty value"}},
+    {"daemon_is_list",
+     "daemon: [1]\n" HEAD,
+     {"t.yaml:1:9: daemon: expected a mapping of log_level, shutdown_timeout, got a list"}},
+    {"defaults_is_scalar",
+     "defaults: 5\n" HEAD,
+     {"t.yaml:1:11: defaults: expected a mapping of pool settings, got \"5\""}},
+    {"listen_is_map",
+     "pools:\n  p:\n    listen: {path: /a}\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:3:13: pools.p.listen: expected a socket path or a list of them, got a mapping"}},
+    {"listen_item_is_list",
+     "pools:\n  p:\n    listen: [[/a]]\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:3:14: pools.p.listen[0]: expected a socket path or a {path, mode} mapping, got a list"}},
+    {"backends_is_map",
+     "pools:\n  p:\n    listen: /a\n    backends: {a: 1}\n",
+     {"t.yaml:4:15: pools.p.backends: expected an address host:port or a list of them, got a mapping"}},
+    {"backend_item_is_list",
+     "pools:\n  p:\n    listen: /a\n    backends: [[a:1]]\n",
+     {"t.yaml:4:16: pools.p.backends[0]: expected an address host:port, got a list"}},
+    {"number_is_list",
+     HEAD "    min_idle: [1]\n",
+     {"t.yaml:5:15: pools.p.min_idle: expected an integer >= 0, got a list"}},
+    {"number_is_empty",
+     HEAD "    max_clients:\n",
+     {"t.yaml:5:17: pools.p.max_clients: expected an integer >= 1, got an empty value"}},
+    {"duration_is_map",
+     HEAD "    queue_timeout: {s: 1}\n",
+     {"t.yaml:5:20: pools.p.queue_timeout: expected a duration with a unit (ms, s, m, h), got a mapping"}},
+    {"backoff_is_scalar",
+     HEAD "    backoff: fast\n",
+     {"t.yaml:5:14: pools.p.backoff: expected a mapping of initial, max, multiplier, jitter, got \"fast\""}},
+    {"key_is_list", HEAD "    [a]: 1\n", {"t.yaml:5:5: pools.p: expected a key name, got a list"}},
+    {"log_level_unknown",
+     "daemon:\n  log_level: verbose\n" HEAD,
+     {"t.yaml:2:14: daemon.log_level: expected one of debug, info, notice, warning, error, got \"verbose\""}},
+    {"log_level_case",
+     "daemon:\n  log_level: INFO\n" HEAD,
+     {"t.yaml:2:14: daemon.log_level: expected one of debug, info, notice, warning, error, got \"INFO\""}},
+    {"log_level_list",
+     "daemon:\n  log_level: [info]\n" HEAD,
+     {"t.yaml:2:14: daemon.log_level: expected one of debug, info, notice, warning, error, got a list"}},
+
+    /* --- integers --- */
+    {"integer_word",
+     HEAD "    min_idle: many\n",
+     {"t.yaml:5:15: pools.p.min_idle: expected an integer >= 0, got \"many\""}},
+    {"integers_malformed",
+     HEAD "    min_idle: -1\n"
+          "    max_connections: +5\n"
+          "    max_clients: 10k\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q.sock\n"
+          "    backends: 127.0.0.1:6379\n"
+          "    min_idle: 1.0\n"
+          "    max_connections: 0x10\n"
+          "    max_clients: \" 5\"\n",
+     {"t.yaml:5:15: pools.p.min_idle: expected an integer >= 0, got \"-1\"",
+      "t.yaml:6:22: pools.p.max_connections: expected an integer >= 1, got \"+5\"",
+      "t.yaml:7:18: pools.p.max_clients: expected an integer >= 1, got \"10k\"",
+      "t.yaml:11:15: pools.q.min_idle: expected an integer >= 0, got \"1.0\"",
+      "t.yaml:12:22: pools.q.max_connections: expected an integer >= 1, got \"0x10\"",
+      "t.yaml:13:18: pools.q.max_clients: expected an integer >= 1, got \" 5\""}},
+    {"integers_out_of_range",
+     HEAD "    min_idle: 100001\n"
+          "    max_connections: 0\n"
+          "    max_clients: 1000001\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q.sock\n"
+          "    backends: 127.0.0.1:6379\n"
+          "    max_connections: 100001\n"
+          "    max_clients: 0\n"
+          "    min_idle: 99999999999999999999999999\n",
+     {"t.yaml:5:15: pools.p.min_idle: expected an integer <= 100000, got \"100001\"",
+      "t.yaml:6:22: pools.p.max_connections: expected an integer >= 1, got \"0\"",
+      "t.yaml:7:18: pools.p.max_clients: expected an integer <= 1000000, got \"1000001\"",
+      "t.yaml:11:22: pools.q.max_connections: expected an integer <= 100000, got \"100001\"",
+      "t.yaml:12:18: pools.q.max_clients: expected an integer >= 1, got \"0\"",
+      "t.yaml:13:15: pools.q.min_idle: expected an integer <= 100000, got \"99999999999999999999999999\""}},
+
+    /* --- floats --- */
+    {"multiplier_junk",
+     HEAD "    backoff:\n      multiplier: 1.5x\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"1.5x\""}},
+    {"multiplier_nan",
+     HEAD "    backoff:\n      multiplier: nan\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"nan\""}},
+    {"multiplier_inf",
+     HEAD "    backoff:\n      multiplier: inf\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"inf\""}},
+    {"multiplier_huge",
+     HEAD "    backoff:\n      multiplier: 1e999\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"1e999\""}},
+    {"multiplier_hex",
+     HEAD "    backoff:\n      multiplier: 0x2\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"0x2\""}},
+    {"multiplier_empty",
+     HEAD "    backoff:\n      multiplier: \"\"\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: expected a number, got \"\""}},
+    {"multiplier_low",
+     HEAD "    backoff:\n      multiplier: 0.5\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: multiplier must be between 1.0 and 100.0, got \"0.5\""}},
+    {"multiplier_high",
+     HEAD "    backoff:\n      multiplier: 101\n",
+     {"t.yaml:6:19: pools.p.backoff.multiplier: multiplier must be between 1.0 and 100.0, got \"101\""}},
+    {"jitter_one",
+     HEAD "    backoff:\n      jitter: 1\n",
+     {"t.yaml:6:15: pools.p.backoff.jitter: jitter must be a fraction in [0, 1), got \"1\""}},
+    {"jitter_negative",
+     HEAD "    backoff:\n      jitter: -0.1\n",
+     {"t.yaml:6:15: pools.p.backoff.jitter: jitter must be a fraction in [0, 1), got \"-0.1\""}},
+    {"jitter_word",
+     HEAD "    backoff:\n      jitter: some\n",
+     {"t.yaml:6:15: pools.p.backoff.jitter: expected a number, got \"some\""}},
+
+    /* --- durations --- */
+    {"duration_bare_number",
+     HEAD "    connect_timeout: 5\n",
+     {"t.yaml:5:22: pools.p.connect_timeout: expected a duration with a unit (ms, s, m, h), got \"5\""}},
+    {"durations_malformed",
+     "daemon:\n"
+     "  shutdown_timeout: 5sec\n"
+     "defaults:\n"
+     "  connect_timeout: -1s\n" HEAD "    connect_timeout: 5 s\n"
+     "    queue_timeout: s\n"
+     "    backoff: {initial: .5s, max: 1.s}\n",
+     {"t.yaml:2:21: daemon.shutdown_timeout: expected a duration with a unit (ms, s, m, h), got \"5sec\"",
+      "t.yaml:4:20: defaults.connect_timeout: expected a duration with a unit (ms, s, m, h), got \"-1s\"",
+      "t.yaml:9:22: pools.p.connect_timeout: expected a duration with a unit (ms, s, m, h), got \"5 s\"",
+      "t.yaml:10:20: pools.p.queue_timeout: expected a duration with a unit (ms, s, m, h), got \"s\"",
+      "t.yaml:11:24: pools.p.backoff.initial: expected a duration with a unit (ms, s, m, h), got \".5s\"",
+      "t.yaml:11:34: pools.p.backoff.max: expected a duration with a unit (ms, s, m, h), got \"1.s\""}},
+    {"duration_sub_millisecond",
+     HEAD "    connect_timeout: 1.5ms\n    queue_timeout: 0.0001s\n",
+     {"t.yaml:5:22: pools.p.connect_timeout: expected a duration in whole milliseconds, got \"1.5ms\"",
+      "t.yaml:6:20: pools.p.queue_timeout: expected a duration in whole milliseconds, got \"0.0001s\""}},
+    {"durations_out_of_range",
+     "daemon:\n"
+     "  shutdown_timeout: 61m\n" HEAD "    connect_timeout: 5.001m\n"
+     "    queue_timeout: 0ms\n"
+     "    backoff: {initial: 0s, max: 99999999999999999999h}\n",
+     {"t.yaml:2:21: daemon.shutdown_timeout: expected a duration between 0s and 1h, got \"61m\"",
+      "t.yaml:7:22: pools.p.connect_timeout: expected a duration between 1ms and 5m, got \"5.001m\"",
+      "t.yaml:8:20: pools.p.queue_timeout: expected a duration between 1ms and 1h, got \"0ms\"",
+      "t.yaml:9:24: pools.p.backoff.initial: expected a duration between 1ms and 1h, got \"0s\"",
+      "t.yaml:9:33: pools.p.backoff.max: expected a duration between 1ms and 1h, got "
+      "\"99999999999999999999h\""}},
+
+    /* --- missing / empty --- */
+    {"missing_listen",
+     "pools:\n  p:\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:2:3: pools.p.listen: missing key, expected a socket path or a list of them"}},
+    {"missing_backends",
+     "pools:\n  p:\n    listen: /a\n",
+     {"t.yaml:2:3: pools.p.backends: missing key, expected an address host:port or a list of them"}},
+    {"missing_both",
+     "pools:\n  p: {}\n",
+     {"t.yaml:2:3: pools.p.listen: missing key, expected a socket path or a list of them",
+      "t.yaml:2:3: pools.p.backends: missing key, expected an address host:port or a list of them"}},
+    {"missing_pools",
+     "daemon:\n  log_level: info\n",
+     {"t.yaml:1:1: pools: missing key, expected a mapping of pool names to pool settings"}},
+    {"pools_empty_map",
+     "pools: {}\n",
+     {"t.yaml:1:8: pools: expected at least one pool, got an empty mapping"}},
+    {"pools_empty_value", "pools:\n", {"t.yaml:1:7: pools: expected at least one pool, got an empty value"}},
+    {"pools_null", "pools: ~\n", {"t.yaml:1:8: pools: expected at least one pool, got \"~\""}},
+    {"listen_and_backends_empty",
+     "pools:\n  p:\n    listen: []\n    backends: []\n",
+     {"t.yaml:3:13: pools.p.listen: expected at least one socket path, got an empty list",
+      "t.yaml:4:15: pools.p.backends: expected at least one backend address, got an empty list"}},
+
+    /* --- duplicates --- */
+    {"duplicate_pool_names",
+     "pools:\n"
+     "  p:\n"
+     "    listen: /tmp/a\n"
+     "    backends: 127.0.0.1:1\n"
+     "  q: {listen: /tmp/q, backends: 127.0.0.1:1}\n"
+     "  p:\n"
+     "    listen: /tmp/b\n"
+     "    backends: 127.0.0.1:1\n",
+     {"t.yaml:6:3: pools.p: duplicate pool name, first defined at line 2"}},
+    {"duplicate_socket_paths",
+     "pools:\n"
+     "  p:\n"
+     "    listen: /tmp/a\n"
+     "    backends: 127.0.0.1:1\n"
+     "  q:\n"
+     "    listen: [/tmp/b, /tmp/a, /tmp/b]\n"
+     "    backends: 127.0.0.1:1\n"
+     "    min_idle: x\n",
+     {"t.yaml:6:22: pools.q.listen[1]: expected a socket path no other listener uses (pool p has it at line "
+      "3), "
+      "got \"/tmp/a\"",
+      "t.yaml:6:30: pools.q.listen[2]: expected a socket path no other listener uses (pool q has it at line "
+      "6), "
+      "got \"/tmp/b\"",
+      "t.yaml:8:15: pools.q.min_idle: expected an integer >= 0, got \"x\""}},
+    {"duplicate_keys",
+     "daemon:\n"
+     "  log_level: info\n"
+     "  log_level: debug\n" HEAD "    min_idle: 1\n"
+     "    min_idle: 1\n"
+     "    backoff: {max: 1s, max: 2s}\n"
+     "    listen: /tmp/other\n"
+     "  q:\n"
+     "    listen: {path: /tmp/q, path: /tmp/r}\n"
+     "    backends: 127.0.0.1:1\n"
+     "pools: {}\n",
+     {"t.yaml:3:3: daemon.log_level: duplicate key, first given at line 2",
+      "t.yaml:9:5: pools.p.min_idle: duplicate key, first given at line 8",
+      "t.yaml:10:24: pools.p.backoff.max: duplicate key, first given at line 10",
+      "t.yaml:11:5: pools.p.listen: duplicate key, first given at line 6",
+      "t.yaml:13:13: pools.q.listen: expected a socket path or a list of them, got a mapping",
+      "t.yaml:15:1: pools: duplicate key, first given at line 4"}},
+    {"duplicate_keys_in_listen_map",
+     "pools:\n  p:\n    listen: [{path: /tmp/q, path: /tmp/r}]\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:3:29: pools.p.listen[0].path: duplicate key, first given at line 3"}},
+
+    /* --- addresses --- */
+    {"bad_addresses",
+     "pools:\n"
+     "  p:\n"
+     "    listen: /tmp/a\n"
+     "    backends:\n"
+     "      - localhost\n"
+     "      - \"a:0\"\n"
+     "      - a:65536\n"
+     "      - \"[::1:80\"\n"
+     "      - \"[::1]x\"\n"
+     "      - \"::1:80\"\n"
+     "      - a b:1\n"
+     "      - \":80\"\n"
+     "      - \"a:\"\n"
+     "      - \"[127.0.0.1]:80\"\n"
+     "      - a:http\n",
+     {"t.yaml:5:9: pools.p.backends[0]: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "port), got \"localhost\"",
+      "t.yaml:6:9: pools.p.backends[1]: expected an address host:port, [v6]:port or a.b.c.d:port (port must "
+      "be "
+      "between 1 and 65535), got \"a:0\"",
+      "t.yaml:7:9: pools.p.backends[2]: expected an address host:port, [v6]:port or a.b.c.d:port (port must "
+      "be "
+      "between 1 and 65535), got \"a:65536\"",
+      "t.yaml:8:9: pools.p.backends[3]: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "']'), "
+      "got \"[::1:80\"",
+      "t.yaml:9:9: pools.p.backends[4]: expected an address host:port, [v6]:port or a.b.c.d:port (expected "
+      "':' "
+      "after ']'), got \"[::1]x\"",
+      "t.yaml:10:9: pools.p.backends[5]: expected an address host:port, [v6]:port or a.b.c.d:port (IPv6 "
+      "addresses need brackets, like [::1]:6379), got \"::1:80\"",
+      "t.yaml:11:9: pools.p.backends[6]: expected an address host:port, [v6]:port or a.b.c.d:port (host "
+      "contains a space or control character), got \"a b:1\"",
+      "t.yaml:12:9: pools.p.backends[7]: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "host), got \":80\"",
+      "t.yaml:13:9: pools.p.backends[8]: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "port), got \"a:\"",
+      "t.yaml:14:9: pools.p.backends[9]: expected an address host:port, [v6]:port or a.b.c.d:port (brackets "
+      "are only for IPv6 addresses), got \"[127.0.0.1]:80\"",
+      "t.yaml:15:9: pools.p.backends[10]: expected an address host:port, [v6]:port or a.b.c.d:port (port "
+      "must "
+      "be a number), got \"a:http\""}},
+    {"bad_address_single",
+     "pools:\n  p:\n    listen: /tmp/a\n    backends: db.internal\n",
+     {"t.yaml:4:15: pools.p.backends: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "port), "
+      "got \"db.internal\""}},
+
+    /* --- relations --- */
+    {"min_idle_above_max",
+     HEAD "    min_idle: 10\n    max_connections: 5\n",
+     {"t.yaml:5:15: pools.p.min_idle: expected an integer <= max_connections (5), got \"10\""}},
+    {"min_idle_above_builtin_max_in_defaults",
+     "defaults:\n  min_idle: 100\n" HEAD "  q:\n    listen: /tmp/q\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:2:13: defaults.min_idle: expected an integer <= max_connections (64), got \"100\""}},
+    {"max_below_inherited_min_idle",
+     "defaults:\n  min_idle: 10\n" HEAD "    max_connections: 5\n",
+     {"t.yaml:7:22: pools.p.max_connections: expected an integer >= min_idle (10), got \"5\""}},
+    {"backoff_max_below_initial",
+     HEAD "    backoff: {initial: 5s, max: 1s}\n",
+     {"t.yaml:5:33: pools.p.backoff.max: expected a duration >= initial (5s), got \"1s\""}},
+    {"backoff_initial_above_builtin_max",
+     HEAD "    backoff: {initial: 1m}\n",
+     {"t.yaml:5:24: pools.p.backoff.initial: expected a duration <= max (30s), got \"1m\""}},
+    {"backoff_initial_above_defaults_max",
+     "defaults:\n  backoff: {max: 2s}\n" HEAD "    backoff: {initial: 2.5s}\n",
+     {"t.yaml:7:24: pools.p.backoff.initial: expected a duration <= max (2s), got \"2.5s\""}},
+    {"backoff_defaults_max_below_builtin_initial",
+     "defaults:\n  backoff: {max: 100ms}\n" HEAD "    backoff: {jitter: 0.1}\n",
+     {"t.yaml:2:18: defaults.backoff.max: expected a duration >= initial (500ms), got \"100ms\""}},
+
+    /* --- pool names --- */
+    {"bad_pool_names",
+     "pools:\n"
+     "  bad name: {listen: /tmp/1, backends: 127.0.0.1:1}\n"
+     "  a/b: {listen: /tmp/2, backends: 127.0.0.1:1}\n"
+     "  \"\": {listen: /tmp/3, backends: 127.0.0.1:1}\n"
+     "  n\xc3\xa4me: {listen: /tmp/4, backends: 127.0.0.1:1}\n"
+     "  nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn: {listen: /tmp/5, backends: "
+     "127.0.0.1:1}\n",
+     {"t.yaml:2:3: pools.bad name: expected a pool name of 1 to 64 characters from A-Z a-z 0-9 _ . -, got "
+      "\"bad name\"",
+      "t.yaml:3:3: pools.a/b: expected a pool name of 1 to 64 characters from A-Z a-z 0-9 _ . -, got \"a/b\"",
+      "t.yaml:4:3: pools.: expected a pool name of 1 to 64 characters from A-Z a-z 0-9 _ . -, got \"\"",
+      "t.yaml:5:3: pools.n\xc3\xa4me: expected a pool name of 1 to 64 characters from A-Z a-z 0-9 _ . -, got "
+      "\"n\xc3\xa4me\"",
+      /* key paths quote at most 60 bytes of a name, like values */
+      "t.yaml:6:3: pools.nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn...: expected a pool "
+      "name "
+      "of 1 to 64 characters from A-Z a-z 0-9 _ . -, got "
+      "\"nnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnnn\"..."}},
+
+    /* --- listen entries --- */
+    {"bad_modes",
+     "pools:\n"
+     "  p:\n"
+     "    backends: 127.0.0.1:1\n"
+     "    listen:\n"
+     "      - {path: /tmp/m0, mode: \"0800\"}\n"
+     "      - {path: /tmp/m1, mode: \"1000\"}\n"
+     "      - {path: /tmp/m2, mode: rw-rw}\n"
+     "      - {path: /tmp/m3, mode: \"\"}\n"
+     "      - {path: /tmp/m4, mode: [6]}\n"
+     "      - {path: /tmp/m5, mode: -1}\n",
+     {"t.yaml:5:31: pools.p.listen[0].mode: expected an octal mode like \"0660\", at most 0777, got \"0800\"",
+      "t.yaml:6:31: pools.p.listen[1].mode: expected an octal mode like \"0660\", at most 0777, got \"1000\"",
+      "t.yaml:7:31: pools.p.listen[2].mode: expected an octal mode like \"0660\", at most 0777, got "
+      "\"rw-rw\"",
+      "t.yaml:8:31: pools.p.listen[3].mode: expected an octal mode like \"0660\", at most 0777, got \"\"",
+      "t.yaml:9:31: pools.p.listen[4].mode: expected an octal mode like \"0660\", at most 0777, got a list",
+      "t.yaml:10:31: pools.p.listen[5].mode: expected an octal mode like \"0660\", at most 0777, got "
+      "\"-1\""}},
+    {"listen_map_without_path",
+     "pools:\n  p:\n    backends: 127.0.0.1:1\n    listen:\n      - {mode: \"0600\"}\n",
+     {"t.yaml:5:9: pools.p.listen[0].path: missing key, expected a socket path"}},
+    {"listen_bad_paths",
+     "pools:\n"
+     "  p:\n"
+     "    backends: 127.0.0.1:1\n"
+     "    listen:\n"
+     "      - \"\"\n"
+     "      - \"a\\0b\"\n"
+     "      - path: [x]\n"
+     "      -\n"
+     "      - ~\n",
+     {"t.yaml:5:9: pools.p.listen[0]: expected a socket path, got \"\"",
+      "t.yaml:6:9: pools.p.listen[1]: expected a socket path without NUL bytes, got \"a\\x00b\"",
+      "t.yaml:7:15: pools.p.listen[2].path: expected a socket path, got a list",
+      "t.yaml:8:8: pools.p.listen[3]: expected a socket path, got an empty value",
+      "t.yaml:9:9: pools.p.listen[4]: expected a socket path, got \"~\""}},
+
+    /* --- collection --- */
+    {"three_errors_three_lines",
+     "daemon:\n  log_level: loud\n" HEAD "    min_idle: many\n    connect_timeout: 5\n",
+     {"t.yaml:2:14: daemon.log_level: expected one of debug, info, notice, warning, error, got \"loud\"",
+      "t.yaml:7:15: pools.p.min_idle: expected an integer >= 0, got \"many\"",
+      "t.yaml:8:22: pools.p.connect_timeout: expected a duration with a unit (ms, s, m, h), got \"5\""}},
+};
+
+static void run_err_case(void **state)
+{
+	const struct err_case *c = *state;
+	struct cfg_errors e = {0};
+
+	load_bad(c->yaml, &e);
+	assert_errors(&e, c->want);
+	cfg_errors_free(&e);
+}
+
+/* ------------------------------------------------------------------ */
+/* Errors that need generated documents or files                       */
+
+/* Frame of a resolution error; the reason in between comes from gai_strerror(). */
+static void assert_resolve_error(const char *msg, const char *head, const char *tail)
+{
+	size_t n = strlen(msg);
+
+	if (strncmp(msg, head, strlen(head)) != 0 || n < strlen(head) + strlen(tail) + 1 ||
+	    strcmp(msg + n - strlen(tail), tail) != 0)
+		fail_msg("unexpected error line: %s", msg);
+}
+
+static void test_unresolvable_host(void **state)
+{
+	struct cfg_errors e = {0};
+
+	(void)state;
+	load_bad("pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - 127.0.0.1:1\n"
+	         "      - nosuch.invalid:6379\n      - \"[::1]:1\"\n      - \"[zz::1]:1\"\n",
+	         &e);
+	if (e.n != 2) {
+		dump_errors(&e);
+		fail_msg("expected 2 errors");
+	}
+	assert_resolve_error(e.msg[0],
+	                     "t.yaml:6:9: pools.p.backends[1]: expected a host name that resolves (",
+	                     "), got \"nosuch.invalid:6379\"");
+	assert_resolve_error(e.msg[1],
+	                     "t.yaml:8:9: pools.p.backends[3]: expected a host name that resolves (",
+	                     "), got \"[zz::1]:1\"");
+	cfg_errors_free(&e);
+}
+
+static void test_socket_path_length(void **state)
+{
+	char path[200], yaml[512], want[512];
+	size_t max = sizeof(((struct sockaddr_un *)0)->sun_path) - 1; /* 107 */
+	struct wp_config *cfg;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	memset(path, 'a', sizeof path);
+	path[0] = '/';
+	path[max] = '\0';
+	snprintf(yaml, sizeof yaml, "pools:\n  p:\n    listen: %s\n    backends: 127.0.0.1:1\n", path);
+	cfg = load_ok(yaml);
+	assert_int_equal(strlen(cfg->pools[0].listen[0].path), max);
+	cfg_free(cfg);
+
+	path[max] = 'a';
+	path[max + 1] = '\0';
+	snprintf(yaml, sizeof yaml, "pools:\n  p:\n    listen: %s\n    backends: 127.0.0.1:1\n", path);
+	load_bad(yaml, &e);
+	/* Long values are quoted up to 60 bytes, then "...". */
+	snprintf(want, sizeof want,
+	         "t.yaml:3:13: pools.p.listen: expected a socket path of at most %zu bytes, got \"%.60s\"...",
+	         max, path);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+}
+
+static void test_too_many_pools(void **state)
+{
+	struct sbuf b = {0};
+	struct wp_config *cfg;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	sb_add(&b, "pools:\n");
+	for (int i = 0; i < CFG_MAX_POOLS; i++)
+		sb_add(&b, "  p%d: {listen: /tmp/wp-test/%d, backends: 127.0.0.1:1}\n", i, i);
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->n_pools, CFG_MAX_POOLS);
+	cfg_free(cfg);
+
+	sb_add(&b, "  extra: {listen: /tmp/wp-test/extra, backends: 127.0.0.1:1}\n");
+	load_bad(b.s, &e);
+	assert_errors(&e, (const char *[]){"t.yaml:2:3: pools: expected at most 1024 pools, got 1025", NULL});
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+static void test_too_many_backends(void **state)
+{
+	struct sbuf b = {0};
+	struct wp_config *cfg;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	sb_add(&b, "pools:\n  p:\n    listen: /tmp/a\n    backends:\n");
+	for (int i = 0; i < CFG_MAX_BACKENDS; i++)
+		sb_add(&b, "      - 127.0.0.1:%d\n", i + 1);
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->pools[0].n_backends, CFG_MAX_BACKENDS);
+	assert_int_equal(port_of(&cfg->pools[0].backends[255]), 256);
+	cfg_free(cfg);
+
+	sb_add(&b, "      - 127.0.0.1:9999\n");
+	load_bad(b.s, &e);
+	assert_errors(&e, (const char *[]){
+	                      "t.yaml:5:7: pools.p.backends: expected at most 256 backends, got 257", NULL});
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+static void test_too_many_listen(void **state)
+{
+	struct sbuf b = {0};
+	struct wp_config *cfg;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	sb_add(&b, "pools:\n  p:\n    backends: 127.0.0.1:1\n    listen:\n");
+	for (int i = 0; i < CFG_MAX_LISTEN; i++)
+		sb_add(&b, "      - /tmp/wp-test/l%d\n", i);
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->pools[0].n_listen, CFG_MAX_LISTEN);
+	cfg_free(cfg);
+
+	sb_add(&b, "      - /tmp/wp-test/l99\n");
+	load_bad(b.s, &e);
+	assert_errors(&e, (const char *[]){
+	                      "t.yaml:5:7: pools.p.listen: expected at most 16 socket paths, got 17", NULL});
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+static void test_errors_truncated(void **state)
+{
+	struct sbuf b = {0};
+	struct cfg_errors e = {0};
+
+	(void)state;
+	sb_add(&b, HEAD);
+	for (int i = 0; i < CFG_MAX_ERRORS + 50; i++)
+		sb_add(&b, "k%d: 1\n", i);
+	load_bad(b.s, &e);
+	assert_int_equal(e.n, CFG_MAX_ERRORS);
+	assert_int_equal(e.truncated, 50);
+	assert_string_equal(e.msg[0], "t.yaml:5:1: k0: unknown key, expected one of daemon, defaults, pools");
+	assert_string_equal(e.msg[CFG_MAX_ERRORS - 1],
+	                    "t.yaml:104:1: k99: unknown key, expected one of daemon, defaults, pools");
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+static void test_buffer_too_large(void **state)
+{
+	size_t len = CFG_MAX_FILE_SIZE + 1;
+	char *big = malloc(len);
+	struct cfg_errors e = {0};
+
+	(void)state;
+	assert_non_null(big);
+	memset(big, '#', len);
+	load_bad_len(big, len, &e);
+	assert_errors(&e, (const char *[]){"t.yaml: file too large, expected at most 1048576 bytes", NULL});
+	cfg_errors_free(&e);
+	free(big);
+}
+
+static void tmp_path(char *out, size_t sz, const char *name)
+{
+	snprintf(out, sz, "%s/%s", tmpdir, name);
+}
+
+static void test_file_limits(void **state)
+{
+	char path[128], want[256];
+	size_t len = CFG_MAX_FILE_SIZE;
+	char *data = malloc(len + 1);
+	struct wp_config *cfg = NULL;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	assert_non_null(data);
+	/* Exactly CFG_MAX_FILE_SIZE bytes: a valid config padded with comment lines. */
+	memset(data, '#', len);
+	memcpy(data, HEAD, strlen(HEAD));
+	for (size_t i = strlen(HEAD) + 79; i < len; i += 80)
+		data[i] = '\n';
+	data[len - 1] = '\n';
+	tmp_path(path, sizeof path, "max.yaml");
+	write_file(path, data, len);
+	assert_int_equal(cfg_load_file(path, &cfg, &e), 0);
+	assert_int_equal(cfg->n_pools, 1);
+	assert_string_equal(cfg->path, path);
+	cfg_free(cfg);
+	assert_int_equal(unlink(path), 0);
+
+	/* One byte more. */
+	data[len] = '\n';
+	tmp_path(path, sizeof path, "big.yaml");
+	write_file(path, data, len + 1);
+	assert_int_equal(cfg_load_file(path, &cfg, &e), -1);
+	assert_null(cfg);
+	snprintf(want, sizeof want, "%s: file too large, expected at most 1048576 bytes", path);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+	assert_int_equal(unlink(path), 0);
+	free(data);
+}
+
+static void test_file_errors(void **state)
+{
+	char path[128], want[256];
+	struct wp_config *cfg = NULL;
+	struct cfg_errors e = {0};
+
+	(void)state;
+	tmp_path(path, sizeof path, "missing.yaml");
+	assert_int_equal(cfg_load_file(path, &cfg, &e), -1);
+	snprintf(want, sizeof want, "%s: cannot open: No such file or directory", path);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+
+	assert_int_equal(cfg_load_file(tmpdir, &cfg, &e), -1);
+	snprintf(want, sizeof want, "%s: cannot read: Is a directory", tmpdir);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+
+	tmp_path(path, sizeof path, "empty.yaml");
+	write_file(path, "", 0);
+	assert_int_equal(cfg_load_file(path, &cfg, &e), -1);
+	snprintf(want, sizeof want, "%s:1:1: expected a mapping with a pools: key, got an empty document",
+	         path);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+	assert_int_equal(unlink(path), 0);
+
+	/* Errors from a file carry its name and positions like a buffer's. */
+	tmp_path(path, sizeof path, "bad.yaml");
+	write_file(path, HEAD "    min_idle: many\n", strlen(HEAD "    min_idle: many\n"));
+	assert_int_equal(cfg_load_file(path, &cfg, &e), -1);
+	snprintf(want, sizeof want, "%s:5:15: pools.p.min_idle: expected an integer >= 0, got \"many\"",
+	         path);
+	assert_errors(&e, (const char *[]){want, NULL});
+	cfg_errors_free(&e);
+	assert_int_equal(unlink(path), 0);
+	assert_null(cfg);
+}
+
+static void test_errors_sorted_across_phases(void **state)
+{
+	struct cfg_errors e = {0};
+
+	(void)state;
+	/* The duplicate socket (phase 3) sits between two phase-2 errors. */
+	load_bad("pools:\n"
+	         "  p: {listen: /tmp/a, backends: 127.0.0.1:1, min_idle: x}\n"
+	         "  q: {listen: /tmp/a, backends: 127.0.0.1:1}\n"
+	         "  r: {listen: /tmp/r, backends: 127.0.0.1:1, min_idle: y}\n",
+	         &e);
+	assert_int_equal(e.n, 3);
+	assert_has_error(&e, "t.yaml:2:56: pools.p.min_idle: expected an integer >= 0, got \"x\"");
+	assert_string_equal(e.msg[1],
+	                    "t.yaml:3:15: pools.q.listen: expected a socket path no other listener uses "
+	                    "(pool p has it at line 2), got \"/tmp/a\"");
+	assert_has_error(&e, "t.yaml:4:56: pools.r.min_idle: expected an integer >= 0, got \"y\"");
+	cfg_errors_free(&e);
+}
+
+/* ------------------------------------------------------------------ */
+
+static int group_setup(void **state)
+{
+	(void)state;
+	snprintf(tmpdir, sizeof tmpdir, "/tmp/wp-test-config.XXXXXX");
+	return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int group_teardown(void **state)
+{
+	(void)state;
+	return rmdir(tmpdir);
+}
+
+int main(void)
+{
+	static const struct CMUnitTest fixed[] = {
+	    cmocka_unit_test(test_builtin_defaults),
+	    cmocka_unit_test(test_daemon_section),
+	    cmocka_unit_test(test_empty_sections),
+	    cmocka_unit_test(test_defaults_override_builtins),
+	    cmocka_unit_test(test_pool_overrides_defaults),
+	    cmocka_unit_test(test_listen_forms),
+	    cmocka_unit_test(test_backend_forms),
+	    cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_numbers_at_limits),
+	    cmocka_unit_test(test_pool_names),
+	    cmocka_unit_test(test_sample_file),
+	    cmocka_unit_test(test_demo_file),
+	    cmocka_unit_test(test_free_accepts_null),
+	    cmocka_unit_test(test_unresolvable_host),
+	    cmocka_unit_test(test_socket_path_length),
+	    cmocka_unit_test(test_too_many_pools),
+	    cmocka_unit_test(test_too_many_backends),
+	    cmocka_unit_test(test_too_many_listen),
+	    cmocka_unit_test(test_errors_truncated),
+	    cmocka_unit_test(test_buffer_too_large),
+	    cmocka_unit_test(test_file_limits),
+	    cmocka_unit_test(test_file_errors),
+	    cmocka_unit_test(test_errors_sorted_across_phases),
+	};
+	size_t n_fixed = sizeof fixed / sizeof fixed[0];
+	size_t n_cases = sizeof err_cases / sizeof err_cases[0];
+	struct CMUnitTest *tests = calloc(n_fixed + n_cases, sizeof *tests);
+	int rc;
+
+	if (!tests)
+		return 1;
+	memcpy(tests, fixed, sizeof fixed);
+	for (size_t i = 0; i < n_cases; i++) {
+		tests[n_fixed + i] = (struct CMUnitTest){
+		    .name = err_cases[i].name,
+		    .test_func = run_err_case,
+		    .initial_state = (void *)&err_cases[i],
+		};
+	}
+	rc = _cmocka_run_group_tests("config", tests, n_fixed + n_cases, group_setup, group_teardown);
+	free(tests);
+	return rc;
+}
