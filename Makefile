@@ -33,7 +33,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
             python3 python3-pytest socat iproute2
 
-.PHONY: all deps demo check unit integration clean
+.PHONY: all deps demo check unit integration bench bench-deps clean
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/warmpoold $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
@@ -50,6 +50,9 @@ $(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUI
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o
+	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
+
+$(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
@@ -84,6 +87,14 @@ check: deps
 	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+# Benchmarks are never part of check: they measure, they do not assert.
+BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps
+bench-deps: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BENCH_PKGS)"
+
+bench: bench-deps all $(BUILD)/wpload
+	/usr/bin/python3 tests/bench/run.py --build $(abspath $(BUILD)) $(BENCH_ARGS)
 
 clean:
 	rm -rf build

@@ -9,7 +9,8 @@
  *
  * Objects closed inside callbacks are freed by the reaper (an ev_prepare
  * watcher, so after every callback of the iteration has run). The reaper
- * also ends the loop when a drain has finished. STATUS= is rebuilt at most
+ * also runs deferred floor refills (after the iteration's client I/O) and
+ * ends the loop when a drain has finished. STATUS= is rebuilt at most
  * once a second, and sent only when it changed.
  */
 #include <errno.h>
@@ -111,6 +112,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 {
 	(void)revents;
 	struct engine *eng = container_of(w, struct engine, reaper);
+	pool_run_deferred_refills(eng);
 	engine_reap(eng);
 	if (eng->stopping && engine_active_sessions(eng) == 0) {
 		log_info("drained: no active sessions left, exiting");
@@ -173,6 +175,7 @@ struct engine *engine_create(const struct wp_config *cfg)
 	eng->cfg = cfg;
 	list_init(&eng->dead_conns);
 	list_init(&eng->dead_sessions);
+	list_init(&eng->refill_soon);
 	eng->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!eng->loop) {
 		free(eng);
@@ -238,6 +241,7 @@ void engine_destroy(struct engine *eng)
 		pool_destroy(eng->pools[i]);
 	free(eng->pools);
 	engine_reap(eng); /* what the pools just buried */
+	pipes_destroy(&eng->pipes);
 	if (loop) {
 		ev_signal_stop(loop, &eng->sig_term);
 		ev_signal_stop(loop, &eng->sig_int);

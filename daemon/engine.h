@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "list.h"
+#include "pipes.h"
 
 struct pool;
 struct session;
@@ -123,20 +124,27 @@ void listener_close(struct listener *l); /* stops, closes, removes our socket fi
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
-#define SESSION_BUF 16384 /* per direction */
+#define SESSION_BUF 16384  /* buffered path: greeting, or when no pipe can be had */
+#define RELAY_CHUNK 65536  /* most bytes spliced per read (a default pipe's capacity) */
+#define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
+
+/* One direction of a session. Bytes in flight sit either in a borrowed pipe
+ * (splice) or, for a greeting or when no pipe is free, in a buffer; both are
+ * released the moment they are empty, so an idle session holds neither. */
+struct relay_dir {
+	unsigned char *buf;    /* SESSION_BUF bytes while buffered bytes are pending */
+	uint32_t off, len;     /* pending buffered bytes: buf[off .. off+len) */
+	struct wp_pipe *pipe;  /* borrowed while in_pipe > 0 */
+	uint32_t in_pipe;      /* spliced in, not yet spliced out */
+	unsigned eof : 1;      /* the source said EOF */
+	unsigned shut : 1;     /* EOF passed on: shutdown(dst, SHUT_WR) done */
+	uint64_t bytes;        /* delivered in this direction */
+};
 
 enum session_state {
 	SESSION_WAITING,  /* on pool->waiting: queue_timeout armed */
 	SESSION_RELAYING, /* on pool->relaying: paired with a bconn */
 	SESSION_CLOSED,   /* in the graveyard */
-};
-
-struct relay_dir {
-	unsigned char *buf; /* SESSION_BUF bytes */
-	uint32_t off, len;  /* pending bytes: buf[off .. off+len) */
-	unsigned eof : 1;   /* the source said EOF */
-	unsigned shut : 1;  /* EOF passed on: shutdown(dst, SHUT_WR) done */
-	uint64_t bytes;     /* relayed in this direction */
 };
 
 struct session {
@@ -185,6 +193,7 @@ struct pool {
 	struct listener *listeners;
 	size_t n_listeners;
 	ev_timer refill_timer; /* armed while every backend is in backoff */
+	struct list_node refill_node; /* on eng->refill_soon while a deferred refill is due */
 	unsigned warm : 1;     /* the floor was reached since the last outage */
 	struct pool_stats stats;
 };
@@ -211,6 +220,11 @@ void pool_stop(struct pool *p);
 void pool_client_arrived(struct pool *p, int cfd);
 /* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
 void pool_refill(struct pool *p);
+/* The same, but only after this loop iteration's other events (so warming the
+ * floor never delays a client's bytes) — unless a client is waiting for it. */
+void pool_refill_soon(struct pool *p);
+/* Run the deferred refills (from the engine's reaper). */
+void pool_run_deferred_refills(struct engine *eng);
 /* Hand idle connections to waiting clients. */
 void pool_dispatch(struct pool *p);
 
@@ -233,8 +247,10 @@ struct engine {
 	ev_timer shutdown_timer;
 	ev_timer status_timer;
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
+	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
+	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */
 	unsigned stopping : 1;  /* SIGTERM received: draining */
 	unsigned status_dirty : 1;
 	uint64_t next_id;

@@ -347,7 +347,7 @@ void pool_dispatch(struct pool *p)
 		struct session *s = container_of(list_first(&p->waiting), struct session, node);
 		session_start(s, b);
 	}
-	pool_refill(p);
+	pool_refill_soon(p);
 }
 
 /* ---- refill ------------------------------------------------------------ */
@@ -392,6 +392,27 @@ void pool_refill(struct pool *p)
 	ev_timer_start(eng->loop, &p->refill_timer);
 }
 
+void pool_refill_soon(struct pool *p)
+{
+	if (p->eng->stopping)
+		return;
+	if (p->waiting.n > p->conns[BCONN_CONNECTING].n) {
+		pool_refill(p); /* a client is waiting: this is its critical path */
+		return;
+	}
+	if (p->refill_node.next == &p->refill_node) /* not queued yet */
+		list_push_back(&p->eng->refill_soon, &p->refill_node);
+}
+
+void pool_run_deferred_refills(struct engine *eng)
+{
+	struct list_node *pos;
+	while ((pos = list_first(&eng->refill_soon))) {
+		list_remove(&eng->refill_soon, pos);
+		pool_refill(container_of(pos, struct pool, refill_node));
+	}
+}
+
 /* ---- clients ----------------------------------------------------------- */
 
 void pool_client_arrived(struct pool *p, int cfd)
@@ -427,6 +448,7 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 	list_init(&p->waiting);
 	list_init(&p->relaying);
 	ev_timer_init(&p->refill_timer, pool_refill_timer_cb, 0., 0.);
+	p->refill_node.prev = p->refill_node.next = &p->refill_node;
 	p->backends = calloc(cfg->n_backends, sizeof *p->backends);
 	p->listeners = calloc(cfg->n_listen, sizeof *p->listeners);
 	if (!p->backends || !p->listeners) {
@@ -499,6 +521,8 @@ void pool_destroy(struct pool *p)
 		for (int i = 0; i < BCONN_NLISTS; i++)
 			pool_close_list(&p->conns[i]);
 	}
+	if (p->refill_node.next != &p->refill_node)
+		list_remove(&p->eng->refill_soon, &p->refill_node);
 	free(p->backends);
 	free(p->listeners);
 	free(p);

@@ -6,15 +6,20 @@
  *
  *   client ──up──▶ [buf] ──▶ backend        backend ──down──▶ [buf] ──▶ client
  *
- * Each direction has one fixed buffer. A side is read only while its
- * direction's buffer is empty, so a slow reader stops the other side
- * (backpressure) and memory per session is bounded by 2 × SESSION_BUF.
+ * Bytes move with splice(2) through a pipe borrowed from the engine's pool
+ * only while they are in flight, so they never enter user space and a held,
+ * quiet session owns no buffer and no pipe. A greeting (already read while
+ * the connection was idle), or a moment with no pipe to be had, uses a
+ * SESSION_BUF buffer instead, also freed as soon as it drains. A side is read
+ * only while its direction has nothing pending, so a slow reader stops the
+ * other side (backpressure) and memory per session is bounded.
  * EOF is passed on as shutdown(SHUT_WR) once the buffer has drained
  * (half-close); the session ends when both directions have passed EOF on, or
  * at the first error, closing both sides. The backend connection is then
  * closed, never reused, and the pool refills.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,8 +27,9 @@
 
 #include "engine.h"
 #include "log.h"
+#include "pipes.h"
 
-_Static_assert(BCONN_GREETING_MAX <= SESSION_BUF, "a greeting must fit the down buffer");
+_Static_assert(BCONN_GREETING_MAX == SESSION_BUF, "a greeting buffer becomes a relay buffer");
 
 static void session_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -57,6 +63,11 @@ struct session *session_new(struct pool *p, int cfd)
 	return s;
 }
 
+static int dir_pending(const struct relay_dir *d)
+{
+	return d->len || d->in_pipe;
+}
+
 /* Watch exactly `events` on w; never touches an active watcher's fd. */
 static void io_want(struct ev_loop *loop, ev_io *w, int events)
 {
@@ -74,38 +85,25 @@ static void session_update_watchers(struct session *s)
 {
 	struct ev_loop *loop = s->pool->eng->loop;
 	int cev = 0, bev = 0;
-	if (!s->up.len && !s->up.eof)
+	if (!dir_pending(&s->up) && !s->up.eof)
 		cev |= EV_READ;
-	if (s->down.len)
+	if (dir_pending(&s->down))
 		cev |= EV_WRITE;
-	if (!s->down.len && !s->down.eof)
+	if (!dir_pending(&s->down) && !s->down.eof)
 		bev |= EV_READ;
-	if (s->up.len)
+	if (dir_pending(&s->up))
 		bev |= EV_WRITE;
 	io_want(loop, &s->cio, cev);
 	io_want(loop, &s->b->io, bev);
 }
 
-/* Read once from src into an empty direction buffer. 0, or -errno. */
-static int relay_read(struct relay_dir *d, int src)
-{
-	if (d->len || d->eof)
-		return 0;
-	ssize_t n = recv(src, d->buf, SESSION_BUF, 0);
-	if (n > 0) {
-		d->off = 0;
-		d->len = (uint32_t)n;
-		return 0;
-	}
-	if (n == 0) {
-		d->eof = 1;
-		return 0;
-	}
-	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ? 0 : -errno;
-}
+/* Relay directions report failures with the side that failed. */
+enum relay_side { SIDE_SRC, SIDE_DST };
 
-/* Write what is pending to dst, then pass EOF on if due. 0, or -errno. */
-static int relay_write(struct relay_dir *d, int dst)
+/* Send what is pending in d to dst: the buffer first (it holds older bytes,
+ * e.g. the greeting), then the pipe. Buffer and pipe are given back as soon
+ * as they are empty. 0, or -errno from dst. */
+static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 {
 	while (d->len) {
 		ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL);
@@ -113,15 +111,97 @@ static int relay_write(struct relay_dir *d, int dst)
 			d->off += (uint32_t)n;
 			d->len -= (uint32_t)n;
 			d->bytes += (uint64_t)n;
+		} else if (n < 0 && errno == EINTR) {
 			continue;
-		}
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			return 0;
-		return n < 0 ? -errno : -EIO;
+		} else {
+			return n < 0 ? -errno : -EIO;
+		}
 	}
-	if (d->eof && !d->shut) {
+	if (d->buf) {
+		free(d->buf);
+		d->buf = NULL;
+	}
+	while (d->in_pipe) {
+		ssize_t n = splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		if (n > 0) {
+			d->in_pipe -= (uint32_t)n;
+			d->bytes += (uint64_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			return 0;
+		} else {
+			return n < 0 ? -errno : -EIO;
+		}
+	}
+	if (d->pipe) {
+		pipes_put(&eng->pipes, d->pipe, 1);
+		d->pipe = NULL;
+	}
+	return 0;
+}
+
+/* Read once from src through a pooled pipe (zero-copy) or, when no pipe can
+ * be had, into a buffer. Returns bytes read, 0 at EOF (d->eof set), -EAGAIN
+ * when src has nothing, or -errno. */
+static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src)
+{
+	struct wp_pipe *p = pipes_get(&eng->pipes);
+	ssize_t n;
+	if (p) {
+		do
+			n = splice(src, NULL, p->wfd, NULL, RELAY_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		while (n < 0 && errno == EINTR);
+		if (n > 0) {
+			d->pipe = p;
+			d->in_pipe = (uint32_t)n;
+			return n;
+		}
+		pipes_put(&eng->pipes, p, 1);
+	} else {
+		if (!d->buf && !(d->buf = malloc(SESSION_BUF)))
+			return -ENOMEM;
+		do
+			n = recv(src, d->buf, SESSION_BUF, 0);
+		while (n < 0 && errno == EINTR);
+		if (n > 0) {
+			d->off = 0;
+			d->len = (uint32_t)n;
+			return n;
+		}
+	}
+	if (n == 0) {
+		d->eof = 1;
+		return 0;
+	}
+	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+}
+
+/* Move bytes src -> dst until src is drained, dst blocks, or RELAY_ROUNDS
+ * reads (so one busy session cannot starve the loop); then pass EOF on once
+ * everything before it is delivered. 0, or -errno with *side set. */
+static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, enum relay_side *side)
+{
+	int r;
+	*side = SIDE_DST;
+	if ((r = relay_flush(eng, d, dst)) < 0)
+		return r;
+	for (int i = 0; i < RELAY_ROUNDS && !dir_pending(d) && !d->eof; i++) {
+		ssize_t n = relay_fill(eng, d, src);
+		if (n == -EAGAIN)
+			break;
+		if (n < 0) {
+			*side = SIDE_SRC;
+			return (int)n;
+		}
+		if ((r = relay_flush(eng, d, dst)) < 0)
+			return r;
+		if (n > 0 && n < RELAY_CHUNK / 2)
+			break; /* a short read: src is most likely drained, skip the EAGAIN */
+	}
+	if (d->eof && !dir_pending(d) && !d->shut) {
 		d->shut = 1;
 		if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
@@ -147,6 +227,21 @@ static void session_fail(struct session *s, int backend_side, int err)
 	bconn_lost(b, err == ECONNRESET ? REASON_RESET : REASON_OTHER, err);
 }
 
+/* Run one direction; on error close the session. 0 if it lives on. */
+static int session_flow(struct session *s, struct relay_dir *d, int from_backend)
+{
+	enum relay_side side;
+	int src = from_backend ? s->b->fd : s->cfd;
+	int dst = from_backend ? s->cfd : s->b->fd;
+	int r = relay_flow(s->pool->eng, d, src, dst, &side);
+	if (r < 0) {
+		/* the backend's side is the source going down, the destination going up */
+		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
+		return -1;
+	}
+	return 0;
+}
+
 static void session_after_io(struct session *s)
 {
 	if (s->up.shut && s->down.shut) {
@@ -156,21 +251,16 @@ static void session_after_io(struct session *s)
 	session_update_watchers(s);
 }
 
+/* Either side's readiness: readable moves its outgoing direction, writable
+ * flushes (and then refills) the direction that flows into it. */
 static void session_client_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	struct session *s = w->data;
-	int cfd = s->cfd, bfd = s->b->fd, r;
-	if (revents & EV_READ) {
-		if ((r = relay_read(&s->up, cfd)) < 0)
-			return session_fail(s, 0, -r);
-		if ((r = relay_write(&s->up, bfd)) < 0) /* optimistic: usually room */
-			return session_fail(s, 1, -r);
-	}
-	if (revents & EV_WRITE) {
-		if ((r = relay_write(&s->down, cfd)) < 0)
-			return session_fail(s, 0, -r);
-	}
+	if ((revents & EV_READ) && session_flow(s, &s->up, 0) < 0)
+		return;
+	if ((revents & EV_WRITE) && session_flow(s, &s->down, 1) < 0)
+		return;
 	session_after_io(s);
 }
 
@@ -178,17 +268,10 @@ static void session_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	struct session *s = w->data;
-	int cfd = s->cfd, bfd = s->b->fd, r;
-	if (revents & EV_READ) {
-		if ((r = relay_read(&s->down, bfd)) < 0)
-			return session_fail(s, 1, -r);
-		if ((r = relay_write(&s->down, cfd)) < 0)
-			return session_fail(s, 0, -r);
-	}
-	if (revents & EV_WRITE) {
-		if ((r = relay_write(&s->up, bfd)) < 0)
-			return session_fail(s, 1, -r);
-	}
+	if ((revents & EV_READ) && session_flow(s, &s->down, 1) < 0)
+		return;
+	if ((revents & EV_WRITE) && session_flow(s, &s->up, 0) < 0)
+		return;
 	session_after_io(s);
 }
 
@@ -196,28 +279,21 @@ void session_start(struct session *s, struct bconn *b)
 {
 	struct pool *p = s->pool;
 	struct ev_loop *loop = p->eng->loop;
-	unsigned char *bufs = malloc(2 * SESSION_BUF);
-	if (!bufs) {
-		log_error("pool=%s client=%llu: out of memory for relay buffers", p->name,
-		          (unsigned long long)s->id);
-		session_close(s, "out of memory");
-		return;
-	}
 	ev_timer_stop(loop, &s->timer);
 	list_remove(&p->waiting, &s->node);
 	list_push_back(&p->relaying, &s->node);
 	s->state = SESSION_RELAYING;
-	s->up.buf = bufs;
-	s->down.buf = bufs + SESSION_BUF;
 
-	/* The connection's greeting goes out first. */
+	/* The connection's greeting goes out first: its buffer becomes the
+	 * down direction's pending bytes, no copy. */
 	if (b->greeting_len) {
-		memcpy(s->down.buf, b->greeting, b->greeting_len);
+		s->down.buf = b->greeting;
 		s->down.len = b->greeting_len;
+		b->greeting = NULL;
+		b->greeting_len = 0;
 	}
 	free(b->greeting);
 	b->greeting = NULL;
-	b->greeting_len = 0;
 
 	ev_io_stop(loop, &b->io);
 	ev_set_cb(&b->io, session_backend_cb);
@@ -233,6 +309,16 @@ void session_start(struct session *s, struct bconn *b)
 	session_update_watchers(s);
 }
 
+static void relay_dir_release(struct engine *eng, struct relay_dir *d)
+{
+	pipes_put(&eng->pipes, d->pipe, d->in_pipe == 0);
+	d->pipe = NULL;
+	d->in_pipe = 0;
+	free(d->buf);
+	d->buf = NULL;
+	d->len = 0;
+}
+
 void session_close(struct session *s, const char *why)
 {
 	struct pool *p = s->pool;
@@ -245,6 +331,8 @@ void session_close(struct session *s, const char *why)
 		close(s->cfd);
 		s->cfd = -1;
 	}
+	relay_dir_release(eng, &s->up);
+	relay_dir_release(eng, &s->down);
 	list_remove(s->state == SESSION_WAITING ? &p->waiting : &p->relaying, &s->node);
 	s->state = SESSION_CLOSED;
 	list_push_back(&eng->dead_sessions, &s->node);
@@ -254,7 +342,7 @@ void session_close(struct session *s, const char *why)
 		          (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
 		bconn_close(s->b);
 		s->b = NULL;
-		pool_refill(p);
+		pool_refill_soon(p);
 	}
 	engine_changed(eng);
 }
@@ -263,6 +351,7 @@ void session_free(struct session *s)
 {
 	if (!s)
 		return;
-	free(s->up.buf); /* one allocation for both directions */
+	free(s->up.buf); /* released at close already; kept for safety */
+	free(s->down.buf);
 	free(s);
 }

@@ -1,0 +1,63 @@
+/* daemon/pipes.c — see pipes.h. */
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "pipes.h"
+
+static void pipe_close(struct wp_pipe *p)
+{
+	close(p->rfd);
+	close(p->wfd);
+	free(p);
+}
+
+struct wp_pipe *pipes_get(struct pipes *pp)
+{
+	struct wp_pipe *p = pp->free;
+	if (p) {
+		pp->free = p->next;
+		pp->n_free--;
+		return p;
+	}
+	if (pp->n_total >= PIPES_MAX)
+		return NULL;
+	p = malloc(sizeof *p);
+	if (!p)
+		return NULL;
+	int fds[2];
+	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
+		pp->n_failed++;
+		free(p);
+		return NULL;
+	}
+	p->rfd = fds[0];
+	p->wfd = fds[1];
+	pp->n_total++;
+	return p;
+}
+
+void pipes_put(struct pipes *pp, struct wp_pipe *p, int empty)
+{
+	if (!p)
+		return;
+	if (!empty || pp->n_free >= PIPES_KEEP) {
+		pipe_close(p);
+		pp->n_total--;
+		return;
+	}
+	p->next = pp->free;
+	pp->free = p;
+	pp->n_free++;
+}
+
+void pipes_destroy(struct pipes *pp)
+{
+	while (pp->free) {
+		struct wp_pipe *p = pp->free;
+		pp->free = p->next;
+		pipe_close(p);
+	}
+	pp->n_free = 0;
+	pp->n_total = 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * daemon/pipes.h — a pool of pipes for splice(2).
+ *
+ * A session borrows a pipe only while bytes are in flight in one direction
+ * (spliced in from the source, not yet spliced out to the destination) and
+ * gives it back empty, so thousands of held sessions need no pipe at all and
+ * the two-fds-per-session budget holds. At most PIPES_MAX pipes exist at
+ * once; beyond that (or when pipe2() fails) the caller falls back to a
+ * buffered copy. At most PIPES_KEEP empty pipes are kept for reuse.
+ */
+#ifndef WARMPOOL_PIPES_H
+#define WARMPOOL_PIPES_H
+
+#include <stddef.h>
+
+#define PIPES_MAX 512
+#define PIPES_KEEP 64
+
+struct wp_pipe {
+	int rfd, wfd;
+	struct wp_pipe *next; /* on the free list */
+};
+
+struct pipes {
+	struct wp_pipe *free;
+	size_t n_free;
+	size_t n_total; /* lent + free */
+	size_t n_failed; /* pipe2() failures, for the log */
+};
+
+/* An empty pipe, or NULL when none can be had (use the buffered path). */
+struct wp_pipe *pipes_get(struct pipes *pp);
+/* Give a pipe back; `empty` says whether it still holds bytes (then it is
+ * closed rather than reused). Accepts NULL. */
+void pipes_put(struct pipes *pp, struct wp_pipe *p, int empty);
+void pipes_destroy(struct pipes *pp);
+
+#endif
