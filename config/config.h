@@ -27,14 +27,14 @@
 #define CFG_DEFAULT_PATH "/etc/warmpool/warmpool.yaml"
 
 /* Hard limits on what a config file may ask for (DESIGN.md rule 9). */
-#define CFG_MAX_FILE_SIZE (1024 * 1024) /* bytes */
-#define CFG_MAX_DEPTH 32                /* nested mappings/sequences */
-#define CFG_MAX_POOLS 1024
-#define CFG_MAX_BACKENDS 256   /* per pool */
-#define CFG_MAX_LISTEN 16      /* socket paths per pool */
+#define CFG_MAX_FILE_SIZE   (1024 * 1024) /* bytes */
+#define CFG_MAX_DEPTH       32            /* nested mappings/sequences */
+#define CFG_MAX_POOLS       1024
+#define CFG_MAX_BACKENDS    256 /* per pool */
+#define CFG_MAX_LISTEN      16  /* socket paths per pool */
 #define CFG_MAX_CONNECTIONS 100000
-#define CFG_MAX_NAME 64        /* pool name length */
-#define CFG_MAX_ERRORS 100     /* stop collecting after this many */
+#define CFG_MAX_NAME        64  /* pool name length */
+#define CFG_MAX_ERRORS      100 /* stop collecting after this many */
 
 /* Where a value came from in the file, for messages after loading. */
 struct cfg_pos {
@@ -43,8 +43,8 @@ struct cfg_pos {
 };
 
 struct cfg_listen {
-	char *path;      /* absolute or relative Unix socket path (< sizeof sun_path) */
-	mode_t mode;     /* permission bits applied after bind, default 0660 */
+	char *path;  /* absolute or relative Unix socket path (< sizeof sun_path) */
+	mode_t mode; /* permission bits applied after bind, default 0660 */
 	struct cfg_pos pos;
 };
 
@@ -61,13 +61,13 @@ struct cfg_pool {
 	size_t n_listen;
 	struct cfg_backend *backends;
 	size_t n_backends;
-	uint32_t min_idle;          /* warm floor kept while idle (default 2) */
-	uint32_t max_connections;   /* idle+active+connecting cap (default 64) */
-	uint32_t max_clients;       /* clients relayed or waiting (default 4096) */
-	uint64_t connect_timeout_ms;/* default 2000 */
-	uint64_t queue_timeout_ms;  /* longest a client waits for a connection, default 5000 */
-	struct wp_backoff backoff;  /* default {500ms, 30s, 1.6, 0.2} */
-	struct cfg_pos pos;         /* the pool's key in pools: */
+	uint32_t min_idle;           /* warm floor kept while idle (default 2) */
+	uint32_t max_connections;    /* idle+active+connecting cap (default 64) */
+	uint32_t max_clients;        /* clients relayed or waiting (default 4096) */
+	uint64_t connect_timeout_ms; /* default 2000 */
+	uint64_t queue_timeout_ms;   /* longest a client waits for a connection, default 5000 */
+	struct wp_backoff backoff;   /* default {500ms, 30s, 1.6, 0.2} */
+	struct cfg_pos pos;          /* the pool's key in pools: */
 };
 
 enum cfg_log_level {

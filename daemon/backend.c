@@ -58,14 +58,15 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
 	struct pool *p = be->pool;
 	struct engine *eng = p->eng;
 	ev_tstamp now = ev_now(eng->loop);
-	const char *what = why == REASON_OTHER || why == REASON_UNREACHABLE ? strerror(err) : backend_reason_str(why);
+	const char *what =
+	    why == REASON_OTHER || why == REASON_UNREACHABLE ? strerror(err) : backend_reason_str(why);
 
 	be->connects_failed++;
 	p->stats.conns_failed++;
 	p->warm = 0;
 	if (be->failures > 0 && started < be->failed_at) {
-		log_info("pool=%s backend=%s conn=%llu: connect failed: %s (same round as attempt %u)", p->name,
-		         be->name, (unsigned long long)conn_id, what, be->failures);
+		log_info("pool=%s backend=%s conn=%llu: connect failed: %s (same round as attempt %u)",
+		         p->name, be->name, (unsigned long long)conn_id, what, be->failures);
 		return;
 	}
 	be->failures++;
@@ -74,7 +75,8 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
 	be->backoff_ms = wp_backoff_delay(&p->cfg->backoff, be->failures - 1, engine_random, eng);
 	be->next_attempt = now + (double)be->backoff_ms / 1000.0;
 	log_warning("pool=%s backend=%s conn=%llu: connect failed: %s (attempt %u, next in %.1fs)", p->name,
-	            be->name, (unsigned long long)conn_id, what, be->failures, (double)be->backoff_ms / 1000.0);
+	            be->name, (unsigned long long)conn_id, what, be->failures,
+	            (double)be->backoff_ms / 1000.0);
 	backend_set_state(be, BACKEND_DOWN, what);
 }
 

@@ -96,13 +96,11 @@ static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 static void engine_reap(struct engine *eng)
 {
 	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, &eng->dead_conns)
-	{
+	list_for_each_safe (pos, tmp, &eng->dead_conns) {
 		list_remove(&eng->dead_conns, pos);
 		bconn_free(container_of(pos, struct bconn, node));
 	}
-	list_for_each_safe(pos, tmp, &eng->dead_sessions)
-	{
+	list_for_each_safe (pos, tmp, &eng->dead_sessions) {
 		list_remove(&eng->dead_sessions, pos);
 		session_free(container_of(pos, struct session, node));
 	}
@@ -153,7 +151,8 @@ static void sigint_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)revents;
 	struct engine *eng = container_of(w, struct engine, sig_int);
-	log_notice("SIGINT: closing everything and exiting (%zu active sessions)", engine_active_sessions(eng));
+	log_notice("SIGINT: closing everything and exiting (%zu active sessions)",
+	           engine_active_sessions(eng));
 	eng->stopping = 1;
 	systemd_stopping("stopping: SIGINT");
 	ev_break(loop, EVBREAK_ALL);

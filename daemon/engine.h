@@ -30,15 +30,15 @@ struct session;
 /* ---- backend connections (pool.c) ------------------------------------- */
 
 enum bconn_state {
-	BCONN_CONNECTING, /* non-blocking connect() in flight, connect_timeout armed */
-	BCONN_IDLE,       /* established, watched for EOF/errors and greeting bytes */
-	BCONN_ACTIVE,     /* owned by a session */
-	BCONN_NLISTS,     /* states above have a list in struct pool */
+	BCONN_CONNECTING,            /* non-blocking connect() in flight, connect_timeout armed */
+	BCONN_IDLE,                  /* established, watched for EOF/errors and greeting bytes */
+	BCONN_ACTIVE,                /* owned by a session */
+	BCONN_NLISTS,                /* states above have a list in struct pool */
 	BCONN_CLOSED = BCONN_NLISTS, /* fd closed, waiting in the graveyard */
 };
 
 #define BCONN_GREETING_MAX 16384 /* unprompted backend bytes kept for the first client */
-#define BCONN_SETTLE 0.2          /* seconds a new connection must live to count as a success */
+#define BCONN_SETTLE       0.2   /* seconds a new connection must live to count as a success */
 
 struct bconn {
 	struct list_node node; /* on pool->conns[state] or the graveyard */
@@ -47,12 +47,12 @@ struct bconn {
 	struct backend *be;
 	uint64_t id;
 	int fd;
-	ev_io io;           /* connecting: EV_WRITE; idle: EV_READ; active: the session's */
-	ev_timer timer;     /* connect_timeout while connecting */
-	ev_timer settle;    /* fires BCONN_SETTLE after connect: the connection is proven */
-	ev_tstamp started_at;   /* connect() issued */
+	ev_io io;             /* connecting: EV_WRITE; idle: EV_READ; active: the session's */
+	ev_timer timer;       /* connect_timeout while connecting */
+	ev_timer settle;      /* fires BCONN_SETTLE after connect: the connection is proven */
+	ev_tstamp started_at; /* connect() issued */
 	ev_tstamp connected_at;
-	unsigned proven : 1; /* survived the settle time: the backend's backoff was reset */
+	unsigned proven : 1;     /* survived the settle time: the backend's backoff was reset */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
 };
@@ -67,18 +67,18 @@ enum backend_state {
 /* Why a connection attempt failed (relayd's enum host_error model). */
 enum backend_reason {
 	REASON_NONE,
-	REASON_REFUSED,  /* ECONNREFUSED */
-	REASON_TIMEOUT,  /* connect_timeout expired */
-	REASON_RESET,    /* reset by the backend before the connection was proven */
-	REASON_CLOSED,   /* closed by the backend before the connection was proven */
+	REASON_REFUSED, /* ECONNREFUSED */
+	REASON_TIMEOUT, /* connect_timeout expired */
+	REASON_RESET,   /* reset by the backend before the connection was proven */
+	REASON_CLOSED,  /* closed by the backend before the connection was proven */
 	REASON_UNREACHABLE,
-	REASON_OTHER,    /* any other errno: see the log line */
+	REASON_OTHER, /* any other errno: see the log line */
 };
 
 struct backend {
 	struct pool *pool;
 	const struct cfg_backend *cfg;
-	const char *name;           /* "host:port" as configured */
+	const char *name; /* "host:port" as configured */
 	enum backend_state state;
 	enum backend_reason reason; /* of the last failure */
 	unsigned failures;          /* consecutive failed attempts since the last success */
@@ -124,21 +124,21 @@ void listener_close(struct listener *l); /* stops, closes, removes our socket fi
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
-#define SESSION_BUF 16384  /* buffered path: greeting, or when no pipe can be had */
-#define RELAY_CHUNK 65536  /* most bytes spliced per read (a default pipe's capacity) */
+#define SESSION_BUF  16384 /* buffered path: greeting, or when no pipe can be had */
+#define RELAY_CHUNK  65536 /* most bytes spliced per read (a default pipe's capacity) */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
 
 /* One direction of a session. Bytes in flight sit either in a borrowed pipe
  * (splice) or, for a greeting or when no pipe is free, in a buffer; both are
  * released the moment they are empty, so an idle session holds neither. */
 struct relay_dir {
-	unsigned char *buf;    /* SESSION_BUF bytes while buffered bytes are pending */
-	uint32_t off, len;     /* pending buffered bytes: buf[off .. off+len) */
-	struct wp_pipe *pipe;  /* borrowed while in_pipe > 0 */
-	uint32_t in_pipe;      /* spliced in, not yet spliced out */
-	unsigned eof : 1;      /* the source said EOF */
-	unsigned shut : 1;     /* EOF passed on: shutdown(dst, SHUT_WR) done */
-	uint64_t bytes;        /* delivered in this direction */
+	unsigned char *buf;   /* SESSION_BUF bytes while buffered bytes are pending */
+	uint32_t off, len;    /* pending buffered bytes: buf[off .. off+len) */
+	struct wp_pipe *pipe; /* borrowed while in_pipe > 0 */
+	uint32_t in_pipe;     /* spliced in, not yet spliced out */
+	unsigned eof : 1;     /* the source said EOF */
+	unsigned shut : 1;    /* EOF passed on: shutdown(dst, SHUT_WR) done */
+	uint64_t bytes;       /* delivered in this direction */
 };
 
 enum session_state {
@@ -152,7 +152,7 @@ struct session {
 	enum session_state state;
 	struct pool *pool;
 	uint64_t id;
-	int cfd;        /* the local client */
+	int cfd; /* the local client */
 	ev_io cio;
 	ev_timer timer; /* queue_timeout while waiting */
 	ev_tstamp accepted_at;
@@ -172,12 +172,12 @@ void session_free(struct session *s);
 
 struct pool_stats {
 	uint64_t clients_accepted;
-	uint64_t clients_served;     /* paired with a connection */
-	uint64_t clients_refused;    /* over max_clients */
-	uint64_t clients_timed_out;  /* waited queue_timeout */
+	uint64_t clients_served;    /* paired with a connection */
+	uint64_t clients_refused;   /* over max_clients */
+	uint64_t clients_timed_out; /* waited queue_timeout */
 	uint64_t conns_opened, conns_failed;
-	uint64_t stale_at_checkout;  /* failed the liveness check at handout */
-	uint64_t idle_lost;          /* idle connections closed or reset by the backend */
+	uint64_t stale_at_checkout; /* failed the liveness check at handout */
+	uint64_t idle_lost;         /* idle connections closed or reset by the backend */
 };
 
 struct pool {
@@ -188,13 +188,13 @@ struct pool {
 	size_t n_backends;
 	size_t rr; /* round-robin cursor over backends */
 	struct list conns[BCONN_NLISTS];
-	struct list waiting;  /* FIFO */
+	struct list waiting; /* FIFO */
 	struct list relaying;
 	struct listener *listeners;
 	size_t n_listeners;
-	ev_timer refill_timer; /* armed while every backend is in backoff */
+	ev_timer refill_timer;        /* armed while every backend is in backoff */
 	struct list_node refill_node; /* on eng->refill_soon while a deferred refill is due */
-	unsigned warm : 1;     /* the floor was reached since the last outage */
+	unsigned warm : 1;            /* the floor was reached since the last outage */
 	struct pool_stats stats;
 };
 
@@ -251,11 +251,11 @@ struct engine {
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */
-	unsigned stopping : 1;  /* SIGTERM received: draining */
+	unsigned stopping : 1;   /* SIGTERM received: draining */
 	unsigned status_dirty : 1;
 	uint64_t next_id;
-	uint64_t rng;           /* xorshift64* state for jitter */
-	char status[256];       /* last STATUS= sent */
+	uint64_t rng;     /* xorshift64* state for jitter */
+	char status[256]; /* last STATUS= sent */
 	int exit_code;
 };
 

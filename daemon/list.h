@@ -65,7 +65,8 @@ static inline struct list_node *list_first(const struct list *l)
 }
 
 /* Iterate allowing removal of the current node. */
-#define list_for_each_safe(pos, tmp, l)                                                                  \
-	for ((pos) = (l)->head.next, (tmp) = (pos)->next; (pos) != &(l)->head; (pos) = (tmp), (tmp) = (pos)->next)
+#define list_for_each_safe(pos, tmp, l)                                                                      \
+	for ((pos) = (l)->head.next, (tmp) = (pos)->next; (pos) != &(l)->head;                               \
+	     (pos) = (tmp), (tmp) = (pos)->next)
 
 #endif

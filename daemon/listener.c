@@ -40,7 +40,8 @@ static int mkdir_parents(const char *path, char *err, size_t errlen)
 			continue;
 		*p = '\0';
 		if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-			snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d, strerror(errno));
+			snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d,
+			         strerror(errno));
 			return -1;
 		}
 		*p = '/';

@@ -13,7 +13,8 @@
 static int log_max = LOG_INFO;
 static int log_journal; /* stderr is the journal: "<N>" prefixes, no timestamps */
 
-static const char *const level_names[] = {"emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"};
+static const char *const level_names[] = {"emerg",   "alert",  "crit", "error",
+                                          "warning", "notice", "info", "debug"};
 
 /* $JOURNAL_STREAM is "DEV:INODE" of the stream systemd connected; only trust
  * it when it is really our stderr (a child may inherit the variable). */

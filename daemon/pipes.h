@@ -13,7 +13,7 @@
 
 #include <stddef.h>
 
-#define PIPES_MAX 512
+#define PIPES_MAX  512
 #define PIPES_KEEP 64
 
 struct wp_pipe {
@@ -24,7 +24,7 @@ struct wp_pipe {
 struct pipes {
 	struct wp_pipe *free;
 	size_t n_free;
-	size_t n_total; /* lent + free */
+	size_t n_total;  /* lent + free */
 	size_t n_failed; /* pipe2() failures, for the log */
 };
 

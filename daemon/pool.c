@@ -339,8 +339,8 @@ void pool_dispatch(struct pool *p)
 		struct bconn *b = container_of(list_first(&p->conns[BCONN_IDLE]), struct bconn, node);
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
-			log_info("pool=%s backend=%s conn=%llu: dead at checkout, discarded", p->name, b->be->name,
-			         (unsigned long long)b->id);
+			log_info("pool=%s backend=%s conn=%llu: dead at checkout, discarded", p->name,
+			         b->be->name, (unsigned long long)b->id);
 			bconn_close(b);
 			continue;
 		}
@@ -420,7 +420,8 @@ void pool_client_arrived(struct pool *p, int cfd)
 	p->stats.clients_accepted++;
 	if (p->waiting.n + p->relaying.n >= p->cfg->max_clients) {
 		p->stats.clients_refused++;
-		log_warning("pool=%s: max_clients (%u) reached, closing new client", p->name, p->cfg->max_clients);
+		log_warning("pool=%s: max_clients (%u) reached, closing new client", p->name,
+		            p->cfg->max_clients);
 		close(cfd);
 		return;
 	}
@@ -490,7 +491,8 @@ void pool_start(struct pool *p)
 static void pool_close_list(struct list *l)
 {
 	struct list_node *pos, *tmp;
-	list_for_each_safe(pos, tmp, l) bconn_close(container_of(pos, struct bconn, node));
+	list_for_each_safe (pos, tmp, l)
+		bconn_close(container_of(pos, struct bconn, node));
 }
 
 void pool_stop(struct pool *p)
@@ -499,8 +501,8 @@ void pool_stop(struct pool *p)
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_close(&p->listeners[i]);
 	ev_timer_stop(p->eng->loop, &p->refill_timer);
-	list_for_each_safe(pos, tmp, &p->waiting) session_close(container_of(pos, struct session, node),
-	                                                        "shutting down");
+	list_for_each_safe (pos, tmp, &p->waiting)
+		session_close(container_of(pos, struct session, node), "shutting down");
 	pool_close_list(&p->conns[BCONN_IDLE]);
 	pool_close_list(&p->conns[BCONN_CONNECTING]);
 }
@@ -514,10 +516,10 @@ void pool_destroy(struct pool *p)
 		for (size_t i = 0; i < p->n_listeners; i++)
 			listener_close(&p->listeners[i]);
 		ev_timer_stop(p->eng->loop, &p->refill_timer);
-		list_for_each_safe(pos, tmp, &p->relaying) session_close(container_of(pos, struct session, node),
-		                                                         "shutting down");
-		list_for_each_safe(pos, tmp, &p->waiting) session_close(container_of(pos, struct session, node),
-		                                                        "shutting down");
+		list_for_each_safe (pos, tmp, &p->relaying)
+			session_close(container_of(pos, struct session, node), "shutting down");
+		list_for_each_safe (pos, tmp, &p->waiting)
+			session_close(container_of(pos, struct session, node), "shutting down");
 		for (int i = 0; i < BCONN_NLISTS; i++)
 			pool_close_list(&p->conns[i]);
 	}

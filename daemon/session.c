@@ -124,7 +124,8 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 		d->buf = NULL;
 	}
 	while (d->in_pipe) {
-		ssize_t n = splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		ssize_t n =
+		    splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			d->in_pipe -= (uint32_t)n;
 			d->bytes += (uint64_t)n;
@@ -304,8 +305,9 @@ void session_start(struct session *s, struct bconn *b)
 	s->b = b;
 	bconn_set_state(b, BCONN_ACTIVE);
 	p->stats.clients_served++;
-	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name, b->be->name,
-	          (unsigned long long)b->id, (unsigned long long)s->id, ev_now(loop) - s->accepted_at);
+	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name,
+	          b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
+	          ev_now(loop) - s->accepted_at);
 	session_update_watchers(s);
 }
 
@@ -337,9 +339,10 @@ void session_close(struct session *s, const char *why)
 	s->state = SESSION_CLOSED;
 	list_push_back(&eng->dead_sessions, &s->node);
 	if (s->b) {
-		log_debug("pool=%s conn=%llu client=%llu: session end (%s): %llu bytes up, %llu down", p->name,
-		          (unsigned long long)s->b->id, (unsigned long long)s->id, why ? why : "done",
-		          (unsigned long long)s->up.bytes, (unsigned long long)s->down.bytes);
+		log_debug("pool=%s conn=%llu client=%llu: session end (%s): %llu bytes up, %llu down",
+		          p->name, (unsigned long long)s->b->id, (unsigned long long)s->id,
+		          why ? why : "done", (unsigned long long)s->up.bytes,
+		          (unsigned long long)s->down.bytes);
 		bconn_close(s->b);
 		s->b = NULL;
 		pool_refill_soon(p);
