@@ -80,7 +80,7 @@ unit: $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 integration: all
-	WARMPOOL_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q tests/integration
+	WARMPOOL_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
 # The sanitizer variant lives in build/asan so it never mixes with the -O2 build.
 check: deps

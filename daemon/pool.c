@@ -127,6 +127,10 @@ void bconn_free(struct bconn *b)
 static void bconn_failed(struct bconn *b, enum backend_reason why, int err)
 {
 	struct pool *p = b->pool;
+	if (p->eng->stopping) { /* shutting down: nothing to retry or report */
+		bconn_close(b);
+		return;
+	}
 	backend_attempt_failed(b->be, b->id, b->started_at, why, err);
 	bconn_close(b);
 	pool_refill(p);

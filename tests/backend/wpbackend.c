@@ -1,0 +1,868 @@
+/*
+ * tests/backend/wpbackend.c — the test and demo backend for warmpool.
+ *
+ * One process, one libev loop, one listening TCP socket. Each accepted
+ * connection behaves according to --mode:
+ *   echo    every byte read is written back (fixed buffer, backpressure: no
+ *           reading while the buffer is full); after the peer's EOF the
+ *           pending bytes are flushed and the connection is closed.
+ *   reset   accepted and closed at once with an RST (SO_LINGER 0).
+ *   sink    input is read and discarded; closed after the peer's EOF.
+ *   source  input is read and discarded; the peer's first byte starts an
+ *           output stream (a warm pool keeps connections idle, so the stream
+ *           must wait for a client). The stream is the little-endian
+ *           splitmix64 sequence from --seed, --source-bytes long (0 = endless),
+ *           followed by shutdown(SHUT_WR).
+ * With --sink-verify SEED (for the benchmark, tests/bench/), a sink checks its
+ * input against the stream a source with --seed SEED sends and, after the
+ * peer's EOF, answers one line before closing:
+ *   sink bytes=<bytes_in> ok            every byte matched
+ *   sink bytes=<bytes_in> bad at=<off>  the first wrong byte's offset
+ * (a short or long stream is "ok" with the wrong count: the peer compares).
+ * A greeting (--greeting, optionally after --greeting-delay-ms) is sent before
+ * anything else; --idle-close-ms closes connections that saw no bytes for a
+ * while. --events appends one line per accept/close, each with one write(2):
+ *   accept <id> <CLOCK_MONOTONIC usec> <peer>
+ *   close <id> <usec> <bytes_in> <bytes_out> <reason> crc32=<hex of bytes_in>
+ * (the CRC is computed only when --events is given: nothing else reads it).
+ * Reasons: eof, idle, reset (mode reset), peer_reset, error, limit, shutdown.
+ * SIGTERM/SIGINT close everything (reason shutdown) and exit 0.
+ */
+#include <arpa/inet.h>
+#include <endian.h>
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONN_BUF     65536 /* echo buffer per connection */
+#define SOURCE_CHUNK 16384 /* bytes generated per source write */
+#define MAX_GREETING 1048576
+
+enum mode { MODE_ECHO, MODE_RESET, MODE_SINK, MODE_SOURCE };
+
+struct conn {
+	struct conn *prev, *next; /* on the global list */
+	uint64_t id;
+	int fd;
+	ev_io rio, wio;
+	ev_timer idle;            /* --idle-close-ms, restarted on every byte */
+	ev_timer greet;           /* --greeting-delay-ms */
+	size_t greet_off;         /* greeting bytes already sent */
+	unsigned greet_ready : 1; /* the greeting may be sent (delay elapsed) */
+	unsigned rd_eof : 1;
+	unsigned wr_shut : 1;   /* source finished: shutdown(SHUT_WR) done */
+	unsigned triggered : 1; /* source: the peer's first byte arrived */
+	uint64_t bytes_in, bytes_out;
+	uint32_t crc_in;           /* CRC-32 of every byte read */
+	uint64_t src_sent;         /* source bytes produced so far */
+	uint64_t src_state;        /* splitmix64 state */
+	size_t out_off, out_len;   /* pending bytes in buf[out_off .. out_off+out_len) */
+	uint64_t vfy_state;        /* --sink-verify: splitmix64 state of the expected stream */
+	unsigned char vfy_word[8]; /* --sink-verify: the current expected word */
+	unsigned vfy_used;         /* --sink-verify: bytes of vfy_word already compared */
+	uint64_t vfy_bad;          /* --sink-verify: 1 + offset of the first wrong byte, 0 = none */
+	unsigned char buf[CONN_BUF];
+};
+
+static struct {
+	enum mode mode;
+	char *greeting;
+	size_t greeting_len;
+	double greeting_delay; /* seconds */
+	double idle_close;     /* seconds, 0 = never */
+	uint64_t source_bytes; /* 0 = endless */
+	uint64_t seed;
+	int sink_verify; /* --sink-verify given */
+	uint64_t sink_seed;
+	unsigned max_conns;
+	int events_fd;
+	int lfd;
+	ev_io lio;
+	ev_timer lpause; /* accept paused after EMFILE/ENFILE */
+	struct conn *conns;
+	unsigned n_conns;
+	uint64_t next_id;
+	uint32_t crc_table[256];
+} g = {.events_fd = -1, .lfd = -1, .max_conns = 4096, .seed = 1};
+
+static void conn_close(struct ev_loop *loop, struct conn *c, const char *reason);
+static void conn_pump(struct ev_loop *loop, struct conn *c);
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	fputs("wpbackend: ", stderr);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+	va_end(ap);
+	exit(2);
+}
+
+static uint64_t now_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void crc_init(void)
+{
+	for (uint32_t i = 0; i < 256; i++) {
+		uint32_t c = i;
+		for (int k = 0; k < 8; k++)
+			c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+		g.crc_table[i] = c;
+	}
+}
+
+/* zlib-compatible: crc = crc_update(crc, ...) starting from 0. */
+static uint32_t crc_update(uint32_t crc, const unsigned char *p, size_t n)
+{
+	crc = ~crc;
+	while (n--)
+		crc = g.crc_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+static uint64_t splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+	z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+	z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+	return z ^ (z >> 31);
+}
+
+/* One line, one write(2), O_APPEND: lines from one process never interleave. */
+static void event_line(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void event_line(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+	int n;
+
+	if (g.events_fd < 0)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(line, sizeof line - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if ((size_t)n > sizeof line - 2)
+		n = sizeof line - 2;
+	line[n++] = '\n';
+	if (write(g.events_fd, line, (size_t)n) < 0)
+		fprintf(stderr, "wpbackend: events: %s\n", strerror(errno));
+}
+
+static void format_addr(const struct sockaddr *sa, char *out, size_t len)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
+		port = ntohs(in->sin_port);
+		snprintf(out, len, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
+		port = ntohs(in6->sin6_port);
+		snprintf(out, len, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, len, "unknown");
+	}
+}
+
+/* ---- connections ------------------------------------------------------- */
+
+static int greeting_pending(const struct conn *c)
+{
+	return c->greet_off < g.greeting_len;
+}
+
+/* Arm exactly the watchers the connection's state calls for. */
+static void conn_update(struct ev_loop *loop, struct conn *c)
+{
+	int want_read = !c->rd_eof;
+	int want_write = 0;
+
+	if (g.mode == MODE_ECHO && c->out_len == CONN_BUF)
+		want_read = 0; /* backpressure: the peer is not reading its echo */
+	if (greeting_pending(c)) {
+		want_write = c->greet_ready;
+	} else if (g.mode == MODE_ECHO) {
+		want_write = c->out_len > 0;
+	} else if (g.mode == MODE_SOURCE) {
+		want_write = c->triggered && !c->wr_shut;
+	} else if (g.mode == MODE_SINK) {
+		want_write = c->out_len > 0; /* the --sink-verify verdict */
+	}
+	if (want_read)
+		ev_io_start(loop, &c->rio);
+	else
+		ev_io_stop(loop, &c->rio);
+	if (want_write)
+		ev_io_start(loop, &c->wio);
+	else
+		ev_io_stop(loop, &c->wio);
+}
+
+static void conn_activity(struct ev_loop *loop, struct conn *c)
+{
+	if (g.idle_close > 0)
+		ev_timer_again(loop, &c->idle);
+}
+
+/*
+ * Write what may be written now. Returns 0, or -1 after closing the
+ * connection on a write error.
+ */
+static int conn_flush(struct ev_loop *loop, struct conn *c)
+{
+	for (;;) {
+		const unsigned char *p;
+		size_t n;
+
+		if (greeting_pending(c)) {
+			if (!c->greet_ready)
+				return 0;
+			p = (const unsigned char *)g.greeting + c->greet_off;
+			n = g.greeting_len - c->greet_off;
+		} else if ((g.mode == MODE_ECHO || g.mode == MODE_SINK) && c->out_len > 0) {
+			p = c->buf + c->out_off;
+			n = c->out_len;
+		} else if (g.mode == MODE_SOURCE && c->triggered && !c->wr_shut) {
+			if (c->out_len == 0) {
+				uint64_t left = g.source_bytes ? g.source_bytes - c->src_sent : SOURCE_CHUNK;
+				size_t chunk = left < SOURCE_CHUNK ? (size_t)left : SOURCE_CHUNK;
+				if (chunk == 0) {
+					shutdown(c->fd, SHUT_WR);
+					c->wr_shut = 1;
+					return 0;
+				}
+				for (size_t i = 0; i < chunk; i += 8) {
+					uint64_t v = splitmix64(&c->src_state);
+					if (i + 8 <= chunk) {
+						uint64_t le = htole64(v);
+						memcpy(c->buf + i, &le, 8);
+						continue;
+					}
+					for (size_t k = 0; i + k < chunk; k++)
+						c->buf[i + k] = (unsigned char)(v >> (8 * k));
+				}
+				c->out_off = 0;
+				c->out_len = chunk;
+				c->src_sent += chunk;
+			}
+			p = c->buf + c->out_off;
+			n = c->out_len;
+		} else {
+			return 0;
+		}
+
+		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		if (w < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			conn_close(loop, c, (errno == EPIPE || errno == ECONNRESET) ? "peer_reset" : "error");
+			return -1;
+		}
+		c->bytes_out += (uint64_t)w;
+		conn_activity(loop, c);
+		if (greeting_pending(c)) {
+			c->greet_off += (size_t)w;
+		} else {
+			c->out_off += (size_t)w;
+			c->out_len -= (size_t)w;
+			if (c->out_len == 0)
+				c->out_off = 0;
+		}
+	}
+}
+
+/* --sink-verify: compare n input bytes with the expected stream. */
+static void sink_verify(struct conn *c, const unsigned char *p, size_t n)
+{
+	uint64_t off = c->bytes_in - n; /* stream offset of p[0] */
+	size_t i = 0;
+
+	if (c->vfy_bad)
+		return;
+	while (i < n) {
+		if (c->vfy_used == 8) {
+			/* fast path: whole words while they match */
+			for (; n - i >= 8; i += 8) {
+				uint64_t want = htole64(splitmix64(&c->vfy_state)), got;
+				memcpy(&got, p + i, 8);
+				if (got != want) {
+					memcpy(c->vfy_word, &want, 8);
+					c->vfy_used = 0;
+					break;
+				}
+			}
+			if (i == n)
+				return;
+			if (c->vfy_used == 8) {
+				uint64_t want = htole64(splitmix64(&c->vfy_state));
+				memcpy(c->vfy_word, &want, 8);
+				c->vfy_used = 0;
+			}
+		}
+		if (p[i] != c->vfy_word[c->vfy_used]) {
+			c->vfy_bad = off + i + 1;
+			return;
+		}
+		i++;
+		c->vfy_used++;
+	}
+}
+
+/* --sink-verify: queue the one-line verdict, sent before the close. */
+static void sink_verdict(struct conn *c)
+{
+	int n;
+
+	if (c->vfy_bad)
+		n = snprintf((char *)c->buf, CONN_BUF, "sink bytes=%" PRIu64 " bad at=%" PRIu64 "\n",
+		             c->bytes_in, c->vfy_bad - 1);
+	else
+		n = snprintf((char *)c->buf, CONN_BUF, "sink bytes=%" PRIu64 " ok\n", c->bytes_in);
+	c->out_off = 0;
+	c->out_len = (size_t)n;
+}
+
+/* Read what may be read now. Returns 0, or -1 after closing on an error. */
+static int conn_read(struct ev_loop *loop, struct conn *c)
+{
+	unsigned char scratch[16384];
+
+	while (!c->rd_eof) {
+		unsigned char *dst;
+		size_t room;
+
+		if (g.mode == MODE_ECHO) {
+			if (c->out_off > 0 && c->out_off + c->out_len == CONN_BUF) {
+				memmove(c->buf, c->buf + c->out_off, c->out_len);
+				c->out_off = 0;
+			}
+			room = CONN_BUF - (c->out_off + c->out_len);
+			if (room == 0)
+				return 0; /* full: conn_update stops reading */
+			dst = c->buf + c->out_off + c->out_len;
+		} else {
+			dst = scratch;
+			room = sizeof scratch;
+		}
+		ssize_t r = recv(c->fd, dst, room, 0);
+		if (r < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return 0;
+			if (errno == EINTR)
+				continue;
+			conn_close(loop, c, errno == ECONNRESET ? "peer_reset" : "error");
+			return -1;
+		}
+		if (r == 0) {
+			c->rd_eof = 1;
+			if (g.mode == MODE_SINK && g.sink_verify)
+				sink_verdict(c);
+			return 0;
+		}
+		c->bytes_in += (uint64_t)r;
+		if (g.events_fd >= 0)
+			c->crc_in = crc_update(c->crc_in, dst, (size_t)r);
+		if (g.mode == MODE_SINK && g.sink_verify)
+			sink_verify(c, dst, (size_t)r);
+		conn_activity(loop, c);
+		if (g.mode == MODE_ECHO)
+			c->out_len += (size_t)r;
+		else if (g.mode == MODE_SOURCE)
+			c->triggered = 1;
+		if (g.mode == MODE_ECHO && !greeting_pending(c))
+			return 0; /* write before reading more */
+	}
+	return 0;
+}
+
+/* Has the connection done everything it will do after the peer's EOF? */
+static int conn_finished(const struct conn *c)
+{
+	if (!c->rd_eof || greeting_pending(c))
+		return 0;
+	switch (g.mode) {
+	case MODE_ECHO:
+	case MODE_SINK: /* out_len > 0 only while a --sink-verify verdict is pending */
+		return c->out_len == 0;
+	case MODE_SOURCE:
+		/* a bounded stream is finished first; an endless one stops here */
+		return !c->triggered || c->wr_shut || g.source_bytes == 0;
+	default:
+		return 1;
+	}
+}
+
+static void conn_pump(struct ev_loop *loop, struct conn *c)
+{
+	for (int round = 0; round < 64; round++) {
+		uint64_t before_in = c->bytes_in, before_out = c->bytes_out;
+		unsigned before_eof = c->rd_eof;
+
+		if (conn_flush(loop, c) < 0)
+			return;
+		if (conn_read(loop, c) < 0)
+			return;
+		if (conn_flush(loop, c) < 0)
+			return;
+		if (conn_finished(c)) {
+			conn_close(loop, c, "eof");
+			return;
+		}
+		if (c->bytes_in == before_in && c->bytes_out == before_out && c->rd_eof == before_eof)
+			break;
+	}
+	conn_update(loop, c);
+}
+
+static void conn_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)revents;
+	conn_pump(loop, w->data);
+}
+
+static void conn_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	conn_close(loop, w->data, "idle");
+}
+
+static void conn_greet_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)revents;
+	c->greet_ready = 1;
+	conn_pump(loop, c);
+}
+
+static void conn_close(struct ev_loop *loop, struct conn *c, const char *reason)
+{
+	ev_io_stop(loop, &c->rio);
+	ev_io_stop(loop, &c->wio);
+	ev_timer_stop(loop, &c->idle);
+	ev_timer_stop(loop, &c->greet);
+	close(c->fd);
+	event_line("close %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %s crc32=%08x", c->id, now_usec(),
+	           c->bytes_in, c->bytes_out, reason, c->crc_in);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		g.conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	g.n_conns--;
+	free(c);
+}
+
+static void conn_new(struct ev_loop *loop, int fd, uint64_t id)
+{
+	struct conn *c = calloc(1, sizeof *c);
+	int one = 1;
+
+	if (!c) {
+		close(fd);
+		event_line("close %" PRIu64 " %" PRIu64 " 0 0 error crc32=00000000", id, now_usec());
+		return;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	c->id = id;
+	c->fd = fd;
+	c->src_state = g.seed;
+	c->vfy_state = g.sink_seed;
+	c->vfy_used = 8;
+	c->greet_ready = g.greeting_delay <= 0;
+	ev_io_init(&c->rio, conn_io_cb, fd, EV_READ);
+	ev_io_init(&c->wio, conn_io_cb, fd, EV_WRITE);
+	ev_timer_init(&c->idle, conn_idle_cb, 0., g.idle_close);
+	ev_timer_init(&c->greet, conn_greet_cb, g.greeting_delay, 0.);
+	c->rio.data = c->wio.data = c->idle.data = c->greet.data = c;
+	c->next = g.conns;
+	if (g.conns)
+		g.conns->prev = c;
+	g.conns = c;
+	g.n_conns++;
+	if (g.idle_close > 0)
+		ev_timer_again(loop, &c->idle);
+	if (!c->greet_ready && g.greeting_len > 0)
+		ev_timer_start(loop, &c->greet);
+	else
+		c->greet_ready = 1;
+	conn_pump(loop, c);
+}
+
+/* ---- listening --------------------------------------------------------- */
+
+static void listen_pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	ev_io_start(loop, &g.lio);
+}
+
+static void accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)revents;
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof ss;
+		char peer[INET6_ADDRSTRLEN + 16];
+		int fd = accept4(w->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+				fprintf(stderr, "wpbackend: accept: %s (pausing 100ms)\n", strerror(errno));
+				ev_io_stop(loop, &g.lio);
+				ev_timer_set(&g.lpause, 0.1, 0.);
+				ev_timer_start(loop, &g.lpause);
+			} else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				fprintf(stderr, "wpbackend: accept: %s\n", strerror(errno));
+			}
+			return;
+		}
+		uint64_t id = ++g.next_id;
+		format_addr((struct sockaddr *)&ss, peer, sizeof peer);
+		event_line("accept %" PRIu64 " %" PRIu64 " %s", id, now_usec(), peer);
+		if (g.mode == MODE_RESET) {
+			struct linger lg = {.l_onoff = 1, .l_linger = 0};
+			setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+			close(fd);
+			event_line("close %" PRIu64 " %" PRIu64 " 0 0 reset crc32=00000000", id, now_usec());
+			continue;
+		}
+		if (g.n_conns >= g.max_conns) {
+			close(fd);
+			event_line("close %" PRIu64 " %" PRIu64 " 0 0 limit crc32=00000000", id, now_usec());
+			continue;
+		}
+		conn_new(loop, fd, id);
+	}
+}
+
+/* "HOST:PORT" or "[V6]:PORT" → a bound, listening, non-blocking socket. */
+static int open_listener(const char *spec, char *bound, size_t boundlen)
+{
+	char host[256];
+	const char *port;
+	struct addrinfo hints = {0}, *res = NULL, *ai;
+	int fd = -1, err, one = 1;
+
+	if (spec[0] == '[') {
+		const char *end = strchr(spec, ']');
+		if (!end || end[1] != ':' || (size_t)(end - spec - 1) >= sizeof host)
+			die("--listen %s: expected [V6ADDR]:PORT", spec);
+		memcpy(host, spec + 1, (size_t)(end - spec - 1));
+		host[end - spec - 1] = '\0';
+		port = end + 2;
+	} else {
+		const char *colon = strrchr(spec, ':');
+		if (!colon || (size_t)(colon - spec) >= sizeof host)
+			die("--listen %s: expected HOST:PORT", spec);
+		memcpy(host, spec, (size_t)(colon - spec));
+		host[colon - spec] = '\0';
+		port = colon + 1;
+	}
+	if (!*port)
+		die("--listen %s: missing port", spec);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	err = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	if (err)
+		die("--listen %s: %s", spec, gai_strerror(err));
+	for (ai = res; ai; ai = ai->ai_next) {
+		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+		if (fd < 0)
+			continue;
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 && listen(fd, 1024) == 0)
+			break;
+		err = errno;
+		close(fd);
+		fd = -1;
+		errno = err;
+	}
+	if (fd < 0) {
+		int e = errno;
+		freeaddrinfo(res);
+		die("--listen %s: %s", spec, strerror(e));
+	}
+	freeaddrinfo(res);
+
+	struct sockaddr_storage ss;
+	socklen_t sl = sizeof ss;
+	if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+		die("getsockname: %s", strerror(errno));
+	format_addr((struct sockaddr *)&ss, bound, boundlen);
+	return fd;
+}
+
+static void write_port_file(const char *path, const char *bound)
+{
+	const char *colon = strrchr(bound, ':');
+	char tmp[4096];
+	FILE *f;
+
+	if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >= sizeof tmp)
+		die("--port-file: path too long");
+	f = fopen(tmp, "we");
+	if (!f)
+		die("%s: %s", tmp, strerror(errno));
+	fprintf(f, "%s\n", colon ? colon + 1 : "0");
+	if (fclose(f) != 0)
+		die("%s: %s", tmp, strerror(errno));
+	if (rename(tmp, path) < 0)
+		die("rename %s: %s", path, strerror(errno));
+}
+
+/* Decode \r \n \t \\ \0 and \xHH; returns the length (NUL bytes allowed). */
+static size_t unescape(const char *in, char *out)
+{
+	size_t n = 0;
+
+	while (*in) {
+		if (*in != '\\' || !in[1]) {
+			out[n++] = *in++;
+			continue;
+		}
+		in++;
+		switch (*in) {
+		case 'r':
+			out[n++] = '\r';
+			in++;
+			break;
+		case 'n':
+			out[n++] = '\n';
+			in++;
+			break;
+		case 't':
+			out[n++] = '\t';
+			in++;
+			break;
+		case '0':
+			out[n++] = '\0';
+			in++;
+			break;
+		case '\\':
+			out[n++] = '\\';
+			in++;
+			break;
+		case 'x': {
+			char hex[3] = {0};
+			char *end;
+			if (in[1] && in[2]) {
+				hex[0] = in[1];
+				hex[1] = in[2];
+				unsigned long v = strtoul(hex, &end, 16);
+				if (*end == '\0') {
+					out[n++] = (char)v;
+					in += 3;
+					break;
+				}
+			}
+			out[n++] = '\\';
+			break;
+		}
+		default:
+			out[n++] = '\\'; /* unknown escape: kept as written */
+			break;
+		}
+	}
+	return n;
+}
+
+static unsigned long long parse_num(const char *opt, const char *s, unsigned long long max)
+{
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v > max)
+		die("%s: expected an integer 0..%llu, got \"%s\"", opt, max, s);
+	return v;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: wpbackend --listen HOST:PORT [options]\n"
+	        "  --listen HOST:PORT       address to listen on (port 0 = ephemeral; [::1]:PORT for IPv6)\n"
+	        "  --port-file FILE         write the bound port to FILE (atomically) once listening\n"
+	        "  --mode echo|reset|sink|source   (default echo)\n"
+	        "  --greeting STRING        sent first on every connection (\\r \\n \\t \\\\ \\0 \\xHH)\n"
+	        "  --greeting-delay-ms N    send the greeting N ms after accept\n"
+	        "  --idle-close-ms N        close a connection that saw no bytes for N ms\n"
+	        "  --source-bytes N         source: stream length, then shutdown(SHUT_WR) (0 = endless)\n"
+	        "  --seed N                 source: splitmix64 seed (default 1)\n"
+	        "  --sink-verify SEED       sink: check the input against the source stream of SEED and\n"
+	        "                           answer \"sink bytes=N ok\" (or \"... bad at=OFFSET\") after EOF\n"
+	        "  --max-conns N            connections beyond N are closed at once (default 4096)\n"
+	        "  --events FILE            append one line per accept/close\n");
+}
+
+static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	ev_break(loop, EVBREAK_ALL);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"listen", required_argument, NULL, 'l'},
+	    {"port-file", required_argument, NULL, 'p'},
+	    {"mode", required_argument, NULL, 'm'},
+	    {"greeting", required_argument, NULL, 'g'},
+	    {"greeting-delay-ms", required_argument, NULL, 'G'},
+	    {"idle-close-ms", required_argument, NULL, 'i'},
+	    {"source-bytes", required_argument, NULL, 'b'},
+	    {"seed", required_argument, NULL, 's'},
+	    {"max-conns", required_argument, NULL, 'c'},
+	    {"sink-verify", required_argument, NULL, 'V'},
+	    {"events", required_argument, NULL, 'e'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	const char *listen_spec = NULL, *port_file = NULL, *events = NULL;
+	char bound[INET6_ADDRSTRLEN + 16];
+	struct ev_loop *loop;
+	ev_signal sterm, sint;
+	int opt;
+
+	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'l':
+			listen_spec = optarg;
+			break;
+		case 'p':
+			port_file = optarg;
+			break;
+		case 'e':
+			events = optarg;
+			break;
+		case 'm':
+			if (!strcmp(optarg, "echo"))
+				g.mode = MODE_ECHO;
+			else if (!strcmp(optarg, "reset"))
+				g.mode = MODE_RESET;
+			else if (!strcmp(optarg, "sink"))
+				g.mode = MODE_SINK;
+			else if (!strcmp(optarg, "source"))
+				g.mode = MODE_SOURCE;
+			else
+				die("--mode: expected echo|reset|sink|source, got \"%s\"", optarg);
+			break;
+		case 'g': {
+			size_t len = strlen(optarg);
+			if (len > MAX_GREETING)
+				die("--greeting: longer than %d bytes", MAX_GREETING);
+			free(g.greeting);
+			g.greeting = malloc(len + 1);
+			if (!g.greeting)
+				die("out of memory");
+			g.greeting_len = unescape(optarg, g.greeting);
+			break;
+		}
+		case 'G':
+			g.greeting_delay = (double)parse_num("--greeting-delay-ms", optarg, 86400000) / 1000.;
+			break;
+		case 'i':
+			g.idle_close = (double)parse_num("--idle-close-ms", optarg, 86400000) / 1000.;
+			break;
+		case 'b':
+			g.source_bytes = parse_num("--source-bytes", optarg, UINT64_MAX);
+			break;
+		case 's':
+			g.seed = parse_num("--seed", optarg, UINT64_MAX);
+			break;
+		case 'V':
+			g.sink_verify = 1;
+			g.sink_seed = parse_num("--sink-verify", optarg, UINT64_MAX);
+			break;
+		case 'c':
+			g.max_conns = (unsigned)parse_num("--max-conns", optarg, 1000000);
+			break;
+		case 'h':
+			usage(stdout);
+			free(g.greeting);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind < argc || !listen_spec) {
+		usage(stderr);
+		return 2;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	crc_init();
+	if (events) {
+		g.events_fd = open(events, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+		if (g.events_fd < 0)
+			die("%s: %s", events, strerror(errno));
+	}
+	loop = ev_default_loop(EVFLAG_AUTO);
+	if (!loop)
+		die("cannot initialise libev");
+	g.lfd = open_listener(listen_spec, bound, sizeof bound);
+	ev_io_init(&g.lio, accept_cb, g.lfd, EV_READ);
+	ev_timer_init(&g.lpause, listen_pause_cb, 0.1, 0.);
+	ev_io_start(loop, &g.lio);
+	ev_signal_init(&sterm, signal_cb, SIGTERM);
+	ev_signal_init(&sint, signal_cb, SIGINT);
+	ev_signal_start(loop, &sterm);
+	ev_signal_start(loop, &sint);
+
+	if (port_file)
+		write_port_file(port_file, bound);
+	printf("wpbackend listening on %s\n", bound);
+	fflush(stdout);
+
+	ev_run(loop, 0);
+
+	while (g.conns)
+		conn_close(loop, g.conns, "shutdown");
+	ev_io_stop(loop, &g.lio);
+	ev_timer_stop(loop, &g.lpause);
+	ev_signal_stop(loop, &sterm);
+	ev_signal_stop(loop, &sint);
+	close(g.lfd);
+	if (g.events_fd >= 0)
+		close(g.events_fd);
+	free(g.greeting);
+	ev_loop_destroy(loop);
+	return 0;
+}

@@ -1,0 +1,650 @@
+"""Fixtures for the warmpool integration tests: real warmpoold and wpbackend
+processes on loopback TCP and Unix sockets.
+
+Stdlib only (Debian's python3-pytest 7.2). Every wait is bounded; every
+process a test starts is stopped at teardown (SIGTERM, then SIGKILL), and a
+sanitizer report in any of their stderr files fails the test.
+
+WARMPOOL_BUILD names the build directory (default: the repo's build/).
+"""
+
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+from collections import namedtuple
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("WARMPOOL_BUILD") or (REPO / "build")).resolve()
+WARMPOOLD = BUILD / "warmpoold"
+WPBACKEND = BUILD / "wpbackend"
+
+# Generous bounds: the suite also runs against the ASan+UBSan build.
+START_TIMEOUT = 10.0  # a process becomes ready
+STOP_TIMEOUT = 10.0  # a process exits after SIGTERM
+WAIT_TIMEOUT = 10.0  # a state we wait for (floor reached, log line, ...)
+IO_TIMEOUT = 10.0  # one client exchange of a few bytes
+TEARDOWN_STOP_TIMEOUT = 20.0  # > the default shutdown_timeout in make_config()
+
+SANITIZER_MARKERS = (
+    "ERROR: AddressSanitizer",
+    "ERROR: LeakSanitizer",
+    "runtime error:",
+)
+
+# Environment variables of a service manager that must not leak from the
+# test runner into the daemon (the fixture sets NOTIFY_SOCKET itself).
+_SCRUB_ENV = (
+    "NOTIFY_SOCKET",
+    "JOURNAL_STREAM",
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+)
+
+
+# ---------------------------------------------------------------------------
+# small helpers
+
+
+def wait_until(pred, timeout=WAIT_TIMEOUT, interval=0.02, what="condition"):
+    """Poll pred() until it returns a true value; return it. Bounded."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:.1f}s waiting for {what} (last: {last!r})")
+        time.sleep(interval)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (just released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def splitmix_bytes(seed, n):
+    """The byte stream of `wpbackend --mode source --seed SEED`."""
+    mask = (1 << 64) - 1
+    state = seed & mask
+    words = []
+    for _ in range((n + 7) // 8):
+        state = (state + 0x9E3779B97F4A7C15) & mask
+        z = state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
+        words.append(z ^ (z >> 31))
+    return struct.pack(f"<{len(words)}Q", *words)[:n]
+
+
+def established_on_port(port):
+    """ESTABLISHED TCP sockets whose local port is `port` (the server side),
+    from /proc/net/tcp and /proc/net/tcp6."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) < 4:
+                        continue
+                    local, state = fields[1], fields[3]
+                    if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count
+
+
+# ---------------------------------------------------------------------------
+# clients
+
+
+def connect_unix(path, timeout=IO_TIMEOUT):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(str(path))
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def recv_exact(sock, n, timeout=IO_TIMEOUT):
+    """Exactly n bytes, or AssertionError on EOF/timeout (with what came)."""
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while len(buf) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timed out: received {len(buf)} of {n} bytes: {bytes(buf[:80])!r}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(min(n - len(buf), 1 << 20))
+        except socket.timeout:
+            continue
+        if not chunk:
+            raise AssertionError(f"EOF after {len(buf)} of {n} bytes: {bytes(buf[:80])!r}")
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_until_closed(sock, timeout=IO_TIMEOUT, limit=64 << 20):
+    """Read until EOF or reset. Returns (data, how) with how in
+    {"eof", "reset"}; AssertionError if neither happens within timeout."""
+    buf = bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"not closed within {timeout:.1f}s; received {len(buf)} bytes: {bytes(buf[:80])!r}")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(1 << 20)
+        except socket.timeout:
+            continue
+        except (ConnectionResetError, BrokenPipeError):
+            return bytes(buf), "reset"
+        if not chunk:
+            return bytes(buf), "eof"
+        buf += chunk
+        if len(buf) > limit:
+            raise AssertionError(f"more than {limit} bytes before close")
+
+
+def exchange(sock, data, expect_len=None, shut_wr=False, until_eof=False, timeout=60.0):
+    """Send `data` while reading concurrently (select loop, so neither side
+    can deadlock on full buffers). Reads until `expect_len` bytes arrived
+    (default len(data)), or until EOF when until_eof. After the last byte is
+    sent, shutdown(SHUT_WR) if shut_wr. Returns the bytes received."""
+    if expect_len is None and not until_eof:
+        expect_len = len(data)
+    view = memoryview(data)
+    sent = 0
+    got = bytearray()
+    shut_done = False
+    sock.setblocking(False)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if shut_wr and sent == len(view) and not shut_done:
+                sock.shutdown(socket.SHUT_WR)
+                shut_done = True
+            if not until_eof and len(got) >= expect_len and sent == len(view):
+                return bytes(got)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"exchange timed out after {timeout:.0f}s: sent {sent}/{len(view)}, "
+                    f"received {len(got)}/{expect_len if expect_len is not None else 'EOF'}"
+                )
+            wlist = [sock] if sent < len(view) else []
+            r, w, _ = select.select([sock], wlist, [], min(left, 0.5))
+            if r:
+                try:
+                    chunk = sock.recv(1 << 18)
+                except BlockingIOError:
+                    chunk = None
+                if chunk is not None:
+                    if not chunk:
+                        if until_eof:
+                            return bytes(got)
+                        raise AssertionError(
+                            f"EOF after {len(got)}/{expect_len} bytes (sent {sent}/{len(view)})"
+                        )
+                    got += chunk
+            if w:
+                try:
+                    sent += sock.send(view[sent : sent + (1 << 16)])
+                except BlockingIOError:
+                    pass
+    finally:
+        sock.setblocking(True)
+
+
+def echo_once(path, payload, timeout=IO_TIMEOUT):
+    """One whole session: connect, send, read the exact echo, close."""
+    with connect_unix(path, timeout) as s:
+        s.sendall(payload)
+        return recv_exact(s, len(payload), timeout)
+
+
+# ---------------------------------------------------------------------------
+# process bookkeeping
+
+
+class Procs:
+    """Every process a test starts, stopped at teardown whatever happened."""
+
+    def __init__(self):
+        self.items = []  # (Popen, name, stderr path)
+
+    def spawn(self, name, argv, stderr_path, stdout_path=None, env=None):
+        stdout = open(stdout_path, "wb") if stdout_path else subprocess.DEVNULL
+        stderr = open(stderr_path, "wb")
+        try:
+            p = subprocess.Popen(
+                [str(a) for a in argv],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                env=env,
+                close_fds=True,
+            )
+        finally:
+            if stdout is not subprocess.DEVNULL:
+                stdout.close()
+            stderr.close()
+        self.items.append((p, name, Path(stderr_path)))
+        return p
+
+    @staticmethod
+    def stop(p, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        """Signal, wait bounded, then SIGKILL. Returns the exit status
+        (negative for a signal), or None if even SIGKILL did not reap it in
+        time (a machine under extreme load)."""
+        if p.poll() is None:
+            try:
+                p.send_signal(sig)
+            except ProcessLookupError:
+                pass
+            try:
+                return p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                try:
+                    return p.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    return None
+        return p.returncode
+
+    def teardown(self):
+        """Stop what is still running; return the sanitizer reports found.
+        Never raises: a slow exit here is not what any test asserts on (the
+        lifecycle tests check exits explicitly)."""
+        problems = []
+        for p, name, _ in reversed(self.items):
+            if p.poll() is None:
+                # Longer than the configs' shutdown_timeout (10 s), so a
+                # draining daemon can finish by itself.
+                self.stop(p, timeout=TEARDOWN_STOP_TIMEOUT)
+        for p, name, err in self.items:
+            try:
+                text = err.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            for marker in SANITIZER_MARKERS:
+                if marker in text:
+                    idx = text.index(marker)
+                    problems.append(f"{name} ({err}): {marker}\n{text[max(0, idx - 200): idx + 3000]}")
+                    break
+        return problems
+
+
+@pytest.fixture
+def procs():
+    reg = Procs()
+    yield reg
+    problems = reg.teardown()
+    if problems:
+        pytest.fail("sanitizer report in a process's stderr:\n" + "\n\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def sockdir():
+    """A short directory for Unix socket paths (sun_path is 108 bytes and
+    pytest's tmp_path can be long)."""
+    d = tempfile.mkdtemp(prefix="wp", dir="/tmp")
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------
+# the test backend
+
+Accept = namedtuple("Accept", "id usec peer")
+Close = namedtuple("Close", "id usec bytes_in bytes_out reason crc32")
+
+
+class Backend:
+    """One wpbackend process (restartable on the same port)."""
+
+    def __init__(self, procs, workdir, name, host="127.0.0.1", **opts):
+        self.procs = procs
+        self.workdir = Path(workdir)
+        self.name = name
+        self.host = host
+        self.opts = opts
+        self.port = 0
+        self.proc = None
+        self.generation = 0
+        self.events_path = None
+
+    @property
+    def addr(self):
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    def _argv(self, port):
+        argv = [WPBACKEND, "--listen", f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"]
+        argv += ["--port-file", self.port_file, "--events", self.events_path]
+        for key, val in self.opts.items():
+            if val is None:
+                continue
+            argv += ["--" + key.replace("_", "-"), str(val)]
+        return argv
+
+    def start(self, port=None):
+        """Start (again), on `port` or the previous port or an ephemeral one;
+        returns once it listens."""
+        assert self.proc is None or self.proc.poll() is not None, "backend already running"
+        self.generation += 1
+        tag = f"{self.name}.{self.generation}"
+        self.port_file = self.workdir / f"{tag}.port"
+        self.events_path = self.workdir / f"{tag}.events"
+        self.stderr_path = self.workdir / f"{tag}.stderr"
+        self.events_path.touch()
+        if port is None:
+            port = self.port
+        self.proc = self.procs.spawn(
+            f"wpbackend {tag}",
+            self._argv(port),
+            self.stderr_path,
+            stdout_path=self.workdir / f"{tag}.stdout",
+        )
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"wpbackend exited with {self.proc.returncode}: {self.stderr_path.read_text(errors='replace')}"
+                )
+            return self.port_file.exists()
+
+        wait_until(ready, START_TIMEOUT, what=f"wpbackend {tag} to listen")
+        self.port = int(self.port_file.read_text().strip())
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        rc = Procs.stop(self.proc, sig)
+        assert rc == 0, f"wpbackend exited with {rc}: {self.stderr_path.read_text(errors='replace')}"
+        return rc
+
+    def restart(self):
+        """Start again on the same port (after stop())."""
+        return self.start(self.port)
+
+    # -- events of the current generation --
+    def events(self):
+        out = []
+        text = self.events_path.read_text()
+        for line in text.splitlines(keepends=True):
+            if not line.endswith("\n"):
+                break  # a line being written
+            f = line.split()
+            if not f:
+                continue
+            if f[0] == "accept":
+                out.append(Accept(int(f[1]), int(f[2]), f[3]))
+            elif f[0] == "close":
+                crc = int(f[6].split("=", 1)[1], 16) if len(f) > 6 else None
+                out.append(Close(int(f[1]), int(f[2]), int(f[3]), int(f[4]), f[5], crc))
+        return out
+
+    def accepts(self):
+        return [e for e in self.events() if isinstance(e, Accept)]
+
+    def closes(self):
+        return [e for e in self.events() if isinstance(e, Close)]
+
+    def open_count(self):
+        """Connections accepted and not yet closed by this backend."""
+        ev = self.events()
+        return sum(isinstance(e, Accept) for e in ev) - sum(isinstance(e, Close) for e in ev)
+
+    def established(self):
+        return established_on_port(self.port)
+
+    def wait_open(self, n, timeout=WAIT_TIMEOUT):
+        wait_until(lambda: self.open_count() == n, timeout, what=f"{n} open connections at {self.addr}"
+                   f" (have {self.open_count()})")
+
+    def wait_close_where(self, pred, timeout=WAIT_TIMEOUT, what="a close event"):
+        return wait_until(lambda: next((c for c in self.closes() if pred(c)), None), timeout, what=what)
+
+
+@pytest.fixture
+def start_backend(procs, tmp_path):
+    """start_backend(mode="echo", greeting=..., greeting_delay_ms=...,
+    idle_close_ms=..., source_bytes=..., seed=..., host="127.0.0.1")"""
+    counter = [0]
+
+    def start(**opts):
+        counter[0] += 1
+        return Backend(procs, tmp_path, f"backend{counter[0]}", **opts).start()
+
+    return start
+
+
+# ---------------------------------------------------------------------------
+# the daemon
+
+
+def _yaml_scalar(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return json.dumps(str(v))  # a JSON string is a YAML double-quoted scalar
+
+
+def _yaml_lines(obj, indent):
+    pad = " " * indent
+    lines = []
+    for key, val in obj.items():
+        if isinstance(val, dict):
+            lines.append(f"{pad}{key}:")
+            lines += _yaml_lines(val, indent + 2)
+        elif isinstance(val, (list, tuple)):
+            lines.append(f"{pad}{key}: [{', '.join(_yaml_scalar(x) for x in val)}]")
+        else:
+            lines.append(f"{pad}{key}: {_yaml_scalar(val)}")
+    return lines
+
+
+def make_config(pools, daemon=None):
+    doc = {}
+    doc["daemon"] = {"log_level": "info", "shutdown_timeout": "10s", **(daemon or {})}
+    doc["pools"] = pools
+    return "\n".join(_yaml_lines(doc, 0)) + "\n"
+
+
+class Daemon:
+    """One warmpoold process with its config, stderr log and notify socket."""
+
+    def __init__(self, procs, workdir, sockdir, config_text, name="warmpoold"):
+        self.procs = procs
+        self.workdir = Path(workdir)
+        self.sockdir = Path(sockdir)
+        self.name = name
+        self.config_path = self.workdir / f"{name}.yaml"
+        self.config_path.write_text(config_text)
+        self.stderr_path = self.workdir / f"{name}.stderr"
+        self.stdout_path = self.workdir / f"{name}.stdout"
+        self.notify_path = self.sockdir / f"{name}.notify"
+        self.notify = []  # every datagram received, decoded, in order
+        self.proc = None
+        self._nsock = None
+
+    def start(self, expect_ready=True, timeout=START_TIMEOUT, args=()):
+        self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._nsock.bind(str(self.notify_path))
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+        env["NOTIFY_SOCKET"] = str(self.notify_path)
+        self.proc = self.procs.spawn(
+            self.name,
+            [WARMPOOLD, "-c", self.config_path, *args],
+            self.stderr_path,
+            stdout_path=self.stdout_path,
+            env=env,
+        )
+        if expect_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        while not any("READY=1" in m.split("\n") for m in self.notify):
+            if self.proc.poll() is not None:
+                self.collect_notify()
+                if any("READY=1" in m.split("\n") for m in self.notify):
+                    break
+                raise AssertionError(
+                    f"warmpoold exited with {self.proc.returncode} before READY=1:\n{self.log()}"
+                )
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no READY=1 within {timeout:.0f}s; notify={self.notify}\n{self.log()}")
+            self.collect_notify(min(left, 0.1))
+
+    def collect_notify(self, wait=0.0):
+        """Read every pending datagram (waiting up to `wait` s for the first)."""
+        if self._nsock is None:
+            return self.notify
+        r, _, _ = select.select([self._nsock], [], [], wait)
+        while r:
+            try:
+                data = self._nsock.recv(65536, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                break
+            self.notify.append(data.decode(errors="replace"))
+            r, _, _ = select.select([self._nsock], [], [], 0)
+        return self.notify
+
+    def notify_has(self, line):
+        return any(line in m.split("\n") for m in self.collect_notify())
+
+    def socket_path(self, pool):
+        return self.sockdir / f"{pool}.sock"
+
+    def log(self):
+        try:
+            return self.stderr_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, pattern, timeout=WAIT_TIMEOUT, count=1):
+        """Wait until `pattern` (a regex) matches at least `count` log lines;
+        return the matching lines."""
+        rx = re.compile(pattern)
+
+        def found():
+            lines = [ln for ln in self.log().splitlines() if rx.search(ln)]
+            return lines if len(lines) >= count else None
+
+        try:
+            return wait_until(found, timeout, interval=0.05, what=f"log line /{pattern}/ x{count}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n--- warmpoold stderr ---\n{self.log()}") from None
+
+    def send_signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=STOP_TIMEOUT):
+        try:
+            rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"warmpoold still running {timeout:.0f}s later\n{self.log()}") from None
+        self.collect_notify()
+        return rc
+
+    def stop(self, sig=signal.SIGTERM, timeout=STOP_TIMEOUT):
+        self.send_signal(sig)
+        return self.wait_exit(timeout)
+
+    def close(self):
+        if self._nsock is not None:
+            self._nsock.close()
+            self._nsock = None
+
+
+def pool_config(sockdir, name, backends, **overrides):
+    """A pool with test-friendly defaults (short timeouts, fast backoff)."""
+    cfg = {
+        "listen": str(Path(sockdir) / f"{name}.sock"),
+        "backends": [b.addr if isinstance(b, Backend) else b for b in backends],
+        "min_idle": 2,
+        "max_connections": 16,
+        "connect_timeout": "1s",
+        "queue_timeout": "2s",
+        "backoff": {"initial": "100ms", "max": "1s", "multiplier": 2.0, "jitter": 0.1},
+    }
+    cfg.update(overrides)
+    return cfg
+
+
+@pytest.fixture
+def start_daemon(procs, tmp_path, sockdir):
+    """start_daemon(pools={name: pool_config(...)}, daemon={...},
+    expect_ready=True, config_text=None) -> Daemon"""
+    made = []
+
+    def start(pools=None, daemon=None, expect_ready=True, config_text=None, args=()):
+        if config_text is None:
+            config_text = make_config(pools, daemon)
+        d = Daemon(procs, tmp_path, sockdir, config_text, name=f"warmpoold{len(made) + 1}")
+        made.append(d)
+        return d.start(expect_ready=expect_ready, args=args)
+
+    yield start
+    for d in made:
+        d.close()
+
+
+@pytest.fixture
+def pool(sockdir):
+    """pool(name, backends, **overrides) -> pool config dict"""
+
+    def make(name, backends, **overrides):
+        return pool_config(sockdir, name, backends, **overrides)
+
+    return make
+
+
+def run_threads(fn, args_list, timeout=120.0):
+    """Run fn(*args) in one thread each; return results in order. Any
+    exception is returned in place of a result. Bounded."""
+    results = [None] * len(args_list)
+
+    def runner(i, args):
+        try:
+            results[i] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - reported to the caller
+            results[i] = e
+
+    threads = [threading.Thread(target=runner, args=(i, a), daemon=True) for i, a in enumerate(args_list)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    hung = sum(t.is_alive() for t in threads)
+    assert hung == 0, f"{hung} client threads still running after {timeout:.0f}s"
+    return results

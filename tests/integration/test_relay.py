@@ -1,0 +1,153 @@
+"""The relay: byte-exact in each direction, half-close, independent sessions."""
+
+import os
+import socket
+import zlib
+
+from conftest import (
+    connect_unix,
+    exchange,
+    recv_exact,
+    recv_until_closed,
+    run_threads,
+    splitmix_bytes,
+)
+
+MIB = 1 << 20
+
+
+def test_1mib_round_trip_byte_exact(start_backend, start_daemon, pool):
+    be = start_backend()
+    d = start_daemon(pools={"relay": pool("relay", [be], min_idle=1)})
+    be.wait_open(1)
+    data = os.urandom(MIB)
+
+    with connect_unix(d.socket_path("relay")) as s:
+        got = exchange(s, data, timeout=120)
+    assert len(got) == len(data)
+    assert got == data, f"first difference at byte {next(i for i in range(len(data)) if got[i] != data[i])}"
+    # The backend itself received exactly these bytes.
+    c = be.wait_close_where(lambda c: c.bytes_in == MIB, what="the 1 MiB connection to close")
+    assert c.crc32 == zlib.crc32(data)
+    assert c.bytes_out == MIB
+
+
+def test_1mib_client_to_backend(start_backend, start_daemon, pool):
+    """Client -> backend only: a sink backend checksums what it received."""
+    be = start_backend(mode="sink")
+    d = start_daemon(pools={"up": pool("up", [be], min_idle=1)})
+    be.wait_open(1)
+    data = os.urandom(MIB)
+
+    with connect_unix(d.socket_path("up"), timeout=60) as s:
+        s.sendall(data)
+    # The client closed after its last byte; the daemon must still deliver
+    # everything before closing the backend connection.
+    c = be.wait_close_where(lambda c: c.bytes_in > 0, timeout=60, what="the sink connection to close")
+    assert c.bytes_in == MIB
+    assert c.crc32 == zlib.crc32(data)
+    assert c.bytes_out == 0
+
+
+def test_1mib_backend_to_client(start_backend, start_daemon, pool):
+    """Backend -> client only: a source backend streams a known sequence
+    after the client's first byte."""
+    seed = 20261124
+    be = start_backend(mode="source", source_bytes=MIB, seed=seed)
+    d = start_daemon(pools={"down": pool("down", [be], min_idle=1)})
+    be.wait_open(1)
+
+    with connect_unix(d.socket_path("down"), timeout=60) as s:
+        s.sendall(b"G")
+        got = recv_exact(s, MIB, timeout=120)
+    expected = splitmix_bytes(seed, MIB)
+    assert got == expected, f"first difference at byte {next(i for i in range(MIB) if got[i] != expected[i])}"
+    c = be.wait_close_where(lambda c: c.bytes_out > 0, what="the source connection to close")
+    assert c.bytes_out == MIB
+    assert c.bytes_in == 1
+
+
+def test_client_half_close(start_backend, start_daemon, pool):
+    """Client shutdown(SHUT_WR) -> the backend sees EOF, and its remaining
+    reply still reaches the client, followed by EOF."""
+    be = start_backend()
+    d = start_daemon(pools={"half": pool("half", [be], min_idle=1)})
+    be.wait_open(1)
+    data = os.urandom(200 * 1024)
+
+    with connect_unix(d.socket_path("half")) as s:
+        got = exchange(s, data, shut_wr=True, until_eof=True, timeout=60)
+    assert len(got) == len(data)
+    assert got == data
+    # The echo backend closes only after reading EOF: the half-close got through.
+    c = be.wait_close_where(lambda c: c.bytes_in > 0, what="the backend connection to close")
+    assert c.reason == "eof"
+    assert c.bytes_in == len(data) and c.bytes_out == len(data)
+
+
+def test_client_half_close_before_reply(start_backend, start_daemon, pool):
+    """A request sent, the write side shut, then the reply read: the
+    classic half-close client (e.g. `nc -N`)."""
+    be = start_backend()
+    d = start_daemon(pools={"half": pool("half", [be], min_idle=1)})
+    be.wait_open(1)
+
+    with connect_unix(d.socket_path("half")) as s:
+        s.sendall(b"request-then-shutdown")
+        s.shutdown(socket.SHUT_WR)
+        got, how = recv_until_closed(s)
+    assert got == b"request-then-shutdown"
+    assert how == "eof"
+
+
+def test_backend_half_close_reaches_client(start_backend, start_daemon, pool):
+    """The backend finishes its stream with shutdown(SHUT_WR): the client
+    gets every byte and then EOF, while it may still write."""
+    be = start_backend(mode="source", source_bytes=100000, seed=7)
+    d = start_daemon(pools={"bhalf": pool("bhalf", [be], min_idle=1)})
+    be.wait_open(1)
+
+    with connect_unix(d.socket_path("bhalf")) as s:
+        s.sendall(b"go")
+        got, how = recv_until_closed(s, timeout=30)
+        assert got == splitmix_bytes(7, 100000)
+        assert how == "eof"
+
+
+def test_concurrent_sessions_are_independent(start_backend, start_daemon, pool):
+    be = start_backend()
+    d = start_daemon(pools={"conc": pool("conc", [be], min_idle=4, max_connections=16)})
+    be.wait_open(4)
+    path = d.socket_path("conc")
+
+    # Eight sessions open at once, written in interleaved rounds: each gets
+    # only its own bytes back.
+    socks = [connect_unix(path) for _ in range(8)]
+    try:
+        sent = [bytearray() for _ in socks]
+        got = [bytearray() for _ in socks]
+        live = list(range(8))
+        for rnd in range(10):
+            for i in live:
+                chunk = f"[s{i} r{rnd}]".encode() + os.urandom(2000)
+                socks[i].sendall(chunk)
+                sent[i] += chunk
+            for i in live:
+                got[i] += recv_exact(socks[i], len(sent[i]) - len(got[i]))
+            if rnd == 4:
+                socks[0].close()  # one session ending must not disturb the others
+                live.remove(0)
+        for i in range(1, 8):
+            assert got[i] == sent[i], f"session {i}"
+    finally:
+        for s in socks:
+            s.close()
+
+    # And eight bulk sessions in parallel threads.
+    def bulk(i):
+        data = os.urandom(256 * 1024)
+        with connect_unix(path, timeout=60) as s:
+            return exchange(s, data, timeout=120) == data
+
+    results = run_threads(bulk, [(i,) for i in range(8)], timeout=180)
+    assert results == [True] * 8, results
