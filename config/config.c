@@ -1035,38 +1035,47 @@ static void parse_listen_item(struct ld *ld, yaml_document_t *doc, const yaml_no
 	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, p->name);
 }
 
+/* A key that takes one item or a list of 1..max items: how many items to
+ * allocate (a scalar is one), or 0 once the problem has been reported. A list
+ * longer than max is reported and cut to max, so the rest is still checked. */
+static size_t list_items(struct ld *ld, const yaml_node_t *n, const char *path, size_t max,
+                         const char *expected, const char *nonempty, const char *noun)
+{
+	if (n->type == YAML_SCALAR_NODE)
+		return 1;
+	if (n->type != YAML_SEQUENCE_NODE) {
+		bad_value(ld, n, path, "%s", expected);
+		return 0;
+	}
+	size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count == 0) {
+		bad_value(ld, n, path, "%s", nonempty);
+		return 0;
+	}
+	if (count > max) {
+		add_err(ld, node_pos(n), path, "expected at most %zu %s, got %zu", max, noun, count);
+		count = max;
+	}
+	return count;
+}
+
 static void parse_listen(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
                          struct cfg_pool *p)
 {
 	char ipath[PATH_BUF];
 	size_t count;
 
-	if (n->type == YAML_SCALAR_NODE) {
-		p->listen = calloc(1, sizeof *p->listen);
-		if (!p->listen) {
-			ld->oom = true;
-			return;
-		}
-		parse_listen_item(ld, doc, n, path, p);
+	count = list_items(ld, n, path, CFG_MAX_LISTEN, "a socket path or a list of them",
+	                   "at least one socket path", "socket paths");
+	if (!count)
 		return;
-	}
-	if (n->type != YAML_SEQUENCE_NODE) {
-		bad_value(ld, n, path, "a socket path or a list of them");
-		return;
-	}
-	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-	if (count == 0) {
-		bad_value(ld, n, path, "at least one socket path");
-		return;
-	}
-	if (count > CFG_MAX_LISTEN) {
-		add_err(ld, node_pos(n), path, "expected at most %d socket paths, got %zu", CFG_MAX_LISTEN,
-		        count);
-		count = CFG_MAX_LISTEN;
-	}
 	p->listen = calloc(count, sizeof *p->listen);
 	if (!p->listen) {
 		ld->oom = true;
+		return;
+	}
+	if (n->type == YAML_SCALAR_NODE) {
+		parse_listen_item(ld, doc, n, path, p);
 		return;
 	}
 	for (size_t i = 0; i < count; i++) {
@@ -1112,32 +1121,17 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 	char ipath[PATH_BUF];
 	size_t count;
 
-	if (n->type == YAML_SCALAR_NODE) {
-		p->backends = calloc(1, sizeof *p->backends);
-		if (!p->backends) {
-			ld->oom = true;
-			return;
-		}
-		parse_backend(ld, n, path, p);
+	count = list_items(ld, n, path, CFG_MAX_BACKENDS, "an address host:port or a list of them",
+	                   "at least one backend address", "backends");
+	if (!count)
 		return;
-	}
-	if (n->type != YAML_SEQUENCE_NODE) {
-		bad_value(ld, n, path, "an address host:port or a list of them");
-		return;
-	}
-	count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-	if (count == 0) {
-		bad_value(ld, n, path, "at least one backend address");
-		return;
-	}
-	if (count > CFG_MAX_BACKENDS) {
-		add_err(ld, node_pos(n), path, "expected at most %d backends, got %zu", CFG_MAX_BACKENDS,
-		        count);
-		count = CFG_MAX_BACKENDS;
-	}
 	p->backends = calloc(count, sizeof *p->backends);
 	if (!p->backends) {
 		ld->oom = true;
+		return;
+	}
+	if (n->type == YAML_SCALAR_NODE) {
+		parse_backend(ld, n, path, p);
 		return;
 	}
 	for (size_t i = 0; i < count; i++) {

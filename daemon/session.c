@@ -252,28 +252,29 @@ static void session_after_io(struct session *s)
 	session_update_watchers(s);
 }
 
-/* Either side's readiness: readable moves its outgoing direction, writable
- * flushes (and then refills) the direction that flows into it. */
+/* A side's readiness: readable moves the direction flowing out of it,
+ * writable flushes (and then refills) the direction flowing into it. */
+static void session_io(struct session *s, int revents, int backend_side)
+{
+	struct relay_dir *out = backend_side ? &s->down : &s->up;
+	struct relay_dir *in = backend_side ? &s->up : &s->down;
+	if ((revents & EV_READ) && session_flow(s, out, backend_side) < 0)
+		return;
+	if ((revents & EV_WRITE) && session_flow(s, in, !backend_side) < 0)
+		return;
+	session_after_io(s);
+}
+
 static void session_client_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
-	struct session *s = w->data;
-	if ((revents & EV_READ) && session_flow(s, &s->up, 0) < 0)
-		return;
-	if ((revents & EV_WRITE) && session_flow(s, &s->down, 1) < 0)
-		return;
-	session_after_io(s);
+	session_io(w->data, revents, 0);
 }
 
 static void session_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
-	struct session *s = w->data;
-	if ((revents & EV_READ) && session_flow(s, &s->down, 1) < 0)
-		return;
-	if ((revents & EV_WRITE) && session_flow(s, &s->up, 0) < 0)
-		return;
-	session_after_io(s);
+	session_io(w->data, revents, 1);
 }
 
 void session_start(struct session *s, struct bconn *b)
