@@ -493,11 +493,19 @@ class Daemon:
         self.proc = None
         self._nsock = None
 
-    def start(self, expect_ready=True, timeout=START_TIMEOUT, args=()):
+    def start(self, expect_ready=True, timeout=START_TIMEOUT, args=(), journal=None):
+        """journal: None (no $JOURNAL_STREAM), True (it names the daemon's
+        stderr file, as systemd would), or a literal "DEV:INO" string."""
         self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._nsock.bind(str(self.notify_path))
         env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
         env["NOTIFY_SOCKET"] = str(self.notify_path)
+        if journal is True:
+            self.stderr_path.write_bytes(b"")  # spawn truncates this same inode
+            st = os.stat(self.stderr_path)
+            env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+        elif journal:
+            env["JOURNAL_STREAM"] = journal
         self.proc = self.procs.spawn(
             self.name,
             [WARMPOOLD, "-c", self.config_path, *args],
@@ -606,12 +614,12 @@ def start_daemon(procs, tmp_path, sockdir):
     expect_ready=True, config_text=None) -> Daemon"""
     made = []
 
-    def start(pools=None, daemon=None, expect_ready=True, config_text=None, args=()):
+    def start(pools=None, daemon=None, expect_ready=True, config_text=None, args=(), journal=None):
         if config_text is None:
             config_text = make_config(pools, daemon)
         d = Daemon(procs, tmp_path, sockdir, config_text, name=f"warmpoold{len(made) + 1}")
         made.append(d)
-        return d.start(expect_ready=expect_ready, args=args)
+        return d.start(expect_ready=expect_ready, args=args, journal=journal)
 
     yield start
     for d in made:

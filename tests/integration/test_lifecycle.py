@@ -2,6 +2,7 @@
 messages, socket files created, replaced when stale, refused when live, and
 removed on exit."""
 
+import re
 import signal
 import socket
 import time
@@ -149,3 +150,25 @@ def test_live_socket_path_refused(start_backend, start_daemon, pool, sockdir):
             pass
     finally:
         owner.close()
+
+
+def test_journal_stream_gets_priority_prefixes(start_backend, start_daemon, pool):
+    """Under systemd ($JOURNAL_STREAM names stderr) each line carries a <N>
+    syslog priority and no timestamp; a $JOURNAL_STREAM naming another
+    stream (inherited from a parent) changes nothing."""
+    be = start_backend()
+    jd = start_daemon(pools={"j": pool("j", [be.addr], min_idle=1)}, journal=True)
+    jd.wait_log(r"pool=j: warm")
+    assert jd.stop() == 0
+    lines = [l for l in jd.log().splitlines() if l]
+    assert lines, "no log lines"
+    for line in lines:
+        assert re.match(r"<[0-7]>\S", line), f"line without a priority prefix: {line!r}"
+    assert any(l.startswith("<6>pool=j: listening on ") for l in lines)
+    assert not any(re.match(r"<\d>\d{4}-\d\d-\d\d ", l) for l in lines)
+
+    pd = start_daemon(pools={"k": pool("k", [be.addr], min_idle=1)}, journal="1:2")
+    pd.wait_log(r"pool=k: warm")
+    assert pd.stop() == 0
+    lines = [l for l in pd.log().splitlines() if l]
+    assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+: ", l) for l in lines), lines
