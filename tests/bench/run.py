@@ -1,0 +1,896 @@
+#!/usr/bin/python3
+"""tests/bench/run.py — warmpool side by side with HAProxy, nginx and socat.
+
+Run by `make bench` (never by `make check`):
+
+    /usr/bin/python3 tests/bench/run.py --build /abs/build [--quick] [--repeats N]
+        [--targets direct,warmpool,...] [--workloads setup,rtt,bulk,hold] [--keep]
+
+Every target is started by this script, with a minimal configuration in a
+temporary directory, fresh for every run of every workload, on 127.0.0.1 and
+Unix sockets only; the backend is build/wpbackend and the client is
+build/wpload (tests/bench/wpload.c), which checks every byte it receives.
+
+  direct    wpload -> wpbackend over TCP (the physical limit)
+  warmpool  wpload -> Unix socket -> build/warmpoold -> wpbackend
+  haproxy   mode tcp, bind unix@, nbthread 1, option splice-auto
+  haproxy-splice  the same, always splicing (rtt and bulk only)
+  nginx     stream module, listen unix:, one worker
+  socat     UNIX-LISTEN:...,fork TCP:127.0.0.1:PORT
+
+Each figure is the median of --repeats runs (min-max shown); the order of the
+targets rotates from one repeat to the next. The table (one row per figure,
+one column per target, each with its ratio to direct and to haproxy) is
+printed and written to BUILD/bench/results.md and results.tsv; every run's
+raw wpload output goes to BUILD/bench/raw.jsonl and the generated configs to
+BUILD/bench/configs/. A wrong byte, a failed session or a proxy that fails
+to start or dies marks the cell FAIL and makes the script exit 1.
+
+Units: MB = 10^6 bytes, GB = 10^9 bytes, KiB = 1024 bytes, latency in µs.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import stat
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+TARGETS = ["direct", "warmpool", "haproxy", "haproxy-splice", "nginx", "socat"]
+# For exploring HAProxy's splice settings (not run by default).
+EXTRA_TARGETS = ["haproxy-nosplice"]
+# HAProxy's best splice setting depends on the workload: splice-auto (its own
+# heuristic) gives the best 64-byte round trips, forced splicing both ways the
+# best bulk throughput and CPU. Both run where it matters; elsewhere (setup,
+# hold: 64-byte messages) only `haproxy` does. ×h compares with the better one.
+HAPROXY_TARGETS = ("haproxy", "haproxy-splice", "haproxy-nosplice")
+ONLY_GROUPS = {"haproxy-splice": ("rtt", "bulk"), "haproxy-nosplice": ("rtt", "bulk")}
+HAPROXY_SPLICE = {
+    "haproxy": "    option splice-auto\n",
+    "haproxy-nosplice": "",
+    "haproxy-splice": "    option splice-request\n    option splice-response\n",
+}
+GREETING = "220 wpbackend ready\\r\\n"  # wpbackend/wpload escape syntax
+HOLD_SESSIONS = 9000
+PROXY_MAXCONN = 9500  # > HOLD_SESSIONS; 2 fds each must fit the hard limit of 20000
+NGINX_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+class BenchError(Exception):
+    """A run failed: the message says why (it becomes the cell's note)."""
+
+
+# ---------------------------------------------------------------- processes
+
+LIVE = []  # every Proc started and not yet stopped
+
+
+def _child_setup():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+
+
+class Proc:
+    """A process in its own process group, so stopping it stops its children."""
+
+    def __init__(self, name, argv, log_path, pin=False, stdout=None):
+        self.name = name
+        if pin:
+            argv = ["taskset", "-c", "0"] + argv
+        self.argv = argv
+        self.log_path = log_path
+        self.log = open(log_path, "ab")
+        self.p = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=stdout if stdout is not None else self.log,
+            stderr=self.log,
+            start_new_session=True,
+            preexec_fn=_child_setup,
+        )
+        self.pid = self.p.pid  # taskset execs the program: same pid
+        LIVE.append(self)
+
+    def alive(self):
+        return self.p.poll() is None
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        """Signal the group, wait (bounded), then SIGKILL the group."""
+        try:
+            if self.alive():
+                try:
+                    os.killpg(self.pid, sig)
+                except ProcessLookupError:
+                    pass
+                try:
+                    self.p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    pass
+            # children (socat's forks, nginx's worker) may outlive the leader
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                self.p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+        finally:
+            self.log.close()
+            if self in LIVE:
+                LIVE.remove(self)
+
+    def log_tail(self, n=8):
+        try:
+            with open(self.log_path, "rb") as f:
+                lines = f.read().decode(errors="replace").splitlines()
+            return " | ".join(lines[-n:])
+        except OSError:
+            return ""
+
+
+def stop_all():
+    for p in list(reversed(LIVE)):
+        p.stop(signal.SIGKILL, 2)
+
+
+def wait_for(pred, timeout, what, proc=None, interval=0.01):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if proc is not None and not proc.alive():
+            raise BenchError(f"{proc.name} exited (status {proc.p.returncode}) while waiting for {what}: "
+                             f"{proc.log_tail()}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- /proc readings
+
+
+def read_stat(pid):
+    """(ppid, utime+stime+cutime+cstime in ticks) or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            s = f.read()
+    except OSError:
+        return None
+    fields = s[s.rindex(")") + 2:].split()
+    # fields[0] is state (field 3); utime is field 14 -> index 11
+    return int(fields[1]), sum(int(x) for x in fields[11:15])
+
+
+def tree(root):
+    """The live (and zombie) processes of root's tree."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            st = read_stat(d)
+            if st:
+                children.setdefault(st[0], []).append(int(d))
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def tree_cpu_ticks(root):
+    """CPU ticks of root's tree: each live process's own and reaped children's times."""
+    total = 0
+    for p in tree(root):
+        st = read_stat(p)
+        if st:
+            total += st[1]
+    return total
+
+
+def status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def pss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def tree_memory(root):
+    """(sum of VmRSS, sum of Pss, process count) over root's tree, KiB."""
+    pids = tree(root)
+    return sum(status_kib(p, "VmRSS") for p in pids), sum(pss_kib(p) for p in pids), len(pids)
+
+
+def established_on_port(port):
+    """TCP connections in ESTABLISHED whose local port is `port` (server side)."""
+    n = 0
+    hexport = f":{port:04X}"
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split(None, 4)
+                    if parts[1].endswith(hexport) and parts[3] == "01":
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def unix_listening(path):
+    """Is a Unix stream socket listening on `path`? Read from /proc/net/unix, so
+    no connection is made. HAProxy binds `path.PID.tmp` and renames it, and
+    /proc/net/unix keeps the bound name: the socket file must exist too."""
+    try:
+        if not stat.S_ISSOCK(os.stat(path).st_mode):
+            return False
+        with open("/proc/net/unix") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if (len(parts) >= 8 and (parts[7] == path or parts[7].startswith(path + "."))
+                        and int(parts[3], 16) & 0x10000):
+                    return True
+    except OSError:
+        pass
+    return False
+
+
+# ---------------------------------------------------------------- targets
+
+
+class Bench:
+    def __init__(self, args):
+        self.a = args
+        self.build = os.path.abspath(args.build)
+        self.out = os.path.join(self.build, "bench")
+        self.tmp = tempfile.mkdtemp(prefix="wpbench-", dir="/tmp")
+        self.cfgdir = os.path.join(self.out, "configs")
+        shutil.rmtree(self.cfgdir, ignore_errors=True)
+        os.makedirs(self.cfgdir)
+        self.raw = open(os.path.join(self.out, "raw.jsonl"), "w")
+        self.seq = 0
+        self.saved_configs = set()
+
+    def bin(self, name):
+        return os.path.join(self.build, name)
+
+    def rundir(self, tag):
+        self.seq += 1
+        d = os.path.join(self.tmp, f"{self.seq:03d}-{tag}")
+        os.makedirs(d)
+        return d
+
+    def save_config(self, kind, text, workload):
+        key = (kind, workload)
+        if key in self.saved_configs:
+            return
+        self.saved_configs.add(key)
+        # the paths and port differ per run; keep one example per workload
+        with open(os.path.join(self.cfgdir, f"{workload}.{kind}"), "w") as f:
+            f.write(text)
+
+    def start_backend(self, d, backend_args, pin):
+        port_file = os.path.join(d, "backend.port")
+        argv = [self.bin("wpbackend"), "--listen", "127.0.0.1:0", "--port-file", port_file,
+                "--max-conns", "20000"] + backend_args
+        be = Proc("wpbackend", argv, os.path.join(d, "backend.log"), pin=pin)
+        wait_for(lambda: os.path.exists(port_file), 10, "wpbackend's port file", be)
+        with open(port_file) as f:
+            return be, int(f.read().strip())
+
+    def start_proxy(self, target, d, port, pin, workload):
+        """Start a proxy to 127.0.0.1:port; returns (Proc, socket path)."""
+        sock = os.path.join(d, f"{target}.sock")
+        if target == "warmpool":
+            cfg = os.path.join(d, "warmpool.yaml")
+            text = (
+                "daemon:\n"
+                "  log_level: warning\n"
+                "  shutdown_timeout: 1s\n"
+                "pools:\n"
+                "  bench:\n"
+                f"    listen: {sock}\n"
+                f"    backends: [\"127.0.0.1:{port}\"]\n"
+                f"    min_idle: {self.a.min_idle}\n"
+                f"    max_connections: {PROXY_MAXCONN + self.a.min_idle}\n"
+                "    max_clients: 10000\n"
+                "    connect_timeout: 2s\n"
+                "    queue_timeout: 10s\n"
+            )
+            argv = [self.bin("warmpoold"), "-c", cfg]
+        elif target.startswith("haproxy"):
+            cfg = os.path.join(d, "haproxy.cfg")
+            text = (
+                "global\n"
+                "    nbthread 1\n"
+                f"    maxconn {PROXY_MAXCONN}\n"
+                # splice pipes are pooled and taken only while data is in flight;
+                # 2 * maxconn + 2 * maxpipes must fit the 20000-fd hard limit
+                "    maxpipes 128\n"
+                "defaults\n"
+                "    mode tcp\n"
+                "    timeout connect 5s\n"
+                "    timeout client 120s\n"
+                "    timeout server 120s\n"
+                + HAPROXY_SPLICE[target] +
+                "frontend fe\n"
+                f"    bind unix@{sock}\n"
+                f"    maxconn {PROXY_MAXCONN}\n"
+                "    default_backend be\n"
+                "backend be\n"
+                f"    server s1 127.0.0.1:{port}\n"
+            )
+            argv = ["haproxy", "-db", "-f", cfg]
+        elif target == "nginx":
+            cfg = os.path.join(d, "nginx.conf")
+            text = (
+                f"load_module {NGINX_MODULE};\n"
+                "daemon off;\n"
+                "worker_processes 1;\n"
+                "worker_rlimit_nofile 20000;\n"
+                f"pid {d}/nginx.pid;\n"
+                f"error_log {d}/nginx-error.log warn;\n"
+                "events {\n"
+                "    worker_connections 19500;\n"  # counts client and upstream connections
+                "}\n"
+                "stream {\n"
+                "    server {\n"
+                f"        listen unix:{sock};\n"
+                f"        proxy_pass 127.0.0.1:{port};\n"
+                # off by default: a client's shutdown(SHUT_WR) would end the
+                # whole session before the reply (bulk-up's verdict) arrives
+                "        proxy_half_close on;\n"
+                "    }\n"
+                "}\n"
+            )
+            argv = ["nginx", "-c", cfg, "-p", d + "/", "-e", f"{d}/nginx-error.log"]
+        elif target == "socat":
+            cfg = None
+            text = f"socat UNIX-LISTEN:{sock},fork TCP:127.0.0.1:{port}\n"
+            argv = ["socat", f"UNIX-LISTEN:{sock},fork", f"TCP:127.0.0.1:{port}"]
+        else:
+            raise ValueError(target)
+        if cfg:
+            with open(cfg, "w") as f:
+                f.write(text)
+        self.save_config(target.replace("-", "_") + (".yaml" if target == "warmpool" else
+                                                     ".cfg" if cfg else ".cmd"), text, workload)
+        proc = Proc(target, argv, os.path.join(d, f"{target}.log"), pin=pin)
+        wait_for(lambda: unix_listening(sock), 10, f"{target} to listen on {sock}", proc)
+        if target == "warmpool" and self.a.min_idle:
+            wait_for(lambda: established_on_port(port) >= self.a.min_idle, 10,
+                     f"warmpool's warm floor of {self.a.min_idle} connections", proc)
+        return proc, sock
+
+    def wpload(self, d, target_args, mode_args, pin, timeout, hold=None):
+        argv = [self.bin("wpload")] + target_args + mode_args
+        out_path = os.path.join(d, "wpload.out")
+        with open(out_path, "wb") as out:
+            cl = Proc("wpload", argv, os.path.join(d, "wpload.err"), pin=pin, stdout=out)
+            try:
+                if hold:
+                    hold(cl)
+                try:
+                    cl.p.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    raise BenchError(f"wpload did not finish within {timeout} s")
+            finally:
+                cl.stop(signal.SIGKILL, 2)
+        with open(out_path) as f:
+            text = f.read().strip()
+        err = cl.log_tail(6)
+        try:
+            res = json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError):
+            raise BenchError(f"wpload exited {cl.p.returncode} with no result: {err}")
+        res["_rc"] = cl.p.returncode
+        res["_stderr"] = err
+        return res
+
+    # one run of one workload against one target -----------------------------
+
+    def run(self, wl, target, rep):
+        d = self.rundir(f"{wl['name']}-{target}")
+        pin = wl.get("pin", False)
+        procs = []
+        rec = {"workload": wl["name"], "target": target, "repeat": rep}
+        try:
+            be, port = self.start_backend(d, wl["backend"], pin)
+            procs.append(be)
+            if target == "direct":
+                proxy, target_args = None, ["--tcp", f"127.0.0.1:{port}"]
+            else:
+                proxy, sock = self.start_proxy(target, d, port, pin, wl["name"])
+                procs.append(proxy)
+                target_args = ["--unix", sock]
+            metrics = wl["measure"](self, d, target_args, proxy, pin, rec)
+            if proxy is not None and not proxy.alive():
+                raise BenchError(f"{target} died during the run: {proxy.log_tail()}")
+            if not be.alive():
+                raise BenchError(f"wpbackend died during the run: {be.log_tail()}")
+            rec["metrics"] = metrics
+            return metrics, None
+        except BenchError as e:
+            rec["error"] = str(e)
+            return rec.get("partial", {}), str(e)
+        finally:
+            for p in reversed(procs):
+                if p.name == "warmpool":
+                    p.stop(signal.SIGINT, 10)
+                else:
+                    p.stop(signal.SIGTERM, 10)
+            self.raw.write(json.dumps(rec) + "\n")
+            self.raw.flush()
+            if not self.a.keep:
+                shutil.rmtree(d, ignore_errors=True)
+
+
+def check_result(res, rec, what):
+    rec.setdefault("wpload", []).append({k: v for k, v in res.items()})
+    if res["_rc"] != 0 or res.get("errors"):
+        raise BenchError(f"{what}: wpload exit {res['_rc']}, errors {res.get('error_kinds')}: {res['_stderr']}")
+
+
+# ---------------------------------------------------------------- workloads
+
+
+def measure_setup(conc, duration):
+    def m(b, d, target_args, proxy, pin, rec):
+        res = b.wpload(d, target_args, ["--mode", "setup", "-n", "10000000", "--duration", str(duration),
+                                        "-c", str(conc), "--greeting", GREETING], pin, duration + 120)
+        rec["partial"] = {"rate": res.get("sessions_per_s"), "p50": res.get("p50_us"), "p99": res.get("p99_us")}
+        check_result(res, rec, "setup")
+        return {"rate": res["sessions_per_s"], "p50": res["p50_us"], "p99": res["p99_us"]}
+    return m
+
+
+def measure_rtt(count):
+    def m(b, d, target_args, proxy, pin, rec):
+        res = b.wpload(d, target_args, ["--mode", "rtt", "--count", str(count)], pin, 120)
+        check_result(res, rec, "rtt")
+        return {"p50": res["p50_us"], "p99": res["p99_us"], "p999": res["p999_us"]}
+    return m
+
+
+def measure_bulk(direction, nbytes, seed):
+    def m(b, d, target_args, proxy, pin, rec):
+        cpu0 = tree_cpu_ticks(proxy.pid) if proxy else None
+        res = b.wpload(d, target_args, ["--mode", direction, "--bytes", str(nbytes), "--seed", str(seed)],
+                       pin, 600)
+        check_result(res, rec, direction)
+        out = {"MBps": res["MBps"]}
+        if proxy:
+            # let per-session children (socat) exit and be reaped into cutime
+            me = proxy.pid
+            try:
+                wait_for(lambda: len(tree(me)) <= (2 if proxy.name == "nginx" else 1), 5,
+                         "the proxy's per-session processes to exit")
+            except BenchError:
+                pass
+            cpu1 = tree_cpu_ticks(proxy.pid)
+            out["cpu"] = (cpu1 - cpu0) / CLK_TCK / (nbytes / 1e9)
+        return out
+    return m
+
+
+def measure_hold(sessions, hold_max):
+    def m(b, d, target_args, proxy, pin, rec):
+        ready = os.path.join(d, "ready")
+        mem = {}
+
+        def during(cl):
+            wait_for(lambda: os.path.exists(ready), 240, f"wpload to open {sessions} sessions", cl, 0.05)
+            with open(ready) as f:
+                ok, failed, _ = (int(x) for x in f.read().split())
+            mem["opened"] = ok
+            if proxy:
+                time.sleep(0.5)  # let the proxy settle
+                samples = []
+                for _ in range(3):
+                    samples.append(tree_memory(proxy.pid))
+                    time.sleep(0.2)
+                mem["during"] = max(s[0] for s in samples), max(s[1] for s in samples), max(s[2] for s in samples)
+            if cl.alive():
+                os.kill(cl.pid, signal.SIGUSR1)
+
+        before = tree_memory(proxy.pid) if proxy else None
+        res = b.wpload(d, target_args, ["--mode", "hold", "-n", str(sessions), "-c", "64", "--timeout", "30",
+                                        "--hold-seconds", str(hold_max), "--ready-file", ready],
+                       False, 600 + hold_max, hold=during)
+        out = {"ok": res.get("ok", 0), "open": res.get("open_seconds"), "trip2": res.get("trip2_seconds")}
+        opened = mem.get("opened", 0)
+        if proxy and "during" in mem and opened:
+            out["rss"] = (mem["during"][0] - before[0]) / opened
+            out["pss"] = (mem["during"][1] - before[1]) / opened
+            rec["memory"] = {"before_rss_kib": before[0], "before_pss_kib": before[1],
+                             "during_rss_kib": mem["during"][0], "during_pss_kib": mem["during"][1],
+                             "processes": mem["during"][2], "opened": opened}
+        rec["partial"] = out
+        check_result(res, rec, "hold")
+        return out
+    return m
+
+
+def workloads(a):
+    q = a.quick
+    dur = 0.5 if q else 2.0      # seconds of sessions per setup run
+    C = a.setup_concurrency
+    k = 2000 if q else 20000
+    nb = (128 << 20) if q else a.bulk_bytes
+    lat = [("p50", "p50", "µs", -1), ("p99", "p99", "µs", -1)]
+    setup_metrics = [("rate", "sessions/s", "1/s", +1)] + lat
+    wl = []
+    for delay in (0, 1):
+        be = ["--greeting", GREETING] + (["--greeting-delay-ms", str(delay)] if delay else [])
+        for conc in (1, C):
+            wl.append({"name": f"setup-g{delay}-c{conc}", "group": "setup", "backend": be,
+                       "title": f"setup, {delay} ms greeting, {conc} client{'s' if conc > 1 else ''}",
+                       "measure": measure_setup(conc, dur), "metrics": setup_metrics})
+    rtt_metrics = [("p50", "p50", "µs", -1), ("p99", "p99", "µs", -1), ("p999", "p99.9", "µs", -1)]
+    wl.append({"name": "rtt", "group": "rtt", "backend": [], "title": "64 B round trip, unpinned",
+               "measure": measure_rtt(k), "metrics": rtt_metrics})
+    wl.append({"name": "rtt-pinned", "group": "rtt", "backend": [], "pin": True,
+               "title": "64 B round trip, all on CPU 0", "measure": measure_rtt(k), "metrics": rtt_metrics})
+    wl.append({"name": "bulk-up", "group": "bulk", "backend": ["--mode", "sink", "--sink-verify", "11"],
+               "title": f"bulk client->backend, {nb / 2**20:.0f} MiB", "measure": measure_bulk("bulk-up", nb, 11),
+               "metrics": [("MBps", "MB/s", "MB/s", +1), ("cpu", "proxy CPU", "s/GB", -1)]})
+    wl.append({"name": "bulk-down", "group": "bulk",
+               "backend": ["--mode", "source", "--source-bytes", str(nb), "--seed", "12"],
+               "title": f"bulk backend->client, {nb / 2**20:.0f} MiB", "measure": measure_bulk("bulk-down", nb, 12),
+               "metrics": [("MBps", "MB/s", "MB/s", +1), ("cpu", "proxy CPU", "s/GB", -1)]})
+    wl.append({"name": "hold", "group": "hold", "backend": [],
+               "title": f"{HOLD_SESSIONS} held sessions", "measure": measure_hold(HOLD_SESSIONS, 60),
+               "metrics": [("ok", "sessions ok", "", +1), ("rss", "proxy RSS/session", "KiB", -1),
+                           ("pss", "proxy PSS/session", "KiB", -1), ("open", "time to open all", "s", -1),
+                           ("trip2", "a round trip on every held session", "s", -1)]})
+    if a.workloads:
+        keep = set(a.workloads.split(","))
+        wl = [w for w in wl if w["group"] in keep or w["name"] in keep]
+    return wl
+
+
+# ---------------------------------------------------------------- reporting
+
+
+def fmt(v):
+    if v is None:
+        return "—"
+    a = abs(v)
+    if a >= 1000:
+        return f"{v:.0f}"
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3f}"
+
+
+def machine_info(build):
+    def cmd(argv):
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            return (r.stdout + r.stderr).strip().splitlines()[0]
+        except (OSError, IndexError, subprocess.TimeoutExpired):
+            return "?"
+    model = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    except (ValueError, OSError):
+        mem = 0
+    src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    git = cmd(["git", "-C", src, "describe", "--always", "--dirty"])
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "memory": f"{mem:.1f} GiB",
+        "kernel": platform.release(),
+        "nofile": " / ".join(str(x) for x in __import__("resource").getrlimit(__import__("resource").RLIMIT_NOFILE)),
+        "warmpoold": cmd([os.path.join(build, "warmpoold"), "--version"]) + f" (tree {git})",
+        "haproxy": cmd(["haproxy", "-v"]),
+        "nginx": cmd(["nginx", "-v"]),
+        "socat": next((l for l in subprocess.run(["socat", "-V"], capture_output=True, text=True,
+                                                  timeout=10).stdout.splitlines() if "version" in l), "?").strip(),
+    }
+
+
+def summarize(wls, targets, results, repeats):
+    """rows: (workload, metric key, label, unit, better, {target: cell})."""
+    rows = []
+    for wl in wls:
+        for key, label, unit, better in wl["metrics"]:
+            cells = {}
+            for t in targets:
+                runs = results.get((wl["name"], t), [])
+                if not runs and wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],)):
+                    cells[t] = {"na": True, "not_run": True}
+                    continue
+                vals = [m[key] for m, err in runs if err is None and m.get(key) is not None]
+                errs = [err for m, err in runs if err is not None]
+                if wl["group"] in ("hold", "bulk") and key in ("rss", "pss", "cpu") and t == "direct":
+                    cells[t] = {"na": True}
+                    continue
+                c = {"n": len(vals), "runs": len(runs), "errors": errs}
+                if not vals and errs and key in ("ok", "rss", "pss", "open", "trip2"):
+                    # a failed hold still says how many sessions made it
+                    vals = [m[key] for m, err in runs if m.get(key) is not None]
+                if vals:
+                    c["med"] = statistics.median(vals)
+                    c["min"] = min(vals)
+                    c["max"] = max(vals)
+                cells[t] = c
+            rows.append((wl, key, label, unit, better, cells))
+    return rows
+
+
+def ratio(c, ref):
+    if not c or c.get("na") or "med" not in c or not ref or ref.get("na") or "med" not in ref or not ref["med"]:
+        return None
+    return c["med"] / ref["med"]
+
+
+def haproxy_ref(cells, better):
+    """The cell of HAProxy's best configuration for this figure."""
+    hs = [cells[t] for t in HAPROXY_TARGETS if t in cells and not cells[t].get("na") and "med" in cells[t]]
+    if not hs:
+        return None
+    return (max if better > 0 else min)(hs, key=lambda c: c["med"])
+
+
+def cell_text(c, rd, rh, show_d, show_h, markdown):
+    if c.get("not_run"):
+        return "—"
+    if c.get("na"):
+        return "n/a"
+    fail = bool(c["errors"])
+    if "med" not in c:
+        return "**FAIL**" if markdown else "FAIL"
+    s = fmt(c["med"])
+    if c["n"] > 1 or c["min"] != c["max"]:
+        s += f" ({fmt(c['min'])}–{fmt(c['max'])})"
+    r = []
+    if show_d and rd is not None:
+        r.append(f"{rd:.2f}×d")
+    if show_h and rh is not None:
+        r.append(f"{rh:.2f}×h")
+    if r:
+        s += " · " + " ".join(r)
+    if fail:
+        tag = f"FAIL {len(c['errors'])}/{c['runs']}"
+        s = (f"**{tag}** " if markdown else f"{tag} ") + s
+    return s
+
+
+def render(rows, targets, info, args, elapsed, notes):
+    hdr = ["workload", "figure"] + targets
+    md_rows, tsv = [], []
+    for wl, key, label, unit, better, cells in rows:
+        arrow = "↑" if better > 0 else "↓"
+        fig = f"{label}{' (' + unit + ')' if unit else ''} {arrow}"
+        line = [wl["title"], fig]
+        for t in targets:
+            c = cells[t]
+            rd = ratio(c, cells.get("direct"))
+            rh = ratio(c, haproxy_ref(cells, better))
+            line.append(cell_text(c, rd, rh, t != "direct", True, True))
+            tsv.append([wl["name"], key, unit, "higher" if better > 0 else "lower", t,
+                        "not run" if c.get("not_run") else "n/a" if c.get("na") else fmt(c.get("med")) if "med" in c else "",
+                        "" if c.get("na") or "min" not in c else fmt(c["min"]),
+                        "" if c.get("na") or "max" not in c else fmt(c["max"]),
+                        "" if rd is None else f"{rd:.3f}", "" if rh is None else f"{rh:.3f}",
+                        "n/a" if c.get("na") else ("FAIL" if c["errors"] else "ok"),
+                        "" if c.get("na") else f"{c['n']}/{c['runs']}",
+                        "" if c.get("na") else " / ".join(c["errors"])[:500]])
+        md_rows.append(line)
+    md = []
+    md.append("| " + " | ".join(hdr) + " |")
+    md.append("|" + "|".join(["---"] * 2 + ["---:"] * len(targets)) + "|")
+    for line in md_rows:
+        md.append("| " + " | ".join(line) + " |")
+    head = [
+        f"# warmpool benchmark ({'quick' if args.quick else 'full'} run, {args.repeats} repeat"
+        f"{'s' if args.repeats > 1 else ''}, {elapsed / 60:.1f} min)",
+        "",
+        "Machine: " + f"{info['nproc']} CPUs, {info['cpu']}, {info['memory']}, Linux {info['kernel']}, "
+        f"RLIMIT_NOFILE {info['nofile']}",
+        "",
+        f"Versions: {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}",
+        "",
+        "Command: `make bench" + (f" BENCH_ARGS='{' '.join(args.argv)}'" if args.argv else "") + "`",
+        "",
+        "Each cell: median (min–max) of the repeats · ratio of the median to direct (×d) and to HAProxy's "
+        "best configuration for that figure (×h: the better of `haproxy` and `haproxy-splice`). "
+        "↑ higher is better, ↓ lower is better; — not run; n/a does not apply. "
+        "MB = 10^6 bytes, GB = 10^9 bytes.",
+        "",
+    ]
+    tail = ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    failures = []
+    for wl, key, label, unit, better, cells in rows:
+        for t in targets:
+            for e in cells[t].get("errors", []) if not cells[t].get("na") else []:
+                msg = f"{wl['name']} / {t}: {e}"
+                if msg not in failures:
+                    failures.append(msg)
+    if failures:
+        tail += ["", "FAILURES:", ""] + [f"- {f}" for f in failures]
+    return "\n".join(head + md + tail) + "\n", tsv, failures
+
+
+# ---------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--build", required=True, help="absolute build directory (warmpoold, wpbackend, wpload)")
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and 1 repeat, for iterating")
+    ap.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, --quick 1)")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS)}")
+    ap.add_argument("--workloads", default="", help="comma-separated groups (setup,rtt,bulk,hold) or names")
+    ap.add_argument("--setup-concurrency", type=int, default=16, help="clients in the concurrent setup runs")
+    ap.add_argument("--min-idle", type=int, default=64, help="warmpool's min_idle (default 64)")
+    ap.add_argument("--bulk-bytes", type=int, default=1 << 30, help="bytes per bulk run (default 1 GiB)")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary run directories")
+    args = ap.parse_args()
+    args.argv = sys.argv[1:]
+    args.argv = [x for i, x in enumerate(args.argv) if x != "--build" and (i == 0 or args.argv[i - 1] != "--build")]
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    targets = args.targets.split(",")
+    for t in targets:
+        if t not in TARGETS + EXTRA_TARGETS:
+            ap.error(f"unknown target {t}")
+    build = os.path.abspath(args.build)
+    for b in ("warmpoold", "wpbackend", "wpload"):
+        if not os.access(os.path.join(build, b), os.X_OK):
+            ap.error(f"{build}/{b} is missing: run make bench")
+    for tool in ("haproxy", "nginx", "socat", "taskset"):
+        if any(t.startswith(tool) for t in targets) or tool == "taskset":
+            if not shutil.which(tool):
+                ap.error(f"{tool} is not installed: make bench-deps")
+    if "nginx" in targets and not os.path.exists(NGINX_MODULE):
+        ap.error(f"{NGINX_MODULE} is missing: apt-get install libnginx-mod-stream")
+
+    def on_signal(sig, frame):
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, on_signal)
+
+    t_start = time.monotonic()
+    info = machine_info(build)
+    bench = Bench(args)
+    wls = workloads(args)
+    results = {}
+    print(f"warmpool bench: {'quick' if args.quick else 'full'} run, {args.repeats} repeat(s), "
+          f"targets {', '.join(targets)}", flush=True)
+    print(f"  machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}", flush=True)
+    print(f"  {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}", flush=True)
+    interrupted = False
+    try:
+        for wl in wls:
+            t_wl = time.monotonic()
+            for rep in range(args.repeats):
+                order = targets[rep % len(targets):] + targets[:rep % len(targets)]
+                for t in order:
+                    if wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],)):
+                        continue
+                    prev = results.get((wl["name"], t), [])
+                    if wl["group"] == "hold" and any(err for _, err in prev):
+                        # a failed hold is established; repeating it costs minutes (socat)
+                        continue
+                    m, err = bench.run(wl, t, rep)
+                    results.setdefault((wl["name"], t), []).append((m, err))
+                    if err:
+                        print(f"  !! FAIL {wl['name']} {t} (repeat {rep + 1}): {err}", flush=True)
+            print(f"  {wl['name']}: done in {time.monotonic() - t_wl:.1f} s", flush=True)
+    except KeyboardInterrupt:
+        interrupted = True
+        print("interrupted: stopping everything", file=sys.stderr)
+    finally:
+        stop_all()
+        bench.raw.close()
+        if not args.keep:
+            shutil.rmtree(bench.tmp, ignore_errors=True)
+        else:
+            print(f"run directories kept in {bench.tmp}")
+    if interrupted:
+        return 130
+
+    elapsed = time.monotonic() - t_start
+    dur = 0.5 if args.quick else 2.0
+    notes = [
+        "Every run starts a fresh backend and a fresh proxy from a minimal config (one example of each in "
+        f"{bench.cfgdir}); warmpool is measured once its warm floor (min_idle {args.min_idle}) is established. "
+        "The order of the targets rotates from one repeat to the next.",
+        f"setup: for {dur:g} s, sessions of: connect, read the 21-byte greeting (checked), one checked 64-byte "
+        "round trip, close; latency is the whole session. The greeting comes 0 or 1 ms after the backend "
+        "accepts (`wpbackend --greeting-delay-ms`). With 1 client it is a latency test; with "
+        f"{args.setup_concurrency} clients a closed-loop throughput test whose p50/p99 include queueing.",
+        "rtt: one session, 20,000 timed 64-byte round trips after 200 untimed, each echo checked; "
+        "`all on CPU 0` runs client, proxy and backend under `taskset -c 0`.",
+        "bulk: a splitmix64 byte stream; bulk-up is checked byte by byte by the sink (`wpbackend --sink-verify`), "
+        "bulk-down by wpload; timed from connect to EOF. proxy CPU = utime+stime of the proxy's process tree "
+        "(socat's forked children and nginx's worker included, read from /proc) over the run, per GB moved.",
+        f"hold: {HOLD_SESSIONS} sessions opened 64 at a time with one round trip each, held, then a second "
+        "round trip on each, again 64 at a time (30 s limit per step); RSS/session = (VmRSS of the proxy's process tree while held − "
+        "before) / sessions open. PSS is the same with the proportional set size: socat forks one process per "
+        "session and the VmRSS sum counts every shared page once per child, so PSS is its fairer figure. "
+        "A target that fails the hold is not repeated.",
+        "haproxy: nbthread 1, option splice-auto, maxconn 9500, maxpipes 128 (2 fds per pipe must fit the "
+        "20,000-fd hard limit). haproxy-splice: the same with option splice-request and splice-response "
+        "(always splice), run for rtt and bulk only. nginx: one worker, worker_connections 19500, "
+        "proxy_half_close on (without it a client's shutdown(SHUT_WR) ends the session before the reply), "
+        "stream defaults otherwise (16 KiB buffer). socat: `UNIX-LISTEN:PATH,fork TCP:127.0.0.1:PORT`, its "
+        "defaults (listen backlog 5: wpload retries a refused Unix connect after 50 µs doubling to 6.4 ms, "
+        "as a blocking client would wait).",
+        "direct is wpload → wpbackend over TCP loopback. It is not always an upper bound on this machine: "
+        "through a proxy the client writes to a Unix socket, which costs it less CPU than TCP.",
+    ]
+    rows = summarize(wls, targets, results, args.repeats)
+    md, tsv, failures = render(rows, targets, info, args, elapsed, notes)
+    md_path = os.path.join(bench.out, "results.md")
+    tsv_path = os.path.join(bench.out, "results.tsv")
+    with open(md_path, "w") as f:
+        f.write(md)
+    with open(tsv_path, "w") as f:
+        f.write("\t".join(["workload", "metric", "unit", "better", "target", "median", "min", "max",
+                           "ratio_direct", "ratio_haproxy", "status", "runs_ok", "errors"]) + "\n")
+        for r in tsv:
+            f.write("\t".join(x.replace("\t", " ").replace("\n", " ") for x in r) + "\n")
+    print()
+    print(md)
+    print(f"results: {md_path}")
+    print(f"         {tsv_path}")
+    print(f"raw:     {os.path.join(bench.out, 'raw.jsonl')}")
+    print(f"took {elapsed / 60:.1f} min")
+    if failures:
+        print(f"\n*** {len(failures)} FAILURE(S): see FAILURES above ***", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    finally:
+        stop_all()
