@@ -13,8 +13,11 @@
  * max_connections in all. Idle sockets stay in the loop (EV_READ), so a
  * backend closing one is noticed at once; bytes a backend sends unprompted
  * (a greeting) are kept and delivered first to the client that gets the
- * connection. Checkout takes the most recently idle connection (LIFO) and
- * re-checks it without blocking (MSG_PEEK, SO_ERROR) before handing it out.
+ * connection. Checkout takes the connection at the front of the idle list
+ * and re-checks it without blocking (MSG_PEEK, SO_ERROR) before handing it
+ * out. The front holds the most recent sign of life: a connection whose
+ * greeting just arrived moves there, while a freshly established one waits at
+ * the back until it has said something (or the ones before it are used).
  *
  * A connection that dies within BCONN_SETTLE of being established counts as
  * a failed attempt: a backend that accepts and resets at once (out of
@@ -89,9 +92,7 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 	b->state = st;
 	if (st == BCONN_CONNECTING)
 		b->be->n_connecting++;
-	if (st == BCONN_IDLE)
-		list_push_front(&p->conns[st], &b->node); /* LIFO reuse: freshest first */
-	else if (st < BCONN_NLISTS)
+	if (st < BCONN_NLISTS)
 		list_push_back(&p->conns[st], &b->node);
 	else
 		list_push_back(&p->eng->dead_conns, &b->node);
@@ -202,6 +203,11 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	ssize_t n = recv(b->fd, b->greeting + b->greeting_len, BCONN_GREETING_MAX - b->greeting_len, 0);
 	if (n > 0) {
+		if (b->greeting_len == 0) {
+			/* First sign of life from the backend: hand this one out next. */
+			list_remove(&b->pool->conns[BCONN_IDLE], &b->node);
+			list_push_front(&b->pool->conns[BCONN_IDLE], &b->node);
+		}
 		b->greeting_len += (uint32_t)n;
 		if (b->greeting_len == BCONN_GREETING_MAX) {
 			/* More unprompted bytes than we keep: leave the rest in the
@@ -236,6 +242,10 @@ static void bconn_established(struct bconn *b)
 	ev_timer_set(&b->settle, BCONN_SETTLE, 0.);
 	ev_timer_start(loop, &b->settle);
 	log_debug("pool=%s backend=%s conn=%llu: connected", p->name, b->be->name, (unsigned long long)b->id);
+	/* Fresh connections queue at the back (bconn_set_state appends): for a
+	 * protocol with a greeting, those whose greeting has already arrived
+	 * (moved to the front by bconn_idle_cb) are handed out first, so the
+	 * client does not wait for the backend's handshake. */
 	bconn_become_idle(b);
 	pool_dispatch(p);
 }

@@ -66,6 +66,30 @@ def test_greeting_delivered_first(start_backend, start_daemon, pool):
         be.wait_open(2)
 
 
+def test_greeted_connection_handed_out_before_fresh_one(start_backend, start_daemon, pool):
+    """A connection whose greeting has arrived goes to the next client before
+    one just opened whose greeting has not, so the client does not wait for
+    the backend's handshake while a ready connection is idle."""
+    greeting = b"+READY\r\n"
+    be = start_backend(greeting=r"+READY\r\n", greeting_delay_ms=1500)
+    d = start_daemon(pools={"g": pool("g", [be], min_idle=2, max_connections=8)})
+    be.wait_open(2)
+    warm_ids = {a.id for a in be.accepts()}
+    time.sleep(1.8)  # both warm connections have received their greeting
+    for i in range(2):
+        with connect_unix(d.socket_path("g")) as s:
+            assert recv_exact(s, len(greeting)) == greeting, f"session {i}"
+            msg = f"session {i}\n".encode()
+            s.sendall(msg)
+            assert recv_exact(s, len(msg)) == msg, f"session {i}"
+        # The session's connection closed and a fresh one (not greeted for
+        # another 1.5 s) replaced it before the next client arrives.
+        be.wait_open(2)
+        assert len(be.accepts()) == 3 + i
+    used = {c.id for c in be.closes() if c.bytes_in > 0}
+    assert used == warm_ids, f"sessions used {used}, the greeted connections were {warm_ids}"
+
+
 def test_idle_closing_backend_never_gives_dead_connections(start_backend, start_daemon, pool):
     """The backend closes connections idle for 300 ms; 200 sessions spread
     over ~2 s (several close cycles) must all get their exact echo."""
