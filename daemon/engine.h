@@ -125,7 +125,6 @@ void listener_close(struct listener *l); /* stops, closes, removes our socket fi
 /* ---- sessions (session.c) --------------------------------------------- */
 
 #define SESSION_BUF  16384 /* buffered path: greeting, or when no pipe can be had */
-#define RELAY_CHUNK  65536 /* most bytes spliced per read (a default pipe's capacity) */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
 
 /* One direction of a session. Bytes in flight sit either in a borrowed pipe

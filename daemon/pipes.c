@@ -33,6 +33,10 @@ struct wp_pipe *pipes_get(struct pipes *pp)
 	}
 	p->rfd = fds[0];
 	p->wfd = fds[1];
+	int size = fcntl(p->wfd, F_SETPIPE_SZ, PIPE_SIZE);
+	if (size < 0)
+		size = fcntl(p->wfd, F_GETPIPE_SZ);
+	p->size = size > 0 ? (unsigned)size : 65536;
 	pp->n_total++;
 	return p;
 }

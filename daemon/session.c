@@ -145,15 +145,17 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 }
 
 /* Read once from src through a pooled pipe (zero-copy) or, when no pipe can
- * be had, into a buffer. Returns bytes read, 0 at EOF (d->eof set), -EAGAIN
- * when src has nothing, or -errno. */
-static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src)
+ * be had, into a buffer; *cap is the most that one read could have moved.
+ * Returns bytes read, 0 at EOF (d->eof set), -EAGAIN when src has nothing,
+ * or -errno. */
+static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
 {
 	struct wp_pipe *p = pipes_get(&eng->pipes);
 	ssize_t n;
 	if (p) {
+		*cap = p->size;
 		do
-			n = splice(src, NULL, p->wfd, NULL, RELAY_CHUNK, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			n = splice(src, NULL, p->wfd, NULL, p->size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		while (n < 0 && errno == EINTR);
 		if (n > 0) {
 			d->pipe = p;
@@ -162,6 +164,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src)
 		}
 		pipes_put(&eng->pipes, p, 1);
 	} else {
+		*cap = SESSION_BUF;
 		if (!d->buf && !(d->buf = malloc(SESSION_BUF)))
 			return -ENOMEM;
 		do
@@ -190,7 +193,8 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 	if ((r = relay_flush(eng, d, dst)) < 0)
 		return r;
 	for (int i = 0; i < RELAY_ROUNDS && !dir_pending(d) && !d->eof; i++) {
-		ssize_t n = relay_fill(eng, d, src);
+		size_t cap;
+		ssize_t n = relay_fill(eng, d, src, &cap);
 		if (n == -EAGAIN)
 			break;
 		if (n < 0) {
@@ -199,7 +203,7 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 		}
 		if ((r = relay_flush(eng, d, dst)) < 0)
 			return r;
-		if (n > 0 && n < RELAY_CHUNK / 2)
+		if (n > 0 && (size_t)n < cap / 2)
 			break; /* a short read: src is most likely drained, skip the EAGAIN */
 	}
 	if (d->eof && !dir_pending(d) && !d->shut) {
