@@ -1,7 +1,8 @@
 # warmpool — top-level GNU Makefile.
 #   make          build build/warmpoold, build/libwarmpool.a, build/wpbackend
 #   make demo     run warmpoold in the foreground on config/demo.yaml with the demo backend
-#   make check    build an ASan+UBSan variant in build/asan and run every test
+#   make check    build an ASan+UBSan variant in build/asan and run every test, then
+#                 the integration tests again with every daemon under valgrind
 #   make deps     install missing Debian packages (idempotent)
 #   make clean
 
@@ -31,9 +32,9 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
-            python3 python3-pytest socat iproute2
+            python3 python3-pytest socat iproute2 valgrind
 
-.PHONY: all deps demo check unit integration bench bench-deps clean
+.PHONY: all deps demo check unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
 
 all: $(BUILD)/warmpoold $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
@@ -82,11 +83,18 @@ unit: $(UNIT_BIN)
 integration: all
 	WARMPOOL_BUILD=$(abspath $(BUILD)) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 
-# The sanitizer variant lives in build/asan so it never mixes with the -O2 build.
+# Every daemon the integration tests start, under valgrind (errors and leaks fail).
+valgrind: deps all
+	WARMPOOL_BUILD=$(abspath $(BUILD)) WARMPOOL_VALGRIND=1 \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+
+# The sanitizer variant lives in build/asan so it never mixes with the -O2
+# build; the -O2 build then runs the integration tests again under valgrind.
 check: deps
 	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+	$(MAKE) --no-print-directory valgrind
 
 # Benchmarks are never part of check: they measure, they do not assert.
 BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps

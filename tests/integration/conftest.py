@@ -41,6 +41,21 @@ SANITIZER_MARKERS = (
     "ERROR: AddressSanitizer",
     "ERROR: LeakSanitizer",
     "runtime error:",
+    "VALGRIND-ERROR-BEGIN",
+)
+
+# WARMPOOL_VALGRIND=1 (make valgrind) runs every daemon a test starts under
+# valgrind: memory errors and definite/indirect leaks at exit are reported
+# between markers on its stderr (failing the test at teardown) and make it
+# exit 99 instead of 0 (failing the tests that check the exit code).
+VALGRIND = (
+    [
+        "valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
+        "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
+        "--error-markers=VALGRIND-ERROR-BEGIN,VALGRIND-ERROR-END",
+    ]
+    if os.environ.get("WARMPOOL_VALGRIND")
+    else []
 )
 
 # Environment variables of a service manager that must not leak from the
@@ -508,7 +523,7 @@ class Daemon:
             env["JOURNAL_STREAM"] = journal
         self.proc = self.procs.spawn(
             self.name,
-            [WARMPOOLD, "-c", self.config_path, *args],
+            [*VALGRIND, WARMPOOLD, "-c", self.config_path, *args],
             self.stderr_path,
             stdout_path=self.stdout_path,
             env=env,
