@@ -187,22 +187,25 @@ static void bconn_settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
-/* Idle: the only expected events are a greeting, EOF or an error. */
+/* Idle: the only expected events are a greeting, EOF or an error. The
+ * greeting is kept in an exact-size allocation (a fixed 16 KiB one per
+ * connection made glibc grow and trim its heap on every session). */
 static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)revents;
 	struct bconn *b = container_of(w, struct bconn, io);
-	if (!b->greeting) {
-		b->greeting = malloc(BCONN_GREETING_MAX);
-		if (!b->greeting) {
+	unsigned char tmp[BCONN_GREETING_MAX];
+	ssize_t n = recv(b->fd, tmp, BCONN_GREETING_MAX - b->greeting_len, 0);
+	if (n > 0) {
+		unsigned char *g = realloc(b->greeting, b->greeting_len + (size_t)n);
+		if (!g) {
 			log_error("pool=%s conn=%llu: out of memory for greeting", b->pool->name,
 			          (unsigned long long)b->id);
 			bconn_lost(b, REASON_OTHER, ENOMEM);
 			return;
 		}
-	}
-	ssize_t n = recv(b->fd, b->greeting + b->greeting_len, BCONN_GREETING_MAX - b->greeting_len, 0);
-	if (n > 0) {
+		memcpy(g + b->greeting_len, tmp, (size_t)n);
+		b->greeting = g;
 		if (b->greeting_len == 0) {
 			/* First sign of life from the backend: hand this one out next. */
 			list_remove(&b->pool->conns[BCONN_IDLE], &b->node);
@@ -331,13 +334,10 @@ static int bconn_connect(struct pool *p, struct backend *be)
 /* ---- checkout ---------------------------------------------------------- */
 
 /* Is this idle connection still usable? Never blocks. Bytes waiting in the
- * socket are fine (more greeting); EOF, an error or a pending SO_ERROR are not. */
+ * socket are fine (more greeting); EOF or an error are not. A pending socket
+ * error (SO_ERROR) is what recv() reports first, so one call checks both. */
 static int bconn_alive(struct bconn *b)
 {
-	int err = 0;
-	socklen_t len = sizeof err;
-	if (getsockopt(b->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 || err)
-		return 0;
 	char c;
 	ssize_t n = recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n > 0)

@@ -29,7 +29,9 @@
 #include "log.h"
 #include "pipes.h"
 
-_Static_assert(BCONN_GREETING_MAX == SESSION_BUF, "a greeting buffer becomes a relay buffer");
+/* A greeting's buffer becomes the down direction's pending bytes; it is freed
+ * once drained, before relay_fill() could want a SESSION_BUF buffer there. */
+_Static_assert(BCONN_GREETING_MAX <= SESSION_BUF, "a greeting must fit the relay's buffered path");
 
 static void session_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
@@ -313,6 +315,15 @@ void session_start(struct session *s, struct bconn *b)
 	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name,
 	          b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
 	          ev_now(loop) - s->accepted_at);
+	/* The greeting, optimistically: a new client socket almost always has
+	 * room, which saves arming (and then disarming) write interest. */
+	if (s->down.len) {
+		int r = relay_flush(p->eng, &s->down, s->cfd);
+		if (r < 0) {
+			session_fail(s, 0, -r);
+			return;
+		}
+	}
 	session_update_watchers(s);
 }
 
