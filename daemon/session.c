@@ -187,8 +187,12 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 
 /* Move bytes src -> dst until src is drained, dst blocks, or RELAY_ROUNDS
  * reads (so one busy session cannot starve the loop); then pass EOF on once
- * everything before it is delivered. 0, or -errno with *side set. */
-static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, enum relay_side *side)
+ * everything before it is delivered. When the other direction is already
+ * done (`last`), the session closes right after this and close() passes the
+ * EOF on: both receive queues are drained by then, so it is a clean FIN.
+ * 0, or -errno with *side set. */
+static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
+                      enum relay_side *side)
 {
 	int r;
 	*side = SIDE_DST;
@@ -210,7 +214,7 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 	}
 	if (d->eof && !dir_pending(d) && !d->shut) {
 		d->shut = 1;
-		if (shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
+		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
 	}
 	return 0;
@@ -240,7 +244,8 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	enum relay_side side;
 	int src = from_backend ? s->b->fd : s->cfd;
 	int dst = from_backend ? s->cfd : s->b->fd;
-	int r = relay_flow(s->pool->eng, d, src, dst, &side);
+	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
+	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, &side);
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
 		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
