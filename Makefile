@@ -50,10 +50,10 @@ $(BUILD)/libwarmpool.a: $(LIB_OBJ)
 $(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o
+$(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwarmpool.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
-$(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o
+$(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o $(BUILD)/libwarmpool.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a

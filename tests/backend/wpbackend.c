@@ -32,6 +32,8 @@
 #include <endian.h>
 #include <errno.h>
 #include <ev.h>
+
+#include "escape.h"
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -646,62 +648,6 @@ static void write_port_file(const char *path, const char *bound)
 		die("rename %s: %s", path, strerror(errno));
 }
 
-/* Decode \r \n \t \\ \0 and \xHH; returns the length (NUL bytes allowed). */
-static size_t unescape(const char *in, char *out)
-{
-	size_t n = 0;
-
-	while (*in) {
-		if (*in != '\\' || !in[1]) {
-			out[n++] = *in++;
-			continue;
-		}
-		in++;
-		switch (*in) {
-		case 'r':
-			out[n++] = '\r';
-			in++;
-			break;
-		case 'n':
-			out[n++] = '\n';
-			in++;
-			break;
-		case 't':
-			out[n++] = '\t';
-			in++;
-			break;
-		case '0':
-			out[n++] = '\0';
-			in++;
-			break;
-		case '\\':
-			out[n++] = '\\';
-			in++;
-			break;
-		case 'x': {
-			char hex[3] = {0};
-			char *end;
-			if (in[1] && in[2]) {
-				hex[0] = in[1];
-				hex[1] = in[2];
-				unsigned long v = strtoul(hex, &end, 16);
-				if (*end == '\0') {
-					out[n++] = (char)v;
-					in += 3;
-					break;
-				}
-			}
-			out[n++] = '\\';
-			break;
-		}
-		default:
-			out[n++] = '\\'; /* unknown escape: kept as written */
-			break;
-		}
-	}
-	return n;
-}
-
 static unsigned long long parse_num(const char *opt, const char *s, unsigned long long max)
 {
 	char *end;
@@ -791,7 +737,10 @@ int main(int argc, char **argv)
 			g.greeting = malloc(len + 1);
 			if (!g.greeting)
 				die("out of memory");
-			g.greeting_len = unescape(optarg, g.greeting);
+			ssize_t glen = wp_unescape(optarg, (unsigned char *)g.greeting, len + 1);
+			if (glen < 0) /* cannot happen: decoding never lengthens */
+				die("--greeting: does not fit");
+			g.greeting_len = (size_t)glen;
 			break;
 		}
 		case 'G':

@@ -52,6 +52,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "escape.h"
+
 #define MSG_LEN          64
 #define MAX_GREETING     65536
 #define BULK_CHUNK       (256 * 1024)
@@ -1014,62 +1016,6 @@ static int run_hold(void)
 
 /* ---- main -------------------------------------------------------------- */
 
-static size_t unescape(const char *in, char *out, size_t cap)
-{
-	size_t n = 0;
-
-	while (*in && n < cap) {
-		if (*in != '\\' || !in[1]) {
-			out[n++] = *in++;
-			continue;
-		}
-		in++;
-		switch (*in) {
-		case 'r':
-			out[n++] = '\r';
-			in++;
-			break;
-		case 'n':
-			out[n++] = '\n';
-			in++;
-			break;
-		case 't':
-			out[n++] = '\t';
-			in++;
-			break;
-		case '0':
-			out[n++] = '\0';
-			in++;
-			break;
-		case '\\':
-			out[n++] = '\\';
-			in++;
-			break;
-		case 'x': {
-			char hex[3] = {0}, *end;
-			if (in[1] && in[2]) {
-				hex[0] = in[1];
-				hex[1] = in[2];
-				unsigned long v = strtoul(hex, &end, 16);
-				if (*end == '\0') {
-					out[n++] = (char)v;
-					in += 3;
-					break;
-				}
-			}
-			out[n++] = '\\';
-			break;
-		}
-		default:
-			out[n++] = '\\';
-			break;
-		}
-	}
-	if (*in)
-		die("--greeting: longer than %d bytes", MAX_GREETING);
-	return n;
-}
-
 static unsigned long long parse_num(const char *opt, const char *s, unsigned long long min,
                                     unsigned long long max)
 {
@@ -1179,7 +1125,10 @@ int main(int argc, char **argv)
 			greeting_len = (long)parse_num("--greeting-len", optarg, 0, MAX_GREETING);
 			break;
 		case 'g':
-			o.greeting_len = unescape(optarg, o.greeting, sizeof o.greeting);
+			ssize_t glen = wp_unescape(optarg, (unsigned char *)o.greeting, sizeof o.greeting);
+			if (glen < 0)
+				die("--greeting: longer than %d bytes", MAX_GREETING);
+			o.greeting_len = (size_t)glen;
 			o.greeting_given = 1;
 			break;
 		case 'k':
