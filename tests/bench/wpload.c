@@ -1124,13 +1124,14 @@ int main(int argc, char **argv)
 		case 'L':
 			greeting_len = (long)parse_num("--greeting-len", optarg, 0, MAX_GREETING);
 			break;
-		case 'g':
+		case 'g': {
 			ssize_t glen = wp_unescape(optarg, (unsigned char *)o.greeting, sizeof o.greeting);
 			if (glen < 0)
 				die("--greeting: longer than %d bytes", MAX_GREETING);
 			o.greeting_len = (size_t)glen;
 			o.greeting_given = 1;
 			break;
+		}
 		case 'k':
 			o.count = (unsigned long)parse_num("--count", optarg, 1, 100000000);
 			break;
