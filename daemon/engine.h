@@ -140,6 +140,8 @@ struct relay_dir {
 	uint64_t bytes;       /* delivered in this direction */
 };
 
+#define SESSION_RETRIES 3 /* re-pairings per client when a connection dies before any byte */
+
 enum session_state {
 	SESSION_WAITING,  /* on pool->waiting: queue_timeout armed */
 	SESSION_RELAYING, /* on pool->relaying: paired with a bconn */
@@ -156,6 +158,7 @@ struct session {
 	ev_timer timer; /* queue_timeout while waiting */
 	ev_tstamp accepted_at;
 	struct bconn *b;
+	unsigned retries;      /* re-paired after a connection died before any byte (SESSION_RETRIES) */
 	struct relay_dir up;   /* client -> backend */
 	struct relay_dir down; /* backend -> client */
 };
@@ -174,6 +177,7 @@ struct pool_stats {
 	uint64_t clients_served;    /* paired with a connection */
 	uint64_t clients_refused;   /* over max_clients */
 	uint64_t clients_timed_out; /* waited queue_timeout */
+	uint64_t clients_retried;   /* re-paired: their connection died before any byte */
 	uint64_t conns_opened, conns_failed;
 	uint64_t stale_at_checkout; /* failed the liveness check at handout */
 	uint64_t idle_lost;         /* idle connections closed or reset by the backend */

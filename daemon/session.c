@@ -190,8 +190,9 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
  * everything before it is delivered. When the other direction is already
  * done (`last`), the session closes right after this and close() passes the
  * EOF on: both receive queues are drained by then, so it is a clean FIN.
- * 0, or -errno with *side set. */
-static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
+ * With `hold_eof`, an EOF before any byte went this way is kept back (the
+ * caller may re-pair the session instead). 0, or -errno with *side set. */
+static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
                       enum relay_side *side)
 {
 	int r;
@@ -212,12 +213,49 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 		if (n > 0 && (size_t)n < cap / 2)
 			break; /* a short read: src is most likely drained, skip the EAGAIN */
 	}
-	if (d->eof && !dir_pending(d) && !d->shut) {
+	if (d->eof && !dir_pending(d) && !d->shut && !(hold_eof && d->bytes == 0)) {
 		d->shut = 1;
 		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
 	}
 	return 0;
+}
+
+/* Before any byte has crossed either way (and before the client half-closed),
+ * a dead backend connection has cost the client nothing: it may be given
+ * another one, at most SESSION_RETRIES times. */
+static int session_can_retry(const struct session *s)
+{
+	return s->up.bytes == 0 && s->down.bytes == 0 && !s->up.eof && s->retries < SESSION_RETRIES;
+}
+
+static void relay_dir_release(struct engine *eng, struct relay_dir *d);
+
+/* Put the session back at the head of the queue and bury its connection.
+ * Client bytes read but never delivered stay pending for the next one; the
+ * dead connection's undelivered greeting is dropped. */
+static void session_retry(struct session *s, enum backend_reason why, int err)
+{
+	struct pool *p = s->pool;
+	struct ev_loop *loop = p->eng->loop;
+	struct bconn *b = s->b;
+	s->retries++;
+	p->stats.clients_retried++;
+	log_info("pool=%s backend=%s conn=%llu client=%llu: connection %s before any byte was exchanged, "
+	         "pairing the client with another (retry %u)",
+	         p->name, b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
+	         err ? strerror(err) : backend_reason_str(why), s->retries);
+	s->b = NULL;
+	ev_io_stop(loop, &s->cio);
+	relay_dir_release(p->eng, &s->down);
+	memset(&s->down, 0, sizeof s->down);
+	list_remove(&p->relaying, &s->node);
+	list_push_front(&p->waiting, &s->node);
+	s->state = SESSION_WAITING;
+	ev_timer_set(&s->timer, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
+	ev_timer_start(loop, &s->timer);
+	bconn_lost(b, why, err); /* closes it; a client is waiting, so the refill starts now */
+	pool_dispatch(p);
 }
 
 /* A side failed: which one decides whether the backend is to blame. */
@@ -228,6 +266,10 @@ static void session_fail(struct session *s, int backend_side, int err)
 		log_debug("pool=%s client=%llu: client error: %s", p->name, (unsigned long long)s->id,
 		          strerror(err));
 		session_close(s, "client error");
+		return;
+	}
+	if (session_can_retry(s)) {
+		session_retry(s, err == ECONNRESET ? REASON_RESET : REASON_OTHER, err);
 		return;
 	}
 	struct bconn *b = s->b;
@@ -245,10 +287,15 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int src = from_backend ? s->b->fd : s->cfd;
 	int dst = from_backend ? s->cfd : s->b->fd;
 	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
-	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, &side);
+	int hold = from_backend && session_can_retry(s);
+	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, &side);
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
 		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
+		return -1;
+	}
+	if (hold && d->eof && d->bytes == 0) {
+		session_retry(s, REASON_CLOSED, 0);
 		return -1;
 	}
 	return 0;
@@ -316,7 +363,8 @@ void session_start(struct session *s, struct bconn *b)
 	ev_io_modify(&s->cio, 0);
 	s->b = b;
 	bconn_set_state(b, BCONN_ACTIVE);
-	p->stats.clients_served++;
+	if (!s->retries)
+		p->stats.clients_served++;
 	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name,
 	          b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
 	          ev_now(loop) - s->accepted_at);

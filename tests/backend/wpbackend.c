@@ -26,7 +26,9 @@
  *   close <id> <usec> <bytes_in> <bytes_out> <reason> crc32=<hex of bytes_in>
  * (the CRC is computed only when --events is given: nothing else reads it).
  * Reasons: eof, idle, reset (mode reset), peer_reset, error, limit, shutdown.
- * SIGTERM/SIGINT close everything (reason shutdown) and exit 0.
+ * SIGTERM/SIGINT close everything (reason shutdown) and exit 0. SIGUSR1
+ * closes every open connection (reason usr1) and keeps listening: a test's
+ * way to make connections die at a moment it chooses.
  */
 #include <arpa/inet.h>
 #include <endian.h>
@@ -676,6 +678,14 @@ static void usage(FILE *f)
 	        "  --events FILE            append one line per accept/close\n");
 }
 
+static void usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	while (g.conns)
+		conn_close(loop, g.conns, "usr1");
+}
+
 static void signal_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)w;
@@ -703,7 +713,7 @@ int main(int argc, char **argv)
 	const char *listen_spec = NULL, *port_file = NULL, *events = NULL;
 	char bound[INET6_ADDRSTRLEN + 16];
 	struct ev_loop *loop;
-	ev_signal sterm, sint;
+	ev_signal sterm, sint, susr1;
 	int opt;
 
 	while ((opt = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -794,6 +804,8 @@ int main(int argc, char **argv)
 	ev_signal_init(&sint, signal_cb, SIGINT);
 	ev_signal_start(loop, &sterm);
 	ev_signal_start(loop, &sint);
+	ev_signal_init(&susr1, usr1_cb, SIGUSR1);
+	ev_signal_start(loop, &susr1);
 
 	if (port_file)
 		write_port_file(port_file, bound);
@@ -808,6 +820,7 @@ int main(int argc, char **argv)
 	ev_timer_stop(loop, &g.lpause);
 	ev_signal_stop(loop, &sterm);
 	ev_signal_stop(loop, &sint);
+	ev_signal_stop(loop, &susr1);
 	close(g.lfd);
 	if (g.events_fd >= 0)
 		close(g.events_fd);
