@@ -31,6 +31,24 @@ const char *backend_reason_str(enum backend_reason r)
 	return (unsigned)r < sizeof reason_str / sizeof reason_str[0] ? reason_str[r] : "?";
 }
 
+enum backend_reason backend_reason_from_errno(int err)
+{
+	switch (err) {
+	case ECONNREFUSED:
+		return REASON_REFUSED;
+	case ETIMEDOUT:
+		return REASON_TIMEOUT;
+	case ECONNRESET:
+	case EPIPE:
+		return REASON_RESET;
+	case ENETUNREACH:
+	case EHOSTUNREACH:
+		return REASON_UNREACHABLE;
+	default:
+		return REASON_OTHER;
+	}
+}
+
 void backend_set_state(struct backend *be, enum backend_state st, const char *why)
 {
 	if (be->state == st)

@@ -227,7 +227,7 @@ int engine_run(struct engine *eng)
 	systemd_ready(eng->status);
 	log_info("ready: %zu pools", eng->n_pools);
 	ev_run(loop, 0);
-	return eng->exit_code;
+	return 0;
 }
 
 void engine_destroy(struct engine *eng)

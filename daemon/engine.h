@@ -47,11 +47,10 @@ struct bconn {
 	struct backend *be;
 	uint64_t id;
 	int fd;
-	ev_io io;             /* connecting: EV_WRITE; idle: EV_READ; active: the session's */
-	ev_timer timer;       /* connect_timeout while connecting */
-	ev_timer settle;      /* fires BCONN_SETTLE after connect: the connection is proven */
-	ev_tstamp started_at; /* connect() issued */
-	ev_tstamp connected_at;
+	ev_io io;                /* connecting: EV_WRITE; idle: EV_READ; active: the session's */
+	ev_timer timer;          /* connect_timeout while connecting */
+	ev_timer settle;         /* fires BCONN_SETTLE after connect: the connection is proven */
+	ev_tstamp started_at;    /* connect() issued */
 	unsigned proven : 1;     /* survived the settle time: the backend's backoff was reset */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
@@ -85,13 +84,12 @@ struct backend {
 	ev_tstamp next_attempt;     /* no new connect before this (ev_now time) */
 	ev_tstamp failed_at;        /* when the last failure was counted */
 	uint64_t backoff_ms;        /* the delay chosen after the last failure */
-	unsigned n_connecting;      /* attempts in flight */
 	unsigned n_unproven;        /* connecting, or established less than BCONN_SETTLE ago */
-	unsigned n_open;            /* connecting + idle + active */
 	uint64_t connects_ok, connects_failed;
 };
 
 const char *backend_reason_str(enum backend_reason r);
+enum backend_reason backend_reason_from_errno(int err);
 /* The one place availability changes; logs only when it does. */
 void backend_set_state(struct backend *be, enum backend_state st, const char *why);
 /* A connection attempt (started at `started`) failed: count it, pick the next
@@ -259,7 +257,6 @@ struct engine {
 	uint64_t next_id;
 	uint64_t rng;     /* xorshift64* state for jitter */
 	char status[256]; /* last STATUS= sent */
-	int exit_code;
 };
 
 struct engine *engine_create(const struct wp_config *cfg);

@@ -27,7 +27,6 @@ struct wp_pipe *pipes_get(struct pipes *pp)
 		return NULL;
 	int fds[2];
 	if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) < 0) {
-		pp->n_failed++;
 		free(p);
 		return NULL;
 	}

@@ -33,8 +33,7 @@ struct wp_pipe {
 struct pipes {
 	struct wp_pipe *free;
 	size_t n_free;
-	size_t n_total;  /* lent + free */
-	size_t n_failed; /* pipe2() failures, for the log */
+	size_t n_total; /* lent + free */
 };
 
 /* An empty pipe, or NULL when none can be had (use the buffered path). */

@@ -87,11 +87,7 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 	          bconn_state_names[b->state], bconn_state_names[st]);
 	if (b->state < BCONN_NLISTS)
 		list_remove(&p->conns[b->state], &b->node);
-	if (b->state == BCONN_CONNECTING)
-		b->be->n_connecting--;
 	b->state = st;
-	if (st == BCONN_CONNECTING)
-		b->be->n_connecting++;
 	if (st < BCONN_NLISTS)
 		list_push_back(&p->conns[st], &b->node);
 	else
@@ -111,7 +107,6 @@ void bconn_close(struct bconn *b)
 		close(b->fd);
 		b->fd = -1;
 	}
-	b->be->n_open--;
 	if (!b->proven)
 		b->be->n_unproven--;
 	bconn_set_state(b, BCONN_CLOSED);
@@ -135,24 +130,6 @@ static void bconn_failed(struct bconn *b, enum backend_reason why, int err)
 	backend_attempt_failed(b->be, b->id, b->started_at, why, err);
 	bconn_close(b);
 	pool_refill(p);
-}
-
-static enum backend_reason reason_from_errno(int err)
-{
-	switch (err) {
-	case ECONNREFUSED:
-		return REASON_REFUSED;
-	case ETIMEDOUT:
-		return REASON_TIMEOUT;
-	case ECONNRESET:
-	case EPIPE:
-		return REASON_RESET;
-	case ENETUNREACH:
-	case EHOSTUNREACH:
-		return REASON_UNREACHABLE;
-	default:
-		return REASON_OTHER;
-	}
 }
 
 void bconn_lost(struct bconn *b, enum backend_reason why, int err)
@@ -222,7 +199,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	}
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
-	bconn_lost(b, n == 0 ? REASON_CLOSED : reason_from_errno(errno), n == 0 ? 0 : errno);
+	bconn_lost(b, n == 0 ? REASON_CLOSED : backend_reason_from_errno(errno), n == 0 ? 0 : errno);
 }
 
 static void bconn_become_idle(struct bconn *b)
@@ -240,7 +217,6 @@ static void bconn_established(struct bconn *b)
 	struct pool *p = b->pool;
 	struct ev_loop *loop = p->eng->loop;
 	ev_timer_stop(loop, &b->timer);
-	b->connected_at = ev_now(loop);
 	p->stats.conns_opened++;
 	ev_timer_set(&b->settle, BCONN_SETTLE, 0.);
 	ev_timer_start(loop, &b->settle);
@@ -265,7 +241,7 @@ static void bconn_connect_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (err == EINPROGRESS || err == EALREADY)
 		return;
 	if (err) {
-		bconn_failed(b, reason_from_errno(err), err);
+		bconn_failed(b, backend_reason_from_errno(err), err);
 		return;
 	}
 	bconn_established(b);
@@ -304,12 +280,10 @@ static int bconn_connect(struct pool *p, struct backend *be)
 	ev_io_init(&b->io, bconn_connect_cb, b->fd, EV_WRITE);
 	ev_timer_init(&b->timer, bconn_timeout_cb, (double)p->cfg->connect_timeout_ms / 1000.0, 0.);
 	ev_timer_init(&b->settle, bconn_settle_cb, 0., 0.);
-	be->n_open++;
 	be->n_unproven++;
 	/* Account for the attempt before connect() so an immediate failure
 	 * goes through the same path as a later one. */
 	b->state = BCONN_CONNECTING;
-	be->n_connecting++;
 	list_push_back(&p->conns[BCONN_CONNECTING], &b->node);
 	engine_changed(p->eng);
 
@@ -323,7 +297,7 @@ static int bconn_connect(struct pool *p, struct backend *be)
 		return 0;
 	}
 	if (errno != EINPROGRESS) {
-		bconn_failed(b, reason_from_errno(errno), errno);
+		bconn_failed(b, backend_reason_from_errno(errno), errno);
 		return 0;
 	}
 	ev_io_start(loop, &b->io);
@@ -527,15 +501,10 @@ void pool_destroy(struct pool *p)
 		return;
 	struct list_node *pos, *tmp;
 	if (p->eng && p->listeners) {
-		for (size_t i = 0; i < p->n_listeners; i++)
-			listener_close(&p->listeners[i]);
-		ev_timer_stop(p->eng->loop, &p->refill_timer);
+		pool_stop(p);
+		/* Closing a session closes its active connection too. */
 		list_for_each_safe (pos, tmp, &p->relaying)
 			session_close(container_of(pos, struct session, node), "shutting down");
-		list_for_each_safe (pos, tmp, &p->waiting)
-			session_close(container_of(pos, struct session, node), "shutting down");
-		for (int i = 0; i < BCONN_NLISTS; i++)
-			pool_close_list(&p->conns[i]);
 	}
 	if (p->refill_node.next != &p->refill_node)
 		list_remove(&p->eng->refill_soon, &p->refill_node);

@@ -229,7 +229,15 @@ static int session_can_retry(const struct session *s)
 	return s->up.bytes == 0 && s->down.bytes == 0 && !s->up.eof && s->retries < SESSION_RETRIES;
 }
 
-static void relay_dir_release(struct engine *eng, struct relay_dir *d);
+static void relay_dir_release(struct engine *eng, struct relay_dir *d)
+{
+	pipes_put(&eng->pipes, d->pipe, d->in_pipe == 0);
+	d->pipe = NULL;
+	d->in_pipe = 0;
+	free(d->buf);
+	d->buf = NULL;
+	d->len = 0;
+}
 
 /* Put the session back at the head of the queue and bury its connection.
  * Client bytes read but never delivered stay pending for the next one; the
@@ -269,7 +277,7 @@ static void session_fail(struct session *s, int backend_side, int err)
 		return;
 	}
 	if (session_can_retry(s)) {
-		session_retry(s, err == ECONNRESET ? REASON_RESET : REASON_OTHER, err);
+		session_retry(s, backend_reason_from_errno(err), err);
 		return;
 	}
 	struct bconn *b = s->b;
@@ -277,7 +285,7 @@ static void session_fail(struct session *s, int backend_side, int err)
 	         b->be->name, (unsigned long long)b->id, (unsigned long long)s->id, strerror(err));
 	s->b = NULL;
 	session_close(s, "backend error");
-	bconn_lost(b, err == ECONNRESET ? REASON_RESET : REASON_OTHER, err);
+	bconn_lost(b, backend_reason_from_errno(err), err);
 }
 
 /* Run one direction; on error close the session. 0 if it lives on. */
@@ -378,16 +386,6 @@ void session_start(struct session *s, struct bconn *b)
 		}
 	}
 	session_update_watchers(s);
-}
-
-static void relay_dir_release(struct engine *eng, struct relay_dir *d)
-{
-	pipes_put(&eng->pipes, d->pipe, d->in_pipe == 0);
-	d->pipe = NULL;
-	d->in_pipe = 0;
-	free(d->buf);
-	d->buf = NULL;
-	d->len = 0;
 }
 
 void session_close(struct session *s, const char *why)
