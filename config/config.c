@@ -11,13 +11,17 @@
  *   2. Typed fields (walk_root): every mapping is matched against a key
  *      table (walk_map), which reports unknown and duplicate keys. Values
  *      are converted to C types; a pool starts from the built-in values,
- *      then takes what `defaults:` gave, then its own keys (struct level).
+ *      then takes what `defaults:` gave, then its own keys (struct level),
+ *      key by key, blocks (backoff, health_check, keepalive) included. The
+ *      defaults level is applied to each pool anew, so every pool owns its
+ *      copies of health-check bytes, path and compiled regex.
  *   3. Cross-checks (check_sockets, resolve_backends): socket paths unique
  *      across pools, host names resolved with blocking getaddrinfo().
  * Relations inside one pool (min_idle <= max_connections, backoff max >=
- * initial) are checked as soon as the pool is merged, and blamed on the most
- * specific value that took part, so one bad `defaults:` value yields one
- * error rather than one per pool.
+ * initial, the keys a health-check type needs or excludes) are checked as
+ * soon as the pool is merged, and blamed on the most specific value that
+ * took part, so one bad `defaults:` value yields one error rather than one
+ * per pool. A pool needs one backend that is not `backup: true`.
  *
  * Every error becomes one finished line "file:line:col: key.path: message"
  * (libyaml marks are 0-based; we add 1). All of them are collected, sorted
@@ -27,6 +31,7 @@
 #include "config.h"
 
 #include "addr.h"
+#include "escape.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -50,6 +55,7 @@
 #define MS_S 1000ULL
 #define MS_M (60 * MS_S)
 #define MS_H (60 * MS_M)
+#define MS_D (24 * MS_H)
 
 /* One collected error, kept with its position so the list can be sorted. */
 struct err_item {
@@ -98,6 +104,27 @@ enum field {
 	F_BO_MAX,
 	F_BO_MULT,
 	F_BO_JITTER,
+	F_BALANCE,
+	F_MAX_CONNECTING,
+	F_FAIL_FAST,
+	F_USER_TO,
+	F_LIFETIME,
+	F_IDLE_TO,
+	F_MAX_IDLE,
+	F_HC_TYPE,
+	F_HC_SEND,   /* send or send_hex */
+	F_HC_EXPECT, /* expect, expect_hex or expect_regex */
+	F_HC_PATH,
+	F_HC_INTERVAL,
+	F_HC_TIMEOUT,
+	F_HC_FAST,
+	F_HC_DOWN,
+	F_HC_RISE,
+	F_HC_FALL,
+	F_KA_ENABLED,
+	F_KA_IDLE,
+	F_KA_INTERVAL,
+	F_KA_COUNT,
 	F_N,
 };
 
@@ -105,11 +132,19 @@ struct level {
 	uint32_t min_idle, max_connections, max_clients;
 	uint64_t connect_timeout_ms, queue_timeout_ms;
 	struct wp_backoff backoff;
-	unsigned set;                 /* 1u << F_*: a valid value was given here */
+	enum cfg_balance balance;
+	uint32_t max_connecting;
+	bool fail_fast;
+	uint64_t tcp_user_timeout_ms, max_lifetime_ms, idle_timeout_ms, max_idle_time_ms;
+	struct cfg_health health; /* send, expect and path owned here; expect_re unused */
+	char *expect_regex;       /* source of `expect_regex`, checked to compile */
+	struct cfg_keepalive keepalive;
+	uint64_t set;                 /* 1 << F_*: a valid value was given here */
 	const yaml_node_t *node[F_N]; /* where each value was written */
+	const char *key[F_N];         /* its key path below the level, for messages */
 };
 
-#define BIT(f) (1u << (f))
+#define BIT(f) (1ULL << (f))
 
 /* Keys of a pool; `defaults:` accepts the same minus the first two. */
 enum pool_key {
@@ -121,15 +156,62 @@ enum pool_key {
 	K_CONNECT_TO,
 	K_QUEUE_TO,
 	K_BACKOFF,
+	K_BALANCE,
+	K_MAX_CONNECTING,
+	K_FAIL_FAST,
+	K_HEALTH,
+	K_KEEPALIVE,
+	K_USER_TO,
+	K_LIFETIME,
+	K_IDLE_TO,
+	K_MAX_IDLE,
 	K_POOL_N,
 };
 static const char *const pool_keys[K_POOL_N] = {
-    "listen",      "backends",        "min_idle",      "max_connections",
-    "max_clients", "connect_timeout", "queue_timeout", "backoff",
+    "listen",          "backends",      "min_idle",  "max_connections",  "max_clients",
+    "connect_timeout", "queue_timeout", "backoff",   "balance",          "max_connecting",
+    "fail_fast",       "health_check",  "keepalive", "tcp_user_timeout", "max_lifetime",
+    "idle_timeout",    "max_idle_time",
 };
 
 enum backoff_key { B_INITIAL, B_MAX, B_MULT, B_JITTER, B_N };
 static const char *const backoff_keys[B_N] = {"initial", "max", "multiplier", "jitter"};
+
+enum health_key {
+	H_TYPE,
+	H_SEND,
+	H_SEND_HEX,
+	H_EXPECT,
+	H_EXPECT_HEX,
+	H_EXPECT_RE,
+	H_PATH,
+	H_INTERVAL,
+	H_TIMEOUT,
+	H_FAST,
+	H_DOWN,
+	H_RISE,
+	H_FALL,
+	H_N,
+};
+static const char *const health_keys[H_N] = {
+    "type",     "send",    "send_hex",      "expect",        "expect_hex", "expect_regex", "path",
+    "interval", "timeout", "fast_interval", "down_interval", "rise",       "fall",
+};
+/* The same below the level, as key paths in messages. */
+static const char *const health_paths[H_N] = {
+    "health_check.type",          "health_check.send",          "health_check.send_hex",
+    "health_check.expect",        "health_check.expect_hex",    "health_check.expect_regex",
+    "health_check.path",          "health_check.interval",      "health_check.timeout",
+    "health_check.fast_interval", "health_check.down_interval", "health_check.rise",
+    "health_check.fall",
+};
+
+enum keepalive_key { KA_IDLE, KA_INTERVAL, KA_COUNT, KA_N };
+static const char *const keepalive_keys[KA_N] = {"idle", "interval", "count"};
+static const char *const keepalive_paths[KA_N] = {"keepalive.idle", "keepalive.interval", "keepalive.count"};
+
+enum backend_key { BE_ADDRESS, BE_WEIGHT, BE_BACKUP, BE_N };
+static const char *const backend_keys[BE_N] = {"address", "weight", "backup"};
 
 enum top_key { T_DAEMON, T_DEFAULTS, T_POOLS, T_N };
 static const char *const top_keys[T_N] = {"daemon", "defaults", "pools"};
@@ -139,6 +221,26 @@ static const char *const daemon_keys[D_N] = {"log_level", "shutdown_timeout"};
 
 enum listen_key { L_PATH, L_MODE, L_N };
 static const char *const listen_keys[L_N] = {"path", "mode"};
+
+/* Names as written in YAML, indexed by the enums of config.h. */
+static const char *const balance_names[] = {
+    [CFG_BALANCE_ROUND_ROBIN] = "round_robin",
+    [CFG_BALANCE_LEAST_CONN] = "least_connections",
+    [CFG_BALANCE_FIRST] = "first",
+};
+static const char *const check_names[] = {
+    [CFG_CHECK_NONE] = "none",
+    [CFG_CHECK_CONNECT] = "connect",
+    [CFG_CHECK_SEND_EXPECT] = "send_expect",
+    [CFG_CHECK_REDIS] = "redis",
+    [CFG_CHECK_MEMCACHED] = "memcached",
+    [CFG_CHECK_HTTP] = "http",
+    [CFG_CHECK_POSTGRES] = "postgres",
+    [CFG_CHECK_MYSQL] = "mysql",
+    [CFG_CHECK_SMTP] = "smtp",
+};
+#define N_BALANCE (sizeof balance_names / sizeof balance_names[0])
+#define N_CHECK   (sizeof check_names / sizeof check_names[0])
 
 static const struct {
 	const char *name;
@@ -163,6 +265,23 @@ static void builtin_pool(struct cfg_pool *p)
 	p->connect_timeout_ms = 2 * MS_S;
 	p->queue_timeout_ms = 5 * MS_S;
 	p->backoff = builtin_backoff;
+	p->balance = CFG_BALANCE_ROUND_ROBIN;
+	p->max_connecting = 8;
+	p->fail_fast = false;
+	p->health = (struct cfg_health){
+	    .type = CFG_CHECK_NONE,
+	    .interval_ms = 2 * MS_S,
+	    .timeout_ms = 1 * MS_S,
+	    .fast_interval_ms = 500,
+	    .down_interval_ms = 2 * MS_S,
+	    .rise = 2,
+	    .fall = 3,
+	};
+	p->keepalive = (struct cfg_keepalive){.enabled = true, .idle_s = 30, .interval_s = 10, .count = 3};
+	p->tcp_user_timeout_ms = 30 * MS_S;
+	p->max_lifetime_ms = 0;
+	p->idle_timeout_ms = 10 * MS_M;
+	p->max_idle_time_ms = 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -700,18 +819,16 @@ static const char *fmt_ms(uint64_t ms, char *buf, size_t sz)
 	return buf;
 }
 
-static bool get_duration(struct ld *ld, const yaml_node_t *n, const char *path, uint64_t lo, uint64_t hi,
-                         uint64_t *out)
+/* The duration in `n` (form errors reported); one too large for 64 bits reads as UINT64_MAX. */
+static bool read_duration(struct ld *ld, const yaml_node_t *n, const char *path, uint64_t *out)
 {
-	char a[32], b[32];
-	uint64_t v = 0;
 	int r;
 
 	if (n->type != YAML_SCALAR_NODE || strlen(sval(n)) != slen(n)) {
 		bad_value(ld, n, path, "a duration with a unit (ms, s, m, h)");
 		return false;
 	}
-	r = parse_duration(sval(n), &v);
+	r = parse_duration(sval(n), out);
 	if (r == -EINVAL) {
 		bad_value(ld, n, path, "a duration with a unit (ms, s, m, h)");
 		return false;
@@ -720,13 +837,283 @@ static bool get_duration(struct ld *ld, const yaml_node_t *n, const char *path, 
 		bad_value(ld, n, path, "a duration in whole milliseconds");
 		return false;
 	}
-	if (r == -ERANGE || v < lo || v > hi) {
+	if (r == -ERANGE)
+		*out = UINT64_MAX;
+	return true;
+}
+
+static bool get_duration(struct ld *ld, const yaml_node_t *n, const char *path, uint64_t lo, uint64_t hi,
+                         uint64_t *out)
+{
+	char a[32], b[32];
+	uint64_t v = 0;
+
+	if (!read_duration(ld, n, path, &v))
+		return false;
+	if (v < lo || v > hi) {
 		bad_value(ld, n, path, "a duration between %s and %s", fmt_ms(lo, a, sizeof a),
 		          fmt_ms(hi, b, sizeof b));
 		return false;
 	}
 	*out = v;
 	return true;
+}
+
+/* A duration where 0 means "off": a bare `0` is accepted too, and a value
+ * other than 0 must lie in lo..hi. */
+static bool get_duration_or_0(struct ld *ld, const yaml_node_t *n, const char *path, uint64_t lo, uint64_t hi,
+                              uint64_t *out)
+{
+	char a[32], b[32];
+	uint64_t v = 0;
+
+	if (n->type == YAML_SCALAR_NODE && slen(n) == 1 && sval(n)[0] == '0') {
+		*out = 0;
+		return true;
+	}
+	if (!read_duration(ld, n, path, &v))
+		return false;
+	if (v > hi || (v != 0 && v < lo)) {
+		if (lo == 0)
+			bad_value(ld, n, path, "a duration between 0s and %s", fmt_ms(hi, b, sizeof b));
+		else
+			bad_value(ld, n, path, "0 or a duration between %s and %s", fmt_ms(lo, a, sizeof a),
+			          fmt_ms(hi, b, sizeof b));
+		return false;
+	}
+	*out = v;
+	return true;
+}
+
+/* TCP keepalive times: the kernel takes whole seconds up to 32767. */
+static bool get_seconds(struct ld *ld, const yaml_node_t *n, const char *path, uint32_t *out)
+{
+	uint64_t v = 0;
+
+	if (!read_duration(ld, n, path, &v))
+		return false;
+	if (v % MS_S != 0 || v < MS_S || v > 32767 * MS_S) {
+		bad_value(ld, n, path, "a whole number of seconds from 1s to 32767s");
+		return false;
+	}
+	*out = (uint32_t)(v / MS_S);
+	return true;
+}
+
+/* true/yes/on or false/no/off, lower case; `what` names what else would do. */
+static bool get_bool(struct ld *ld, const yaml_node_t *n, const char *path, const char *what, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on"}, *const no[] = {"false", "no", "off"};
+
+	if (n->type == YAML_SCALAR_NODE && strlen(sval(n)) == slen(n)) {
+		for (size_t i = 0; i < 3; i++) {
+			if (strcmp(sval(n), yes[i]) == 0 || strcmp(sval(n), no[i]) == 0) {
+				*out = strcmp(sval(n), yes[i]) == 0;
+				return true;
+			}
+		}
+	}
+	bad_value(ld, n, path, "%s", what);
+	return false;
+}
+
+/* One of names[0..count) (NULL entries skipped); its index in *out. */
+static bool get_enum(struct ld *ld, const yaml_node_t *n, const char *path, const char *const *names,
+                     size_t count, int *out)
+{
+	char list[PATH_BUF];
+	size_t o = 0;
+
+	if (n->type == YAML_SCALAR_NODE && strlen(sval(n)) == slen(n)) {
+		for (size_t i = 0; i < count; i++) {
+			if (names[i] && strcmp(sval(n), names[i]) == 0) {
+				*out = (int)i;
+				return true;
+			}
+		}
+	}
+	for (size_t i = 0; i < count && o < sizeof list; i++) {
+		if (names[i])
+			o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", o ? ", " : "", names[i]);
+	}
+	bad_value(ld, n, path, "one of %s", list);
+	return false;
+}
+
+/* A copy of len bytes that is never NULL, even for len 0. */
+static unsigned char *dup_bytes(struct ld *ld, const void *src, size_t len)
+{
+	unsigned char *p = malloc(len ? len : 1);
+
+	if (!p) {
+		ld->oom = true;
+		return NULL;
+	}
+	if (len)
+		memcpy(p, src, len);
+	return p;
+}
+
+/*
+ * A health-check byte string written with the escapes of lib/escape.h
+ * (\r \n \t \0 \\ \xHH; any other backslash stays as written). NUL bytes
+ * already in the scalar (a YAML "\0") are kept: each NUL-separated part is
+ * decoded on its own.
+ */
+static bool get_escaped(struct ld *ld, const yaml_node_t *n, const char *path, bool nonempty,
+                        unsigned char **out, size_t *len)
+{
+	unsigned char buf[CFG_MAX_CHECK_BYTES];
+	size_t o = 0;
+
+	if (n->type != YAML_SCALAR_NODE) {
+		bad_value(ld, n, path, "a string");
+		return false;
+	}
+	for (size_t off = 0; off <= slen(n);) {
+		const char *part = sval(n) + off;
+		ssize_t r = wp_unescape(part, buf + o, sizeof buf - o);
+
+		if (r < 0 || (off + strlen(part) < slen(n) && o + (size_t)r == sizeof buf)) {
+			bad_value(ld, n, path, "at most %d bytes once escapes are decoded",
+			          CFG_MAX_CHECK_BYTES);
+			return false;
+		}
+		o += (size_t)r;
+		off += strlen(part) + 1;
+		if (off <= slen(n))
+			buf[o++] = '\0';
+	}
+	if (nonempty && o == 0) {
+		bad_value(ld, n, path, "at least one byte");
+		return false;
+	}
+	*out = dup_bytes(ld, buf, o);
+	*len = o;
+	return *out != NULL;
+}
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Pairs of hex digits, optionally separated by spaces: "50 49 4e 47 0d 0a". */
+static bool get_hex(struct ld *ld, const yaml_node_t *n, const char *path, bool nonempty, unsigned char **out,
+                    size_t *len)
+{
+	unsigned char buf[CFG_MAX_CHECK_BYTES];
+	const char *s;
+	size_t o = 0;
+
+	if (n->type != YAML_SCALAR_NODE || strlen(sval(n)) != slen(n))
+		goto bad;
+	for (s = sval(n); *s;) {
+		int hi, lo;
+		if (*s == ' ') {
+			s++;
+			continue;
+		}
+		if ((hi = hex_digit(s[0])) < 0 || (lo = hex_digit(s[1])) < 0)
+			goto bad;
+		if (o == sizeof buf) {
+			bad_value(ld, n, path, "at most %d bytes", CFG_MAX_CHECK_BYTES);
+			return false;
+		}
+		buf[o++] = (unsigned char)(hi << 4 | lo);
+		s += 2;
+	}
+	if (nonempty && o == 0) {
+		bad_value(ld, n, path, "at least one byte");
+		return false;
+	}
+	*out = dup_bytes(ld, buf, o);
+	*len = o;
+	return *out != NULL;
+bad:
+	bad_value(ld, n, path, "pairs of hex digits, optionally separated by spaces, like \"0d 0a\"");
+	return false;
+}
+
+/* A new regex_t for `src` (already checked by get_regex), or NULL. */
+static regex_t *compile_regex(const char *src)
+{
+	regex_t *re = malloc(sizeof *re);
+
+	if (re && regcomp(re, src, REG_EXTENDED) != 0) {
+		free(re);
+		re = NULL;
+	}
+	return re;
+}
+
+static void free_regex(regex_t *re)
+{
+	if (re) {
+		regfree(re);
+		free(re);
+	}
+}
+
+/* An expect_regex: checked here, compiled again for each pool that uses it. */
+static bool get_regex(struct ld *ld, const yaml_node_t *n, const char *path, char **src)
+{
+	char why[128], got[SHOW_BUF];
+	regex_t re;
+	int r;
+
+	if (!want_text(ld, n, path, "a regular expression"))
+		return false;
+	if (slen(n) > CFG_MAX_CHECK_BYTES) {
+		bad_value(ld, n, path, "a regular expression of at most %d bytes", CFG_MAX_CHECK_BYTES);
+		return false;
+	}
+	r = regcomp(&re, sval(n), REG_EXTENDED);
+	if (r != 0) {
+		regerror(r, &re, why, sizeof why);
+		add_err(ld, node_pos(n), path, "expected a POSIX extended regular expression (%s), got %s",
+		        why, desc(n, got));
+		return false;
+	}
+	regfree(&re);
+	*src = strdup(sval(n));
+	if (!*src)
+		ld->oom = true;
+	return *src != NULL;
+}
+
+/* An http check's request path: "/..." without spaces or control bytes. */
+static bool get_http_path(struct ld *ld, const yaml_node_t *n, const char *path, char **out)
+{
+	const unsigned char *s;
+
+	if (!want_text(ld, n, path, "a request path starting with /"))
+		return false;
+	s = (const unsigned char *)sval(n);
+	if (s[0] != '/') {
+		bad_value(ld, n, path, "a request path starting with /");
+		return false;
+	}
+	for (; *s; s++) {
+		if (*s <= ' ' || *s == 0x7f) {
+			bad_value(ld, n, path, "a request path without spaces or control characters");
+			return false;
+		}
+	}
+	if (slen(n) > CFG_MAX_CHECK_PATH) {
+		bad_value(ld, n, path, "a request path of at most %d bytes", CFG_MAX_CHECK_PATH);
+		return false;
+	}
+	*out = strdup(sval(n));
+	if (!*out)
+		ld->oom = true;
+	return *out != NULL;
 }
 
 /* A finite decimal number: strtod must consume it all; no hex, nan or inf. */
@@ -812,57 +1199,333 @@ static void parse_backoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t
 	}
 }
 
-/* The keys shared by `defaults:` and pools (everything but listen/backends). */
+/* Record what a level said about field f: where, under which key, and whether it was valid. */
+static void mark(struct level *l, enum field f, const yaml_node_t *n, const char *key, bool ok)
+{
+	if (ok)
+		l->set |= BIT(f);
+	l->node[f] = n;
+	l->key[f] = key;
+}
+
+/* The first of keys[idx[0..n)] given in the mapping, in document order; the
+ * others are reported. Returns -1 when none is given. */
+static int pick_one(struct ld *ld, yaml_node_t **vals, yaml_node_t **knodes, const int *idx, size_t n,
+                    const char *const *keys, const char *path)
+{
+	char kpath[PATH_BUF], list[PATH_BUF];
+	size_t o = 0;
+	int first = -1;
+
+	for (size_t i = 0; i < n; i++) {
+		if (vals[idx[i]] &&
+		    (first < 0 || knodes[idx[i]]->start_mark.index < knodes[first]->start_mark.index))
+			first = idx[i];
+	}
+	for (size_t i = 0; i < n && o < sizeof list; i++)
+		o += (size_t)snprintf(list + o, sizeof list - o, "%s%s", i ? ", " : "", keys[idx[i]]);
+	for (size_t i = 0; i < n; i++) {
+		if (!vals[idx[i]] || idx[i] == first)
+			continue;
+		path_key(kpath, path, keys[idx[i]], strlen(keys[idx[i]]));
+		add_err(ld, node_pos(knodes[idx[i]]), kpath, "expected only one of %s", list);
+	}
+	return first;
+}
+
+/* send / send_hex, and expect / expect_hex / expect_regex. */
+static void parse_check_bytes(struct ld *ld, yaml_node_t **vals, yaml_node_t **knodes, const char *path,
+                              struct level *l)
+{
+	static const int sends[] = {H_SEND, H_SEND_HEX}, expects[] = {H_EXPECT, H_EXPECT_HEX, H_EXPECT_RE};
+	struct cfg_health *h = &l->health;
+	char kpath[PATH_BUF];
+	bool ok;
+	int k;
+
+	k = pick_one(ld, vals, knodes, sends, 2, health_keys, path);
+	if (k >= 0) {
+		path_key(kpath, path, health_keys[k], strlen(health_keys[k]));
+		ok = k == H_SEND ? get_escaped(ld, vals[k], kpath, false, &h->send, &h->send_len)
+		                 : get_hex(ld, vals[k], kpath, false, &h->send, &h->send_len);
+		mark(l, F_HC_SEND, vals[k], health_paths[k], ok);
+	}
+	k = pick_one(ld, vals, knodes, expects, 3, health_keys, path);
+	if (k >= 0) {
+		path_key(kpath, path, health_keys[k], strlen(health_keys[k]));
+		if (k == H_EXPECT)
+			ok = get_escaped(ld, vals[k], kpath, true, &h->expect, &h->expect_len);
+		else if (k == H_EXPECT_HEX)
+			ok = get_hex(ld, vals[k], kpath, true, &h->expect, &h->expect_len);
+		else
+			ok = get_regex(ld, vals[k], kpath, &l->expect_regex);
+		mark(l, F_HC_EXPECT, vals[k], health_paths[k], ok);
+	}
+}
+
+/*
+ * health_check: a block without `type` means type connect, unless this level
+ * inherits a block (from defaults:), whose type it keeps. An empty value is
+ * an empty block.
+ */
+static void parse_health(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                         bool inherited, struct level *l)
+{
+	static const struct {
+		enum health_key k;
+		enum field f;
+		uint64_t lo, hi;
+	} durations[] = {
+	    {H_INTERVAL, F_HC_INTERVAL, 10, MS_H},
+	    {H_TIMEOUT, F_HC_TIMEOUT, 10, 5 * MS_M},
+	    {H_FAST, F_HC_FAST, 10, MS_H},
+	    {H_DOWN, F_HC_DOWN, 10, MS_H},
+	};
+	uint64_t *dst[] = {&l->health.interval_ms, &l->health.timeout_ms, &l->health.fast_interval_ms,
+	                   &l->health.down_interval_ms};
+	yaml_node_t *vals[H_N], *knodes[H_N];
+	char kpath[PATH_BUF];
+	int type;
+
+	if (n->type != YAML_MAPPING_NODE && !is_null(n)) {
+		bad_value(ld, n, path,
+		          "a mapping of type, interval, timeout, rise, fall and the type's keys");
+		return;
+	}
+	walk_map(ld, doc, n, path, health_keys, H_N, 0, vals, knodes);
+	if (vals[H_TYPE]) {
+		path_key(kpath, path, "type", 4);
+		bool ok = get_enum(ld, vals[H_TYPE], kpath, check_names, N_CHECK, &type);
+		if (ok)
+			l->health.type = (enum cfg_check_type)type;
+		mark(l, F_HC_TYPE, vals[H_TYPE], health_paths[H_TYPE], ok);
+	} else if (!inherited) {
+		l->health.type = CFG_CHECK_CONNECT;
+		mark(l, F_HC_TYPE, n, "health_check", true);
+	}
+	parse_check_bytes(ld, vals, knodes, path, l);
+	if (vals[H_PATH]) {
+		path_key(kpath, path, "path", 4);
+		mark(l, F_HC_PATH, vals[H_PATH], health_paths[H_PATH],
+		     get_http_path(ld, vals[H_PATH], kpath, &l->health.path));
+	}
+	for (size_t i = 0; i < sizeof durations / sizeof durations[0]; i++) {
+		const yaml_node_t *v = vals[durations[i].k];
+		if (!v)
+			continue;
+		path_key(kpath, path, health_keys[durations[i].k], strlen(health_keys[durations[i].k]));
+		mark(l, durations[i].f, v, health_paths[durations[i].k],
+		     get_duration(ld, v, kpath, durations[i].lo, durations[i].hi, dst[i]));
+	}
+	if (vals[H_RISE]) {
+		path_key(kpath, path, "rise", 4);
+		mark(l, F_HC_RISE, vals[H_RISE], health_paths[H_RISE],
+		     get_u32(ld, vals[H_RISE], kpath, 1, 100, &l->health.rise));
+	}
+	if (vals[H_FALL]) {
+		path_key(kpath, path, "fall", 4);
+		mark(l, F_HC_FALL, vals[H_FALL], health_paths[H_FALL],
+		     get_u32(ld, vals[H_FALL], kpath, 1, 100, &l->health.fall));
+	}
+}
+
+/* keepalive: true/false, or a mapping (which turns it on) of idle, interval, count. */
+static void parse_keepalive(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                            struct level *l)
+{
+	yaml_node_t *vals[KA_N], *knodes[KA_N];
+	uint32_t *secs[] = {&l->keepalive.idle_s, &l->keepalive.interval_s};
+	char kpath[PATH_BUF];
+
+	if (n->type != YAML_MAPPING_NODE && !is_null(n)) {
+		mark(l, F_KA_ENABLED, n, "keepalive",
+		     get_bool(ld, n, path, "true, false or a mapping of idle, interval, count",
+		              &l->keepalive.enabled));
+		return;
+	}
+	l->keepalive.enabled = true;
+	mark(l, F_KA_ENABLED, n, "keepalive", true);
+	walk_map(ld, doc, n, path, keepalive_keys, KA_N, 0, vals, knodes);
+	for (int k = KA_IDLE; k <= KA_INTERVAL; k++) {
+		if (!vals[k])
+			continue;
+		path_key(kpath, path, keepalive_keys[k], strlen(keepalive_keys[k]));
+		mark(l, k == KA_IDLE ? F_KA_IDLE : F_KA_INTERVAL, vals[k], keepalive_paths[k],
+		     get_seconds(ld, vals[k], kpath, secs[k]));
+	}
+	if (vals[KA_COUNT]) {
+		path_key(kpath, path, "count", 5);
+		mark(l, F_KA_COUNT, vals[KA_COUNT], keepalive_paths[KA_COUNT],
+		     get_u32(ld, vals[KA_COUNT], kpath, 1, 127, &l->keepalive.count));
+	}
+}
+
+/* One plain value of a level (a number, duration, name or boolean). */
+static bool parse_field(struct ld *ld, const yaml_node_t *v, const char *kpath, enum field f, struct level *l)
+{
+	int i;
+
+	switch (f) {
+	case F_MIN_IDLE:
+		return get_u32(ld, v, kpath, 0, CFG_MAX_CONNECTIONS, &l->min_idle);
+	case F_MAX_CONN:
+		return get_u32(ld, v, kpath, 1, CFG_MAX_CONNECTIONS, &l->max_connections);
+	case F_MAX_CLIENTS:
+		return get_u32(ld, v, kpath, 1, CLIENTS_LIMIT, &l->max_clients);
+	case F_CONNECT_TO:
+		return get_duration(ld, v, kpath, 1, 5 * MS_M, &l->connect_timeout_ms);
+	case F_QUEUE_TO:
+		return get_duration(ld, v, kpath, 1, MS_H, &l->queue_timeout_ms);
+	case F_BALANCE:
+		if (!get_enum(ld, v, kpath, balance_names, N_BALANCE, &i))
+			return false;
+		l->balance = (enum cfg_balance)i;
+		return true;
+	case F_MAX_CONNECTING:
+		return get_u32(ld, v, kpath, 1, 1000, &l->max_connecting);
+	case F_FAIL_FAST:
+		return get_bool(ld, v, kpath, "true or false", &l->fail_fast);
+	case F_USER_TO:
+		return get_duration_or_0(ld, v, kpath, 0, MS_H, &l->tcp_user_timeout_ms);
+	case F_LIFETIME:
+		return get_duration_or_0(ld, v, kpath, 100, 7 * MS_D, &l->max_lifetime_ms);
+	case F_IDLE_TO:
+		return get_duration_or_0(ld, v, kpath, 0, 7 * MS_D, &l->idle_timeout_ms);
+	case F_MAX_IDLE:
+		return get_duration_or_0(ld, v, kpath, 10, 7 * MS_D, &l->max_idle_time_ms);
+	default:
+		return false;
+	}
+}
+
+/* The keys shared by `defaults:` and pools (everything but listen/backends).
+ * `inherited`: a health_check block was given in defaults. */
 static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals, const char *path,
-                        struct level *l)
+                        bool inherited, struct level *l)
 {
 	static const struct {
 		enum pool_key key;
 		enum field f;
 	} map[] = {
-	    {K_MIN_IDLE, F_MIN_IDLE},     {K_MAX_CONN, F_MAX_CONN}, {K_MAX_CLIENTS, F_MAX_CLIENTS},
-	    {K_CONNECT_TO, F_CONNECT_TO}, {K_QUEUE_TO, F_QUEUE_TO},
+	    {K_MIN_IDLE, F_MIN_IDLE},
+	    {K_MAX_CONN, F_MAX_CONN},
+	    {K_MAX_CLIENTS, F_MAX_CLIENTS},
+	    {K_CONNECT_TO, F_CONNECT_TO},
+	    {K_QUEUE_TO, F_QUEUE_TO},
+	    {K_BALANCE, F_BALANCE},
+	    {K_MAX_CONNECTING, F_MAX_CONNECTING},
+	    {K_FAIL_FAST, F_FAIL_FAST},
+	    {K_USER_TO, F_USER_TO},
+	    {K_LIFETIME, F_LIFETIME},
+	    {K_IDLE_TO, F_IDLE_TO},
+	    {K_MAX_IDLE, F_MAX_IDLE},
 	};
 	char kpath[PATH_BUF];
 
 	memset(l, 0, sizeof *l);
 	for (size_t i = 0; i < sizeof map / sizeof map[0]; i++) {
 		const yaml_node_t *v = vals[map[i].key];
-		bool ok = false;
+		const char *key = pool_keys[map[i].key];
 
 		if (!v)
 			continue;
-		path_key(kpath, path, pool_keys[map[i].key], strlen(pool_keys[map[i].key]));
-		switch (map[i].f) {
-		case F_MIN_IDLE:
-			ok = get_u32(ld, v, kpath, 0, CFG_MAX_CONNECTIONS, &l->min_idle);
-			break;
-		case F_MAX_CONN:
-			ok = get_u32(ld, v, kpath, 1, CFG_MAX_CONNECTIONS, &l->max_connections);
-			break;
-		case F_MAX_CLIENTS:
-			ok = get_u32(ld, v, kpath, 1, CLIENTS_LIMIT, &l->max_clients);
-			break;
-		case F_CONNECT_TO:
-			ok = get_duration(ld, v, kpath, 1, 5 * MS_M, &l->connect_timeout_ms);
-			break;
-		case F_QUEUE_TO:
-			ok = get_duration(ld, v, kpath, 1, MS_H, &l->queue_timeout_ms);
-			break;
-		default:
-			break;
-		}
-		if (ok)
-			l->set |= BIT(map[i].f);
-		l->node[map[i].f] = v;
+		path_key(kpath, path, key, strlen(key));
+		mark(l, map[i].f, v, key, parse_field(ld, v, kpath, map[i].f, l));
 	}
 	if (vals[K_BACKOFF]) {
 		path_key(kpath, path, "backoff", 7);
 		parse_backoff(ld, doc, vals[K_BACKOFF], kpath, l);
 	}
+	if (vals[K_HEALTH]) {
+		path_key(kpath, path, "health_check", 12);
+		parse_health(ld, doc, vals[K_HEALTH], kpath, inherited, l);
+	}
+	if (vals[K_KEEPALIVE]) {
+		path_key(kpath, path, "keepalive", 9);
+		parse_keepalive(ld, doc, vals[K_KEEPALIVE], kpath, l);
+	}
 }
 
-static void apply_level(struct cfg_pool *p, const struct level *l)
+static void level_free(struct level *l)
+{
+	free(l->health.send);
+	free(l->health.expect);
+	free(l->health.path);
+	free(l->expect_regex);
+	memset(l, 0, sizeof *l);
+}
+
+/* The owned parts of a pool's health check (free() and regfree()). */
+static void health_free(struct cfg_health *h)
+{
+	free(h->send);
+	free(h->expect);
+	free(h->path);
+	free_regex(h->expect_re);
+	h->send = h->expect = NULL;
+	h->path = NULL;
+	h->expect_re = NULL;
+	h->send_len = h->expect_len = 0;
+}
+
+static void apply_health(struct ld *ld, struct cfg_health *h, const struct level *l)
+{
+	const struct cfg_health *v = &l->health;
+
+	if (l->set & BIT(F_HC_TYPE))
+		h->type = v->type;
+	if (l->set & BIT(F_HC_SEND)) {
+		free(h->send);
+		h->send = dup_bytes(ld, v->send, v->send_len);
+		h->send_len = h->send ? v->send_len : 0;
+	}
+	if (l->set & BIT(F_HC_EXPECT)) { /* expect and expect_regex replace each other */
+		free(h->expect);
+		free_regex(h->expect_re);
+		h->expect = NULL;
+		h->expect_re = NULL;
+		h->expect_len = 0;
+		if (l->expect_regex) {
+			h->expect_re = compile_regex(l->expect_regex);
+			ld->oom |= !h->expect_re;
+		} else {
+			h->expect = dup_bytes(ld, v->expect, v->expect_len);
+			h->expect_len = h->expect ? v->expect_len : 0;
+		}
+	}
+	if (l->set & BIT(F_HC_PATH)) {
+		free(h->path);
+		h->path = strdup(v->path);
+		ld->oom |= !h->path;
+	}
+	if (l->set & BIT(F_HC_INTERVAL))
+		h->interval_ms = v->interval_ms;
+	if (l->set & BIT(F_HC_TIMEOUT))
+		h->timeout_ms = v->timeout_ms;
+	if (l->set & BIT(F_HC_FAST))
+		h->fast_interval_ms = v->fast_interval_ms;
+	if (l->set & BIT(F_HC_DOWN))
+		h->down_interval_ms = v->down_interval_ms;
+	if (l->set & BIT(F_HC_RISE))
+		h->rise = v->rise;
+	if (l->set & BIT(F_HC_FALL))
+		h->fall = v->fall;
+}
+
+static void apply_keepalive(struct cfg_keepalive *k, const struct level *l)
+{
+	if (l->set & BIT(F_KA_ENABLED))
+		k->enabled = l->keepalive.enabled;
+	if (l->set & BIT(F_KA_IDLE))
+		k->idle_s = l->keepalive.idle_s;
+	if (l->set & BIT(F_KA_INTERVAL))
+		k->interval_s = l->keepalive.interval_s;
+	if (l->set & BIT(F_KA_COUNT))
+		k->count = l->keepalive.count;
+}
+
+/* Merge the values level `l` gave into `p`; pointers are copied, never shared. */
+static void apply_level(struct ld *ld, struct cfg_pool *p, const struct level *l)
 {
 	if (l->set & BIT(F_MIN_IDLE))
 		p->min_idle = l->min_idle;
@@ -882,6 +1545,89 @@ static void apply_level(struct cfg_pool *p, const struct level *l)
 		p->backoff.multiplier = l->backoff.multiplier;
 	if (l->set & BIT(F_BO_JITTER))
 		p->backoff.jitter = l->backoff.jitter;
+	if (l->set & BIT(F_BALANCE))
+		p->balance = l->balance;
+	if (l->set & BIT(F_MAX_CONNECTING))
+		p->max_connecting = l->max_connecting;
+	if (l->set & BIT(F_FAIL_FAST))
+		p->fail_fast = l->fail_fast;
+	if (l->set & BIT(F_USER_TO))
+		p->tcp_user_timeout_ms = l->tcp_user_timeout_ms;
+	if (l->set & BIT(F_LIFETIME))
+		p->max_lifetime_ms = l->max_lifetime_ms;
+	if (l->set & BIT(F_IDLE_TO))
+		p->idle_timeout_ms = l->idle_timeout_ms;
+	if (l->set & BIT(F_MAX_IDLE))
+		p->max_idle_time_ms = l->max_idle_time_ms;
+	apply_health(ld, &p->health, l);
+	apply_keepalive(&p->keepalive, l);
+}
+
+/*
+ * After merging: keep only what the check type uses, so send/expect/expect_re
+ * are set only for send_expect and path only for http (default "/"). Values
+ * inherited from defaults: for another type are dropped here; values given
+ * at the pool's own level were reported by check_health.
+ */
+static void finish_health(struct ld *ld, struct cfg_health *h)
+{
+	if (h->type != CFG_CHECK_SEND_EXPECT) {
+		free(h->send);
+		free(h->expect);
+		free_regex(h->expect_re);
+		h->send = h->expect = NULL;
+		h->expect_re = NULL;
+		h->send_len = h->expect_len = 0;
+	}
+	if (h->type != CFG_CHECK_HTTP) {
+		free(h->path);
+		h->path = NULL;
+	} else if (!h->path) {
+		h->path = strdup("/");
+		ld->oom |= !h->path;
+	}
+}
+
+/* An error at the value level `l` gave for field f. */
+static void blame(struct ld *ld, const struct level *l, enum field f, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+static void blame(struct ld *ld, const struct level *l, enum field f, const char *path, const char *fmt, ...)
+{
+	char kpath[PATH_BUF];
+	va_list ap;
+
+	path_key(kpath, path, l->key[f], strlen(l->key[f]));
+	va_start(ap, fmt);
+	add_errv(ld, node_pos(l->node[f]), kpath, fmt, ap);
+	va_end(ap);
+}
+
+/* The keys a check type needs or excludes, on the merged pool. */
+static void check_health(struct ld *ld, const struct cfg_pool *p, const struct level *l, const char *path)
+{
+	const struct cfg_health *h = &p->health;
+	const char *type = cfg_check_type_name(h->type);
+
+	if (l->node[F_HC_TYPE] && !(l->set & BIT(F_HC_TYPE)))
+		return; /* a bad type: reported, nothing to check against */
+	if (h->type == CFG_CHECK_SEND_EXPECT && (l->set & BIT(F_HC_TYPE))) {
+		if (!h->send && !l->node[F_HC_SEND])
+			blame(ld, l, F_HC_TYPE, path, "expected send or send_hex for type send_expect");
+		if (!h->expect && !h->expect_re && !l->node[F_HC_EXPECT])
+			blame(ld, l, F_HC_TYPE, path,
+			      "expected expect, expect_hex or expect_regex for type send_expect");
+	}
+	if (h->type != CFG_CHECK_SEND_EXPECT) {
+		if (l->set & BIT(F_HC_SEND))
+			blame(ld, l, F_HC_SEND, path, "expected only with type: send_expect (type is %s)",
+			      type);
+		if (l->set & BIT(F_HC_EXPECT))
+			blame(ld, l, F_HC_EXPECT, path, "expected only with type: send_expect (type is %s)",
+			      type);
+	}
+	if (h->type != CFG_CHECK_HTTP && (l->set & BIT(F_HC_PATH)))
+		blame(ld, l, F_HC_PATH, path, "expected only with type: http (type is %s)", type);
 }
 
 /*
@@ -894,6 +1640,7 @@ static void check_level(struct ld *ld, const struct cfg_pool *p, const struct le
 	char kpath[PATH_BUF], a[32];
 	const char *why = NULL;
 
+	check_health(ld, p, l, path);
 	if ((l->set & (BIT(F_MIN_IDLE) | BIT(F_MAX_CONN))) && p->min_idle > p->max_connections) {
 		if (l->set & BIT(F_MIN_IDLE)) {
 			path_key(kpath, path, "min_idle", 8);
@@ -1091,34 +1838,79 @@ static void parse_listen(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 	}
 }
 
-static void parse_backend(struct ld *ld, const yaml_node_t *n, const char *path, struct cfg_pool *p)
+/* weight: and backup: of a backend mapping; returns the backup: node when it says true. */
+static const yaml_node_t *parse_backend_opts(struct ld *ld, yaml_node_t **vals, const char *path,
+                                             uint32_t *weight, bool *backup)
 {
-	char host[NI_MAXHOST];
+	char kpath[PATH_BUF];
+
+	if (vals[BE_WEIGHT]) {
+		path_key(kpath, path, "weight", 6);
+		get_u32(ld, vals[BE_WEIGHT], kpath, 1, CFG_MAX_WEIGHT, weight);
+	}
+	if (vals[BE_BACKUP]) {
+		path_key(kpath, path, "backup", 6);
+		if (get_bool(ld, vals[BE_BACKUP], kpath, "true or false", backup) && *backup)
+			return vals[BE_BACKUP];
+	}
+	return NULL;
+}
+
+/* One backend: "host:port" or {address, weight, backup}. Returns the
+ * backup: node when the item is a backup, for the check that one is not. */
+static const yaml_node_t *parse_backend(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n,
+                                        const char *path, struct cfg_pool *p)
+{
+	const yaml_node_t *an = n, *backup_node = NULL;
+	char host[NI_MAXHOST], apath[PATH_BUF];
 	const char *why = NULL;
 	struct cfg_backend *be;
+	uint32_t weight = 1;
+	bool backup = false;
 	uint16_t port;
 
-	if (!want_text(ld, n, path, "an address host:port"))
-		return;
-	if (wp_addr_split(sval(n), host, sizeof host, &port, &why) < 0) {
-		bad_value(ld, n, path, "an address host:port, [v6]:port or a.b.c.d:port (%s)", why);
-		return;
+	snprintf(apath, sizeof apath, "%s", path);
+	if (n->type == YAML_MAPPING_NODE) {
+		yaml_node_t *vals[BE_N], *knodes[BE_N];
+
+		walk_map(ld, doc, n, path, backend_keys, BE_N, 0, vals, knodes);
+		backup_node = parse_backend_opts(ld, vals, path, &weight, &backup);
+		path_key(apath, path, "address", 7);
+		if (!vals[BE_ADDRESS]) {
+			add_err(ld, node_pos(n), apath, "missing key, expected an address host:port");
+			return backup_node;
+		}
+		an = vals[BE_ADDRESS];
+	} else if (n->type != YAML_SCALAR_NODE) {
+		bad_value(ld, n, path, "an address host:port or a {address, weight, backup} mapping");
+		return NULL;
+	}
+	if (!want_text(ld, an, apath, "an address host:port"))
+		return backup_node;
+	if (wp_addr_split(sval(an), host, sizeof host, &port, &why) < 0) {
+		bad_value(ld, an, apath, "an address host:port, [v6]:port or a.b.c.d:port (%s)", why);
+		return backup_node;
 	}
 	be = &p->backends[p->n_backends];
-	be->name = strdup(sval(n));
+	be->name = strdup(sval(an));
 	if (!be->name) {
 		ld->oom = true;
-		return;
+		return backup_node;
 	}
-	be->pos = node_pos(n);
+	be->weight = weight;
+	be->backup = backup;
+	be->pos = node_pos(an);
 	p->n_backends++;
-	refs_add(ld, &ld->backends, path, be->name, be->pos, be, NULL);
+	refs_add(ld, &ld->backends, apath, be->name, be->pos, be, NULL);
+	return backup_node;
 }
 
 static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
                            struct cfg_pool *p)
 {
-	char ipath[PATH_BUF];
+	char ipath[PATH_BUF], bpath[PATH_BUF];
+	const yaml_node_t *first_backup = NULL;
+	bool primary = false;
 	size_t count;
 
 	count = list_items(ld, n, path, CFG_MAX_BACKENDS, "an address host:port or a list of them",
@@ -1131,16 +1923,25 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		return;
 	}
 	if (n->type == YAML_SCALAR_NODE) {
-		parse_backend(ld, n, path, p);
+		parse_backend(ld, doc, n, path, p);
 		return;
 	}
 	for (size_t i = 0; i < count; i++) {
-		const yaml_node_t *item = node_at(doc, n->data.sequence.items.start[i]);
+		const yaml_node_t *item = node_at(doc, n->data.sequence.items.start[i]), *b;
 		if (!item)
 			continue;
 		path_index(ipath, path, i);
-		parse_backend(ld, item, ipath, p);
+		b = parse_backend(ld, doc, item, ipath, p);
+		if (!b) {
+			primary = true;
+		} else if (!first_backup) {
+			first_backup = b;
+			path_key(bpath, ipath, "backup", 6);
+		}
 	}
+	if (first_backup && !primary)
+		add_err(ld, node_pos(first_backup), bpath,
+		        "expected at least one backend without backup: true");
 }
 
 static bool valid_pool_name(const char *s, size_t len)
@@ -1156,14 +1957,20 @@ static bool valid_pool_name(const char *s, size_t len)
 	return true;
 }
 
+/*
+ * One pool: the built-ins (`base`, which holds no pointers), then what
+ * `defaults:` gave (`dl`, applied again for each pool so that every pool owns
+ * its copies), then its own keys.
+ */
 static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *key, const yaml_node_t *val,
-                       const struct cfg_pool *base, struct cfg_pool *p)
+                       const struct cfg_pool *base, const struct level *dl, struct cfg_pool *p)
 {
 	yaml_node_t *vals[K_POOL_N], *knodes[K_POOL_N];
 	char path[PATH_BUF], kpath[PATH_BUF];
 	struct level l;
 
-	*p = *base; /* built-ins with defaults applied; no pointers yet */
+	*p = *base;
+	apply_level(ld, p, dl);
 	p->pos = node_pos(key);
 	path_key(path, "pools", sval(key), slen(key));
 	p->name = strndup(sval(key), slen(key));
@@ -1190,9 +1997,11 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 		parse_backends(ld, doc, vals[K_BACKENDS], kpath, p);
 	else
 		add_err(ld, p->pos, kpath, "missing key, expected an address host:port or a list of them");
-	parse_level(ld, doc, vals, path, &l);
-	apply_level(p, &l);
+	parse_level(ld, doc, vals, path, dl->set & BIT(F_HC_TYPE), &l);
+	apply_level(ld, p, &l);
 	check_level(ld, p, &l, path);
+	finish_health(ld, &p->health);
+	level_free(&l);
 }
 
 struct name_ref {
@@ -1245,7 +2054,7 @@ static void check_pool_names(struct ld *ld, yaml_document_t *doc, const yaml_nod
 }
 
 static void parse_pools(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n,
-                        const struct cfg_pool *base)
+                        const struct cfg_pool *base, const struct level *dl)
 {
 	yaml_node_pair_t *pairs;
 	size_t count;
@@ -1282,7 +2091,7 @@ static void parse_pools(struct ld *ld, yaml_document_t *doc, const yaml_node_t *
 			add_err(ld, node_pos(k), "pools", "expected a pool name, got %s", desc(k, got));
 			continue;
 		}
-		parse_pool(ld, doc, k, v, base, &ld->cfg->pools[ld->cfg->n_pools]);
+		parse_pool(ld, doc, k, v, base, dl, &ld->cfg->pools[ld->cfg->n_pools]);
 		ld->cfg->n_pools++;
 		if (ld->oom)
 			return;
@@ -1313,13 +2122,23 @@ static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 		             &d->shutdown_timeout_ms);
 }
 
+/* Relations within `defaults:` on their own, so that each is reported once. */
+static void check_defaults(struct ld *ld, const struct cfg_pool *base, const struct level *dl)
+{
+	struct cfg_pool merged = *base;
+
+	apply_level(ld, &merged, dl);
+	check_level(ld, &merged, dl, "defaults");
+	health_free(&merged.health);
+}
+
 static void walk_root(struct ld *ld, yaml_document_t *doc)
 {
 	yaml_node_t *root = yaml_document_get_root_node(doc);
 	yaml_node_t *vals[T_N], *knodes[T_N];
 	yaml_node_t *dvals[K_POOL_N], *dknodes[K_POOL_N];
 	struct cfg_pool base = {0};
-	struct level dl;
+	struct level dl = {0};
 
 	if (!root || is_null(root)) {
 		add_err(ld, root ? node_pos(root) : (struct cfg_pos){1, 1}, NULL,
@@ -1344,15 +2163,15 @@ static void walk_root(struct ld *ld, yaml_document_t *doc)
 				        k == K_LISTEN ? "defaults.listen" : "defaults.backends",
 				        "not allowed in defaults, set it in each pool");
 		}
-		parse_level(ld, doc, dvals, "defaults", &dl);
-		apply_level(&base, &dl);
-		check_level(ld, &base, &dl, "defaults");
+		parse_level(ld, doc, dvals, "defaults", false, &dl);
+		check_defaults(ld, &base, &dl);
 	}
 	if (vals[T_POOLS])
-		parse_pools(ld, doc, vals[T_POOLS], &base);
+		parse_pools(ld, doc, vals[T_POOLS], &base, &dl);
 	else
 		add_err(ld, node_pos(root), "pools",
 		        "missing key, expected a mapping of pool names to pool settings");
+	level_free(&dl);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1632,6 +2451,7 @@ void cfg_free(struct wp_config *cfg)
 		for (size_t j = 0; j < p->n_backends; j++)
 			free(p->backends[j].name);
 		free(p->backends);
+		health_free(&p->health);
 	}
 	free(cfg->pools);
 	free(cfg->path);
@@ -1657,4 +2477,14 @@ const char *cfg_log_level_name(int level)
 			return log_levels[i].name;
 	}
 	return NULL;
+}
+
+const char *cfg_balance_name(enum cfg_balance b)
+{
+	return (size_t)b < N_BALANCE ? balance_names[b] : NULL;
+}
+
+const char *cfg_check_type_name(enum cfg_check_type t)
+{
+	return (size_t)t < N_CHECK ? check_names[t] : NULL;
 }

@@ -17,6 +17,8 @@
 #ifndef WARMPOOL_CONFIG_H
 #define WARMPOOL_CONFIG_H
 
+#include <regex.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -35,6 +37,9 @@
 #define CFG_MAX_CONNECTIONS 100000
 #define CFG_MAX_NAME        64  /* pool name length */
 #define CFG_MAX_ERRORS      100 /* stop collecting after this many */
+#define CFG_MAX_WEIGHT      1000
+#define CFG_MAX_CHECK_BYTES 1024 /* health_check send / expect, after unescaping */
+#define CFG_MAX_CHECK_PATH  1024 /* health_check path (http) */
 
 /* Where a value came from in the file, for messages after loading. */
 struct cfg_pos {
@@ -49,10 +54,55 @@ struct cfg_listen {
 };
 
 struct cfg_backend {
-	char *name;                   /* as written: "host:port" or "[v6]:port" */
+	char *name;                   /* as written: "host:port" or "[v6]:port" (the address: key of a map item) */
+	uint32_t weight;              /* 1..CFG_MAX_WEIGHT, default 1 */
+	bool backup;                  /* used only while no primary backend of the pool is up */
 	struct sockaddr_storage addr; /* first getaddrinfo() result, resolved at load */
 	socklen_t addrlen;
 	struct cfg_pos pos;
+};
+
+enum cfg_balance {
+	CFG_BALANCE_ROUND_ROBIN,   /* weighted round robin (default) */
+	CFG_BALANCE_LEAST_CONN,    /* fewest active sessions per unit of weight */
+	CFG_BALANCE_FIRST,         /* ordered failover: the first usable backend in list order */
+};
+
+/* Active health checks. The presets are protocol exchanges built into the
+ * daemon (daemon/health.c); the loader only records which one. */
+enum cfg_check_type {
+	CFG_CHECK_NONE,        /* no health_check block (or type: none): passive only */
+	CFG_CHECK_CONNECT,     /* a TCP connect within timeout (default type of a block) */
+	CFG_CHECK_SEND_EXPECT, /* send bytes, the reply must start with expect / match expect_regex */
+	CFG_CHECK_REDIS,       /* PING -> +PONG */
+	CFG_CHECK_MEMCACHED,   /* version -> VERSION */
+	CFG_CHECK_HTTP,        /* GET path -> HTTP/1.x 2xx or 3xx */
+	CFG_CHECK_POSTGRES,    /* SSLRequest -> one byte, S or N */
+	CFG_CHECK_MYSQL,       /* server greeting packet (sequence 0, protocol 10) */
+	CFG_CHECK_SMTP,        /* 220 banner */
+};
+
+struct cfg_health {
+	enum cfg_check_type type;
+	unsigned char *send;    /* send_expect: `send` (escapes decoded) or `send_hex`; may be empty */
+	size_t send_len;
+	unsigned char *expect;  /* send_expect: prefix the reply must start with (`expect`/`expect_hex`) */
+	size_t expect_len;
+	regex_t *expect_re;     /* send_expect: compiled `expect_regex` (POSIX ERE), or NULL */
+	char *path;             /* http: request path, default "/" */
+	uint64_t interval_ms;      /* between checks while up and steady, default 2000 */
+	uint64_t timeout_ms;       /* connect + exchange, default 1000 */
+	uint64_t fast_interval_ms; /* while a backend is changing state, default 500 */
+	uint64_t down_interval_ms; /* while down, default 2000 */
+	uint32_t rise;             /* consecutive successes to go up, default 2, >= 1 */
+	uint32_t fall;             /* consecutive failures (checks or connects) to go down, default 3, >= 1 */
+};
+
+struct cfg_keepalive {
+	bool enabled;         /* default true; `keepalive: false` turns it off */
+	uint32_t idle_s;      /* TCP_KEEPIDLE, default 30 */
+	uint32_t interval_s;  /* TCP_KEEPINTVL, default 10 */
+	uint32_t count;       /* TCP_KEEPCNT, default 3 */
 };
 
 struct cfg_pool {
@@ -67,6 +117,15 @@ struct cfg_pool {
 	uint64_t connect_timeout_ms; /* default 2000 */
 	uint64_t queue_timeout_ms;   /* longest a client waits for a connection, default 5000 */
 	struct wp_backoff backoff;   /* default {500ms, 30s, 1.6, 0.2} */
+	enum cfg_balance balance;    /* default round_robin */
+	uint32_t max_connecting;     /* connects in flight per backend, default 8 */
+	bool fail_fast;              /* close a client at once while no backend is up, default false */
+	struct cfg_health health;
+	struct cfg_keepalive keepalive;
+	uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT, 0 = kernel default; default 30000 */
+	uint64_t max_lifetime_ms;     /* recycle connections older than this (jittered), 0 = never (default) */
+	uint64_t idle_timeout_ms;     /* close idle connections above min_idle after this, 0 = never; default 600000 */
+	uint64_t max_idle_time_ms;    /* replace an idle connection idle this long even at the floor, 0 = never (default) */
 	struct cfg_pos pos;          /* the pool's key in pools: */
 };
 
@@ -115,5 +174,8 @@ void cfg_errors_free(struct cfg_errors *errs); /* accepts a zeroed struct */
 
 /* "info" etc. for a level, or NULL. */
 const char *cfg_log_level_name(int level);
+/* "round_robin", "redis" etc., or NULL. */
+const char *cfg_balance_name(enum cfg_balance b);
+const char *cfg_check_type_name(enum cfg_check_type t);
 
 #endif

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <regex.h>
 #include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -171,6 +172,40 @@ static void sb_add(struct sbuf *b, const char *fmt, ...)
 	b->n += (size_t)need;
 }
 
+/* The built-in values of the issue-4 keys (health checks, balance, hygiene). */
+static void assert_new_key_defaults(const struct cfg_pool *p)
+{
+	assert_int_equal(p->balance, CFG_BALANCE_ROUND_ROBIN);
+	assert_int_equal(p->max_connecting, 8);
+	assert_false(p->fail_fast);
+	assert_int_equal(p->health.type, CFG_CHECK_NONE);
+	assert_null(p->health.send);
+	assert_null(p->health.expect);
+	assert_null(p->health.expect_re);
+	assert_null(p->health.path);
+	assert_int_equal(p->health.interval_ms, 2000);
+	assert_int_equal(p->health.timeout_ms, 1000);
+	assert_int_equal(p->health.fast_interval_ms, 500);
+	assert_int_equal(p->health.down_interval_ms, 2000);
+	assert_int_equal(p->health.rise, 2);
+	assert_int_equal(p->health.fall, 3);
+	assert_true(p->keepalive.enabled);
+	assert_int_equal(p->keepalive.idle_s, 30);
+	assert_int_equal(p->keepalive.interval_s, 10);
+	assert_int_equal(p->keepalive.count, 3);
+	assert_int_equal(p->tcp_user_timeout_ms, 30000);
+	assert_int_equal(p->max_lifetime_ms, 0);
+	assert_int_equal(p->idle_timeout_ms, 600000);
+	assert_int_equal(p->max_idle_time_ms, 0);
+}
+
+static void assert_bytes(const unsigned char *got, size_t got_len, const char *want, size_t want_len)
+{
+	assert_non_null(got);
+	assert_int_equal(got_len, want_len);
+	assert_memory_equal(got, want, want_len);
+}
+
 /* ------------------------------------------------------------------ */
 /* Valid forms                                                         */
 
@@ -207,6 +242,9 @@ static void test_builtin_defaults(void **state)
 	assert_backend(&p->backends[0], "127.0.0.1:6379", "127.0.0.1:6379");
 	assert_int_equal(p->backends[0].pos.line, 4);
 	assert_int_equal(p->backends[0].pos.col, 15);
+	assert_int_equal(p->backends[0].weight, 1);
+	assert_false(p->backends[0].backup);
+	assert_new_key_defaults(p);
 	cfg_free(cfg);
 }
 
@@ -501,7 +539,7 @@ static void test_sample_file(void **state)
 {
 	struct wp_config *cfg = NULL;
 	struct cfg_errors e = {0};
-	const struct cfg_pool *p;
+	struct cfg_pool *p;
 
 	(void)state;
 	if (cfg_load_file("config/warmpool.yaml", &cfg, &e) != 0) {
@@ -527,8 +565,17 @@ static void test_sample_file(void **state)
 	assert_int_equal(p->n_listen, 2);
 	assert_int_equal(p->listen[0].mode, 0660);
 	assert_int_equal(p->listen[1].mode, 0600);
-	assert_int_equal(p->n_backends, 2);
+	assert_int_equal(p->n_backends, 3);
 	assert_int_equal(p->backends[0].addr.ss_family, AF_INET);
+	assert_false(p->backends[1].backup);
+	assert_string_equal(p->backends[2].name, "127.0.0.1:6381");
+	assert_int_equal(p->backends[2].weight, 1);
+	assert_true(p->backends[2].backup);
+	/* every issue-4 key at its built-in value, except the check type (connect
+	 * in defaults:, redis in the pool) */
+	assert_int_equal(p->health.type, CFG_CHECK_REDIS);
+	p->health.type = CFG_CHECK_NONE;
+	assert_new_key_defaults(p);
 	cfg_free(cfg);
 }
 
@@ -587,6 +634,506 @@ static void test_free_accepts_null(void **state)
 	cfg_errors_free(&e);
 	assert_null(e.msg);
 	assert_int_equal(e.n, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Health checks, balance, backends and connection hygiene (issue 4)   */
+
+static void test_new_keys_in_pool(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok(HEAD "    balance: least_connections\n"
+	                   "    max_connecting: 1000\n"
+	                   "    fail_fast: true\n"
+	                   "    health_check:\n"
+	                   "      type: http\n"
+	                   "      path: /healthz?full=1\n"
+	                   "      interval: 1h\n"
+	                   "      timeout: 5m\n"
+	                   "      fast_interval: 10ms\n"
+	                   "      down_interval: 1.5s\n"
+	                   "      rise: 100\n"
+	                   "      fall: 1\n"
+	                   "    keepalive: {idle: 32767s, interval: 1s, count: 127}\n"
+	                   "    tcp_user_timeout: 1h\n"
+	                   "    max_lifetime: 168h\n"
+	                   "    idle_timeout: 1m\n"
+	                   "    max_idle_time: 800ms\n");
+	p = &cfg->pools[0];
+	assert_int_equal(p->balance, CFG_BALANCE_LEAST_CONN);
+	assert_int_equal(p->max_connecting, 1000);
+	assert_true(p->fail_fast);
+	assert_int_equal(p->health.type, CFG_CHECK_HTTP);
+	assert_string_equal(p->health.path, "/healthz?full=1");
+	assert_null(p->health.send);
+	assert_null(p->health.expect);
+	assert_null(p->health.expect_re);
+	assert_int_equal(p->health.interval_ms, 3600000);
+	assert_int_equal(p->health.timeout_ms, 300000);
+	assert_int_equal(p->health.fast_interval_ms, 10);
+	assert_int_equal(p->health.down_interval_ms, 1500);
+	assert_int_equal(p->health.rise, 100);
+	assert_int_equal(p->health.fall, 1);
+	assert_true(p->keepalive.enabled);
+	assert_int_equal(p->keepalive.idle_s, 32767);
+	assert_int_equal(p->keepalive.interval_s, 1);
+	assert_int_equal(p->keepalive.count, 127);
+	assert_int_equal(p->tcp_user_timeout_ms, 3600000);
+	assert_int_equal(p->max_lifetime_ms, 168 * 3600000ULL);
+	assert_int_equal(p->idle_timeout_ms, 60000);
+	assert_int_equal(p->max_idle_time_ms, 800);
+	cfg_free(cfg);
+}
+
+static void test_new_keys_from_defaults(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p, *q;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  balance: first\n"
+	              "  max_connecting: 2\n"
+	              "  fail_fast: yes\n"
+	              "  health_check:\n"
+	              "    type: redis\n"
+	              "    interval: 3s\n"
+	              "    timeout: 300ms\n"
+	              "    fast_interval: 100ms\n"
+	              "    down_interval: 5s\n"
+	              "    rise: 4\n"
+	              "    fall: 5\n"
+	              "  keepalive: {idle: 60s, count: 5}\n"
+	              "  tcp_user_timeout: 10s\n"
+	              "  max_lifetime: 30m\n"
+	              "  idle_timeout: 0\n"
+	              "  max_idle_time: 1m\n" HEAD "    balance: round_robin\n"
+	              "    fail_fast: off\n"
+	              "    health_check: {interval: 1s, fall: 2}\n"
+	              "    keepalive: {interval: 20s}\n"
+	              "    max_lifetime: 0s\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q.sock\n"
+	              "    backends: 127.0.0.1:6380\n");
+	p = &cfg->pools[0];
+	q = &cfg->pools[1];
+	/* p: per key, its own values win and the rest comes from defaults */
+	assert_int_equal(p->balance, CFG_BALANCE_ROUND_ROBIN);
+	assert_int_equal(p->max_connecting, 2);
+	assert_false(p->fail_fast);
+	assert_int_equal(p->health.type, CFG_CHECK_REDIS); /* a block without type keeps the inherited one */
+	assert_int_equal(p->health.interval_ms, 1000);
+	assert_int_equal(p->health.timeout_ms, 300);
+	assert_int_equal(p->health.fast_interval_ms, 100);
+	assert_int_equal(p->health.down_interval_ms, 5000);
+	assert_int_equal(p->health.rise, 4);
+	assert_int_equal(p->health.fall, 2);
+	assert_true(p->keepalive.enabled);
+	assert_int_equal(p->keepalive.idle_s, 60);
+	assert_int_equal(p->keepalive.interval_s, 20);
+	assert_int_equal(p->keepalive.count, 5);
+	assert_int_equal(p->tcp_user_timeout_ms, 10000);
+	assert_int_equal(p->max_lifetime_ms, 0);
+	assert_int_equal(p->idle_timeout_ms, 0);
+	assert_int_equal(p->max_idle_time_ms, 60000);
+	/* q: defaults only */
+	assert_int_equal(q->balance, CFG_BALANCE_FIRST);
+	assert_int_equal(q->max_connecting, 2);
+	assert_true(q->fail_fast);
+	assert_int_equal(q->health.type, CFG_CHECK_REDIS);
+	assert_int_equal(q->health.interval_ms, 3000);
+	assert_int_equal(q->health.rise, 4);
+	assert_int_equal(q->health.fall, 5);
+	assert_int_equal(q->keepalive.idle_s, 60);
+	assert_int_equal(q->keepalive.interval_s, 10);
+	assert_int_equal(q->keepalive.count, 5);
+	assert_int_equal(q->max_lifetime_ms, 1800000);
+	assert_int_equal(q->idle_timeout_ms, 0);
+	cfg_free(cfg);
+}
+
+static void test_health_block_type(void **state)
+{
+	struct wp_config *cfg;
+
+	(void)state;
+	/* A block without type means connect; type: none keeps passive checks only. */
+	cfg = load_ok(
+	    "pools:\n"
+	    "  a: {listen: /tmp/wp-test/a, backends: 127.0.0.1:1, health_check: {fall: 1}}\n"
+	    "  b: {listen: /tmp/wp-test/b, backends: 127.0.0.1:1, health_check: {}}\n"
+	    "  c:\n"
+	    "    listen: /tmp/wp-test/c\n"
+	    "    backends: 127.0.0.1:1\n"
+	    "    health_check:\n"
+	    "  d: {listen: /tmp/wp-test/d, backends: 127.0.0.1:1, health_check: {type: none, rise: 5}}\n");
+	assert_int_equal(cfg->pools[0].health.type, CFG_CHECK_CONNECT);
+	assert_int_equal(cfg->pools[0].health.fall, 1);
+	assert_int_equal(cfg->pools[1].health.type, CFG_CHECK_CONNECT);
+	assert_int_equal(cfg->pools[2].health.type, CFG_CHECK_CONNECT);
+	assert_int_equal(cfg->pools[3].health.type, CFG_CHECK_NONE);
+	assert_int_equal(cfg->pools[3].health.rise, 5);
+	cfg_free(cfg);
+
+	/* The type of a defaults: block (even none) is inherited by a pool block without type. */
+	cfg =
+	    load_ok("defaults:\n  health_check: {type: none, fall: 4}\n" HEAD "    health_check: {rise: 1}\n"
+	            "  q: {listen: /tmp/wp-test/q, backends: 127.0.0.1:1, health_check: {type: smtp}}\n");
+	assert_int_equal(cfg->pools[0].health.type, CFG_CHECK_NONE);
+	assert_int_equal(cfg->pools[0].health.rise, 1);
+	assert_int_equal(cfg->pools[0].health.fall, 4);
+	assert_int_equal(cfg->pools[1].health.type, CFG_CHECK_SMTP);
+	assert_int_equal(cfg->pools[1].health.fall, 4);
+	cfg_free(cfg);
+
+	cfg = load_ok("defaults:\n  health_check: {interval: 1s}\n" HEAD);
+	assert_int_equal(cfg->pools[0].health.type, CFG_CHECK_CONNECT);
+	assert_int_equal(cfg->pools[0].health.interval_ms, 1000);
+	cfg_free(cfg);
+}
+
+static void test_check_presets(void **state)
+{
+	static const struct {
+		const char *name;
+		enum cfg_check_type type;
+	} presets[] = {
+	    {"none", CFG_CHECK_NONE},   {"connect", CFG_CHECK_CONNECT},
+	    {"redis", CFG_CHECK_REDIS}, {"memcached", CFG_CHECK_MEMCACHED},
+	    {"http", CFG_CHECK_HTTP},   {"postgres", CFG_CHECK_POSTGRES},
+	    {"mysql", CFG_CHECK_MYSQL}, {"smtp", CFG_CHECK_SMTP},
+	};
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof presets / sizeof presets[0]; i++) {
+		struct wp_config *cfg;
+		const struct cfg_health *h;
+
+		snprintf(yaml, sizeof yaml, HEAD "    health_check:\n      type: %s\n", presets[i].name);
+		cfg = load_ok(yaml);
+		h = &cfg->pools[0].health;
+		assert_int_equal(h->type, presets[i].type);
+		assert_string_equal(cfg_check_type_name(presets[i].type), presets[i].name);
+		assert_null(h->send);
+		assert_null(h->expect);
+		assert_null(h->expect_re);
+		if (presets[i].type == CFG_CHECK_HTTP)
+			assert_string_equal(h->path, "/"); /* the default path */
+		else
+			assert_null(h->path);
+		cfg_free(cfg);
+	}
+	assert_string_equal(cfg_check_type_name(CFG_CHECK_SEND_EXPECT), "send_expect");
+	assert_null(cfg_check_type_name((enum cfg_check_type)99));
+	assert_string_equal(cfg_balance_name(CFG_BALANCE_ROUND_ROBIN), "round_robin");
+	assert_string_equal(cfg_balance_name(CFG_BALANCE_LEAST_CONN), "least_connections");
+	assert_string_equal(cfg_balance_name(CFG_BALANCE_FIRST), "first");
+	assert_null(cfg_balance_name((enum cfg_balance)3));
+}
+
+static void test_check_bytes(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_health *h;
+
+	(void)state;
+	cfg = load_ok("pools:\n"
+	              "  a:\n"
+	              "    listen: /tmp/wp-test/a\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    health_check:\n"
+	              "      type: send_expect\n"
+	              "      send: 'PING\\r\\n'\n"
+	              "      expect: '+PONG\\r\\n'\n"
+	              "  b:\n"
+	              "    listen: /tmp/wp-test/b\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    health_check:\n"
+	              "      type: send_expect\n"
+	              "      send_hex: \"50 49 4e 47 0D0a\"\n"
+	              "      expect_hex: 2b504f4e47\n"
+	              "  c:\n"
+	              "    listen: /tmp/wp-test/c\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    health_check:\n"
+	              "      type: send_expect\n"
+	              "      send: \"PING\\r\\n\"\n" /* YAML's own escapes give the same bytes */
+	              "      expect_regex: '^\\+PONG|^-LOADING'\n"
+	              "  d:\n"
+	              "    listen: /tmp/wp-test/d\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    health_check:\n"
+	              "      type: send_expect\n"
+	              "      send: ''\n" /* nothing to send: read the banner */
+	              "      expect: '\\x00\\0\\t\\\\\\q\\x4'\n");
+	h = &cfg->pools[0].health;
+	assert_int_equal(h->type, CFG_CHECK_SEND_EXPECT);
+	assert_bytes(h->send, h->send_len, "PING\r\n", 6);
+	assert_bytes(h->expect, h->expect_len, "+PONG\r\n", 7);
+	assert_null(h->expect_re);
+	assert_null(h->path);
+
+	h = &cfg->pools[1].health;
+	assert_bytes(h->send, h->send_len, "PING\r\n", 6);
+	assert_bytes(h->expect, h->expect_len, "+PONG", 5);
+
+	h = &cfg->pools[2].health;
+	assert_bytes(h->send, h->send_len, "PING\r\n", 6);
+	assert_null(h->expect);
+	assert_non_null(h->expect_re);
+	assert_int_equal(regexec(h->expect_re, "+PONG\r\n", 0, NULL, 0), 0);
+	assert_int_equal(regexec(h->expect_re, "-LOADING Redis is loading", 0, NULL, 0), 0);
+	assert_int_equal(regexec(h->expect_re, "-ERR", 0, NULL, 0), REG_NOMATCH);
+
+	h = &cfg->pools[3].health;
+	assert_non_null(h->send); /* present, even when empty */
+	assert_int_equal(h->send_len, 0);
+	/* unknown escapes and \x without two hex digits keep their backslash */
+	assert_bytes(h->expect, h->expect_len, "\0\0\t\\\\q\\x4", 9);
+	cfg_free(cfg);
+}
+
+static void test_check_bytes_nul_and_limits(void **state)
+{
+	struct sbuf b = {0};
+	struct wp_config *cfg;
+	const struct cfg_health *h;
+
+	(void)state;
+	/* A NUL written with YAML's own "\0" is kept; the parts around it are decoded. */
+	cfg = load_ok(HEAD "    health_check: {type: send_expect, send: \"a\\0b\\\\x41\", expect: x}\n");
+	h = &cfg->pools[0].health;
+	assert_bytes(h->send, h->send_len, "a\0bA", 4);
+	cfg_free(cfg);
+
+	/* CFG_MAX_CHECK_BYTES after decoding: 1024 "\x41" escapes (4096 characters) fit. */
+	sb_add(&b, HEAD "    health_check:\n      type: send_expect\n      expect: x\n      send: '");
+	for (int i = 0; i < CFG_MAX_CHECK_BYTES; i++)
+		sb_add(&b, "\\x41");
+	sb_add(&b, "'\n");
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->pools[0].health.send_len, CFG_MAX_CHECK_BYTES);
+	assert_int_equal(cfg->pools[0].health.send[CFG_MAX_CHECK_BYTES - 1], 'A');
+	cfg_free(cfg);
+	free(b.s);
+}
+
+static void test_check_bytes_too_long(void **state)
+{
+	struct sbuf b = {0}, want = {0};
+	struct cfg_errors e = {0};
+
+	(void)state;
+	/* One byte over CFG_MAX_CHECK_BYTES after decoding; the message quotes 60 bytes of the text. */
+	sb_add(&b, HEAD "    health_check:\n      type: send_expect\n      expect: x\n      send: '");
+	for (int i = 0; i <= CFG_MAX_CHECK_BYTES; i++)
+		sb_add(&b, "\\x41");
+	sb_add(&b, "'\n");
+	load_bad(b.s, &e);
+	sb_add(&want, "t.yaml:8:13: pools.p.health_check.send: expected at most 1024 bytes once escapes are "
+	              "decoded, got \"");
+	for (int i = 0; i < 15; i++)
+		sb_add(&want, "\\\\x41");
+	sb_add(&want, "\"...");
+	assert_errors(&e, (const char *[]){want.s, NULL});
+	cfg_errors_free(&e);
+	free(b.s);
+	free(want.s);
+
+	b = (struct sbuf){0};
+	sb_add(&b, HEAD "    health_check:\n      type: send_expect\n      send: x\n      expect_hex: \"");
+	for (int i = 0; i <= CFG_MAX_CHECK_BYTES; i++)
+		sb_add(&b, "%s41", i ? " " : "");
+	sb_add(&b, "\"\n");
+	load_bad(b.s, &e);
+	assert_errors(
+	    &e, (const char *[]){"t.yaml:8:19: pools.p.health_check.expect_hex: expected at most 1024 "
+	                         "bytes, got \"41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 41 "
+	                         "41 \"...",
+	                         NULL});
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+static void test_check_bytes_inherited(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_health *a, *b, *c, *d;
+
+	(void)state;
+	/* Every pool owns its copy of what defaults: gave (ASan checks the frees). */
+	cfg = load_ok("defaults:\n"
+	              "  health_check:\n"
+	              "    type: send_expect\n"
+	              "    send: 'PING\\r\\n'\n"
+	              "    expect_regex: '^\\+PONG'\n"
+	              "pools:\n"
+	              "  a: {listen: /tmp/wp-test/a, backends: 127.0.0.1:1}\n"
+	              "  b: {listen: /tmp/wp-test/b, backends: 127.0.0.1:1, health_check: {expect: '+OK'}}\n"
+	              "  c: {listen: /tmp/wp-test/c, backends: 127.0.0.1:1, health_check: {type: redis}}\n"
+	              "  d: {listen: /tmp/wp-test/d, backends: 127.0.0.1:1,\n"
+	              "      health_check: {type: http, path: /ping}}\n");
+	a = &cfg->pools[0].health;
+	b = &cfg->pools[1].health;
+	c = &cfg->pools[2].health;
+	d = &cfg->pools[3].health;
+	assert_int_equal(a->type, CFG_CHECK_SEND_EXPECT);
+	assert_bytes(a->send, a->send_len, "PING\r\n", 6);
+	assert_non_null(a->expect_re);
+	assert_null(a->expect);
+	/* b replaces the regex with a prefix and keeps the inherited send */
+	assert_int_equal(b->type, CFG_CHECK_SEND_EXPECT);
+	assert_bytes(b->send, b->send_len, "PING\r\n", 6);
+	assert_true(b->send != a->send);
+	assert_null(b->expect_re);
+	assert_bytes(b->expect, b->expect_len, "+OK", 3);
+	/* another type drops what only send_expect uses */
+	assert_int_equal(c->type, CFG_CHECK_REDIS);
+	assert_null(c->send);
+	assert_null(c->expect);
+	assert_null(c->expect_re);
+	assert_int_equal(d->type, CFG_CHECK_HTTP);
+	assert_string_equal(d->path, "/ping");
+	assert_null(d->send);
+	cfg_free(cfg);
+
+	cfg = load_ok("defaults:\n  health_check: {type: http, path: /status}\n" HEAD
+	              "  q: {listen: /tmp/wp-test/q, backends: 127.0.0.1:1, health_check: {type: mysql}}\n");
+	assert_string_equal(cfg->pools[0].health.path, "/status");
+	assert_true(cfg->pools[0].health.path != NULL);
+	assert_null(cfg->pools[1].health.path);
+	cfg_free(cfg);
+}
+
+static void test_backend_map_forms(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok("pools:\n"
+	              "  p:\n"
+	              "    listen: /tmp/wp-test/p\n"
+	              "    balance: first\n"
+	              "    backends:\n"
+	              "      - 127.0.0.1:7000\n"
+	              "      - address: 127.0.0.1:7001\n"
+	              "        weight: 1000\n"
+	              "      - {address: \"[::1]:7002\", backup: true, weight: 3}\n"
+	              "      - {address: localhost:7003, backup: no}\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q\n"
+	              "    backends: [{address: 127.0.0.1:7004, backup: false}, {address: 127.0.0.1:7005, "
+	              "backup: on}]\n");
+	p = &cfg->pools[0];
+	assert_int_equal(p->balance, CFG_BALANCE_FIRST);
+	assert_int_equal(p->n_backends, 4);
+	assert_backend(&p->backends[0], "127.0.0.1:7000", "127.0.0.1:7000");
+	assert_int_equal(p->backends[0].weight, 1);
+	assert_false(p->backends[0].backup);
+	assert_backend(&p->backends[1], "127.0.0.1:7001", "127.0.0.1:7001");
+	assert_int_equal(p->backends[1].weight, 1000);
+	assert_false(p->backends[1].backup);
+	assert_int_equal(p->backends[1].pos.line, 7);
+	assert_int_equal(p->backends[1].pos.col, 18);
+	assert_backend(&p->backends[2], "[::1]:7002", "[::1]:7002");
+	assert_int_equal(p->backends[2].weight, 3);
+	assert_true(p->backends[2].backup);
+	assert_string_equal(p->backends[3].name, "localhost:7003");
+	assert_int_equal(port_of(&p->backends[3]), 7003);
+	assert_false(p->backends[3].backup);
+	p = &cfg->pools[1];
+	assert_int_equal(p->n_backends, 2);
+	assert_false(p->backends[0].backup);
+	assert_true(p->backends[1].backup);
+	assert_int_equal(p->backends[1].weight, 1);
+	cfg_free(cfg);
+}
+
+static void test_keepalive_forms(void **state)
+{
+	static const struct {
+		const char *value;
+		bool enabled;
+	} bools[] = {{"false", false}, {"off", false}, {"no", false},
+	             {"true", true},   {"on", true},   {"yes", true}};
+	struct wp_config *cfg;
+	char yaml[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof bools / sizeof bools[0]; i++) {
+		snprintf(yaml, sizeof yaml, HEAD "    keepalive: %s\n    fail_fast: %s\n", bools[i].value,
+		         bools[i].value);
+		cfg = load_ok(yaml);
+		assert_int_equal(cfg->pools[0].keepalive.enabled, bools[i].enabled);
+		assert_int_equal(cfg->pools[0].fail_fast, bools[i].enabled);
+		assert_int_equal(cfg->pools[0].keepalive.idle_s, 30);
+		cfg_free(cfg);
+	}
+	/* A mapping (even an empty one) turns keepalive on and keeps the other values. */
+	cfg = load_ok("defaults:\n  keepalive: false\n" HEAD "    keepalive: {count: 9}\n"
+	              "  q: {listen: /tmp/wp-test/q, backends: 127.0.0.1:1}\n"
+	              "  r: {listen: /tmp/wp-test/r, backends: 127.0.0.1:1, keepalive: {}}\n"
+	              "  s: {listen: /tmp/wp-test/s, backends: 127.0.0.1:1, keepalive: {idle: 2m}}\n");
+	assert_true(cfg->pools[0].keepalive.enabled);
+	assert_int_equal(cfg->pools[0].keepalive.count, 9);
+	assert_int_equal(cfg->pools[0].keepalive.idle_s, 30);
+	assert_false(cfg->pools[1].keepalive.enabled);
+	assert_true(cfg->pools[2].keepalive.enabled);
+	assert_int_equal(cfg->pools[3].keepalive.idle_s, 120);
+	assert_int_equal(cfg->pools[3].keepalive.interval_s, 10);
+	cfg_free(cfg);
+
+	/* true keeps the values a defaults: mapping gave */
+	cfg = load_ok("defaults:\n  keepalive: {idle: 5s}\n" HEAD "    keepalive: true\n");
+	assert_true(cfg->pools[0].keepalive.enabled);
+	assert_int_equal(cfg->pools[0].keepalive.idle_s, 5);
+	cfg_free(cfg);
+}
+
+static void test_zero_durations(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	/* A bare 0 (or 0s) turns these off. */
+	cfg = load_ok(HEAD "    tcp_user_timeout: 0\n"
+	                   "    max_lifetime: 0\n"
+	                   "    idle_timeout: 0\n"
+	                   "    max_idle_time: 0\n"
+	                   "  q:\n"
+	                   "    listen: /tmp/wp-test/q\n"
+	                   "    backends: 127.0.0.1:1\n"
+	                   "    tcp_user_timeout: 0ms\n"
+	                   "    max_lifetime: 100ms\n"
+	                   "    idle_timeout: 1ms\n"
+	                   "    max_idle_time: 10ms\n"
+	                   "  r:\n"
+	                   "    listen: /tmp/wp-test/r\n"
+	                   "    backends: 127.0.0.1:1\n"
+	                   "    max_lifetime: 0s\n"
+	                   "    idle_timeout: 168h\n"
+	                   "    max_idle_time: 168h\n");
+	p = &cfg->pools[0];
+	assert_int_equal(p->tcp_user_timeout_ms, 0);
+	assert_int_equal(p->max_lifetime_ms, 0);
+	assert_int_equal(p->idle_timeout_ms, 0);
+	assert_int_equal(p->max_idle_time_ms, 0);
+	p = &cfg->pools[1];
+	assert_int_equal(p->tcp_user_timeout_ms, 0);
+	assert_int_equal(p->max_lifetime_ms, 100);
+	assert_int_equal(p->idle_timeout_ms, 1);
+	assert_int_equal(p->max_idle_time_ms, 10);
+	p = &cfg->pools[2];
+	assert_int_equal(p->max_lifetime_ms, 0);
+	assert_int_equal(p->idle_timeout_ms, 168 * 3600000ULL);
+	assert_int_equal(p->max_idle_time_ms, 168 * 3600000ULL);
+	cfg_free(cfg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -650,15 +1197,16 @@ static const struct err_case err_cases[] = {
     {"unknown_pool_key",
      HEAD "    min_idel: 3\n",
      {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, min_idle, "
-      "max_connections, "
-      "max_clients, connect_timeout, queue_timeout, backoff"}},
+      "max_connections, max_clients, connect_timeout, queue_timeout, backoff, balance, max_connecting, "
+      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time"}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout"}},
     {"unknown_defaults_key",
      "defaults:\n  min: 1\n" HEAD,
      {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
-      "connect_timeout, queue_timeout, backoff"}},
+      "connect_timeout, queue_timeout, backoff, balance, max_connecting, fail_fast, health_check, keepalive, "
+      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time"}},
     {"unknown_backoff_key",
      HEAD "    backoff: {initial: 1s, factor: 2}\n",
      {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
@@ -697,7 +1245,8 @@ static const struct err_case err_cases[] = {
      {"t.yaml:4:15: pools.p.backends: expected an address host:port or a list of them, got a mapping"}},
     {"backend_item_is_list",
      "pools:\n  p:\n    listen: /a\n    backends: [[a:1]]\n",
-     {"t.yaml:4:16: pools.p.backends[0]: expected an address host:port, got a list"}},
+     {"t.yaml:4:16: pools.p.backends[0]: expected an address host:port or a {address, weight, backup} "
+      "mapping, got a list"}},
     {"number_is_list",
      HEAD "    min_idle: [1]\n",
      {"t.yaml:5:15: pools.p.min_idle: expected an integer >= 0, got a list"}},
@@ -1031,6 +1580,198 @@ static const struct err_case err_cases[] = {
       "t.yaml:8:8: pools.p.listen[3]: expected a socket path, got an empty value",
       "t.yaml:9:9: pools.p.listen[4]: expected a socket path, got \"~\""}},
 
+    /* --- balance, max_connecting, fail_fast --- */
+    {"balance_unknown",
+     HEAD "    balance: random\n",
+     {"t.yaml:5:14: pools.p.balance: expected one of round_robin, least_connections, first, got \"random\""}},
+    {"fail_fast_not_boolean",
+     "defaults:\n  fail_fast: TRUE\n" HEAD "    fail_fast: maybe\n",
+     {"t.yaml:2:14: defaults.fail_fast: expected true or false, got \"TRUE\"",
+      "t.yaml:7:16: pools.p.fail_fast: expected true or false, got \"maybe\""}},
+    {"max_connecting_out_of_range",
+     "defaults:\n  max_connecting: 1001\n" HEAD "    max_connecting: 0\n",
+     {"t.yaml:2:19: defaults.max_connecting: expected an integer <= 1000, got \"1001\"",
+      "t.yaml:7:21: pools.p.max_connecting: expected an integer >= 1, got \"0\""}},
+
+    /* --- health checks --- */
+    {"check_type_unknown", /* the send: that only send_expect takes is not blamed as well */
+     HEAD "    health_check:\n      type: redsi\n      send: x\n",
+     {"t.yaml:6:13: pools.p.health_check.type: expected one of none, connect, send_expect, redis, memcached, "
+      "http, postgres, mysql, smtp, got \"redsi\""}},
+    {"check_rise_zero_fall_101",
+     HEAD "    health_check: {rise: 0, fall: 101}\n",
+     {"t.yaml:5:26: pools.p.health_check.rise: expected an integer >= 1, got \"0\"",
+      "t.yaml:5:35: pools.p.health_check.fall: expected an integer <= 100, got \"101\""}},
+    {"check_durations_out_of_range",
+     HEAD "    health_check:\n"
+          "      interval: 5ms\n"
+          "      timeout: 6m\n"
+          "      fast_interval: 2h\n"
+          "      down_interval: 0s\n",
+     {"t.yaml:6:17: pools.p.health_check.interval: expected a duration between 10ms and 1h, got \"5ms\"",
+      "t.yaml:7:16: pools.p.health_check.timeout: expected a duration between 10ms and 5m, got \"6m\"",
+      "t.yaml:8:22: pools.p.health_check.fast_interval: expected a duration between 10ms and 1h, got \"2h\"",
+      "t.yaml:9:22: pools.p.health_check.down_interval: expected a duration between 10ms and 1h, got "
+      "\"0s\""}},
+    {"check_is_scalar",
+     HEAD "    health_check: connect\n",
+     {"t.yaml:5:19: pools.p.health_check: expected a mapping of type, interval, timeout, rise, fall and the "
+      "type's keys, got \"connect\""}},
+    {"check_unknown_key",
+     HEAD "    health_check: {type: connect, retries: 3}\n",
+     {"t.yaml:5:35: pools.p.health_check.retries: unknown key, expected one of type, send, send_hex, expect, "
+      "expect_hex, expect_regex, path, interval, timeout, fast_interval, down_interval, rise, fall"}},
+    {"send_expect_without_send",
+     HEAD "    health_check:\n      type: send_expect\n      expect: \"+PONG\"\n",
+     {"t.yaml:6:13: pools.p.health_check.type: expected send or send_hex for type send_expect"}},
+    {"send_expect_without_send_or_expect",
+     HEAD "    health_check: {type: send_expect}\n",
+     {"t.yaml:5:26: pools.p.health_check.type: expected send or send_hex for type send_expect",
+      "t.yaml:5:26: pools.p.health_check.type: expected expect, expect_hex or expect_regex for type "
+      "send_expect"}},
+    {"send_expect_incomplete_in_defaults_reported_once",
+     "defaults:\n  health_check:\n    type: send_expect\n    send_hex: 00\n" HEAD
+     "  q: {listen: /tmp/wp-test/q, backends: 127.0.0.1:1}\n",
+     {"t.yaml:3:11: defaults.health_check.type: expected expect, expect_hex or expect_regex for type "
+      "send_expect"}},
+    {"send_with_type_redis",
+     HEAD "    health_check:\n      type: redis\n      send: PING\n",
+     {"t.yaml:7:13: pools.p.health_check.send: expected only with type: send_expect (type is redis)"}},
+    {"expect_without_type_is_connect",
+     HEAD "    health_check:\n      expect_hex: 2b\n",
+     {"t.yaml:6:19: pools.p.health_check.expect_hex: expected only with type: send_expect (type is "
+      "connect)"}},
+    {"send_with_type_from_defaults",
+     "defaults:\n  health_check: {type: redis}\n" HEAD "    health_check: {send: PING}\n",
+     {"t.yaml:7:26: pools.p.health_check.send: expected only with type: send_expect (type is redis)"}},
+    {"path_with_type_redis",
+     HEAD "    health_check: {type: redis, path: /ping}\n",
+     {"t.yaml:5:39: pools.p.health_check.path: expected only with type: http (type is redis)"}},
+    {"send_and_send_hex_and_expects",
+     HEAD "    health_check:\n"
+          "      type: send_expect\n"
+          "      send_hex: 0d0a\n"
+          "      send: x\n"
+          "      expect: y\n"
+          "      expect_regex: z\n"
+          "      expect_hex: 00\n",
+     {"t.yaml:8:7: pools.p.health_check.send: expected only one of send, send_hex",
+      "t.yaml:10:7: pools.p.health_check.expect_regex: expected only one of expect, expect_hex, expect_regex",
+      "t.yaml:11:7: pools.p.health_check.expect_hex: expected only one of expect, expect_hex, expect_regex"}},
+    {"bad_regex",
+     HEAD "    health_check:\n      type: send_expect\n      send: x\n      expect_regex: '+PONG'\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q\n"
+          "    backends: 127.0.0.1:1\n"
+          "    health_check: {type: send_expect, send: x, expect_regex: \"a(\"}\n",
+     {"t.yaml:8:21: pools.p.health_check.expect_regex: expected a POSIX extended regular expression (Invalid "
+      "preceding regular expression), got \"+PONG\"",
+      "t.yaml:12:62: pools.q.health_check.expect_regex: expected a POSIX extended regular expression "
+      "(Unmatched ( or \\(), got \"a(\""}},
+    {"bad_hex",
+     HEAD "    health_check:\n"
+          "      type: send_expect\n"
+          "      send_hex: 0d0\n"
+          "      expect_hex: \"0 d\"\n"
+          "  q: {listen: /tmp/wp-test/q, backends: 127.0.0.1:1,\n"
+          "      health_check: {type: send_expect, send_hex: zz, expect_hex: \"\"}}\n",
+     {"t.yaml:7:17: pools.p.health_check.send_hex: expected pairs of hex digits, optionally separated by "
+      "spaces, like \"0d 0a\", got \"0d0\"",
+      "t.yaml:8:19: pools.p.health_check.expect_hex: expected pairs of hex digits, optionally separated by "
+      "spaces, like \"0d 0a\", got \"0 d\"",
+      "t.yaml:10:51: pools.q.health_check.send_hex: expected pairs of hex digits, optionally separated by "
+      "spaces, like \"0d 0a\", got \"zz\"",
+      "t.yaml:10:67: pools.q.health_check.expect_hex: expected at least one byte, got \"\""}},
+    {"expect_empty",
+     HEAD "    health_check: {type: send_expect, send: x, expect: \"\"}\n",
+     {"t.yaml:5:56: pools.p.health_check.expect: expected at least one byte, got \"\""}},
+    {"bad_http_paths",
+     HEAD "    health_check:\n      type: http\n      path: health\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q\n"
+          "    backends: 127.0.0.1:1\n"
+          "    health_check: {type: http, path: \"/a b\"}\n",
+     {"t.yaml:7:13: pools.p.health_check.path: expected a request path starting with /, got \"health\"",
+      "t.yaml:11:38: pools.q.health_check.path: expected a request path without spaces or control "
+      "characters, got \"/a b\""}},
+
+    /* --- keepalive and connection hygiene --- */
+    {"keepalive_errors",
+     HEAD "    keepalive: {idle: 1.5s, interval: 0s, count: 0}\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q\n"
+          "    backends: 127.0.0.1:1\n"
+          "    keepalive: {idle: 32768s, count: 128}\n"
+          "  r:\n"
+          "    listen: /tmp/wp-test/r\n"
+          "    backends: 127.0.0.1:1\n"
+          "    keepalive: maybe\n"
+          "  s:\n"
+          "    listen: /tmp/wp-test/s\n"
+          "    backends: 127.0.0.1:1\n"
+          "    keepalive: {idle: 30, probes: 3}\n",
+     {"t.yaml:5:23: pools.p.keepalive.idle: expected a whole number of seconds from 1s to 32767s, got "
+      "\"1.5s\"",
+      "t.yaml:5:39: pools.p.keepalive.interval: expected a whole number of seconds from 1s to 32767s, got "
+      "\"0s\"",
+      "t.yaml:5:50: pools.p.keepalive.count: expected an integer >= 1, got \"0\"",
+      "t.yaml:9:23: pools.q.keepalive.idle: expected a whole number of seconds from 1s to 32767s, got "
+      "\"32768s\"",
+      "t.yaml:9:38: pools.q.keepalive.count: expected an integer <= 127, got \"128\"",
+      "t.yaml:13:16: pools.r.keepalive: expected true, false or a mapping of idle, interval, count, got "
+      "\"maybe\"",
+      "t.yaml:17:23: pools.s.keepalive.idle: expected a duration with a unit (ms, s, m, h), got \"30\"",
+      "t.yaml:17:27: pools.s.keepalive.probes: unknown key, expected one of idle, interval, count"}},
+    {"hygiene_durations_out_of_range",
+     HEAD "    tcp_user_timeout: 2h\n"
+          "    max_lifetime: 50ms\n"
+          "    idle_timeout: 169h\n"
+          "    max_idle_time: 5ms\n"
+          "  q:\n"
+          "    listen: /tmp/wp-test/q\n"
+          "    backends: 127.0.0.1:1\n"
+          "    tcp_user_timeout: 5\n"
+          "    max_lifetime: 00\n",
+     {"t.yaml:5:23: pools.p.tcp_user_timeout: expected a duration between 0s and 1h, got \"2h\"",
+      "t.yaml:6:19: pools.p.max_lifetime: expected 0 or a duration between 100ms and 168h, got \"50ms\"",
+      "t.yaml:7:19: pools.p.idle_timeout: expected a duration between 0s and 168h, got \"169h\"",
+      "t.yaml:8:20: pools.p.max_idle_time: expected 0 or a duration between 10ms and 168h, got \"5ms\"",
+      "t.yaml:12:23: pools.q.tcp_user_timeout: expected a duration with a unit (ms, s, m, h), got \"5\"",
+      "t.yaml:13:19: pools.q.max_lifetime: expected a duration with a unit (ms, s, m, h), got \"00\""}},
+
+    /* --- backend mappings --- */
+    {"backend_map_errors",
+     "pools:\n"
+     "  p:\n"
+     "    listen: /tmp/a\n"
+     "    backends:\n"
+     "      - {address: 127.0.0.1:1, weight: 0}\n"
+     "      - {address: 127.0.0.1:2, weight: x}\n"
+     "      - {address: 127.0.0.1:3, weight: 1001, backup: maybe}\n"
+     "      - {weight: 2}\n"
+     "      - {address: 127.0.0.1:4, port: 5}\n"
+     "      - {address: localhost}\n",
+     {"t.yaml:5:40: pools.p.backends[0].weight: expected an integer >= 1, got \"0\"",
+      "t.yaml:6:40: pools.p.backends[1].weight: expected an integer >= 1, got \"x\"",
+      "t.yaml:7:40: pools.p.backends[2].weight: expected an integer <= 1000, got \"1001\"",
+      "t.yaml:7:54: pools.p.backends[2].backup: expected true or false, got \"maybe\"",
+      "t.yaml:8:9: pools.p.backends[3].address: missing key, expected an address host:port",
+      "t.yaml:9:32: pools.p.backends[4].port: unknown key, expected one of address, weight, backup",
+      "t.yaml:10:19: pools.p.backends[5].address: expected an address host:port, [v6]:port or a.b.c.d:port "
+      "(missing port), got \"localhost\""}},
+    {"backup_on_only_backend",
+     "pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - {address: 127.0.0.1:1, backup: true}\n",
+     {"t.yaml:5:40: pools.p.backends[0].backup: expected at least one backend without backup: true"}},
+    {"all_backends_backup",
+     "pools:\n"
+     "  p:\n"
+     "    listen: /tmp/a\n"
+     "    backends:\n"
+     "      - address: 127.0.0.1:1\n"
+     "        backup: yes\n"
+     "      - {address: 127.0.0.1:2, backup: true}\n",
+     {"t.yaml:6:17: pools.p.backends[0].backup: expected at least one backend without backup: true"}},
+
     /* --- collection --- */
     {"three_errors_three_lines",
      "daemon:\n  log_level: loud\n" HEAD "    min_idle: many\n    connect_timeout: 5\n",
@@ -1353,6 +2094,17 @@ int main(void)
 	    cmocka_unit_test(test_file_limits),
 	    cmocka_unit_test(test_file_errors),
 	    cmocka_unit_test(test_errors_sorted_across_phases),
+	    cmocka_unit_test(test_new_keys_in_pool),
+	    cmocka_unit_test(test_new_keys_from_defaults),
+	    cmocka_unit_test(test_health_block_type),
+	    cmocka_unit_test(test_check_presets),
+	    cmocka_unit_test(test_check_bytes),
+	    cmocka_unit_test(test_check_bytes_nul_and_limits),
+	    cmocka_unit_test(test_check_bytes_too_long),
+	    cmocka_unit_test(test_check_bytes_inherited),
+	    cmocka_unit_test(test_backend_map_forms),
+	    cmocka_unit_test(test_keepalive_forms),
+	    cmocka_unit_test(test_zero_durations),
 	};
 	size_t n_fixed = sizeof fixed / sizeof fixed[0];
 	size_t n_cases = sizeof err_cases / sizeof err_cases[0];
