@@ -1,5 +1,13 @@
 /*
- * daemon/backend.c — a backend's availability and its reconnect backoff.
+ * daemon/backend.c — a backend's availability, its health counters and its
+ * reconnect backoff.
+ *
+ * Availability: `fall` failures in a row (failed checks or failed connection
+ * attempts) take an up backend down; `rise` successes in a row bring it back.
+ * A success is a passed check, or, when the pool has no active check, a
+ * connection that stayed open BCONN_SETTLE (with a check, an accepted TCP
+ * connection proves nothing: a frozen server's kernel still accepts). The
+ * admin states draining and disabled are never left by health outcomes.
  *
  * Backoff is plain data on the backend (failures, next_attempt), never a
  * sleep: the pool's refill simply skips a backend whose next_attempt is in
@@ -9,6 +17,7 @@
  * not storm a sick backend.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -23,8 +32,21 @@ static const char *const reason_str[] = {
     [REASON_RESET] = "reset by backend",
     [REASON_CLOSED] = "closed by backend",
     [REASON_UNREACHABLE] = "unreachable",
+    [REASON_BAD_REPLY] = "bad reply",
     [REASON_OTHER] = "error",
 };
+
+static const char *const state_str[] = {
+    [BACKEND_UP] = "up",
+    [BACKEND_DOWN] = "down",
+    [BACKEND_DRAINING] = "draining",
+    [BACKEND_DISABLED] = "disabled",
+};
+
+const char *backend_state_str(enum backend_state st)
+{
+	return (unsigned)st < sizeof state_str / sizeof state_str[0] ? state_str[st] : "?";
+}
 
 const char *backend_reason_str(enum backend_reason r)
 {
@@ -51,14 +73,57 @@ enum backend_reason backend_reason_from_errno(int err)
 
 void backend_set_state(struct backend *be, enum backend_state st, const char *why)
 {
-	if (be->state == st)
+	struct pool *p = be->pool;
+	enum backend_state old = be->state;
+	if (old == st)
 		return;
 	be->state = st;
-	if (st == BACKEND_DOWN)
-		log_warning("pool=%s backend=%s: backend down: %s", be->pool->name, be->name, why);
-	else
-		log_info("pool=%s backend=%s: backend up: %s", be->pool->name, be->name, why);
-	engine_changed(be->pool->eng);
+	if (old == BACKEND_UP)
+		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) -= 1;
+	if (st == BACKEND_UP) {
+		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
+		be->went_up++;
+		log_info("pool=%s backend=%s: backend %s -> up: %s", p->name, be->name, backend_state_str(old),
+		         why);
+	} else {
+		if (st == BACKEND_DOWN)
+			be->went_down++;
+		log_warning("pool=%s backend=%s: backend %s -> %s: %s", p->name, be->name,
+		            backend_state_str(old), backend_state_str(st), why);
+	}
+	engine_changed(p->eng);
+	pool_backend_changed(p, be, old);
+}
+
+void backend_health_ok(struct backend *be, const char *how)
+{
+	char why[96];
+	be->fails = 0;
+	if (be->rises < UINT_MAX)
+		be->rises++;
+	if (be->state == BACKEND_DOWN && be->rises >= be->pool->cfg->health.rise) {
+		snprintf(why, sizeof why, "%s (%u in a row)", how, be->rises);
+		/* Healthy by its checks: connections may go at once, not after
+		 * the backoff the failures before built up. */
+		be->failures = 0;
+		be->next_attempt = 0;
+		be->backoff_ms = 0;
+		backend_set_state(be, BACKEND_UP, why);
+	}
+}
+
+void backend_health_failed(struct backend *be, const char *why)
+{
+	char msg[sizeof be->why + 32];
+	be->rises = 0;
+	if (be->fails < UINT_MAX)
+		be->fails++;
+	if (why != be->why)
+		snprintf(be->why, sizeof be->why, "%s", why);
+	if (be->state == BACKEND_UP && be->fails >= be->pool->cfg->health.fall) {
+		snprintf(msg, sizeof msg, "%s (%u failures in a row)", be->why, be->fails);
+		backend_set_state(be, BACKEND_DOWN, msg);
+	}
 }
 
 int backend_can_connect(const struct backend *be, ev_tstamp now)
@@ -95,17 +160,20 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
 	log_warning("pool=%s backend=%s conn=%llu: connect failed: %s (attempt %u, next in %.1fs)", p->name,
 	            be->name, (unsigned long long)conn_id, what, be->failures,
 	            (double)be->backoff_ms / 1000.0);
-	backend_set_state(be, BACKEND_DOWN, what);
+	snprintf(be->why, sizeof be->why, "connect failed: %s", what);
+	backend_health_failed(be, be->why);
 }
 
 void backend_attempt_succeeded(struct backend *be)
 {
-	char why[64];
 	be->connects_ok++;
-	snprintf(why, sizeof why, "connected after %u failed attempts, backoff reset", be->failures);
+	if (be->failures)
+		log_info("pool=%s backend=%s: connected after %u failed attempts, backoff reset",
+		         be->pool->name, be->name, be->failures);
 	be->failures = 0;
 	be->backoff_ms = 0;
 	be->next_attempt = 0;
 	be->reason = REASON_NONE;
-	backend_set_state(be, BACKEND_UP, why);
+	if (be->pool->cfg->health.type == CFG_CHECK_NONE)
+		backend_health_ok(be, "connection proven");
 }

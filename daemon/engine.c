@@ -65,7 +65,7 @@ static void engine_format_status(const struct engine *eng, char *buf, size_t len
 	for (size_t i = 0; i < eng->n_pools && off < len; i++) {
 		const struct pool *p = eng->pools[i];
 		off += (size_t)snprintf(buf + off, len - off, "%s%s: %zu idle, %zu active, %zu waiting",
-		                        i ? "; " : "", p->name, p->conns[BCONN_IDLE].n, p->relaying.n,
+		                        i ? "; " : "", p->name, p->n_conns[BCONN_IDLE], p->relaying.n,
 		                        p->waiting.n);
 	}
 	if (off >= len && len > 4)

@@ -1,9 +1,10 @@
 /*
  * daemon/engine.h — the objects of the warmpoold engine and how they relate.
  *
- *   engine ─┬─ pool "redis" ─┬─ backend 127.0.0.1:6379 (state, failures, backoff)
+ *   engine ─┬─ pool "redis" ─┬─ backend 127.0.0.1:6379 (state, health, backoff)
+ *           │                │    ├─ conns[CONNECTING|IDLE|ACTIVE] (struct bconn, one list per state)
+ *           │                │    └─ health check (its own short-lived connection)
  *           │                ├─ listener /run/warmpool/redis.sock
- *           │                ├─ conns[CONNECTING|IDLE|ACTIVE]   (struct bconn, one list per state)
  *           │                ├─ waiting   (sessions queued for a connection, FIFO)
  *           │                └─ relaying  (sessions pairing a client with a bconn)
  *           └─ graveyard: bconns/sessions closed inside a callback, freed once
@@ -39,9 +40,10 @@ enum bconn_state {
 
 #define BCONN_GREETING_MAX 16384 /* unprompted backend bytes kept for the first client */
 #define BCONN_SETTLE       0.2   /* seconds a new connection must live to count as a success */
+#define LIFETIME_JITTER    0.2   /* max_lifetime / max_idle_time end up to this fraction early */
 
 struct bconn {
-	struct list_node node; /* on pool->conns[state] or the graveyard */
+	struct list_node node; /* on be->conns[state] or the graveyard */
 	enum bconn_state state;
 	struct pool *pool;
 	struct backend *be;
@@ -51,7 +53,11 @@ struct bconn {
 	ev_timer timer;          /* connect_timeout while connecting */
 	ev_timer settle;         /* fires BCONN_SETTLE after connect: the connection is proven */
 	ev_tstamp started_at;    /* connect() issued */
+	ev_tstamp opened_at;     /* established (max_lifetime counts from here) */
+	ev_tstamp idle_since;    /* became idle (idle_timeout, max_idle_time) */
+	float jitter;            /* [0, 1): this connection's share of LIFETIME_JITTER */
 	unsigned proven : 1;     /* survived the settle time: the backend's backoff was reset */
+	unsigned greeted : 1;    /* idle with greeting bytes: counted in be->n_greeted_idle */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
 };
@@ -59,19 +65,41 @@ struct bconn {
 /* ---- backends (backend.c) --------------------------------------------- */
 
 enum backend_state {
-	BACKEND_UP,   /* connects succeed (or have not failed yet) */
-	BACKEND_DOWN, /* the last attempt failed: retried after its backoff delay */
+	BACKEND_UP,       /* takes handouts and new connections */
+	BACKEND_DOWN,     /* `fall` failures in a row: no handouts; probed until `rise` successes */
+	BACKEND_DRAINING, /* admin: no new handouts or connections; sessions run to their end */
+	BACKEND_DISABLED, /* admin: as draining, and not health-checked */
 };
 
-/* Why a connection attempt failed (relayd's enum host_error model). */
+/* Why a connection attempt or a check failed (relayd's enum host_error model). */
 enum backend_reason {
 	REASON_NONE,
 	REASON_REFUSED, /* ECONNREFUSED */
-	REASON_TIMEOUT, /* connect_timeout expired */
+	REASON_TIMEOUT, /* connect_timeout (or the check's timeout) expired */
 	REASON_RESET,   /* reset by the backend before the connection was proven */
 	REASON_CLOSED,  /* closed by the backend before the connection was proven */
 	REASON_UNREACHABLE,
-	REASON_OTHER, /* any other errno: see the log line */
+	REASON_BAD_REPLY, /* a health check's reply did not match */
+	REASON_OTHER,     /* any other errno: see the log line */
+};
+
+/* A backend's active health check (health.c): one short-lived connection at a
+ * time, never one a client may get. */
+#define HEALTH_REPLY_MAX 512 /* reply bytes kept for matching and for the log */
+
+enum health_phase { HC_WAITING, HC_CONNECTING, HC_SENDING, HC_READING };
+
+struct health {
+	enum health_phase phase;
+	ev_timer timer;      /* next check, then the running check's timeout */
+	ev_io io;            /* the check connection: EV_WRITE to connect/send, EV_READ for the reply */
+	int fd;              /* -1 between checks */
+	size_t sent;         /* request bytes written so far */
+	unsigned char *send; /* the request for this backend (presets: built at start) */
+	size_t send_len;
+	unsigned char *reply; /* HEALTH_REPLY_MAX bytes while a check runs */
+	size_t reply_len;
+	uint64_t n_ok, n_failed;
 };
 
 struct backend {
@@ -79,8 +107,15 @@ struct backend {
 	const struct cfg_backend *cfg;
 	const char *name; /* "host:port" as configured */
 	enum backend_state state;
-	enum backend_reason reason; /* of the last failure */
-	unsigned failures;          /* consecutive failed attempts since the last success */
+	struct list conns[BCONN_NLISTS]; /* this backend's connections, one list per state */
+	size_t n_greeted_idle;           /* idle connections whose greeting has arrived (at the front) */
+	unsigned rises, fails;           /* consecutive health successes / failures (checks or connects) */
+	uint64_t went_up, went_down;     /* transitions, for metrics */
+	int64_t wrr_current;             /* smooth weighted round robin credit */
+	char why[160];                   /* the last failure, as logged (bad replies show their bytes) */
+	struct health hc;
+	enum backend_reason reason; /* of the last failed connection attempt */
+	unsigned failures;          /* consecutive failed attempts since the last success (backoff) */
 	ev_tstamp next_attempt;     /* no new connect before this (ev_now time) */
 	ev_tstamp failed_at;        /* when the last failure was counted */
 	uint64_t backoff_ms;        /* the delay chosen after the last failure */
@@ -89,9 +124,16 @@ struct backend {
 };
 
 const char *backend_reason_str(enum backend_reason r);
+const char *backend_state_str(enum backend_state st);
 enum backend_reason backend_reason_from_errno(int err);
-/* The one place availability changes; logs only when it does. */
+/* The one place availability changes; logs only when it does, and applies
+ * the effects: leaving `up` closes the backend's idle connections and may
+ * switch the pool to its backups; coming up starts a refill. */
 void backend_set_state(struct backend *be, enum backend_state st, const char *why);
+/* One health outcome: a check's, or a connection attempt's (see health_counts_connects).
+ * `rise` successes in a row bring a down backend up, `fall` failures take an up one down. */
+void backend_health_ok(struct backend *be, const char *how);
+void backend_health_failed(struct backend *be, const char *why);
 /* A connection attempt (started at `started`) failed: count it, pick the next
  * delay, log. Attempts that were already in flight when an earlier failure was
  * counted belong to the same round and do not grow the backoff again. */
@@ -99,8 +141,23 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
                             int err);
 /* A connection was proven: reset the backoff. */
 void backend_attempt_succeeded(struct backend *be);
-/* May a new connection be started to this backend at time `now`? */
+/* May a new connection be started to this backend at time `now` (backoff
+ * and the one-probe rule; not its state)? */
 int backend_can_connect(const struct backend *be, ev_tstamp now);
+
+/* ---- health checks (health.c) ------------------------------------------ */
+
+/* Prepare the backend's check (builds the preset request); -1 on no memory. */
+int health_init(struct backend *be) __attribute__((warn_unused_result));
+/* Schedule the first check at a random offset within `interval` (no-op when
+ * the pool has no active check or the backend is disabled). */
+void health_start(struct backend *be);
+/* Stop and close the running check, if any. */
+void health_stop(struct backend *be);
+void health_free(struct backend *be);
+/* Does the pool's reply matcher accept `reply` (pure, unit-tested)? 1 yes,
+ * 0 not yet (read more), -1 never. */
+int health_match(const struct cfg_health *h, const unsigned char *reply, size_t len);
 
 /* ---- listeners (listener.c) ------------------------------------------- */
 
@@ -176,9 +233,13 @@ struct pool_stats {
 	uint64_t clients_refused;   /* over max_clients */
 	uint64_t clients_timed_out; /* waited queue_timeout */
 	uint64_t clients_retried;   /* re-paired: their connection died before any byte */
+	uint64_t clients_failed_fast; /* closed at once: no backend up and fail_fast set */
 	uint64_t conns_opened, conns_failed;
 	uint64_t stale_at_checkout; /* failed the liveness check at handout */
 	uint64_t idle_lost;         /* idle connections closed or reset by the backend */
+	uint64_t conns_recycled;    /* closed by max_lifetime or max_idle_time */
+	uint64_t conns_idle_closed; /* closed by idle_timeout above the floor */
+	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were warm */
 };
 
 struct pool {
@@ -187,30 +248,42 @@ struct pool {
 	const char *name;
 	struct backend *backends;
 	size_t n_backends;
-	size_t rr; /* round-robin cursor over backends */
-	struct list conns[BCONN_NLISTS];
+	size_t rr;                 /* round-robin cursor over backends */
+	size_t n_conns[BCONN_NLISTS]; /* connections per state, all backends */
+	unsigned n_up_primary, n_up_backup; /* backends in state up */
 	struct list waiting; /* FIFO */
 	struct list relaying;
 	struct listener *listeners;
 	size_t n_listeners;
 	ev_timer refill_timer;        /* armed while every backend is in backoff */
+	ev_timer janitor;             /* lifetimes, idle sweeps, hand-back (DESIGN.md rule 6) */
+	ev_tstamp last_recycle;       /* max_lifetime closes are spaced out from each other */
 	struct list_node refill_node; /* on eng->refill_soon while a deferred refill is due */
 	unsigned warm : 1;            /* the floor was reached since the last outage */
+	unsigned may_hand_back : 1;   /* has backups or balance first: connections can be misplaced */
 	struct pool_stats stats;
 };
 
+/* May `be` take handouts and new connections now? Up, and a backup only
+ * while no primary is up. */
+int pool_backend_serves(const struct pool *p, const struct backend *be);
+/* Pick the backend whose idle connection the next client gets (by the
+ * pool's balance), or -1 when no serving backend has one. */
+long pool_pick_handout(struct pool *p);
+/* Pick the backend for the next new connection, or -1 (pure but for the
+ * round-robin cursor; unit-tested). */
+long pool_pick_connect(struct pool *p, ev_tstamp now);
+
 /* The counts the refill plan is computed from (pure, unit-tested). */
 struct pool_counts {
-	size_t idle, active, connecting, waiting;
+	size_t idle, active, connecting, waiting; /* idle and connecting: on preferred backends */
 	uint32_t min_idle, max_connections;
+	size_t other; /* idle or connecting elsewhere (backups, probes): in the total only */
 };
 
 /* How many new connections to start now: enough for the floor plus every
  * waiting client, never beyond max_connections in total. */
 size_t pool_plan_connects(const struct pool_counts *c);
-/* Index of the next backend to connect to, round robin from *cursor,
- * skipping those in backoff; -1 when none may be tried at `now`. */
-long pool_pick_backend(const struct backend *bs, size_t n, size_t *cursor, ev_tstamp now);
 
 struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg);
 void pool_destroy(struct pool *p);
@@ -228,6 +301,10 @@ void pool_refill_soon(struct pool *p);
 void pool_run_deferred_refills(struct engine *eng);
 /* Hand idle connections to waiting clients. */
 void pool_dispatch(struct pool *p);
+/* A backend's availability changed: apply it to connections and clients. */
+void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state old);
+/* Close one backend's idle connections (it left `up`); returns how many. */
+size_t pool_close_idle(struct backend *be);
 
 void bconn_set_state(struct bconn *b, enum bconn_state st);
 /* Close a connection (any state) and bury it. */

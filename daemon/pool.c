@@ -10,22 +10,38 @@
  *
  * The pool keeps at least min_idle connections IDLE while nothing is
  * happening, plus one CONNECTING per waiting client, never more than
- * max_connections in all. Idle sockets stay in the loop (EV_READ), so a
+ * max_connections in all. Each backend holds its own lists; which backend a
+ * new connection goes to and which backend's idle connection a client gets
+ * follow the pool's balance (round_robin by weight, least_connections,
+ * first), among the backends that serve: up, and backups only while no
+ * primary is up. Only connections on preferred backends count toward the
+ * floor, so when a primary (or, for `first`, an earlier backend) is usable
+ * again, new connections go there and the others are handed back (closed)
+ * once the floor is met there. Idle sockets stay in the loop (EV_READ), so a
  * backend closing one is noticed at once; bytes a backend sends unprompted
  * (a greeting) are kept and delivered first to the client that gets the
  * connection. Checkout takes the connection at the front of the idle list
  * and re-checks it without blocking (MSG_PEEK, SO_ERROR) before handing it
  * out. The front holds the most recent sign of life: a connection whose
- * greeting just arrived moves there, while a freshly established one waits at
- * the back until it has said something (or the ones before it are used).
+ * greeting just arrived moves there; a freshly established one goes to the
+ * front too (LIFO) unless some idle connection of its backend has a greeting
+ * already, in which case it waits at the back until it has said something,
+ * so a client does not wait for a handshake another connection has done.
  *
  * A connection that dies within BCONN_SETTLE of being established counts as
  * a failed attempt: a backend that accepts and resets at once (out of
  * clients, or a balancer with nothing behind it) is backed off like one that
  * refuses. One that lives longer is proven and resets the backend's backoff;
  * when it closes later (a server's idle timeout) it is simply replaced.
+ *
+ * One janitor timer per pool (DESIGN.md rule 6) recycles idle connections
+ * past max_lifetime (spaced apart) or max_idle_time, closes those above the
+ * floor idle for idle_timeout, and hands back misplaced ones. Both lifetimes
+ * end up to LIFETIME_JITTER early, by a random share fixed per connection,
+ * so connections opened together do not expire together.
  */
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdlib.h>
@@ -38,11 +54,17 @@
 
 static const char *const bconn_state_names[] = {"connecting", "idle", "active", "closed"};
 
+#define JANITOR_PERIOD   1.0   /* seconds between sweeps when no deadline is nearer */
+#define JANITOR_MIN_WAIT 0.001 /* never re-arm closer than this */
+#define RECYCLE_GAP_MAX  1.0   /* seconds: cap on the spacing of max_lifetime closes */
+
+static void pool_janitor_soon(struct pool *p, ev_tstamp at);
+
 /* ---- pure accounting (unit-tested) ------------------------------------ */
 
 size_t pool_plan_connects(const struct pool_counts *c)
 {
-	size_t total = c->idle + c->active + c->connecting;
+	size_t total = c->idle + c->active + c->connecting + c->other;
 	size_t want = (size_t)c->min_idle + c->waiting;
 	size_t have = c->idle + c->connecting;
 	if (want <= have || total >= c->max_connections)
@@ -52,28 +74,133 @@ size_t pool_plan_connects(const struct pool_counts *c)
 	return need < room ? need : room;
 }
 
-long pool_pick_backend(const struct backend *bs, size_t n, size_t *cursor, ev_tstamp now)
+int pool_backend_serves(const struct pool *p, const struct backend *be)
 {
+	if (be->state != BACKEND_UP)
+		return 0;
+	return be->cfg->backup ? p->n_up_primary == 0 : 1;
+}
+
+/* For `first`: the index of the first serving backend that is usable right
+ * now (no failures counted); backends after it are not preferred. */
+static size_t pool_first_cutoff(const struct pool *p)
+{
+	if (p->cfg->balance != CFG_BALANCE_FIRST)
+		return p->n_backends;
+	for (size_t i = 0; i < p->n_backends; i++)
+		if (pool_backend_serves(p, &p->backends[i]) && p->backends[i].failures == 0)
+			return i;
+	return p->n_backends;
+}
+
+/* Serves, and (for `first`) no earlier serving backend is usable right now:
+ * its connections count toward the floor and are never handed back. */
+static int pool_backend_preferred_at(const struct pool *p, const struct backend *be, size_t cutoff)
+{
+	return pool_backend_serves(p, be) && (size_t)(be - p->backends) <= cutoff;
+}
+
+static int pool_backend_preferred(const struct pool *p, const struct backend *be)
+{
+	return pool_backend_preferred_at(p, be, pool_first_cutoff(p));
+}
+
+static size_t backend_n_conns(const struct backend *be)
+{
+	return be->conns[BCONN_IDLE].n + be->conns[BCONN_ACTIVE].n + be->conns[BCONN_CONNECTING].n;
+}
+
+/* a/wa < b/wb, without division */
+static int load_less(size_t a, uint32_t wa, size_t b, uint32_t wb)
+{
+	return (uint64_t)a * wb < (uint64_t)b * wa;
+}
+
+long pool_pick_handout(struct pool *p)
+{
+	size_t n = p->n_backends;
+	long best = -1;
+	int64_t total = 0;
 	for (size_t i = 0; i < n; i++) {
-		size_t k = (*cursor + i) % n;
-		if (backend_can_connect(&bs[k], now)) {
-			*cursor = (k + 1) % n;
-			return (long)k;
+		size_t k = (p->rr + i) % n;
+		struct backend *be = &p->backends[k];
+		if (!be->conns[BCONN_IDLE].n || !pool_backend_serves(p, be))
+			continue;
+		const struct backend *b = best < 0 ? NULL : &p->backends[best];
+		switch (p->cfg->balance) {
+		case CFG_BALANCE_FIRST:
+			if (!b || k < (size_t)best)
+				best = (long)k;
+			break;
+		case CFG_BALANCE_LEAST_CONN:
+			if (!b || load_less(be->conns[BCONN_ACTIVE].n, be->cfg->weight, b->conns[BCONN_ACTIVE].n,
+			                    b->cfg->weight))
+				best = (long)k;
+			break;
+		case CFG_BALANCE_ROUND_ROBIN:
+			/* Smooth weighted round robin (as nginx): every candidate
+			 * earns its weight, the richest is picked and pays the total. */
+			be->wrr_current += be->cfg->weight;
+			total += be->cfg->weight;
+			if (!b || be->wrr_current > b->wrr_current)
+				best = (long)k;
+			break;
 		}
 	}
-	return -1;
+	if (best < 0)
+		return -1;
+	p->backends[best].wrr_current -= total;
+	if (p->cfg->balance == CFG_BALANCE_LEAST_CONN)
+		p->rr = ((size_t)best + 1) % n; /* equal loads take turns */
+	return best;
+}
+
+long pool_pick_connect(struct pool *p, ev_tstamp now)
+{
+	size_t n = p->n_backends;
+	long best = -1;
+	for (size_t i = 0; i < n; i++) {
+		/* `first` walks the list in order; the others rotate for ties. */
+		size_t k = p->cfg->balance == CFG_BALANCE_FIRST ? i : (p->rr + i) % n;
+		const struct backend *be = &p->backends[k];
+		if (!pool_backend_serves(p, be) || !backend_can_connect(be, now))
+			continue;
+		if (be->conns[BCONN_CONNECTING].n >= p->cfg->max_connecting) {
+			if (p->cfg->balance == CFG_BALANCE_FIRST)
+				return -1; /* wait for it rather than spill to the next */
+			continue;
+		}
+		if (p->cfg->balance == CFG_BALANCE_FIRST)
+			return (long)k;
+		/* New connections go where there are fewest per unit of weight,
+		 * so the warm floor is spread as the weights say. */
+		const struct backend *b = best < 0 ? NULL : &p->backends[best];
+		if (!b || load_less(backend_n_conns(be), be->cfg->weight, backend_n_conns(b), b->cfg->weight))
+			best = (long)k;
+	}
+	if (best >= 0)
+		p->rr = ((size_t)best + 1) % n;
+	return best;
 }
 
 static struct pool_counts pool_counts(const struct pool *p)
 {
-	return (struct pool_counts){
-	    .idle = p->conns[BCONN_IDLE].n,
-	    .active = p->conns[BCONN_ACTIVE].n,
-	    .connecting = p->conns[BCONN_CONNECTING].n,
+	struct pool_counts c = {
+	    .active = p->n_conns[BCONN_ACTIVE],
 	    .waiting = p->waiting.n,
 	    .min_idle = p->cfg->min_idle,
 	    .max_connections = p->cfg->max_connections,
 	};
+	size_t cutoff = pool_first_cutoff(p);
+	for (size_t i = 0; i < p->n_backends; i++) {
+		const struct backend *be = &p->backends[i];
+		if (pool_backend_preferred_at(p, be, cutoff)) {
+			c.idle += be->conns[BCONN_IDLE].n;
+			c.connecting += be->conns[BCONN_CONNECTING].n;
+		}
+	}
+	c.other = p->n_conns[BCONN_IDLE] + p->n_conns[BCONN_CONNECTING] - c.idle - c.connecting;
+	return c;
 }
 
 /* ---- connection state machine ----------------------------------------- */
@@ -85,13 +212,21 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 		return;
 	log_debug("pool=%s backend=%s conn=%llu: %s -> %s", p->name, b->be->name, (unsigned long long)b->id,
 	          bconn_state_names[b->state], bconn_state_names[st]);
-	if (b->state < BCONN_NLISTS)
-		list_remove(&p->conns[b->state], &b->node);
+	if (b->state < BCONN_NLISTS) {
+		list_remove(&b->be->conns[b->state], &b->node);
+		p->n_conns[b->state]--;
+	}
+	if (b->greeted) { /* leaving idle */
+		b->greeted = 0;
+		b->be->n_greeted_idle--;
+	}
 	b->state = st;
-	if (st < BCONN_NLISTS)
-		list_push_back(&p->conns[st], &b->node);
-	else
+	if (st < BCONN_NLISTS) {
+		list_push_back(&b->be->conns[st], &b->node);
+		p->n_conns[st]++;
+	} else {
 		list_push_back(&p->eng->dead_conns, &b->node);
+	}
 	engine_changed(p->eng);
 }
 
@@ -157,10 +292,12 @@ static void bconn_settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	b->proven = 1;
 	b->be->n_unproven--;
 	backend_attempt_succeeded(b->be);
+	if (b->be->state == BACKEND_DOWN)
+		pool_refill_soon(p); /* a probe lived: the next one may go now */
 	/* "warm" once per start or outage, and only for connections that lived. */
-	if (!p->warm && p->cfg->min_idle > 0 && p->conns[BCONN_IDLE].n >= p->cfg->min_idle) {
+	if (!p->warm && p->cfg->min_idle > 0 && p->n_conns[BCONN_IDLE] >= p->cfg->min_idle) {
 		p->warm = 1;
-		log_info("pool=%s: warm: %zu idle connections", p->name, p->conns[BCONN_IDLE].n);
+		log_info("pool=%s: warm: %zu idle connections", p->name, p->n_conns[BCONN_IDLE]);
 	}
 }
 
@@ -185,8 +322,10 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 		b->greeting = g;
 		if (b->greeting_len == 0) {
 			/* First sign of life from the backend: hand this one out next. */
-			list_remove(&b->pool->conns[BCONN_IDLE], &b->node);
-			list_push_front(&b->pool->conns[BCONN_IDLE], &b->node);
+			list_remove(&b->be->conns[BCONN_IDLE], &b->node);
+			list_push_front(&b->be->conns[BCONN_IDLE], &b->node);
+			b->greeted = 1;
+			b->be->n_greeted_idle++;
 		}
 		b->greeting_len += (uint32_t)n;
 		if (b->greeting_len == BCONN_GREETING_MAX) {
@@ -202,14 +341,40 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	bconn_lost(b, n == 0 ? REASON_CLOSED : backend_reason_from_errno(errno), n == 0 ? 0 : errno);
 }
 
+/* When the janitor must look at an idle connection next. */
+static ev_tstamp bconn_idle_deadline(const struct bconn *b)
+{
+	const struct cfg_pool *c = b->pool->cfg;
+	ev_tstamp t = INFINITY, early = 1.0 - LIFETIME_JITTER * b->jitter;
+	if (c->max_lifetime_ms)
+		t = fmin(t, b->opened_at + (double)c->max_lifetime_ms / 1000.0 * early);
+	if (c->max_idle_time_ms)
+		t = fmin(t, b->idle_since + (double)c->max_idle_time_ms / 1000.0 * early);
+	if (c->idle_timeout_ms)
+		t = fmin(t, b->idle_since + (double)c->idle_timeout_ms / 1000.0);
+	return t;
+}
+
 static void bconn_become_idle(struct bconn *b)
 {
-	struct ev_loop *loop = b->pool->eng->loop;
+	struct pool *p = b->pool;
+	struct ev_loop *loop = p->eng->loop;
 	ev_io_stop(loop, &b->io);
 	ev_set_cb(&b->io, bconn_idle_cb);
 	ev_io_set(&b->io, b->fd, EV_READ);
 	ev_io_start(loop, &b->io);
+	b->idle_since = ev_now(loop);
 	bconn_set_state(b, BCONN_IDLE);
+	if (!b->be->n_greeted_idle) {
+		/* No greeting to prefer: the youngest goes first (LIFO), so the
+		 * oldest age at the back, where a server's idle timeout or
+		 * max_idle_time replaces them without a client near. */
+		list_remove(&b->be->conns[BCONN_IDLE], &b->node);
+		list_push_front(&b->be->conns[BCONN_IDLE], &b->node);
+	}
+	pool_janitor_soon(p, bconn_idle_deadline(b));
+	if (p->may_hand_back && pool_backend_preferred(p, b->be))
+		pool_janitor_soon(p, b->idle_since); /* maybe the floor is met here: hand back the others */
 }
 
 static void bconn_established(struct bconn *b)
@@ -218,14 +383,11 @@ static void bconn_established(struct bconn *b)
 	struct ev_loop *loop = p->eng->loop;
 	ev_timer_stop(loop, &b->timer);
 	p->stats.conns_opened++;
+	b->opened_at = ev_now(loop);
 	ev_timer_set(&b->settle, BCONN_SETTLE, 0.);
 	ev_timer_start(loop, &b->settle);
 	log_debug("pool=%s backend=%s conn=%llu: connected", p->name, b->be->name, (unsigned long long)b->id);
-	/* Fresh connections queue at the back (bconn_set_state appends): for a
-	 * protocol with a greeting, those whose greeting has already arrived
-	 * (moved to the front by bconn_idle_cb) are handed out first, so the
-	 * client does not wait for the backend's handshake. */
-	bconn_become_idle(b);
+	bconn_become_idle(b); /* placed in the idle list as the file comment says */
 	pool_dispatch(p);
 }
 
@@ -255,6 +417,31 @@ static void bconn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	bconn_failed(b, REASON_TIMEOUT, ETIMEDOUT);
 }
 
+static void set_opt(const struct pool *p, const struct backend *be, int fd, int level, int opt, int val,
+                    const char *name)
+{
+	if (setsockopt(fd, level, opt, &val, sizeof val) < 0)
+		log_warning("pool=%s backend=%s: %s: %s", p->name, be->name, name, strerror(errno));
+}
+
+/* TCP_NODELAY, keepalive and TCP_USER_TIMEOUT: a dead peer or path is found
+ * even on a connection that sits idle, and unacknowledged data is not
+ * retried for the kernel's 15 minutes. */
+static void bconn_set_options(const struct pool *p, const struct backend *be, int fd)
+{
+	const struct cfg_keepalive *ka = &p->cfg->keepalive;
+	set_opt(p, be, fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+	if (ka->enabled) {
+		set_opt(p, be, fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)ka->idle_s, "TCP_KEEPIDLE");
+		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)ka->interval_s, "TCP_KEEPINTVL");
+		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPCNT, (int)ka->count, "TCP_KEEPCNT");
+	}
+	if (p->cfg->tcp_user_timeout_ms)
+		set_opt(p, be, fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)p->cfg->tcp_user_timeout_ms,
+		        "TCP_USER_TIMEOUT");
+}
+
 /* Start one non-blocking connect to `be`. Returns 0, or -1 if no socket could
  * be made (a local problem, not the backend's: it is not backed off). */
 static int bconn_connect(struct pool *p, struct backend *be)
@@ -274,9 +461,8 @@ static int bconn_connect(struct pool *p, struct backend *be)
 		free(b);
 		return -1;
 	}
-	int one = 1;
-	if (setsockopt(b->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
-		log_warning("pool=%s backend=%s: TCP_NODELAY: %s", p->name, be->name, strerror(errno));
+	bconn_set_options(p, be, b->fd);
+	b->jitter = (float)engine_random(p->eng);
 	ev_io_init(&b->io, bconn_connect_cb, b->fd, EV_WRITE);
 	ev_timer_init(&b->timer, bconn_timeout_cb, (double)p->cfg->connect_timeout_ms / 1000.0, 0.);
 	ev_timer_init(&b->settle, bconn_settle_cb, 0., 0.);
@@ -284,7 +470,8 @@ static int bconn_connect(struct pool *p, struct backend *be)
 	/* Account for the attempt before connect() so an immediate failure
 	 * goes through the same path as a later one. */
 	b->state = BCONN_CONNECTING;
-	list_push_back(&p->conns[BCONN_CONNECTING], &b->node);
+	list_push_back(&be->conns[BCONN_CONNECTING], &b->node);
+	p->n_conns[BCONN_CONNECTING]++;
 	engine_changed(p->eng);
 
 	b->started_at = ev_now(loop);
@@ -323,8 +510,10 @@ static int bconn_alive(struct bconn *b)
 
 void pool_dispatch(struct pool *p)
 {
-	while (!list_empty(&p->waiting) && !list_empty(&p->conns[BCONN_IDLE])) {
-		struct bconn *b = container_of(list_first(&p->conns[BCONN_IDLE]), struct bconn, node);
+	long k;
+	while (!list_empty(&p->waiting) && (k = pool_pick_handout(p)) >= 0) {
+		struct backend *be = &p->backends[k];
+		struct bconn *b = container_of(list_first(&be->conns[BCONN_IDLE]), struct bconn, node);
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
 			log_info("pool=%s backend=%s conn=%llu: dead at checkout, discarded", p->name,
@@ -356,22 +545,42 @@ void pool_refill(struct pool *p)
 	struct pool_counts c = pool_counts(p);
 	size_t need = pool_plan_connects(&c);
 	ev_tstamp now = ev_now(eng->loop);
+	int local_failure = 0;
 	while (need > 0) {
-		long k = pool_pick_backend(p->backends, p->n_backends, &p->rr, now);
+		long k = pool_pick_connect(p, now);
 		if (k < 0)
 			break;
-		if (bconn_connect(p, &p->backends[k]) < 0)
-			break; /* out of sockets: retried by the timer below */
+		if (bconn_connect(p, &p->backends[k]) < 0) {
+			local_failure = 1; /* out of sockets: retried by the timer below */
+			break;
+		}
 		c = pool_counts(p);
 		need = pool_plan_connects(&c);
 	}
-	/* Still short? Wake when the earliest backend leaves backoff (or in
-	 * 1 s after a local failure such as EMFILE). */
+	/* Failing backends (down, or up with failures counted) with no active
+	 * check are probed by the pool itself, one connection at a time, when
+	 * their backoff allows, wanted or not: the floor may be full elsewhere,
+	 * and they must still come back (or reach `fall`). */
+	int probing = 0;
+	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
+		struct backend *be = &p->backends[i];
+		int failing = be->state == BACKEND_DOWN || (be->state == BACKEND_UP && be->failures > 0);
+		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven)
+			continue;
+		probing = 1;
+		c = pool_counts(p);
+		if (now >= be->next_attempt &&
+		    c.idle + c.active + c.connecting + c.other < p->cfg->max_connections &&
+		    bconn_connect(p, be) < 0)
+			local_failure = 1;
+	}
+	/* Still short, or a probe to schedule? Wake when the earliest backend
+	 * leaves backoff (or in 1 s after a local failure such as EMFILE). */
 	ev_timer_stop(eng->loop, &p->refill_timer);
-	if (need == 0)
+	if (need == 0 && !probing)
 		return;
 	ev_tstamp wake = now + 1.0;
-	for (size_t i = 0; i < p->n_backends; i++) {
+	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
 		const struct backend *be = &p->backends[i];
 		if (be->next_attempt > now && be->next_attempt < wake)
 			wake = be->next_attempt;
@@ -384,7 +593,7 @@ void pool_refill_soon(struct pool *p)
 {
 	if (p->eng->stopping)
 		return;
-	if (p->waiting.n > p->conns[BCONN_CONNECTING].n) {
+	if (p->waiting.n > p->n_conns[BCONN_CONNECTING]) {
 		pool_refill(p); /* a client is waiting: this is its critical path */
 		return;
 	}
@@ -401,6 +610,152 @@ void pool_run_deferred_refills(struct engine *eng)
 	}
 }
 
+/* ---- janitor: lifetimes, idle sweeps, hand-back ------------------------ */
+
+static void pool_janitor_soon(struct pool *p, ev_tstamp at)
+{
+	struct ev_loop *loop = p->eng->loop;
+	if (!isfinite(at) || p->eng->stopping)
+		return;
+	ev_tstamp now = ev_now(loop);
+	if (ev_is_active(&p->janitor) && now + ev_timer_remaining(loop, &p->janitor) <= at)
+		return;
+	ev_timer_stop(loop, &p->janitor);
+	ev_timer_set(&p->janitor, fmax(at - now, JANITOR_MIN_WAIT), 0.);
+	ev_timer_start(loop, &p->janitor);
+}
+
+static void pool_recycle(struct bconn *b, const char *why)
+{
+	struct pool *p = b->pool;
+	p->stats.conns_recycled++;
+	log_debug("pool=%s backend=%s conn=%llu: %s, recycling", p->name, b->be->name,
+	          (unsigned long long)b->id, why);
+	bconn_close(b);
+}
+
+/* One sweep over the idle connections; returns when to look again. */
+static ev_tstamp pool_janitor_sweep(struct pool *p, ev_tstamp now)
+{
+	const struct cfg_pool *c = p->cfg;
+	struct pool_counts counts = pool_counts(p);
+	size_t idle = counts.idle; /* on preferred backends: the floor */
+	ev_tstamp next = now + JANITOR_PERIOD;
+	/* max_lifetime closes are spaced so a floor opened at once is not
+	 * replaced at once: the jitter window shared by the open connections. */
+	size_t n_open = p->n_conns[BCONN_IDLE] + p->n_conns[BCONN_ACTIVE];
+	ev_tstamp gap = fmin((double)c->max_lifetime_ms / 1000.0 * LIFETIME_JITTER / (double)(n_open ? n_open : 1),
+	                     RECYCLE_GAP_MAX);
+
+	size_t cutoff = pool_first_cutoff(p);
+	for (size_t i = 0; i < p->n_backends; i++) {
+		struct backend *be = &p->backends[i];
+		int preferred = pool_backend_preferred_at(p, be, cutoff);
+		struct list_node *pos, *tmp;
+		list_for_each_safe (pos, tmp, &be->conns[BCONN_IDLE]) {
+			struct bconn *b = container_of(pos, struct bconn, node);
+			ev_tstamp early = 1.0 - LIFETIME_JITTER * b->jitter, t;
+			if (!preferred && be->state == BACKEND_UP && idle >= c->min_idle) {
+				p->stats.conns_handed_back++;
+				log_debug("pool=%s backend=%s conn=%llu: preferred backends are warm, handing back",
+				          p->name, be->name, (unsigned long long)b->id);
+				bconn_close(b);
+				continue;
+			}
+			if (c->max_idle_time_ms) {
+				t = b->idle_since + (double)c->max_idle_time_ms / 1000.0 * early;
+				if (now >= t) {
+					pool_recycle(b, "max_idle_time reached");
+					idle -= preferred;
+					continue;
+				}
+				next = fmin(next, t);
+			}
+			if (c->max_lifetime_ms) {
+				t = b->opened_at + (double)c->max_lifetime_ms / 1000.0 * early;
+				if (now >= t && now >= p->last_recycle + gap) {
+					p->last_recycle = now;
+					pool_recycle(b, "max_lifetime reached");
+					idle -= preferred;
+					continue;
+				}
+				next = fmin(next, fmax(t, p->last_recycle + gap));
+			}
+			if (c->idle_timeout_ms && preferred && idle > c->min_idle) {
+				t = b->idle_since + (double)c->idle_timeout_ms / 1000.0;
+				if (now >= t) {
+					p->stats.conns_idle_closed++;
+					log_debug("pool=%s backend=%s conn=%llu: idle_timeout above the floor, closing",
+					          p->name, be->name, (unsigned long long)b->id);
+					bconn_close(b);
+					idle--;
+					continue;
+				}
+				next = fmin(next, t);
+			}
+		}
+	}
+	return next;
+}
+
+static void pool_janitor_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct pool *p = container_of(w, struct pool, janitor);
+	ev_tstamp now = ev_now(loop);
+	ev_tstamp next = pool_janitor_sweep(p, now);
+	pool_janitor_soon(p, next);
+	pool_refill(p);
+}
+
+/* ---- backend availability ---------------------------------------------- */
+
+size_t pool_close_idle(struct backend *be)
+{
+	size_t n = be->conns[BCONN_IDLE].n;
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &be->conns[BCONN_IDLE])
+		bconn_close(container_of(pos, struct bconn, node));
+	return n;
+}
+
+static void pool_fail_waiting(struct pool *p, const char *why)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &p->waiting) {
+		p->stats.clients_failed_fast++;
+		session_close(container_of(pos, struct session, node), why);
+	}
+}
+
+void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state old)
+{
+	if (p->eng->stopping)
+		return;
+	if (old == BACKEND_UP) {
+		size_t n = pool_close_idle(be);
+		if (n)
+			log_info("pool=%s backend=%s: closed %zu idle connections", p->name, be->name, n);
+		if (!be->cfg->backup && p->n_up_primary == 0 && p->n_up_backup > 0)
+			log_warning("pool=%s: no primary backend up, using %u backup(s)", p->name,
+			            p->n_up_backup);
+	} else if (be->state == BACKEND_UP && !be->cfg->backup && p->n_up_primary == 1 && p->n_up_backup > 0) {
+		log_info("pool=%s: a primary backend is up again, backups hand back", p->name);
+	}
+	if (be->state == BACKEND_DISABLED)
+		health_stop(be);
+	if (p->n_up_primary + p->n_up_backup == 0) {
+		log_warning("pool=%s: no backend up", p->name);
+		if (p->cfg->fail_fast && p->waiting.n) {
+			log_info("pool=%s: fail_fast: closing %zu waiting clients", p->name, p->waiting.n);
+			pool_fail_waiting(p, "no backend up (fail_fast)");
+		}
+	}
+	if (p->may_hand_back)
+		pool_janitor_soon(p, ev_now(p->eng->loop));
+	pool_dispatch(p); /* new candidates for waiting clients; refills */
+}
+
 /* ---- clients ----------------------------------------------------------- */
 
 void pool_client_arrived(struct pool *p, int cfd)
@@ -410,6 +765,12 @@ void pool_client_arrived(struct pool *p, int cfd)
 		p->stats.clients_refused++;
 		log_warning("pool=%s: max_clients (%u) reached, closing new client", p->name,
 		            p->cfg->max_clients);
+		close(cfd);
+		return;
+	}
+	if (p->cfg->fail_fast && p->n_up_primary + p->n_up_backup == 0) {
+		p->stats.clients_failed_fast++;
+		log_info("pool=%s: no backend up, closing new client (fail_fast)", p->name);
 		close(cfd);
 		return;
 	}
@@ -432,11 +793,10 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 	p->eng = eng;
 	p->cfg = cfg;
 	p->name = cfg->name;
-	for (int i = 0; i < BCONN_NLISTS; i++)
-		list_init(&p->conns[i]);
 	list_init(&p->waiting);
 	list_init(&p->relaying);
 	ev_timer_init(&p->refill_timer, pool_refill_timer_cb, 0., 0.);
+	ev_timer_init(&p->janitor, pool_janitor_cb, 0., 0.);
 	p->refill_node.prev = p->refill_node.next = &p->refill_node;
 	p->backends = calloc(cfg->n_backends, sizeof *p->backends);
 	p->listeners = calloc(cfg->n_listen, sizeof *p->listeners);
@@ -451,6 +811,17 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 		be->cfg = &cfg->backends[i];
 		be->name = cfg->backends[i].name;
 		be->state = BACKEND_UP;
+		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
+		p->may_hand_back |= be->cfg->backup || cfg->balance == CFG_BALANCE_FIRST;
+		for (int k = 0; k < BCONN_NLISTS; k++)
+			list_init(&be->conns[k]);
+		be->hc.fd = -1;
+	}
+	for (size_t i = 0; i < cfg->n_backends; i++) {
+		if (health_init(&p->backends[i]) < 0) {
+			pool_destroy(p);
+			return NULL;
+		}
 	}
 	p->n_listeners = cfg->n_listen;
 	for (size_t i = 0; i < cfg->n_listen; i++) {
@@ -473,6 +844,9 @@ void pool_start(struct pool *p)
 {
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_start(&p->listeners[i]);
+	for (size_t i = 0; i < p->n_backends; i++)
+		health_start(&p->backends[i]);
+	pool_janitor_soon(p, ev_now(p->eng->loop) + JANITOR_PERIOD);
 	pool_refill(p);
 }
 
@@ -489,10 +863,15 @@ void pool_stop(struct pool *p)
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_close(&p->listeners[i]);
 	ev_timer_stop(p->eng->loop, &p->refill_timer);
+	ev_timer_stop(p->eng->loop, &p->janitor);
 	list_for_each_safe (pos, tmp, &p->waiting)
 		session_close(container_of(pos, struct session, node), "shutting down");
-	pool_close_list(&p->conns[BCONN_IDLE]);
-	pool_close_list(&p->conns[BCONN_CONNECTING]);
+	for (size_t i = 0; i < p->n_backends; i++) {
+		struct backend *be = &p->backends[i];
+		health_stop(be);
+		pool_close_list(&be->conns[BCONN_IDLE]);
+		pool_close_list(&be->conns[BCONN_CONNECTING]);
+	}
 }
 
 void pool_destroy(struct pool *p)
@@ -508,6 +887,8 @@ void pool_destroy(struct pool *p)
 	}
 	if (p->refill_node.next != &p->refill_node)
 		list_remove(&p->eng->refill_soon, &p->refill_node);
+	for (size_t i = 0; p->backends && i < p->n_backends; i++)
+		health_free(&p->backends[i]);
 	free(p->backends);
 	free(p->listeners);
 	free(p);

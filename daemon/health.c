@@ -1,0 +1,398 @@
+/*
+ * daemon/health.c — active health checks, one backend at a time.
+ *
+ *   WAITING ──timer──▶ CONNECTING ──▶ SENDING ──▶ READING ──match──▶ WAITING
+ *                          └──────── timeout, refused, reset, bad reply ──┘
+ *
+ * Each check opens its own short-lived connection (never one a client may
+ * get), sends the request if the type has one and reads until the reply
+ * matches, cannot match any more, fills HEALTH_REPLY_MAX, or the check's
+ * `timeout` (which covers connect and exchange) expires. The outcome goes to
+ * backend_health_ok()/backend_health_failed(), which own rise/fall.
+ *
+ * Scheduling: the first check of each backend starts at a random point of
+ * the first `interval`, and every later delay is jittered by HEALTH_JITTER,
+ * so many backends are never probed in lockstep. The delay is `interval`
+ * while a backend is steady, `fast_interval` while it is changing state
+ * (some failures while up, or some successes while down) and
+ * `down_interval` while it is down.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "escape.h"
+#include "log.h"
+
+#define HEALTH_JITTER 0.05 /* each delay is scaled by a random factor in 1 ± this */
+
+static const struct cfg_health *health_cfg(const struct backend *be)
+{
+	return &be->pool->cfg->health;
+}
+
+/* ---- matching (pure) ---------------------------------------------------- */
+
+/* The reply starts with `want`: 1, could still: 0, cannot: -1. */
+static int match_prefix(const unsigned char *r, size_t len, const void *want, size_t n)
+{
+	if (memcmp(r, want, len < n ? len : n) != 0)
+		return -1;
+	return len >= n ? 1 : 0;
+}
+
+static int is_digit(unsigned char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* "HTTP/1.x NNN" with a 2xx or 3xx status. */
+static int match_http(const unsigned char *r, size_t len)
+{
+	static const char pre[] = "HTTP/1.";
+	int m = match_prefix(r, len, pre, sizeof pre - 1);
+	if (m <= 0)
+		return m;
+	if (len < 12)
+		return 0;
+	if (!is_digit(r[7]) || r[8] != ' ' || !is_digit(r[9]) || !is_digit(r[10]) || !is_digit(r[11]))
+		return -1;
+	return r[9] == '2' || r[9] == '3' ? 1 : -1;
+}
+
+int health_match(const struct cfg_health *h, const unsigned char *r, size_t len)
+{
+	switch (h->type) {
+	case CFG_CHECK_SEND_EXPECT:
+		if (h->expect_re) {
+			/* REG_STARTEND: the reply is bytes, not a C string. */
+			regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)len};
+			return regexec(h->expect_re, (const char *)r, 1, &m, REG_STARTEND) == 0;
+		}
+		return match_prefix(r, len, h->expect, h->expect_len);
+	case CFG_CHECK_REDIS:
+		return match_prefix(r, len, "+PONG", 5);
+	case CFG_CHECK_MEMCACHED:
+		return match_prefix(r, len, "VERSION ", 8);
+	case CFG_CHECK_SMTP:
+		return match_prefix(r, len, "220", 3);
+	case CFG_CHECK_HTTP:
+		return match_http(r, len);
+	case CFG_CHECK_POSTGRES: /* the answer to SSLRequest: S (TLS ok) or N */
+		if (len < 1)
+			return 0;
+		return r[0] == 'S' || r[0] == 'N' ? 1 : -1;
+	case CFG_CHECK_MYSQL: /* packet header (3-byte length, sequence 0), protocol 10 */
+		if (len < 5)
+			return 0;
+		return r[3] == 0 && r[4] == 10 ? 1 : -1;
+	case CFG_CHECK_NONE:
+	case CFG_CHECK_CONNECT:
+		break;
+	}
+	return 1;
+}
+
+/* ---- the request ------------------------------------------------------- */
+
+static int health_set_request(struct health *hc, const void *req, size_t len)
+{
+	if (len == 0)
+		return 0;
+	hc->send = malloc(len);
+	if (!hc->send)
+		return -1;
+	memcpy(hc->send, req, len);
+	hc->send_len = len;
+	return 0;
+}
+
+int health_init(struct backend *be)
+{
+	static const unsigned char ssl_request[] = {0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f}; /* 80877103 */
+	const struct cfg_health *h = health_cfg(be);
+	struct health *hc = &be->hc;
+	char http[CFG_MAX_CHECK_PATH + 256];
+	int n;
+
+	hc->fd = -1;
+	switch (h->type) {
+	case CFG_CHECK_SEND_EXPECT:
+		return health_set_request(hc, h->send, h->send_len);
+	case CFG_CHECK_REDIS:
+		return health_set_request(hc, "PING\r\n", 6);
+	case CFG_CHECK_MEMCACHED:
+		return health_set_request(hc, "version\r\n", 9);
+	case CFG_CHECK_POSTGRES:
+		return health_set_request(hc, ssl_request, sizeof ssl_request);
+	case CFG_CHECK_HTTP:
+		n = snprintf(http, sizeof http,
+		             "GET %s HTTP/1.0\r\nHost: %s\r\nUser-Agent: warmpool-health\r\nConnection: close\r\n\r\n",
+		             h->path ? h->path : "/", be->name);
+		if (n < 0 || (size_t)n >= sizeof http)
+			return -1;
+		return health_set_request(hc, http, (size_t)n);
+	case CFG_CHECK_NONE:
+	case CFG_CHECK_CONNECT:
+	case CFG_CHECK_MYSQL:
+	case CFG_CHECK_SMTP:
+		break;
+	}
+	return 0;
+}
+
+void health_free(struct backend *be)
+{
+	health_stop(be);
+	free(be->hc.send);
+	be->hc.send = NULL;
+}
+
+/* ---- scheduling -------------------------------------------------------- */
+
+static ev_tstamp health_next_delay(const struct backend *be)
+{
+	const struct cfg_health *h = health_cfg(be);
+	uint64_t ms = h->interval_ms;
+	if (be->state == BACKEND_DOWN)
+		ms = be->rises ? h->fast_interval_ms : h->down_interval_ms;
+	else if (be->fails)
+		ms = h->fast_interval_ms;
+	double f = 1.0 - HEALTH_JITTER + 2.0 * HEALTH_JITTER * engine_random(be->pool->eng);
+	return (double)ms / 1000.0 * f;
+}
+
+static void health_schedule(struct backend *be, ev_tstamp delay)
+{
+	struct ev_loop *loop = be->pool->eng->loop;
+	ev_timer_stop(loop, &be->hc.timer);
+	if (health_cfg(be)->type == CFG_CHECK_NONE || be->state == BACKEND_DISABLED || be->pool->eng->stopping)
+		return;
+	ev_timer_set(&be->hc.timer, delay, 0.);
+	ev_timer_start(loop, &be->hc.timer);
+}
+
+void health_stop(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	struct ev_loop *loop = be->pool->eng->loop;
+	ev_timer_stop(loop, &hc->timer);
+	ev_io_stop(loop, &hc->io);
+	if (hc->fd >= 0) {
+		close(hc->fd);
+		hc->fd = -1;
+	}
+	free(hc->reply);
+	hc->reply = NULL;
+	hc->reply_len = 0;
+	hc->phase = HC_WAITING;
+}
+
+/* ---- one check --------------------------------------------------------- */
+
+static void health_done(struct backend *be, enum backend_reason why, const char *detail)
+{
+	struct health *hc = &be->hc;
+	struct pool *p = be->pool;
+	char msg[sizeof be->why];
+
+	if (why == REASON_BAD_REPLY) {
+		char shown[96];
+		wp_escape(hc->reply, hc->reply_len, shown, sizeof shown);
+		snprintf(msg, sizeof msg, "check failed: bad reply \"%s\"", shown);
+	} else if (why != REASON_NONE) {
+		snprintf(msg, sizeof msg, "check failed: %s", detail ? detail : backend_reason_str(why));
+	}
+	health_stop(be);
+	if (why == REASON_NONE) {
+		hc->n_ok++;
+		log_debug("pool=%s backend=%s: check passed", p->name, be->name);
+		backend_health_ok(be, "check passed");
+	} else {
+		hc->n_failed++;
+		/* The first failure of a run at info, repeats while down at debug. */
+		if (be->fails == 0)
+			log_info("pool=%s backend=%s: %s", p->name, be->name, msg);
+		else
+			log_debug("pool=%s backend=%s: %s", p->name, be->name, msg);
+		backend_health_failed(be, msg);
+	}
+	health_schedule(be, health_next_delay(be));
+}
+
+static void health_fail_errno(struct backend *be, int err)
+{
+	enum backend_reason why = backend_reason_from_errno(err);
+	health_done(be, why, why == REASON_OTHER || why == REASON_UNREACHABLE ? strerror(err) : NULL);
+}
+
+static void health_read(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	for (;;) {
+		ssize_t n = recv(hc->fd, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				health_fail_errno(be, errno);
+			return;
+		}
+		if (n == 0) { /* EOF before a matching reply */
+			health_done(be, hc->reply_len ? REASON_BAD_REPLY : REASON_CLOSED, NULL);
+			return;
+		}
+		hc->reply_len += (size_t)n;
+		int m = health_match(health_cfg(be), hc->reply, hc->reply_len);
+		if (m > 0)
+			health_done(be, REASON_NONE, NULL);
+		else if (m < 0 || hc->reply_len == HEALTH_REPLY_MAX)
+			health_done(be, REASON_BAD_REPLY, NULL);
+		if (m != 0 || hc->phase != HC_READING)
+			return;
+	}
+}
+
+static void health_start_reading(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	struct ev_loop *loop = be->pool->eng->loop;
+	hc->phase = HC_READING;
+	ev_io_stop(loop, &hc->io);
+	ev_io_set(&hc->io, hc->fd, EV_READ);
+	ev_io_start(loop, &hc->io);
+}
+
+static void health_send(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	while (hc->sent < hc->send_len) {
+		ssize_t n = send(hc->fd, hc->send + hc->sent, hc->send_len - hc->sent, MSG_NOSIGNAL);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno != EAGAIN && errno != EWOULDBLOCK)
+				health_fail_errno(be, errno);
+			return; /* EAGAIN: EV_WRITE stays armed */
+		}
+		hc->sent += (size_t)n;
+	}
+	health_start_reading(be);
+}
+
+static void health_connected(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	if (health_cfg(be)->type == CFG_CHECK_CONNECT) {
+		health_done(be, REASON_NONE, NULL);
+		return;
+	}
+	hc->reply = malloc(HEALTH_REPLY_MAX);
+	if (!hc->reply) {
+		health_done(be, REASON_OTHER, "out of memory");
+		return;
+	}
+	hc->reply_len = 0;
+	hc->sent = 0;
+	hc->phase = HC_SENDING;
+	health_send(be);
+}
+
+static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct backend *be = container_of(w, struct backend, hc.io);
+	struct health *hc = &be->hc;
+	int err = 0;
+	socklen_t len = sizeof err;
+
+	switch (hc->phase) {
+	case HC_CONNECTING:
+		if (getsockopt(hc->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err == EINPROGRESS || err == EALREADY)
+			return;
+		if (err)
+			health_fail_errno(be, err);
+		else
+			health_connected(be);
+		break;
+	case HC_SENDING:
+		health_send(be);
+		break;
+	case HC_READING:
+		health_read(be);
+		break;
+	case HC_WAITING:
+		break;
+	}
+}
+
+static void health_begin(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	struct pool *p = be->pool;
+	struct ev_loop *loop = p->eng->loop;
+	const struct cfg_backend *c = be->cfg;
+
+	hc->fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (hc->fd < 0) {
+		/* Our problem (out of fds), not the backend's: try again later. */
+		log_error("pool=%s backend=%s: health check socket: %s", p->name, be->name, strerror(errno));
+		health_schedule(be, health_next_delay(be));
+		return;
+	}
+	hc->phase = HC_CONNECTING;
+	ev_timer_set(&hc->timer, (double)health_cfg(be)->timeout_ms / 1000.0, 0.);
+	ev_timer_start(loop, &hc->timer);
+	int r;
+	do
+		r = connect(hc->fd, (const struct sockaddr *)&c->addr, c->addrlen);
+	while (r < 0 && errno == EINTR);
+	if (r == 0) {
+		health_connected(be);
+		return;
+	}
+	if (errno != EINPROGRESS) {
+		health_fail_errno(be, errno);
+		return;
+	}
+	ev_io_set(&hc->io, hc->fd, EV_WRITE);
+	ev_io_start(loop, &hc->io);
+}
+
+static void health_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct backend *be = container_of(w, struct backend, hc.timer);
+	struct health *hc = &be->hc;
+	switch (hc->phase) {
+	case HC_WAITING:
+		health_begin(be);
+		break;
+	case HC_CONNECTING:
+		health_done(be, REASON_TIMEOUT, "connect timeout");
+		break;
+	case HC_SENDING:
+	case HC_READING:
+		/* Bytes that never completed a match are shown as what they are. */
+		health_done(be, hc->reply_len ? REASON_BAD_REPLY : REASON_TIMEOUT,
+		            hc->reply_len ? NULL : "timeout waiting for the reply");
+		break;
+	}
+}
+
+void health_start(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	ev_init(&hc->timer, health_timer_cb);
+	ev_init(&hc->io, health_io_cb);
+	/* The first round starts anywhere in the first interval. */
+	health_schedule(be, (double)health_cfg(be)->interval_ms / 1000.0 * engine_random(be->pool->eng));
+}
