@@ -32,7 +32,7 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
-            python3 python3-pytest socat iproute2 valgrind
+            python3 python3-pytest socat iproute2 valgrind redis-server memcached
 
 .PHONY: all deps demo check unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all

@@ -463,6 +463,8 @@ def start_backend(procs, tmp_path):
 
 
 def _yaml_scalar(v):
+    if isinstance(v, dict):  # a flow mapping, e.g. a backend {address, weight, backup}
+        return "{" + ", ".join(f"{k}: {_yaml_scalar(x)}" for k, x in v.items()) + "}"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
