@@ -128,6 +128,37 @@ CASES = {
         [('"no-such-host.invalid:1"', 1)],
         None,
     ),
+    "rise_zero": (
+        POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n    health_check: {type: connect, rise: 0}\n',
+        "pools.redis.health_check.rise",
+        [("0}", 1)],
+        None,
+    ),
+    "unknown_preset": (
+        POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n    health_check: {type: redsi}\n',
+        "pools.redis.health_check.type",
+        [("redsi", 1)],
+        "redis",
+    ),
+    "send_expect_without_send": (
+        POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n    health_check:\n      type: send_expect\n'
+        "      expect: '+PONG'\n",
+        "pools.redis.health_check",
+        [("type", 1), ("send_expect", 1), ("health_check", 1)],
+        "send",
+    ),
+    "backup_on_the_only_backend": (
+        POOL_HEAD + '    backends:\n      - {address: "127.0.0.1:6379", backup: true}\n',
+        "pools.redis.backends",
+        [("backup", 1), ("true", 1)],
+        "without backup",
+    ),
+    "bad_balance": (
+        POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n    balance: random\n',
+        "pools.redis.balance",
+        [("random", 1)],
+        "least_connections",
+    ),
     "bad_log_level": (
         'daemon:\n  log_level: loud\n' + POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n',
         "daemon.log_level",
