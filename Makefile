@@ -1,5 +1,5 @@
 # warmpool — top-level GNU Makefile.
-#   make          build build/warmpoold, build/libwarmpool.a, build/wpbackend
+#   make          build build/warmpoold, build/warmpoolctl, build/libwarmpool.a, build/wpbackend
 #   make demo     run warmpoold in the foreground on config/demo.yaml with the demo backend
 #   make check    build an ASan+UBSan variant in build/asan and run every test, then
 #                 the integration tests again with every daemon under valgrind
@@ -23,7 +23,7 @@ LIBS      = $(shell pkg-config --libs $(PKGS)) -lev -lm
 
 LIB_SRC    := $(wildcard lib/*.c)
 CONFIG_SRC := $(wildcard config/*.c)
-DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c daemon/warmpoolctl.c,$(wildcard daemon/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
@@ -37,7 +37,7 @@ DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-d
 .PHONY: all deps demo check unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/warmpoold $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
+all: $(BUILD)/warmpoold $(BUILD)/warmpoolctl $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -49,6 +49,9 @@ $(BUILD)/libwarmpool.a: $(LIB_OBJ)
 
 $(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/warmpoolctl: $(BUILD)/obj/daemon/warmpoolctl.o $(BUILD)/libwarmpool.a
+	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwarmpool.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
