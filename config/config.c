@@ -216,8 +216,9 @@ static const char *const backend_keys[BE_N] = {"address", "weight", "backup"};
 enum top_key { T_DAEMON, T_DEFAULTS, T_POOLS, T_N };
 static const char *const top_keys[T_N] = {"daemon", "defaults", "pools"};
 
-enum daemon_key { D_LOG_LEVEL, D_SHUTDOWN_TO, D_N };
-static const char *const daemon_keys[D_N] = {"log_level", "shutdown_timeout"};
+enum daemon_key { D_LOG_LEVEL, D_SHUTDOWN_TO, D_ADMIN, D_ADMIN_MODE, D_ADMIN_RO, D_METRICS, D_N };
+static const char *const daemon_keys[D_N] = {"log_level",          "shutdown_timeout",      "admin_socket",
+                                             "admin_socket_mode",  "admin_socket_readonly", "metrics_listen"};
 
 enum listen_key { L_PATH, L_MODE, L_N };
 static const char *const listen_keys[L_N] = {"path", "mode"};
@@ -1462,9 +1463,11 @@ static void health_free(struct cfg_health *h)
 	free(h->expect);
 	free(h->path);
 	free_regex(h->expect_re);
+	free(h->expect_regex);
 	h->send = h->expect = NULL;
 	h->path = NULL;
 	h->expect_re = NULL;
+	h->expect_regex = NULL;
 	h->send_len = h->expect_len = 0;
 }
 
@@ -1482,12 +1485,15 @@ static void apply_health(struct ld *ld, struct cfg_health *h, const struct level
 	if (l->set & BIT(F_HC_EXPECT)) { /* expect and expect_regex replace each other */
 		free(h->expect);
 		free_regex(h->expect_re);
+		free(h->expect_regex);
 		h->expect = NULL;
 		h->expect_re = NULL;
+		h->expect_regex = NULL;
 		h->expect_len = 0;
 		if (l->expect_regex) {
 			h->expect_re = compile_regex(l->expect_regex);
-			ld->oom |= !h->expect_re;
+			h->expect_regex = strdup(l->expect_regex);
+			ld->oom |= !h->expect_re || !h->expect_regex;
 		} else {
 			h->expect = dup_bytes(ld, v->expect, v->expect_len);
 			h->expect_len = h->expect ? v->expect_len : 0;
@@ -1575,8 +1581,10 @@ static void finish_health(struct ld *ld, struct cfg_health *h)
 		free(h->send);
 		free(h->expect);
 		free_regex(h->expect_re);
+		free(h->expect_regex);
 		h->send = h->expect = NULL;
 		h->expect_re = NULL;
+		h->expect_regex = NULL;
 		h->send_len = h->expect_len = 0;
 	}
 	if (h->type != CFG_CHECK_HTTP) {
@@ -2098,12 +2106,33 @@ static void parse_pools(struct ld *ld, yaml_document_t *doc, const yaml_node_t *
 	}
 }
 
+/* An admin socket path (checked like a pool's listen path, and unique among them). */
+static void daemon_socket(struct ld *ld, const yaml_node_t *v, const char *path, struct cfg_listen *l)
+{
+	if (!want_text(ld, v, path, "a socket path"))
+		return;
+	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
+		bad_value(ld, v, path, "a socket path of 1 to %zu bytes, or false", SUN_PATH_MAX);
+		return;
+	}
+	free(l->path);
+	l->path = strdup(sval(v));
+	if (!l->path) {
+		ld->oom = true;
+		return;
+	}
+	l->pos = node_pos(v);
+	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, "daemon");
+}
+
 static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n)
 {
 	yaml_node_t *vals[D_N], *knodes[D_N];
 	struct cfg_daemon *d = &ld->cfg->daemon;
 
-	if (!want_map(ld, n, "daemon", "a mapping of log_level, shutdown_timeout"))
+	if (!want_map(ld, n, "daemon",
+	              "a mapping of log_level, shutdown_timeout, admin_socket, admin_socket_mode, "
+	              "admin_socket_readonly, metrics_listen"))
 		return;
 	walk_map(ld, doc, n, "daemon", daemon_keys, D_N, 0, vals, knodes);
 	if (vals[D_LOG_LEVEL]) {
@@ -2120,6 +2149,45 @@ static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 	if (vals[D_SHUTDOWN_TO])
 		get_duration(ld, vals[D_SHUTDOWN_TO], "daemon.shutdown_timeout", 0, MS_H,
 		             &d->shutdown_timeout_ms);
+	if (vals[D_ADMIN_MODE]) {
+		const yaml_node_t *v = vals[D_ADMIN_MODE];
+		if (v->type != YAML_SCALAR_NODE || strlen(sval(v)) != slen(v) || !parse_mode(sval(v), &d->admin.mode))
+			bad_value(ld, v, "daemon.admin_socket_mode", "an octal mode like \"0600\", at most 0777");
+	}
+	if (vals[D_ADMIN]) {
+		bool on = true;
+		const yaml_node_t *v = vals[D_ADMIN];
+		if (v->type == YAML_SCALAR_NODE && v->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+		    (strcmp(sval(v), "false") == 0 || strcmp(sval(v), "off") == 0 || strcmp(sval(v), "no") == 0))
+			on = false;
+		free(d->admin.path);
+		d->admin.path = NULL;
+		if (on)
+			daemon_socket(ld, v, "daemon.admin_socket", &d->admin);
+	}
+	if (vals[D_ADMIN_RO])
+		daemon_socket(ld, vals[D_ADMIN_RO], "daemon.admin_socket_readonly", &d->admin_ro);
+	if (vals[D_METRICS]) {
+		const yaml_node_t *v = vals[D_METRICS];
+		char host[NI_MAXHOST];
+		const char *why = NULL;
+		uint16_t port;
+		if (!want_text(ld, v, "daemon.metrics_listen", "an address host:port"))
+			return;
+		if (wp_addr_split(sval(v), host, sizeof host, &port, &why) < 0) {
+			bad_value(ld, v, "daemon.metrics_listen", "an address host:port, [v6]:port or a.b.c.d:port (%s)",
+			          why);
+			return;
+		}
+		d->metrics.name = strdup(sval(v));
+		if (!d->metrics.name) {
+			ld->oom = true;
+			return;
+		}
+		d->metrics.pos = node_pos(v);
+		refs_add(ld, &ld->backends, "daemon.metrics_listen", d->metrics.name, d->metrics.pos, &d->metrics,
+		         NULL);
+	}
 }
 
 /* Relations within `defaults:` on their own, so that each is reported once. */
@@ -2203,8 +2271,8 @@ static void check_sockets(struct ld *ld)
 		show(r->v[i].text, strlen(r->v[i].text), true, shown);
 		show(r->v[first].pool, strlen(r->v[first].pool), false, name);
 		add_err(ld, r->v[i].pos, r->v[i].label,
-		        "expected a socket path no other listener uses (pool %s has it at line %u), got %s",
-		        name, r->v[first].pos.line, shown);
+		        "expected a socket path no other listener uses (%s%s has it at line %u), got %s",
+		        strcmp(r->v[first].pool, "daemon") ? "pool " : "", name, r->v[first].pos.line, shown);
 	}
 }
 
@@ -2316,6 +2384,11 @@ static int load(const char *name, const char *buf, size_t len, struct wp_config 
 	}
 	ld.cfg->daemon.log_level = CFG_LOG_INFO;
 	ld.cfg->daemon.shutdown_timeout_ms = 30 * MS_S;
+	ld.cfg->daemon.admin.mode = 0600;
+	ld.cfg->daemon.admin_ro.mode = 0660; /* read access is handed out by group */
+	ld.cfg->daemon.admin.path = strdup(CFG_DEFAULT_ADMIN_SOCKET);
+	if (!ld.cfg->daemon.admin.path)
+		ld.oom = true;
 
 	/* Phase 1 */
 	if (!scan_events(&ld))
@@ -2454,6 +2527,9 @@ void cfg_free(struct wp_config *cfg)
 		health_free(&p->health);
 	}
 	free(cfg->pools);
+	free(cfg->daemon.admin.path);
+	free(cfg->daemon.admin_ro.path);
+	free(cfg->daemon.metrics.name);
 	free(cfg->path);
 	free(cfg);
 }

@@ -89,6 +89,7 @@ struct cfg_health {
 	unsigned char *expect;  /* send_expect: prefix the reply must start with (`expect`/`expect_hex`) */
 	size_t expect_len;
 	regex_t *expect_re;     /* send_expect: compiled `expect_regex` (POSIX ERE), or NULL */
+	char *expect_regex;     /* its source (to compare configs on reload), or NULL */
 	char *path;             /* http: request path, default "/" */
 	uint64_t interval_ms;      /* between checks while up and steady, default 2000 */
 	uint64_t timeout_ms;       /* connect + exchange, default 1000 */
@@ -137,9 +138,14 @@ enum cfg_log_level {
 	CFG_LOG_DEBUG = 7,
 };
 
+#define CFG_DEFAULT_ADMIN_SOCKET "/run/warmpool/admin.sock"
+
 struct cfg_daemon {
 	int log_level;                /* enum cfg_log_level, default CFG_LOG_INFO */
 	uint64_t shutdown_timeout_ms; /* SIGTERM drain limit, default 30000 */
+	struct cfg_listen admin;      /* admin_socket: path NULL when disabled (false); mode 0600 */
+	struct cfg_listen admin_ro;   /* admin_socket_readonly: `show` commands only; path NULL = none */
+	struct cfg_backend metrics;   /* metrics_listen "host:port" (name NULL = none), resolved at load */
 };
 
 struct wp_config {

@@ -166,7 +166,6 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
 
 void backend_attempt_succeeded(struct backend *be)
 {
-	be->connects_ok++;
 	if (be->failures)
 		log_info("pool=%s backend=%s: connected after %u failed attempts, backoff reset",
 		         be->pool->name, be->name, be->failures);
@@ -176,4 +175,32 @@ void backend_attempt_succeeded(struct backend *be)
 	be->reason = REASON_NONE;
 	if (be->pool->cfg->health.type == CFG_CHECK_NONE)
 		backend_health_ok(be, "connection proven");
+}
+
+size_t backend_admin(struct backend *be, enum backend_state st, int kill)
+{
+	struct pool *p = be->pool;
+	size_t killed = 0;
+	if (st == BACKEND_UP) {
+		/* Enabled again: health starts from scratch (checks resume; with
+		 * none, its own connections tell). */
+		be->fails = be->rises = 0;
+		be->why[0] = '\0';
+		int was_disabled = be->state == BACKEND_DISABLED;
+		backend_set_state(be, BACKEND_UP, "enabled by admin");
+		if (was_disabled)
+			health_start(be);
+		return 0;
+	}
+	backend_set_state(be, st, st == BACKEND_DRAINING ? "drained by admin" : "disabled by admin");
+	if (kill) {
+		struct list_node *pos, *tmp;
+		list_for_each_safe (pos, tmp, &be->conns[BCONN_ACTIVE]) {
+			struct bconn *b = container_of(pos, struct bconn, node);
+			session_close(b->io.data, "backend disabled by admin (--kill)");
+			killed++;
+		}
+		log_notice("pool=%s backend=%s: %zu sessions closed by admin", p->name, be->name, killed);
+	}
+	return killed;
 }

@@ -4,14 +4,18 @@
  * SIGTERM: stop accepting (listeners closed, socket files removed), close
  * idle connections and waiting clients, let relaying sessions finish for up
  * to shutdown_timeout, then exit 0. A second SIGTERM, or SIGINT at any time,
- * closes everything at once and exits 0. SIGHUP is logged and ignored until
- * live reload exists (it must not kill the daemon, as its default would).
+ * closes everything at once and exits 0. SIGHUP reloads the configuration
+ * (reload.c), as the admin `reload` command does.
  *
  * Objects closed inside callbacks are freed by the reaper (an ev_prepare
  * watcher, so after every callback of the iteration has run). The reaper
  * also runs deferred floor refills (after the iteration's client I/O) and
- * ends the loop when a drain has finished. STATUS= is rebuilt at most
- * once a second, and sent only when it changed.
+ * ends the loop when a drain has finished, and frees pools a reload retired
+ * once their last session ended. STATUS= is rebuilt at most once a second,
+ * and sent only when it changed.
+ *
+ * The engine owns the configuration it runs (and, after reloads, the older
+ * ones retired pools still use).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -21,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin.h"
+#include "buf.h"
 #include "engine.h"
 #include "log.h"
 #include "systemd.h"
@@ -52,8 +58,11 @@ void engine_changed(struct engine *eng)
 static size_t engine_active_sessions(const struct engine *eng)
 {
 	size_t n = 0;
+	struct list_node *pos, *tmp;
 	for (size_t i = 0; i < eng->n_pools; i++)
 		n += eng->pools[i]->relaying.n;
+	list_for_each_safe (pos, tmp, &eng->retired)
+		n += container_of(pos, struct pool, node)->relaying.n;
 	return n;
 }
 
@@ -68,11 +77,19 @@ static void engine_format_status(const struct engine *eng, char *buf, size_t len
 		                        i ? "; " : "", p->name, p->n_conns[BCONN_IDLE], p->relaying.n,
 		                        p->waiting.n);
 	}
+	if (eng->reload_failed && off < len)
+		off += (size_t)snprintf(buf + off, len - off, " (last reload failed: see the log)");
 	if (off >= len && len > 4)
 		memcpy(buf + len - 4, "...", 4);
 }
 
-static void engine_update_status(struct engine *eng, int force)
+void engine_refresh_status(struct engine *eng)
+{
+	eng->status_dirty = 0;
+	engine_format_status(eng, eng->status, sizeof eng->status);
+}
+
+void engine_update_status(struct engine *eng, int force)
 {
 	if (!eng->status_dirty && !force)
 		return;
@@ -90,6 +107,15 @@ static void status_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)loop;
 	(void)revents;
 	engine_update_status(container_of(w, struct engine, status_timer), 0);
+}
+
+/* The loop never blocks, so this timer firing proves the loop is alive. */
+static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	systemd_watchdog();
 }
 
 /* Free what callbacks closed during this iteration. */
@@ -112,6 +138,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	struct engine *eng = container_of(w, struct engine, reaper);
 	pool_run_deferred_refills(eng);
 	engine_reap(eng);
+	engine_reap_retired(eng);
 	if (eng->stopping && engine_active_sessions(eng) == 0) {
 		log_info("drained: no active sessions left, exiting");
 		ev_break(loop, EVBREAK_ALL);
@@ -141,7 +168,7 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	           engine_active_sessions(eng), limit);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_stop(eng->pools[i]);
-	engine_update_status(eng, 1);
+	engine_refresh_status(eng); /* sent with STOPPING=1, in one message */
 	systemd_stopping(eng->status);
 	ev_timer_set(&eng->shutdown_timer, limit, 0.);
 	ev_timer_start(loop, &eng->shutdown_timer);
@@ -161,22 +188,31 @@ static void sigint_cb(struct ev_loop *loop, ev_signal *w, int revents)
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)loop;
-	(void)w;
 	(void)revents;
-	log_notice("SIGHUP: live reload is not available in this version; configuration unchanged");
+	struct engine *eng = container_of(w, struct engine, sig_hup);
+	struct wp_buf out; /* the admin's answer; the log has the same lines */
+	wp_buf_init(&out, 1 << 20);
+	log_notice("SIGHUP: reloading");
+	(void)engine_reload(eng, &out);
+	wp_buf_free(&out);
 }
 
-struct engine *engine_create(const struct wp_config *cfg)
+struct engine *engine_create(struct wp_config *cfg)
 {
 	struct engine *eng = calloc(1, sizeof *eng);
-	if (!eng)
+	if (!eng) {
+		cfg_free(cfg);
 		return NULL;
+	}
 	eng->cfg = cfg;
+	list_init(&eng->retired);
+	list_init(&eng->old_cfgs);
 	list_init(&eng->dead_conns);
 	list_init(&eng->dead_sessions);
 	list_init(&eng->refill_soon);
 	eng->loop = ev_default_loop(EVFLAG_AUTO);
 	if (!eng->loop) {
+		cfg_free(cfg);
 		free(eng);
 		return NULL;
 	}
@@ -187,6 +223,7 @@ struct engine *engine_create(const struct wp_config *cfg)
 	ev_signal_init(&eng->sig_hup, sighup_cb, SIGHUP);
 	ev_timer_init(&eng->shutdown_timer, shutdown_timer_cb, 0., 0.);
 	ev_timer_init(&eng->status_timer, status_timer_cb, STATUS_INTERVAL, STATUS_INTERVAL);
+	ev_timer_init(&eng->watchdog, watchdog_cb, 0., 0.);
 	ev_prepare_init(&eng->reaper, reaper_cb);
 
 	eng->pools = calloc(cfg->n_pools ? cfg->n_pools : 1, sizeof *eng->pools);
@@ -202,14 +239,32 @@ struct engine *engine_create(const struct wp_config *cfg)
 		}
 		eng->n_pools++;
 	}
+	eng->admin = admin_create(eng);
+	if (!eng->admin) {
+		engine_destroy(eng);
+		return NULL;
+	}
 	return eng;
 }
 
 int engine_listen(struct engine *eng, char *err, size_t errlen)
 {
+	/* Socket activation (systemd.h): pools take their passed fds first. */
+	if (systemd_listen_init(err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < eng->n_pools; i++)
+		if (listener_adopt_passed(eng->pools[i], err, errlen) < 0)
+			return -1;
 	for (size_t i = 0; i < eng->n_pools; i++)
 		if (pool_open_listeners(eng->pools[i], err, errlen) < 0)
 			return -1;
+	if (admin_open(eng->admin, &eng->cfg->daemon, err, errlen) < 0)
+		return -1;
+	/* Last: every taker (the pools above, the admin socket with "admin")
+	 * must have run, so any passed fd left is one nobody wants. */
+	if (systemd_check_unclaimed(err, errlen) < 0)
+		return -1;
+	systemd_listen_done();
 	return 0;
 }
 
@@ -221,9 +276,17 @@ int engine_run(struct engine *eng)
 	ev_signal_start(loop, &eng->sig_hup);
 	ev_prepare_start(loop, &eng->reaper);
 	ev_timer_start(loop, &eng->status_timer);
+	double wd = systemd_watchdog_interval();
+	if (wd > 0) {
+		ev_timer_set(&eng->watchdog, wd, wd);
+		ev_timer_start(loop, &eng->watchdog);
+		log_info("watchdog: every %gs", wd);
+	}
+	eng->started_at = ev_now(loop);
+	admin_start(eng->admin);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_start(eng->pools[i]);
-	engine_update_status(eng, 1);
+	engine_refresh_status(eng); /* sent with READY=1: the first message */
 	systemd_ready(eng->status);
 	log_info("ready: %zu pools", eng->n_pools);
 	ev_run(loop, 0);
@@ -236,19 +299,33 @@ void engine_destroy(struct engine *eng)
 		return;
 	struct ev_loop *loop = eng->loop;
 	eng->stopping = 1; /* closing sessions below must not start refills */
+	admin_destroy(eng->admin);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_destroy(eng->pools[i]);
 	free(eng->pools);
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &eng->retired) {
+		list_remove(&eng->retired, pos);
+		pool_destroy(container_of(pos, struct pool, node));
+	}
+	list_for_each_safe (pos, tmp, &eng->old_cfgs) {
+		list_remove(&eng->old_cfgs, pos);
+		cfg_free(container_of(pos, struct old_cfg, node)->cfg);
+		free(container_of(pos, struct old_cfg, node));
+	}
 	engine_reap(eng); /* what the pools just buried */
 	pipes_destroy(&eng->pipes);
+	systemd_listen_done(); /* closes passed fds nobody claimed (a failed startup) */
 	if (loop) {
 		ev_signal_stop(loop, &eng->sig_term);
 		ev_signal_stop(loop, &eng->sig_int);
 		ev_signal_stop(loop, &eng->sig_hup);
 		ev_timer_stop(loop, &eng->shutdown_timer);
 		ev_timer_stop(loop, &eng->status_timer);
+		ev_timer_stop(loop, &eng->watchdog);
 		ev_prepare_stop(loop, &eng->reaper);
 		ev_loop_destroy(loop);
 	}
+	cfg_free(eng->cfg);
 	free(eng);
 }

@@ -20,8 +20,11 @@
 
 #include <ev.h>
 #include <stdint.h>
+#include <sys/un.h>
 
 #include "config.h"
+#include "histogram.h"
+#include "unixsock.h"
 #include "list.h"
 #include "pipes.h"
 
@@ -81,6 +84,7 @@ enum backend_reason {
 	REASON_UNREACHABLE,
 	REASON_BAD_REPLY, /* a health check's reply did not match */
 	REASON_OTHER,     /* any other errno: see the log line */
+	REASON_N,
 };
 
 /* A backend's active health check (health.c): one short-lived connection at a
@@ -99,7 +103,8 @@ struct health {
 	size_t send_len;
 	unsigned char *reply; /* HEALTH_REPLY_MAX bytes while a check runs */
 	size_t reply_len;
-	uint64_t n_ok, n_failed;
+	uint64_t n_ok;
+	uint64_t n_failed[REASON_N]; /* by reason */
 };
 
 struct backend {
@@ -120,7 +125,7 @@ struct backend {
 	ev_tstamp failed_at;        /* when the last failure was counted */
 	uint64_t backoff_ms;        /* the delay chosen after the last failure */
 	unsigned n_unproven;        /* connecting, or established less than BCONN_SETTLE ago */
-	uint64_t connects_ok, connects_failed;
+	uint64_t connects_ok, connects_failed; /* established / failed attempts */
 };
 
 const char *backend_reason_str(enum backend_reason r);
@@ -139,6 +144,10 @@ void backend_health_failed(struct backend *be, const char *why);
  * counted belong to the same round and do not grow the backoff again. */
 void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp started, enum backend_reason why,
                             int err);
+/* The admin's drain / disable / enable: move to DRAINING, DISABLED or (enable)
+ * UP with fresh health counters. With `kill`, sessions on the backend are
+ * closed too; returns how many. */
+size_t backend_admin(struct backend *be, enum backend_state st, int kill);
 /* A connection was proven: reset the backoff. */
 void backend_attempt_succeeded(struct backend *be);
 /* May a new connection be started to this backend at time `now` (backoff
@@ -166,16 +175,33 @@ struct listener {
 	const struct cfg_listen *cfg;
 	int fd;
 	ev_io io;
-	ev_timer pause; /* accept paused after EMFILE/ENFILE */
-	dev_t dev;      /* identity of the socket file we created, so we unlink only ours */
-	ino_t ino;
-	unsigned created : 1;
+	ev_timer pause;      /* accept paused after EMFILE/ENFILE */
+	struct unix_sock us; /* the socket file we created (removed at close if still ours) */
+	unsigned passed : 1; /* passed by systemd (socket activation): never chmod'ed or unlinked */
+	/* A passed socket at a path the pool does not list: cfg points at
+	 * passed_cfg (so this struct must not move once cfg is set). */
+	struct cfg_listen passed_cfg;
+	char passed_path[sizeof(((struct sockaddr_un *)0)->sun_path) + 2];
 };
 
 /* Bind and listen; 0 or -errno with a message in err. */
 int listener_open(struct listener *l, char *err, size_t errlen) __attribute__((warn_unused_result));
 void listener_start(struct listener *l);
 void listener_close(struct listener *l); /* stops, closes, removes our socket file */
+/* Hand an open listening socket to another pool's listener (reload). */
+void listener_move(struct listener *dst, struct listener *src);
+/* Reload of a pool with extra passed sockets (at paths no listen: names):
+ * reserve, in the new pool, one slot per extra of the old pool (can fail:
+ * call it while preparing, before dst's listeners start, since the array
+ * moves), then, when committing, move them over (cannot fail). Extras sit
+ * after the configured listeners: index < cfg->n_listen is configured. */
+int listener_reserve_extras(struct pool *dst, const struct pool *src, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void listener_take_extras(struct pool *dst, struct pool *src);
+/* Socket activation, before pool_open_listeners(): take the fds systemd
+ * passed under the pool's name (systemd.h). One at a listen path replaces
+ * binding it; others become extra listeners appended to p->listeners. */
+int listener_adopt_passed(struct pool *p, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
@@ -212,6 +238,7 @@ struct session {
 	ev_io cio;
 	ev_timer timer; /* queue_timeout while waiting */
 	ev_tstamp accepted_at;
+	ev_tstamp started_at; /* first paired with a connection (session duration) */
 	struct bconn *b;
 	unsigned retries;      /* re-paired after a connection died before any byte (SESSION_RETRIES) */
 	struct relay_dir up;   /* client -> backend */
@@ -240,9 +267,20 @@ struct pool_stats {
 	uint64_t conns_recycled;    /* closed by max_lifetime or max_idle_time */
 	uint64_t conns_idle_closed; /* closed by idle_timeout above the floor */
 	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were warm */
+	uint64_t handouts;          /* connections given to clients (first pairings and re-pairings) */
+	uint64_t bytes_up, bytes_down; /* relayed client -> backend, backend -> client */
+};
+
+/* A configuration replaced by a reload, kept while retired pools use it. */
+struct old_cfg {
+	struct list_node node; /* on eng->old_cfgs */
+	struct wp_config *cfg;
+	size_t pools; /* retired pools still pointing into it */
 };
 
 struct pool {
+	struct list_node node; /* on eng->retired once retired by a reload */
+	struct old_cfg *old_cfg; /* retired: the config it still points into */
 	struct engine *eng;
 	const struct cfg_pool *cfg;
 	const char *name;
@@ -261,7 +299,11 @@ struct pool {
 	struct list_node refill_node; /* on eng->refill_soon while a deferred refill is due */
 	unsigned warm : 1;            /* the floor was reached since the last outage */
 	unsigned may_hand_back : 1;   /* has backups or balance first: connections can be misplaced */
+	unsigned retiring : 1;        /* replaced or removed by a reload: only its sessions run on */
 	struct pool_stats stats;
+	struct wp_histogram h_wait;    /* seconds a client waited for its connection */
+	struct wp_histogram h_connect; /* seconds a backend connect took */
+	struct wp_histogram h_session; /* seconds a session lasted */
 };
 
 /* May `be` take handouts and new connections now? Up, and a backup only
@@ -288,6 +330,17 @@ size_t pool_plan_connects(const struct pool_counts *c);
 struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg);
 void pool_destroy(struct pool *p);
 int pool_open_listeners(struct pool *p, char *err, size_t errlen) __attribute__((warn_unused_result));
+/* The same, except paths one of the `old` pools is listening on: those are
+ * taken over with pool_take_listeners() when the reload commits. */
+int pool_open_listeners_except(struct pool *p, struct pool **old, size_t n_old, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
+void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old);
+/* Point an existing pool at its settings in a new config (same sockets and
+ * backends); restart health checks when they changed. */
+void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed);
+/* A reload replaced or removed the pool: stop it, hand waiting clients to
+ * `successor` (or close them); its running sessions go on. */
+void pool_retire(struct pool *p, struct pool *successor);
 void pool_start(struct pool *p);
 /* Stop accepting and warming; close idle/connecting and waiting clients. */
 void pool_stop(struct pool *p);
@@ -318,25 +371,33 @@ void bconn_lost(struct bconn *b, enum backend_reason why, int err);
 
 struct engine {
 	struct ev_loop *loop;
-	const struct wp_config *cfg;
+	struct wp_config *cfg; /* owned: the configuration running now */
 	struct pool **pools;
 	size_t n_pools;
 	ev_signal sig_term, sig_int, sig_hup;
 	ev_timer shutdown_timer;
 	ev_timer status_timer;
+	ev_timer watchdog;      /* WATCHDOG=1 every half $WATCHDOG_USEC, when systemd asks for it */
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
 	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */
+	struct list retired;     /* pools replaced or removed by a reload, draining */
+	struct list old_cfgs;    /* struct old_cfg */
+	struct admin *admin;     /* the admin sockets and metrics endpoint */
+	unsigned reload_failed : 1; /* the last reload was rejected (STATUS= says so) */
 	unsigned stopping : 1;   /* SIGTERM received: draining */
 	unsigned status_dirty : 1;
 	uint64_t next_id;
+	ev_tstamp started_at;              /* Unix time (ev_now) */
+	uint64_t reloads_ok, reloads_failed;
 	uint64_t rng;     /* xorshift64* state for jitter */
 	char status[256]; /* last STATUS= sent */
 };
 
-struct engine *engine_create(const struct wp_config *cfg);
+/* Takes ownership of cfg (freed by engine_destroy, or at once on failure). */
+struct engine *engine_create(struct wp_config *cfg);
 /* Bind every listener; 0, or -1 with a message in err. */
 int engine_listen(struct engine *eng, char *err, size_t errlen) __attribute__((warn_unused_result));
 /* READY=1, start warming, run the loop until shutdown; returns the exit code. */
@@ -344,6 +405,16 @@ int engine_run(struct engine *eng);
 void engine_destroy(struct engine *eng);
 uint64_t engine_next_id(struct engine *eng);
 double engine_random(void *eng); /* wp_random_fn */
+/* Re-read the config file and apply it as a diff (reload.c). Every error or
+ * the summary goes to `out` as lines; 0 applied, -1 kept the old config. */
+struct wp_buf;
+int engine_reload(struct engine *eng, struct wp_buf *out);
+void engine_reap_retired(struct engine *eng);
+/* Recompute STATUS= now (force: send it even if unchanged). */
+void engine_update_status(struct engine *eng, int force);
+/* Recompute eng->status without sending it, for a message that carries it
+ * (systemd_ready/stopping/reloading): one datagram, not STATUS= then READY=1. */
+void engine_refresh_status(struct engine *eng);
 /* Mark STATUS= as stale and check whether a graceful drain just finished. */
 void engine_changed(struct engine *eng);
 

@@ -213,7 +213,7 @@ static void health_done(struct backend *be, enum backend_reason why, const char 
 		log_debug("pool=%s backend=%s: check passed", p->name, be->name);
 		backend_health_ok(be, "check passed");
 	} else {
-		hc->n_failed++;
+		hc->n_failed[why < REASON_N ? why : REASON_OTHER]++;
 		/* The first failure of a run at info, repeats while down at debug. */
 		if (be->fails == 0)
 			log_info("pool=%s backend=%s: %s", p->name, be->name, msg);

@@ -1,11 +1,16 @@
 /*
  * daemon/listener.c — a pool's Unix listening socket.
  *
- * Binding: a socket file left by a previous run is replaced only when nothing
- * answers on it (connect() is refused); a live one, or a path that is not a
- * socket, makes startup fail with the path in the message. Missing parent
- * directories are created (0755). The mode is applied while binding (umask)
- * and again with chmod(), so the socket never exists with wider access.
+ * Binding is unix_listen() (unixsock.h): a stale socket file is replaced, a
+ * live one is an error naming the path, the mode is never wider than asked.
+ *
+ * Socket activation (systemd.h): before binding, a pool takes the sockets
+ * systemd passed under its name. One bound at a path the pool lists is used
+ * instead of binding that path (so it is never bound twice); any other is an
+ * extra listener of the pool. We did not create their files: their mode is
+ * left as the .socket unit set it and they are never unlinked. A pool's
+ * listen path that systemd passed under another name is an error, not a
+ * bind that would find "another process" listening.
  *
  * Accepting: accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) until EAGAIN, at most
  * ACCEPT_BATCH per wake-up so one busy pool cannot starve the rest. Out of
@@ -13,8 +18,8 @@
  * instead of spinning on a readable socket we cannot accept from.
  */
 #include <errno.h>
-#include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -23,69 +28,10 @@
 
 #include "engine.h"
 #include "log.h"
+#include "systemd.h"
 
 #define ACCEPT_BATCH 64
 #define ACCEPT_PAUSE 0.1
-
-static int mkdir_parents(const char *path, char *err, size_t errlen)
-{
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	snprintf(dir, sizeof dir, "%s", path);
-	char *d = dirname(dir);
-	struct stat st;
-	if (stat(d, &st) == 0)
-		return 0;
-	for (char *p = d + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-			snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d,
-			         strerror(errno));
-			return -1;
-		}
-		*p = '/';
-	}
-	if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d, strerror(errno));
-		return -1;
-	}
-	return 0;
-}
-
-/* A socket file is already at the path: remove it if it is stale. */
-static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err, size_t errlen)
-{
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : (snprintf(err, errlen, "%s: %s", path, strerror(errno)), -1);
-	if (!S_ISSOCK(st.st_mode)) {
-		snprintf(err, errlen, "%s: exists and is not a socket; refusing to replace it", path);
-		return -1;
-	}
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: socket: %s", path, strerror(errno));
-		return -1;
-	}
-	int r = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
-	int e = errno;
-	close(fd);
-	if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
-		snprintf(err, errlen, "%s: another process is listening on this socket", path);
-		return -1;
-	}
-	if (e != ECONNREFUSED && e != ENOENT) {
-		snprintf(err, errlen, "%s: cannot check existing socket: %s", path, strerror(e));
-		return -1;
-	}
-	if (unlink(path) < 0 && errno != ENOENT) {
-		snprintf(err, errlen, "%s: cannot remove stale socket: %s", path, strerror(errno));
-		return -1;
-	}
-	log_info("%s: removed stale socket file", path);
-	return 0;
-}
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -97,51 +43,76 @@ static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		ev_io_start(loop, &l->io);
 }
 
+/* Use a socket systemd passed (already listening, non-blocking, close-on-exec). */
+static void listener_adopt(struct listener *l, int fd)
+{
+	l->fd = fd;
+	l->passed = 1;
+	l->us.created = 0;
+	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
+	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
+	log_info("pool=%s: listening on %s (passed by systemd)", l->pool->name, l->cfg->path);
+}
+
+int listener_adopt_passed(struct pool *p, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < p->n_listeners; i++) {
+		struct listener *l = &p->listeners[i];
+		int fd = l->fd < 0 ? systemd_take_listen_fd_at(p->name, l->cfg->path) : -1;
+		if (fd >= 0)
+			listener_adopt(l, fd);
+	}
+	size_t extra = systemd_count_listen_fds(p->name);
+	if (extra == 0)
+		return 0;
+	/* Nothing is started yet: moving the listeners is safe. */
+	struct listener *ls = realloc(p->listeners, (p->n_listeners + extra) * sizeof *ls);
+	if (!ls) {
+		snprintf(err, errlen, "pool=%s: out of memory for %zu passed sockets", p->name, extra);
+		return -1;
+	}
+	p->listeners = ls;
+	for (size_t k = 0; k < extra; k++) {
+		int fd = systemd_take_listen_fd(p->name);
+		if (fd < 0)
+			break; /* cannot happen: counted above */
+		struct listener *l = &p->listeners[p->n_listeners++];
+		memset(l, 0, sizeof *l);
+		l->pool = p;
+		snprintf(l->passed_path, sizeof l->passed_path, "%s", systemd_listen_fd_address(fd));
+		l->passed_cfg.path = l->passed_path;
+		l->cfg = &l->passed_cfg;
+		listener_adopt(l, fd); /* owned from here on: listener_close() closes it */
+		if (!systemd_listen_fd_is_unix(fd)) {
+			snprintf(err, errlen,
+			         "socket activation: fd %d named \"%s\" (%s) is not a Unix socket "
+			         "(pools listen on Unix sockets only)",
+			         fd, p->name, l->passed_path);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int listener_open(struct listener *l, char *err, size_t errlen)
 {
+	if (l->fd >= 0 || l->cfg == &l->passed_cfg)
+		return 0; /* passed by systemd, or a slot reserved for such a socket */
 	const char *path = l->cfg->path;
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof sa.sun_path) {
-		snprintf(err, errlen, "%s: path too long for a Unix socket", path);
+	const char *name;
+	int pfd = systemd_listen_fd_at(path, &name);
+	if (pfd >= 0) {
+		snprintf(
+		    err, errlen,
+		    "%s: systemd passed this socket as fd %d named \"%s\", but it is a listen path of pool "
+		    "\"%s\": set FileDescriptorName=%s",
+		    path, pfd, name, l->pool->name, l->pool->name);
 		return -1;
 	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (mkdir_parents(path, err, errlen) < 0 || clear_stale(path, &sa, err, errlen) < 0)
+	if (unix_listen(path, l->cfg->mode, &l->us, err, errlen) < 0)
 		return -1;
-
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "%s: socket: %s", path, strerror(errno));
-		return -1;
-	}
-	mode_t old = umask(~l->cfg->mode & 0777);
-	int r = bind(fd, (const struct sockaddr *)&sa, sizeof sa);
-	int e = errno;
-	umask(old);
-	if (r < 0) {
-		snprintf(err, errlen, "%s: bind: %s", path, strerror(e));
-		close(fd);
-		return -1;
-	}
-	struct stat st;
-	if (chmod(path, l->cfg->mode) < 0 || stat(path, &st) < 0) {
-		snprintf(err, errlen, "%s: chmod: %s", sa.sun_path, strerror(errno));
-		close(fd);
-		unlink(path);
-		return -1;
-	}
-	l->dev = st.st_dev;
-	l->ino = st.st_ino;
-	l->created = 1;
-	if (listen(fd, SOMAXCONN) < 0) {
-		snprintf(err, errlen, "%s: listen: %s", path, strerror(errno));
-		close(fd);
-		unlink(path);
-		l->created = 0;
-		return -1;
-	}
-	l->fd = fd;
-	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
+	l->fd = l->us.fd;
+	ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
 	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
 	log_info("pool=%s: listening on %s (mode %04o)", l->pool->name, path, (unsigned)l->cfg->mode);
 	return 0;
@@ -162,13 +133,7 @@ void listener_close(struct listener *l)
 		close(l->fd);
 		l->fd = -1;
 	}
-	if (l->created) {
-		/* Remove the file only if it is still the one we bound. */
-		struct stat st;
-		if (lstat(l->cfg->path, &st) == 0 && st.st_dev == l->dev && st.st_ino == l->ino)
-			unlink(l->cfg->path);
-		l->created = 0;
-	}
+	unix_unlink_ours(&l->us);
 }
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -204,5 +169,75 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_error("pool=%s: accept on %s: %s", l->pool->name, l->cfg->path, strerror(errno));
 			return;
 		}
+	}
+}
+
+void listener_move(struct listener *dst, struct listener *src)
+{
+	struct ev_loop *loop = src->pool->eng->loop;
+	ev_io_stop(loop, &src->io);
+	ev_timer_stop(loop, &src->pause);
+	dst->fd = src->fd;
+	dst->us = src->us;
+	dst->us.path = dst->cfg->path; /* the same path, owned by the new config */
+	dst->passed = src->passed;
+	src->fd = -1;
+	src->us.created = 0;
+	src->passed = 0;
+	ev_io_init(&dst->io, listener_accept_cb, dst->fd, EV_READ);
+	ev_timer_init(&dst->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
+}
+
+/* An extra passed socket: open, and at a path no listen: of the config names. */
+static int is_passed_extra(const struct listener *l)
+{
+	return l->fd >= 0 && l->cfg == &l->passed_cfg;
+}
+
+static int is_reserved(const struct listener *l)
+{
+	return l->cfg == &l->passed_cfg;
+}
+
+int listener_reserve_extras(struct pool *dst, const struct pool *src, char *err, size_t errlen)
+{
+	size_t extra = 0;
+	for (size_t i = 0; i < src->n_listeners; i++)
+		extra += is_passed_extra(&src->listeners[i]);
+	if (extra == 0)
+		return 0;
+	struct listener *ls = realloc(dst->listeners, (dst->n_listeners + extra) * sizeof *ls);
+	if (!ls) {
+		snprintf(err, errlen, "pool=%s: out of memory for %zu passed sockets", dst->name, extra);
+		return -1;
+	}
+	memset(ls + dst->n_listeners, 0, extra * sizeof *ls);
+	for (size_t i = dst->n_listeners; i < dst->n_listeners + extra; i++) {
+		ls[i].pool = dst;
+		ls[i].fd = -1;
+		ls[i].cfg = &ls[i].passed_cfg; /* path set when taken; an untaken one is never opened */
+		ls[i].passed_cfg.path = ls[i].passed_path;
+	}
+	dst->listeners = ls;
+	dst->n_listeners += extra;
+	return 0;
+}
+
+void listener_take_extras(struct pool *dst, struct pool *src)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < src->n_listeners; i++) {
+		struct listener *from = &src->listeners[i];
+		if (!is_passed_extra(from))
+			continue;
+		while (k < dst->n_listeners &&
+		       (dst->listeners[k].fd >= 0 || !is_reserved(&dst->listeners[k])))
+			k++;
+		if (k == dst->n_listeners)
+			return; /* not reserved: the old pool keeps (and closes) it */
+		struct listener *to = &dst->listeners[k];
+		memcpy(to->passed_path, from->passed_path, sizeof to->passed_path);
+		to->passed_cfg.mode = from->passed_cfg.mode;
+		listener_move(to, from);
 	}
 }

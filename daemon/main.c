@@ -128,7 +128,6 @@ int main(int argc, char **argv)
 		rc = engine_run(eng);
 		log_info("exiting");
 	}
-	engine_destroy(eng);
-	cfg_free(cfg);
+	engine_destroy(eng); /* frees cfg */
 	return rc;
 }

@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -383,7 +384,9 @@ static void bconn_established(struct bconn *b)
 	struct ev_loop *loop = p->eng->loop;
 	ev_timer_stop(loop, &b->timer);
 	p->stats.conns_opened++;
+	b->be->connects_ok++;
 	b->opened_at = ev_now(loop);
+	wp_histogram_observe(&p->h_connect, b->opened_at - b->started_at);
 	ev_timer_set(&b->settle, BCONN_SETTLE, 0.);
 	ev_timer_start(loop, &b->settle);
 	log_debug("pool=%s backend=%s conn=%llu: connected", p->name, b->be->name, (unsigned long long)b->id);
@@ -540,7 +543,7 @@ static void pool_refill_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 void pool_refill(struct pool *p)
 {
 	struct engine *eng = p->eng;
-	if (eng->stopping)
+	if (eng->stopping || p->retiring)
 		return;
 	struct pool_counts c = pool_counts(p);
 	size_t need = pool_plan_connects(&c);
@@ -591,7 +594,7 @@ void pool_refill(struct pool *p)
 
 void pool_refill_soon(struct pool *p)
 {
-	if (p->eng->stopping)
+	if (p->eng->stopping || p->retiring)
 		return;
 	if (p->waiting.n > p->n_conns[BCONN_CONNECTING]) {
 		pool_refill(p); /* a client is waiting: this is its critical path */
@@ -615,7 +618,7 @@ void pool_run_deferred_refills(struct engine *eng)
 static void pool_janitor_soon(struct pool *p, ev_tstamp at)
 {
 	struct ev_loop *loop = p->eng->loop;
-	if (!isfinite(at) || p->eng->stopping)
+	if (!isfinite(at) || p->eng->stopping || p->retiring)
 		return;
 	ev_tstamp now = ev_now(loop);
 	if (ev_is_active(&p->janitor) && now + ev_timer_remaining(loop, &p->janitor) <= at)
@@ -730,7 +733,7 @@ static void pool_fail_waiting(struct pool *p, const char *why)
 
 void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state old)
 {
-	if (p->eng->stopping)
+	if (p->eng->stopping || p->retiring)
 		return;
 	if (old == BACKEND_UP) {
 		size_t n = pool_close_idle(be);
@@ -797,6 +800,16 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 	list_init(&p->relaying);
 	ev_timer_init(&p->refill_timer, pool_refill_timer_cb, 0., 0.);
 	ev_timer_init(&p->janitor, pool_janitor_cb, 0., 0.);
+	/* Bounds in seconds: 100 µs (a warm handout) to 10 s; sessions to an hour. */
+	static const double wait_bounds[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+	                                     0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
+	static const double session_bounds[] = {0.001, 0.01, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600};
+	if (wp_histogram_init(&p->h_wait, wait_bounds, sizeof wait_bounds / sizeof *wait_bounds) < 0 ||
+	    wp_histogram_init(&p->h_connect, wait_bounds, sizeof wait_bounds / sizeof *wait_bounds) < 0 ||
+	    wp_histogram_init(&p->h_session, session_bounds, sizeof session_bounds / sizeof *session_bounds) < 0) {
+		pool_destroy(p);
+		return NULL;
+	}
 	p->refill_node.prev = p->refill_node.next = &p->refill_node;
 	p->backends = calloc(cfg->n_backends, sizeof *p->backends);
 	p->listeners = calloc(cfg->n_listen, sizeof *p->listeners);
@@ -834,10 +847,85 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 
 int pool_open_listeners(struct pool *p, char *err, size_t errlen)
 {
+	return pool_open_listeners_except(p, NULL, 0, err, errlen);
+}
+
+/* The open listener at `path` among `pools`, or NULL. */
+static struct listener *listener_at(struct pool **pools, size_t n, const char *path)
+{
+	for (size_t k = 0; k < n; k++)
+		for (size_t i = 0; i < pools[k]->n_listeners; i++)
+			if (pools[k]->listeners[i].fd >= 0 && strcmp(pools[k]->listeners[i].cfg->path, path) == 0)
+				return &pools[k]->listeners[i];
+	return NULL;
+}
+
+int pool_open_listeners_except(struct pool *p, struct pool **old, size_t n_old, char *err, size_t errlen)
+{
 	for (size_t i = 0; i < p->n_listeners; i++)
-		if (listener_open(&p->listeners[i], err, errlen) < 0)
+		if (!listener_at(old, n_old, p->listeners[i].cfg->path) &&
+		    listener_open(&p->listeners[i], err, errlen) < 0)
 			return -1;
 	return 0;
+}
+
+void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old)
+{
+	for (size_t i = 0; i < p->n_listeners; i++) {
+		struct listener *l = &p->listeners[i];
+		struct listener *from = listener_at(old, n_old, l->cfg->path);
+		if (l->fd >= 0 || !from)
+			continue;
+		listener_move(l, from);
+		if (l->us.created && from->cfg->mode != l->cfg->mode && chmod(l->cfg->path, l->cfg->mode) < 0)
+			log_warning("pool=%s: chmod %s: %s", p->name, l->cfg->path, strerror(errno));
+	}
+}
+
+void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
+{
+	p->cfg = cfg;
+	p->name = cfg->name;
+	p->n_up_primary = p->n_up_backup = 0;
+	p->may_hand_back = cfg->balance == CFG_BALANCE_FIRST;
+	for (size_t i = 0; i < p->n_backends; i++) {
+		struct backend *be = &p->backends[i];
+		be->cfg = &cfg->backends[i];
+		be->name = cfg->backends[i].name;
+		be->wrr_current = 0;
+		p->may_hand_back |= be->cfg->backup;
+		if (be->state == BACKEND_UP)
+			*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
+		if (health_changed) {
+			health_free(be);
+			if (health_init(be) < 0)
+				log_error("pool=%s backend=%s: out of memory for its health check", p->name, be->name);
+			else
+				health_start(be);
+		}
+	}
+	for (size_t i = 0; i < cfg->n_listen; i++) /* extra passed sockets follow: they keep their cfg */
+		p->listeners[i].cfg = &cfg->listen[i];
+	pool_janitor_soon(p, ev_now(p->eng->loop));
+	pool_dispatch(p);
+}
+
+void pool_retire(struct pool *p, struct pool *successor)
+{
+	struct list_node *pos, *tmp;
+	p->retiring = 1;
+	/* Clients still waiting go to the pool taking over, or are closed. */
+	list_for_each_safe (pos, tmp, &p->waiting) {
+		struct session *s = container_of(pos, struct session, node);
+		if (!successor) {
+			session_close(s, "pool removed by reload");
+			continue;
+		}
+		list_remove(&p->waiting, &s->node);
+		list_push_back(&successor->waiting, &s->node);
+		s->pool = successor;
+	}
+	pool_stop(p);
 }
 
 void pool_start(struct pool *p)

@@ -226,7 +226,9 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
  * another one, at most SESSION_RETRIES times. */
 static int session_can_retry(const struct session *s)
 {
-	return s->up.bytes == 0 && s->down.bytes == 0 && !s->up.eof && s->retries < SESSION_RETRIES;
+	/* A pool retired by a reload opens no connections: nothing to retry with. */
+	return s->up.bytes == 0 && s->down.bytes == 0 && !s->up.eof && s->retries < SESSION_RETRIES &&
+	       !s->pool->retiring;
 }
 
 static void relay_dir_release(struct engine *eng, struct relay_dir *d)
@@ -296,7 +298,9 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int dst = from_backend ? s->cfd : s->b->fd;
 	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
 	int hold = from_backend && session_can_retry(s);
+	uint64_t before = d->bytes;
 	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, &side);
+	*(from_backend ? &s->pool->stats.bytes_down : &s->pool->stats.bytes_up) += d->bytes - before;
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
 		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
@@ -371,15 +375,21 @@ void session_start(struct session *s, struct bconn *b)
 	ev_io_modify(&s->cio, 0);
 	s->b = b;
 	bconn_set_state(b, BCONN_ACTIVE);
-	if (!s->retries)
+	p->stats.handouts++;
+	if (!s->retries) {
 		p->stats.clients_served++;
+		s->started_at = ev_now(loop);
+		wp_histogram_observe(&p->h_wait, s->started_at - s->accepted_at);
+	}
 	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name,
 	          b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
 	          ev_now(loop) - s->accepted_at);
 	/* The greeting, optimistically: a new client socket almost always has
 	 * room, which saves arming (and then disarming) write interest. */
 	if (s->down.len) {
+		uint64_t before = s->down.bytes;
 		int r = relay_flush(p->eng, &s->down, s->cfd);
+		p->stats.bytes_down += s->down.bytes - before;
 		if (r < 0) {
 			session_fail(s, 0, -r);
 			return;
@@ -406,6 +416,7 @@ void session_close(struct session *s, const char *why)
 	s->state = SESSION_CLOSED;
 	list_push_back(&eng->dead_sessions, &s->node);
 	if (s->b) {
+		wp_histogram_observe(&p->h_session, ev_now(eng->loop) - s->started_at);
 		log_debug("pool=%s conn=%llu client=%llu: session end (%s): %llu bytes up, %llu down",
 		          p->name, (unsigned long long)s->b->id, (unsigned long long)s->id,
 		          why ? why : "done", (unsigned long long)s->up.bytes,

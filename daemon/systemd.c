@@ -1,19 +1,345 @@
-/* daemon/systemd.c — see systemd.h. */
+/*
+ * daemon/systemd.c — see systemd.h.
+ *
+ * The passed fds live in one process-wide table from systemd_listen_init()
+ * to systemd_listen_done(): the LISTEN_FDS protocol is process-wide too, and
+ * the table only serves the startup phase (the takers run once, in order,
+ * before the loop starts). Each entry remembers what the fd is bound to, read
+ * once with getsockname() and stat(), so matching a pool's listen path costs
+ * no syscall on the fd itself.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <systemd/sd-daemon.h>
+#include <time.h>
+#include <unistd.h>
 
+#include "escape.h"
+#include "log.h"
 #include "systemd.h"
+
+#define STATUS_MAX 1024 /* longer STATUS= texts are cut, ending in "..." */
+#define NAME_SHOWN 80   /* an fd name as shown in messages, escaped */
+
+/* ---- notifications ------------------------------------------------------- */
+
+/* One line for STATUS=: a newline would start another assignment. */
+static const char *one_line(const char *in, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (; in && in[n] && n + 1 < cap; n++)
+		out[n] = (unsigned char)in[n] < 0x20 || in[n] == 0x7f ? ' ' : in[n];
+	out[n] = '\0';
+	if (in && in[n] && cap > 4)
+		memcpy(out + cap - 4, "...", 4);
+	return out;
+}
 
 void systemd_ready(const char *status)
 {
-	(void)sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+	char buf[STATUS_MAX];
+	(void)sd_notifyf(0, "READY=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
 }
 
 void systemd_status(const char *status)
 {
-	(void)sd_notifyf(0, "STATUS=%s", status);
+	char buf[STATUS_MAX];
+	(void)sd_notifyf(0, "STATUS=%s", one_line(status, buf, sizeof buf));
+}
+
+void systemd_reloading(const char *status)
+{
+	char buf[STATUS_MAX];
+	struct timespec ts;
+	one_line(status, buf, sizeof buf);
+	/* CLOCK_MONOTONIC is the manager's clock too: it matches the
+	 * timestamp against its own reload request (systemd ≥ 253). */
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+		(void)sd_notifyf(
+		    0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=%s",
+		    (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000, buf);
+	else
+		(void)sd_notifyf(0, "RELOADING=1\nSTATUS=%s", buf);
 }
 
 void systemd_stopping(const char *status)
 {
-	(void)sd_notifyf(0, "STOPPING=1\nSTATUS=%s", status);
+	char buf[STATUS_MAX];
+	(void)sd_notifyf(0, "STOPPING=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
+}
+
+/* ---- watchdog ------------------------------------------------------------ */
+
+double systemd_watchdog_interval(void)
+{
+	uint64_t usec = 0;
+	/* Keep the variables: a reload may ask again, and we start no children. */
+	int r = sd_watchdog_enabled(0, &usec);
+	if (r < 0) {
+		log_warning("watchdog: invalid $WATCHDOG_USEC or $WATCHDOG_PID, ignoring: %s", strerror(-r));
+		return 0;
+	}
+	if (r == 0 || usec == 0)
+		return 0;
+	return (double)usec / 2e6;
+}
+
+void systemd_watchdog(void)
+{
+	(void)sd_notify(0, "WATCHDOG=1");
+}
+
+/* ---- socket activation --------------------------------------------------- */
+
+struct passed_fd {
+	int fd;
+	char *name;             /* from $LISTEN_FDNAMES ("unknown" when unnamed); owned */
+	char shown[NAME_SHOWN]; /* name, escaped for messages */
+	int family;             /* AF_UNIX, AF_INET, ... */
+	char addr[sizeof(((struct sockaddr_un *)0)->sun_path) + 2]; /* for messages; a path for AF_UNIX */
+	unsigned has_path : 1;  /* AF_UNIX bound to a file: addr is its path */
+	unsigned has_inode : 1; /* dev/ino of that file, if it could be stat()ed at startup */
+	unsigned claimed : 1;
+	dev_t dev;
+	ino_t ino;
+};
+
+static struct passed_fd *passed; /* SD_LISTEN_FDS_START + i is passed[i].fd */
+static size_t n_passed;
+
+static void describe(struct passed_fd *p)
+{
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof ss;
+	snprintf(p->addr, sizeof p->addr, "?");
+	memset(&ss, 0, sizeof ss);
+	if (getsockname(p->fd, (struct sockaddr *)&ss, &len) < 0)
+		return;
+	p->family = ss.ss_family;
+	if (ss.ss_family == AF_UNIX) {
+		const struct sockaddr_un *sun = (const struct sockaddr_un *)&ss;
+		size_t off = offsetof(struct sockaddr_un, sun_path);
+		size_t n = len > off ? len - off : 0;
+		if (n > sizeof sun->sun_path)
+			n = sizeof sun->sun_path;
+		if (n == 0) {
+			snprintf(p->addr, sizeof p->addr, "(unnamed)");
+		} else if (sun->sun_path[0] == '\0') {
+			p->addr[0] = '@';
+			wp_escape((const unsigned char *)sun->sun_path + 1, n - 1, p->addr + 1,
+			          sizeof p->addr - 1);
+		} else {
+			size_t l = strnlen(sun->sun_path, n);
+			memcpy(p->addr, sun->sun_path, l);
+			p->addr[l] = '\0';
+			p->has_path = 1;
+			struct stat st;
+			if (stat(p->addr, &st) == 0 && S_ISSOCK(st.st_mode)) {
+				p->dev = st.st_dev;
+				p->ino = st.st_ino;
+				p->has_inode = 1;
+			}
+		}
+	} else if (ss.ss_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+		char ip[INET_ADDRSTRLEN];
+		if (inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof ip))
+			snprintf(p->addr, sizeof p->addr, "%s:%u", ip, (unsigned)ntohs(sin->sin_port));
+	} else if (ss.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+		char ip[INET6_ADDRSTRLEN];
+		if (inet_ntop(AF_INET6, &sin6->sin6_addr, ip, sizeof ip))
+			snprintf(p->addr, sizeof p->addr, "[%s]:%u", ip, (unsigned)ntohs(sin6->sin6_port));
+	}
+}
+
+static int set_flags(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || (!(fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0))
+		return -1;
+	int fdfl = fcntl(fd, F_GETFD);
+	if (fdfl < 0 || (!(fdfl & FD_CLOEXEC) && fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0))
+		return -1;
+	return 0;
+}
+
+int systemd_listen_init(char *err, size_t errlen)
+{
+	char **names = NULL;
+	systemd_listen_done();
+	int n = sd_listen_fds_with_names(1, &names);
+	if (n < 0) {
+		snprintf(err, errlen, "socket activation: cannot read $LISTEN_FDS/$LISTEN_FDNAMES: %s",
+		         strerror(-n));
+		return -1;
+	}
+	if (n == 0) {
+		free(names); /* NULL, or an empty list */
+		return 0;
+	}
+	passed = calloc((size_t)n, sizeof *passed);
+	if (!passed) {
+		for (int i = 0; names && i < n; i++)
+			free(names[i]);
+		free(names);
+		snprintf(err, errlen, "socket activation: out of memory for %d passed fds", n);
+		return -1;
+	}
+	n_passed = (size_t)n;
+	for (size_t i = 0; i < n_passed; i++) {
+		struct passed_fd *p = &passed[i];
+		p->fd = SD_LISTEN_FDS_START + (int)i;
+		p->name = names ? names[i] : NULL; /* taken over: freed in systemd_listen_done() */
+		const char *nm = p->name ? p->name : "unknown";
+		wp_escape((const unsigned char *)nm, strlen(nm), p->shown, sizeof p->shown);
+	}
+	free(names); /* the array only: its strings are ours now */
+
+	for (size_t i = 0; i < n_passed; i++) {
+		struct passed_fd *p = &passed[i];
+		int r = sd_is_socket(p->fd, AF_UNSPEC, SOCK_STREAM, 1);
+		if (r <= 0) {
+			snprintf(err, errlen, "socket activation: fd %d named \"%s\" %s%s", p->fd, p->shown,
+			         r < 0 ? "cannot be checked: " : "is not a listening stream socket",
+			         r < 0 ? strerror(-r) : "");
+			return -1;
+		}
+		if (set_flags(p->fd) < 0) {
+			snprintf(err, errlen, "socket activation: fd %d named \"%s\": fcntl: %s", p->fd,
+			         p->shown, strerror(errno));
+			return -1;
+		}
+		describe(p);
+		log_debug("socket activation: fd %d named \"%s\" is %s", p->fd, p->shown, p->addr);
+	}
+	return 0;
+}
+
+static int name_is(const struct passed_fd *p, const char *name)
+{
+	return strcmp(p->name ? p->name : "unknown", name) == 0;
+}
+
+/* Is the passed socket the file at `path`? The same text, or the same inode
+ * (a relative or symlinked listen path naming systemd's socket file). */
+static int is_at(const struct passed_fd *p, const char *path)
+{
+	if (!p->has_path)
+		return 0;
+	if (strcmp(p->addr, path) == 0)
+		return 1;
+	struct stat st;
+	return p->has_inode && stat(path, &st) == 0 && st.st_dev == p->dev && st.st_ino == p->ino;
+}
+
+int systemd_take_listen_fd(const char *name)
+{
+	for (size_t i = 0; i < n_passed; i++) {
+		if (!passed[i].claimed && name_is(&passed[i], name)) {
+			passed[i].claimed = 1;
+			return passed[i].fd;
+		}
+	}
+	return -1;
+}
+
+int systemd_take_listen_fd_at(const char *name, const char *path)
+{
+	for (size_t i = 0; i < n_passed; i++) {
+		if (!passed[i].claimed && name_is(&passed[i], name) && is_at(&passed[i], path)) {
+			passed[i].claimed = 1;
+			return passed[i].fd;
+		}
+	}
+	return -1;
+}
+
+size_t systemd_count_listen_fds(const char *name)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < n_passed; i++)
+		n += !passed[i].claimed && name_is(&passed[i], name);
+	return n;
+}
+
+int systemd_listen_fd_at(const char *path, const char **name)
+{
+	for (size_t i = 0; i < n_passed; i++) {
+		if (is_at(&passed[i], path)) {
+			if (name)
+				*name = passed[i].shown;
+			return passed[i].fd;
+		}
+	}
+	return -1;
+}
+
+static struct passed_fd *find_fd(int fd)
+{
+	size_t i = (size_t)(fd - SD_LISTEN_FDS_START);
+	return fd >= SD_LISTEN_FDS_START && i < n_passed ? &passed[i] : NULL;
+}
+
+const char *systemd_listen_fd_address(int fd)
+{
+	const struct passed_fd *p = find_fd(fd);
+	return p ? p->addr : "?";
+}
+
+int systemd_listen_fd_is_unix(int fd)
+{
+	const struct passed_fd *p = find_fd(fd);
+	return p && p->family == AF_UNIX;
+}
+
+int systemd_check_unclaimed(char *err, size_t errlen)
+{
+	size_t left = 0;
+	const struct passed_fd *first = NULL;
+	for (size_t i = 0; i < n_passed; i++) {
+		if (!passed[i].claimed) {
+			left++;
+			if (!first)
+				first = &passed[i];
+		}
+	}
+	if (!first)
+		return 0;
+	char more[64] = "";
+	if (left > 1)
+		snprintf(more, sizeof more, " (and %zu more unclaimed fds)", left - 1);
+	if (name_is(first, "admin"))
+		snprintf(
+		    err, errlen,
+		    "socket activation: fd %d named \"admin\" (%s) was not used: no admin socket is open%s",
+		    first->fd, first->addr, more);
+	else
+		snprintf(err, errlen,
+		         "socket activation: fd %d named \"%s\" (%s) matches no pool and is not \"admin\"; "
+		         "FileDescriptorName= must be a pool name%s",
+		         first->fd, first->shown, first->addr, more);
+	return -1;
+}
+
+void systemd_listen_done(void)
+{
+	for (size_t i = 0; i < n_passed; i++) {
+		if (!passed[i].claimed && close(passed[i].fd) < 0)
+			log_debug("socket activation: close fd %d: %s", passed[i].fd, strerror(errno));
+		free(passed[i].name);
+	}
+	free(passed);
+	passed = NULL;
+	n_passed = 0;
 }

@@ -67,6 +67,10 @@ Connect from another terminal with either of:
     socat - UNIX-CONNECT:/tmp/warmpool-demo/echo.sock
     nc -U /tmp/warmpool-demo/echo.sock
 You get the backend's greeting at once, then every line you type is echoed back.
+Watch it work:
+    build/warmpoolctl -s /tmp/warmpool-demo/admin.sock show pools
+    build/warmpoolctl -s /tmp/warmpool-demo/admin.sock show backends
+    curl -s http://127.0.0.1:9470/metrics
 Press Ctrl-C here to stop warmpoold and the demo backend.
 
 EOF

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 BUILD = Path(os.environ.get("WARMPOOL_BUILD") or (REPO / "build")).resolve()
 WARMPOOLD = BUILD / "warmpoold"
 WPBACKEND = BUILD / "wpbackend"
+WARMPOOLCTL = BUILD / "warmpoolctl"
 
 # Generous bounds: the suite also runs against the ASan+UBSan build.
 START_TIMEOUT = 10.0  # a process becomes ready
@@ -496,6 +497,8 @@ def make_config(pools, daemon=None):
 class Daemon:
     """One warmpoold process with its config, stderr log and notify socket."""
 
+    admin_path = None  # its admin socket, when start_daemon made the config
+
     def __init__(self, procs, workdir, sockdir, config_text, name="warmpoold"):
         self.procs = procs
         self.workdir = Path(workdir)
@@ -632,9 +635,16 @@ def start_daemon(procs, tmp_path, sockdir):
     made = []
 
     def start(pools=None, daemon=None, expect_ready=True, config_text=None, args=(), journal=None):
+        adm = None
         if config_text is None:
+            # Each daemon its own admin socket, never the system's /run/warmpool.
+            daemon = {"admin_socket": str(Path(sockdir) / f"admin{len(made) + 1}.sock"), **(daemon or {})}
             config_text = make_config(pools, daemon)
+            adm = daemon["admin_socket"]
         d = Daemon(procs, tmp_path, sockdir, config_text, name=f"warmpoold{len(made) + 1}")
+        # The admin socket path the config names (None when disabled or the
+        # test wrote the config itself); admin(d, ...) and warmpoolctl(d, ...) use it.
+        d.admin_path = Path(adm) if isinstance(adm, str) else None
         made.append(d)
         return d.start(expect_ready=expect_ready, args=args, journal=journal)
 
@@ -673,3 +683,88 @@ def run_threads(fn, args_list, timeout=120.0):
     hung = sum(t.is_alive() for t in threads)
     assert hung == 0, f"{hung} client threads still running after {timeout:.0f}s"
     return results
+
+
+# ---------------------------------------------------------------------------
+# the admin socket (daemon/admin.c) and warmpoolctl
+
+
+def _admin_path(target):
+    path = getattr(target, "admin_path", target)
+    assert path is not None, "this daemon has no admin socket"
+    return path
+
+
+class AdminConn:
+    """One connection to an admin socket. The protocol: one command per
+    line; each answer is zero or more lines and then one empty line."""
+
+    def __init__(self, target, timeout=IO_TIMEOUT):
+        self.sock = connect_unix(_admin_path(target), timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data.encode() if isinstance(data, str) else data)
+
+    def read_answer(self, timeout=IO_TIMEOUT):
+        """The next answer's lines (str, without newlines). AssertionError
+        on EOF or timeout before the empty line that ends it."""
+        deadline = time.monotonic() + timeout
+        lines = []
+        while True:
+            while b"\n" in self.buf:
+                line, self.buf = self.buf.split(b"\n", 1)
+                if line == b"":
+                    return lines
+                lines.append(line.decode(errors="replace"))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"admin: no complete answer within {timeout:.0f}s; have {lines!r} {self.buf[:200]!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError(f"admin: EOF inside an answer; have {lines!r} {self.buf[:200]!r}")
+            self.buf += chunk
+
+    def command(self, cmd, timeout=IO_TIMEOUT):
+        self.send(cmd + "\n")
+        return self.read_answer(timeout)
+
+    def close(self):
+        self.sock.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def admin(target, cmd, timeout=IO_TIMEOUT):
+    """Send one command on a new connection to a Daemon's admin socket (or
+    a socket path); return the answer as warmpoolctl prints it: its lines,
+    each ending in a newline (an error answer is "error: ...\n")."""
+    with AdminConn(target, timeout) as c:
+        lines = c.command(cmd, timeout)
+    return "".join(ln + "\n" for ln in lines)
+
+
+def admin_json(target, cmd, timeout=IO_TIMEOUT):
+    """The parsed JSON answer of `cmd --json`."""
+    text = admin(target, cmd + " --json", timeout)
+    assert not text.startswith("error: "), text
+    return json.loads(text)
+
+
+def warmpoolctl(target, *args, timeout=30.0):
+    """Run build/warmpoolctl -s SOCKET ARGS...; returns the CompletedProcess
+    (text stdout/stderr). `target` is a Daemon, a socket path, or None for
+    no -s option."""
+    argv = [str(WARMPOOLCTL)]
+    if target is not None:
+        argv += ["-s", str(_admin_path(target))]
+    argv += [str(a) for a in args]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)

@@ -209,6 +209,29 @@ static void assert_bytes(const unsigned char *got, size_t got_len, const char *w
 /* ------------------------------------------------------------------ */
 /* Valid forms                                                         */
 
+static void test_daemon_admin_and_metrics(void **state)
+{
+	struct wp_config *cfg;
+	const struct sockaddr_in *sin;
+
+	(void)state;
+	cfg = load_ok("daemon:\n  admin_socket: /tmp/wp-test/admin.sock\n  admin_socket_mode: \"0660\"\n"
+	              "  admin_socket_readonly: /tmp/wp-test/ro.sock\n  metrics_listen: 127.0.0.1:9470\n" HEAD);
+	assert_string_equal(cfg->daemon.admin.path, "/tmp/wp-test/admin.sock");
+	assert_int_equal(cfg->daemon.admin.mode, 0660);
+	assert_string_equal(cfg->daemon.admin_ro.path, "/tmp/wp-test/ro.sock");
+	assert_int_equal(cfg->daemon.admin_ro.mode, 0660);
+	assert_string_equal(cfg->daemon.metrics.name, "127.0.0.1:9470");
+	sin = (const struct sockaddr_in *)&cfg->daemon.metrics.addr;
+	assert_int_equal(sin->sin_family, AF_INET);
+	assert_int_equal(ntohs(sin->sin_port), 9470);
+	cfg_free(cfg);
+
+	cfg = load_ok("daemon:\n  admin_socket: false\n" HEAD);
+	assert_null(cfg->daemon.admin.path);
+	cfg_free(cfg);
+}
+
 static void test_builtin_defaults(void **state)
 {
 	struct wp_config *cfg;
@@ -219,6 +242,10 @@ static void test_builtin_defaults(void **state)
 	assert_string_equal(cfg->path, NAME);
 	assert_int_equal(cfg->daemon.log_level, CFG_LOG_INFO);
 	assert_int_equal(cfg->daemon.shutdown_timeout_ms, 30000);
+	assert_string_equal(cfg->daemon.admin.path, "/run/warmpool/admin.sock");
+	assert_int_equal(cfg->daemon.admin.mode, 0600);
+	assert_null(cfg->daemon.admin_ro.path);
+	assert_null(cfg->daemon.metrics.name);
 	assert_int_equal(cfg->n_pools, 1);
 	p = &cfg->pools[0];
 	assert_string_equal(p->name, "p");
@@ -1201,7 +1228,21 @@ static const struct err_case err_cases[] = {
       "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time"}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
-     {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout"}},
+     {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
+    {"admin_socket_same_as_pool",
+     "daemon:\n  admin_socket: /tmp/wp-test/p.sock\n" HEAD,
+     {"t.yaml:5:13: pools.p.listen: expected a socket path no other listener uses (daemon has it at line 2), "
+      "got \"/tmp/wp-test/p.sock\""}},
+    {"admin_socket_mode_bad",
+     "daemon:\n  admin_socket_mode: rw\n" HEAD,
+     {"t.yaml:2:22: daemon.admin_socket_mode: expected an octal mode like \"0600\", at most 0777, got \"rw\""}},
+    {"admin_socket_empty",
+     "daemon:\n  admin_socket: \"\"\n" HEAD,
+     {"t.yaml:2:17: daemon.admin_socket: expected a socket path of 1 to 107 bytes, or false, got \"\""}},
+    {"metrics_listen_bad",
+     "daemon:\n  metrics_listen: localhost\n" HEAD,
+     {"t.yaml:2:19: daemon.metrics_listen: expected an address host:port, [v6]:port or a.b.c.d:port (missing "
+      "port), got \"localhost\""}},
     {"unknown_defaults_key",
      "defaults:\n  min: 1\n" HEAD,
      {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
@@ -1230,7 +1271,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:2:5: pools.p: expected a mapping with listen: and backends:, got an empty value"}},
     {"daemon_is_list",
      "daemon: [1]\n" HEAD,
-     {"t.yaml:1:9: daemon: expected a mapping of log_level, shutdown_timeout, got a list"}},
+     {"t.yaml:1:9: daemon: expected a mapping of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen, got a list"}},
     {"defaults_is_scalar",
      "defaults: 5\n" HEAD,
      {"t.yaml:1:11: defaults: expected a mapping of pool settings, got \"5\""}},
@@ -2072,6 +2113,7 @@ int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
 	    cmocka_unit_test(test_builtin_defaults),
+	    cmocka_unit_test(test_daemon_admin_and_metrics),
 	    cmocka_unit_test(test_daemon_section),
 	    cmocka_unit_test(test_empty_sections),
 	    cmocka_unit_test(test_defaults_override_builtins),

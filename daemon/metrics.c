@@ -1,0 +1,362 @@
+/*
+ * daemon/metrics.c — what the engine's state and counters say, rendered for
+ * the admin socket: Prometheus text exposition format 0.0.4 (`show
+ * metrics`, GET /metrics) and the `show pools|backends|stats` tables and
+ * JSON. Rendering only reads; nothing here changes engine state.
+ *
+ * Names follow Prometheus conventions: warmpool_<object>_<what>[_<unit>],
+ * `_total` for counters, base units (seconds, bytes), labels pool= and
+ * backend=, and an enum as one series per value (state="up" 1, others 0).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "buf.h"
+#include "engine.h"
+#include "metrics.h"
+#include "version.h"
+
+/* Label values of enum backend_reason in checks_total{result=...}. */
+static const char *const reason_label[REASON_N] = {
+    [REASON_NONE] = "ok",         [REASON_REFUSED] = "refused",         [REASON_TIMEOUT] = "timeout",
+    [REASON_RESET] = "reset",     [REASON_CLOSED] = "closed",           [REASON_UNREACHABLE] = "unreachable",
+    [REASON_BAD_REPLY] = "bad_reply", [REASON_OTHER] = "error",
+};
+
+static const enum backend_state all_states[] = {BACKEND_UP, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_DISABLED};
+
+/* ---- Prometheus --------------------------------------------------------- */
+
+static void family(struct wp_buf *b, const char *name, const char *type, const char *help)
+{
+	wp_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void pool_labels(struct wp_buf *b, const struct pool *p)
+{
+	wp_buf_add(b, "{pool=\"", 7);
+	wp_buf_label(b, p->name);
+	wp_buf_add(b, "\"", 1);
+}
+
+static void backend_labels(struct wp_buf *b, const struct backend *be)
+{
+	pool_labels(b, be->pool);
+	wp_buf_add(b, ",backend=\"", 10);
+	wp_buf_label(b, be->name);
+	wp_buf_add(b, "\"", 1);
+}
+
+/* One sample per pool: `name{pool="p"} value`. */
+#define POOL_SERIES(b, eng, name, type, help, expr)                                                          \
+	do {                                                                                                 \
+		family(b, name, type, help);                                                                 \
+		for (size_t i_ = 0; i_ < (eng)->n_pools; i_++) {                                             \
+			const struct pool *p = (eng)->pools[i_];                                             \
+			wp_buf_add(b, name, strlen(name));                                                   \
+			pool_labels(b, p);                                                                   \
+			wp_buf_printf(b, "} %llu\n", (unsigned long long)(expr));                            \
+		}                                                                                            \
+	} while (0)
+
+/* One sample per backend of every pool. */
+#define BACKEND_SERIES(b, eng, name, type, help, fmt, expr)                                                  \
+	do {                                                                                                 \
+		family(b, name, type, help);                                                                 \
+		for (size_t i_ = 0; i_ < (eng)->n_pools; i_++)                                               \
+			for (size_t k_ = 0; k_ < (eng)->pools[i_]->n_backends; k_++) {                       \
+				const struct backend *be = &(eng)->pools[i_]->backends[k_];                  \
+				wp_buf_add(b, name, strlen(name));                                           \
+				backend_labels(b, be);                                                       \
+				wp_buf_printf(b, "} " fmt "\n", (expr));                                     \
+			}                                                                                    \
+	} while (0)
+
+static void histogram(struct wp_buf *b, const struct engine *eng, const char *name, const char *help,
+                      size_t offset)
+{
+	family(b, name, "histogram", help);
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		const struct wp_histogram *h = (const struct wp_histogram *)((const char *)p + offset);
+		for (size_t k = 0; k <= h->n; k++) {
+			wp_buf_printf(b, "%s_bucket", name);
+			pool_labels(b, p);
+			if (k < h->n)
+				wp_buf_printf(b, ",le=\"%g\"} %llu\n", h->bounds[k],
+				              (unsigned long long)wp_histogram_cumulative(h, k));
+			else
+				wp_buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+		}
+		wp_buf_printf(b, "%s_sum", name);
+		pool_labels(b, p);
+		wp_buf_printf(b, "} %.9g\n%s_count", h->sum, name);
+		pool_labels(b, p);
+		wp_buf_printf(b, "} %llu\n", (unsigned long long)h->count);
+	}
+}
+
+static void backend_conn_gauge(struct wp_buf *b, const struct engine *eng)
+{
+	static const char *const names[BCONN_NLISTS] = {"connecting", "idle", "active"};
+	family(b, "warmpool_backend_connections", "gauge", "Connections to the backend by state.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
+			const struct backend *be = &eng->pools[i]->backends[k];
+			for (int s = 0; s < BCONN_NLISTS; s++) {
+				wp_buf_add(b, "warmpool_backend_connections", 28);
+				backend_labels(b, be);
+				wp_buf_printf(b, ",state=\"%s\"} %zu\n", names[s], be->conns[s].n);
+			}
+		}
+}
+
+static void backend_enum_series(struct wp_buf *b, const struct engine *eng)
+{
+	family(b, "warmpool_backend_state", "gauge", "1 for the backend's current state, 0 for the others.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
+			const struct backend *be = &eng->pools[i]->backends[k];
+			for (size_t s = 0; s < sizeof all_states / sizeof *all_states; s++) {
+				wp_buf_add(b, "warmpool_backend_state", 22);
+				backend_labels(b, be);
+				wp_buf_printf(b, ",state=\"%s\"} %d\n", backend_state_str(all_states[s]),
+				              be->state == all_states[s]);
+			}
+		}
+	family(b, "warmpool_backend_checks_total", "counter", "Active health checks by result.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
+			const struct backend *be = &eng->pools[i]->backends[k];
+			for (int r = 0; r < REASON_N; r++) {
+				wp_buf_add(b, "warmpool_backend_checks_total", 29);
+				backend_labels(b, be);
+				wp_buf_printf(b, ",result=\"%s\"} %llu\n", reason_label[r],
+				              (unsigned long long)(r == REASON_NONE ? be->hc.n_ok : be->hc.n_failed[r]));
+			}
+		}
+	family(b, "warmpool_backend_transitions_total", "counter", "Times the backend went up or down.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
+			const struct backend *be = &eng->pools[i]->backends[k];
+			wp_buf_add(b, "warmpool_backend_transitions_total", 34);
+			backend_labels(b, be);
+			wp_buf_printf(b, ",to=\"up\"} %llu\n", (unsigned long long)be->went_up);
+			wp_buf_add(b, "warmpool_backend_transitions_total", 34);
+			backend_labels(b, be);
+			wp_buf_printf(b, ",to=\"down\"} %llu\n", (unsigned long long)be->went_down);
+		}
+}
+
+void metrics_render(const struct engine *eng, struct wp_buf *b)
+{
+	family(b, "warmpool_build_info", "gauge", "The running warmpoold's version.");
+	wp_buf_printf(b, "warmpool_build_info{version=\"%s\"} 1\n", WARMPOOL_VERSION);
+	family(b, "warmpool_start_time_seconds", "gauge", "When warmpoold started, in Unix time.");
+	wp_buf_printf(b, "warmpool_start_time_seconds %.3f\n", eng->started_at);
+	family(b, "warmpool_reloads_total", "counter", "Configuration reloads by result.");
+	wp_buf_printf(b, "warmpool_reloads_total{result=\"ok\"} %llu\nwarmpool_reloads_total{result=\"failed\"} %llu\n",
+	              (unsigned long long)eng->reloads_ok, (unsigned long long)eng->reloads_failed);
+
+	POOL_SERIES(b, eng, "warmpool_pool_idle_connections", "gauge", "Idle warm connections.",
+	            p->n_conns[BCONN_IDLE]);
+	POOL_SERIES(b, eng, "warmpool_pool_active_connections", "gauge", "Connections in use by a client.",
+	            p->n_conns[BCONN_ACTIVE]);
+	POOL_SERIES(b, eng, "warmpool_pool_connecting_connections", "gauge", "Backend connects in flight.",
+	            p->n_conns[BCONN_CONNECTING]);
+	POOL_SERIES(b, eng, "warmpool_pool_waiting_clients", "gauge", "Clients queued for a connection.",
+	            p->waiting.n);
+	POOL_SERIES(b, eng, "warmpool_pool_min_idle", "gauge", "The configured warm floor.", p->cfg->min_idle);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_accepted_total", "counter", "Clients accepted.",
+	            p->stats.clients_accepted);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_served_total", "counter", "Clients paired with a connection.",
+	            p->stats.clients_served);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_refused_total", "counter", "Clients closed at once: max_clients.",
+	            p->stats.clients_refused);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_timed_out_total", "counter",
+	            "Clients closed after waiting queue_timeout.", p->stats.clients_timed_out);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_failed_fast_total", "counter",
+	            "Clients closed at once because no backend was up (fail_fast).", p->stats.clients_failed_fast);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_retried_total", "counter",
+	            "Clients re-paired because their connection died before any byte.", p->stats.clients_retried);
+	POOL_SERIES(b, eng, "warmpool_pool_handouts_total", "counter", "Connections handed to clients.",
+	            p->stats.handouts);
+	POOL_SERIES(b, eng, "warmpool_pool_stale_discarded_total", "counter",
+	            "Idle connections found dead at checkout and discarded.", p->stats.stale_at_checkout);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_opened_total", "counter", "Backend connections established.",
+	            p->stats.conns_opened);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_failed_total", "counter", "Failed connection attempts.",
+	            p->stats.conns_failed);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_recycled_total", "counter",
+	            "Idle connections replaced by max_lifetime or max_idle_time.", p->stats.conns_recycled);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_idle_closed_total", "counter",
+	            "Idle connections above min_idle closed by idle_timeout.", p->stats.conns_idle_closed);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_handed_back_total", "counter",
+	            "Idle connections on backups or later backends closed once preferred ones were warm.",
+	            p->stats.conns_handed_back);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_lost_total", "counter",
+	            "Idle connections closed or reset by the backend.", p->stats.idle_lost);
+	family(b, "warmpool_pool_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		wp_buf_add(b, "warmpool_pool_relayed_bytes_total", 33);
+		pool_labels(b, p);
+		wp_buf_printf(b, ",direction=\"to_backend\"} %llu\n", (unsigned long long)p->stats.bytes_up);
+		wp_buf_add(b, "warmpool_pool_relayed_bytes_total", 33);
+		pool_labels(b, p);
+		wp_buf_printf(b, ",direction=\"to_client\"} %llu\n", (unsigned long long)p->stats.bytes_down);
+	}
+	histogram(b, eng, "warmpool_pool_client_wait_seconds", "Time from accept to a warm connection.",
+	          offsetof(struct pool, h_wait));
+	histogram(b, eng, "warmpool_pool_backend_connect_seconds", "Time a backend TCP connect took.",
+	          offsetof(struct pool, h_connect));
+	histogram(b, eng, "warmpool_pool_session_duration_seconds", "Time from handout to session end.",
+	          offsetof(struct pool, h_session));
+
+	BACKEND_SERIES(b, eng, "warmpool_backend_up", "gauge", "1 while the backend is up.", "%d",
+	               be->state == BACKEND_UP);
+	backend_enum_series(b, eng);
+	BACKEND_SERIES(b, eng, "warmpool_backend_weight", "gauge", "Configured weight.", "%u", be->cfg->weight);
+	BACKEND_SERIES(b, eng, "warmpool_backend_backup", "gauge", "1 for a backup backend.", "%d",
+	               be->cfg->backup ? 1 : 0);
+	BACKEND_SERIES(b, eng, "warmpool_backend_consecutive_failures", "gauge",
+	               "Failed checks or connects in a row (fall counts these).", "%u", be->fails);
+	BACKEND_SERIES(b, eng, "warmpool_backend_failed_attempts", "gauge",
+	               "Failed connection attempts since the last success (the backoff exponent).", "%u",
+	               be->failures);
+	BACKEND_SERIES(b, eng, "warmpool_backend_backoff_seconds", "gauge", "The current reconnect delay.",
+	               "%.3f", (double)be->backoff_ms / 1000.0);
+	BACKEND_SERIES(b, eng, "warmpool_backend_next_attempt_timestamp_seconds", "gauge",
+	               "No connect before this Unix time (0: none pending).", "%.3f", be->next_attempt);
+	BACKEND_SERIES(b, eng, "warmpool_backend_connects_total", "counter", "Connections established.", "%llu",
+	               (unsigned long long)be->connects_ok);
+	BACKEND_SERIES(b, eng, "warmpool_backend_connect_failures_total", "counter", "Failed connection attempts.",
+	               "%llu", (unsigned long long)be->connects_failed);
+	backend_conn_gauge(b, eng);
+}
+
+/* ---- show pools | backends | stats --------------------------------------- */
+
+static unsigned pool_backends_up(const struct pool *p)
+{
+	return p->n_up_primary + p->n_up_backup;
+}
+
+void metrics_show_pools(const struct engine *eng, struct wp_buf *b, int json)
+{
+	if (json)
+		wp_buf_add(b, "{\"pools\":[", 10);
+	else
+		wp_buf_printf(b, "%-20s %6s %6s %10s %7s %10s %8s %9s %11s\n", "POOL", "IDLE", "ACTIVE", "CONNECTING",
+		              "WAITING", "SERVED", "REFUSED", "TIMED_OUT", "BACKENDS_UP");
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		if (json) {
+			wp_buf_printf(b, "%s{\"name\":\"", i ? "," : "");
+			wp_buf_json_str(b, p->name);
+			wp_buf_printf(b,
+			              "\",\"idle\":%zu,\"active\":%zu,\"connecting\":%zu,\"waiting\":%zu,"
+			              "\"min_idle\":%u,\"max_connections\":%u,\"served\":%llu,\"refused\":%llu,"
+			              "\"timed_out\":%llu,\"backends\":%zu,\"backends_up\":%u}",
+			              p->n_conns[BCONN_IDLE], p->n_conns[BCONN_ACTIVE], p->n_conns[BCONN_CONNECTING],
+			              p->waiting.n, p->cfg->min_idle, p->cfg->max_connections,
+			              (unsigned long long)p->stats.clients_served,
+			              (unsigned long long)p->stats.clients_refused,
+			              (unsigned long long)p->stats.clients_timed_out, p->n_backends, pool_backends_up(p));
+		} else {
+			wp_buf_printf(b, "%-20s %6zu %6zu %10zu %7zu %10llu %8llu %9llu %8u/%-2zu\n", p->name,
+			              p->n_conns[BCONN_IDLE], p->n_conns[BCONN_ACTIVE], p->n_conns[BCONN_CONNECTING],
+			              p->waiting.n, (unsigned long long)p->stats.clients_served,
+			              (unsigned long long)p->stats.clients_refused,
+			              (unsigned long long)p->stats.clients_timed_out, pool_backends_up(p), p->n_backends);
+		}
+	}
+	if (json)
+		wp_buf_add(b, "]}\n", 3);
+}
+
+void metrics_show_backends(const struct engine *eng, const struct pool *only, struct wp_buf *b, int json)
+{
+	int first = 1;
+	ev_tstamp now = ev_now(eng->loop);
+	if (json)
+		wp_buf_add(b, "{\"backends\":[", 13);
+	else
+		wp_buf_printf(b, "%-20s %-24s %-9s %6s %6s %4s %6s %10s %5s %10s  %s\n", "POOL", "BACKEND", "STATE",
+		              "WEIGHT", "BACKUP", "IDLE", "ACTIVE", "CONNECTING", "FAILS", "RETRY_IN", "LAST_ERROR");
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		if (only && p != only)
+			continue;
+		for (size_t k = 0; k < p->n_backends; k++) {
+			const struct backend *be = &p->backends[k];
+			double retry_in = be->next_attempt > now ? be->next_attempt - now : 0.0;
+			if (json) {
+				wp_buf_printf(b, "%s{\"pool\":\"", first ? "" : ",");
+				wp_buf_json_str(b, p->name);
+				wp_buf_add(b, "\",\"backend\":\"", 13);
+				wp_buf_json_str(b, be->name);
+				wp_buf_printf(b,
+				              "\",\"state\":\"%s\",\"weight\":%u,\"backup\":%s,\"idle\":%zu,\"active\":%zu,"
+				              "\"connecting\":%zu,\"consecutive_failures\":%u,\"failed_attempts\":%u,"
+				              "\"backoff_ms\":%llu,\"retry_in_s\":%.3f,\"checks_ok\":%llu,\"last_error\":\"",
+				              backend_state_str(be->state), be->cfg->weight, be->cfg->backup ? "true" : "false",
+				              be->conns[BCONN_IDLE].n, be->conns[BCONN_ACTIVE].n,
+				              be->conns[BCONN_CONNECTING].n, be->fails, be->failures,
+				              (unsigned long long)be->backoff_ms, retry_in, (unsigned long long)be->hc.n_ok);
+				wp_buf_json_str(b, be->why);
+				wp_buf_add(b, "\"}", 2);
+			} else {
+				wp_buf_printf(b, "%-20s %-24s %-9s %6u %6s %4zu %6zu %10zu %5u %9.1fs  %s\n", p->name,
+				              be->name, backend_state_str(be->state), be->cfg->weight,
+				              be->cfg->backup ? "yes" : "no", be->conns[BCONN_IDLE].n,
+				              be->conns[BCONN_ACTIVE].n, be->conns[BCONN_CONNECTING].n, be->fails,
+				              retry_in, be->why[0] ? be->why : "-");
+			}
+			first = 0;
+		}
+	}
+	if (json)
+		wp_buf_add(b, "]}\n", 3);
+}
+
+void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json)
+{
+	if (json)
+		wp_buf_add(b, "{\"pools\":{", 10);
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		const struct pool_stats *st = &p->stats;
+		const struct {
+			const char *name;
+			uint64_t v;
+		} rows[] = {
+		    {"clients_accepted", st->clients_accepted},   {"clients_served", st->clients_served},
+		    {"clients_refused", st->clients_refused},     {"clients_timed_out", st->clients_timed_out},
+		    {"clients_failed_fast", st->clients_failed_fast}, {"clients_retried", st->clients_retried},
+		    {"handouts", st->handouts},                   {"stale_discarded", st->stale_at_checkout},
+		    {"connections_opened", st->conns_opened},     {"connections_failed", st->conns_failed},
+		    {"connections_recycled", st->conns_recycled}, {"connections_idle_closed", st->conns_idle_closed},
+		    {"connections_handed_back", st->conns_handed_back}, {"connections_lost", st->idle_lost},
+		    {"bytes_to_backend", st->bytes_up},           {"bytes_to_client", st->bytes_down},
+		};
+		if (json) {
+			wp_buf_printf(b, "%s\"", i ? "," : "");
+			wp_buf_json_str(b, p->name);
+			wp_buf_add(b, "\":{", 3);
+		} else {
+			wp_buf_printf(b, "pool %s\n", p->name); /* no blank line: it would end the answer */
+		}
+		for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+			if (json)
+				wp_buf_printf(b, "%s\"%s\":%llu", r ? "," : "", rows[r].name,
+				              (unsigned long long)rows[r].v);
+			else
+				wp_buf_printf(b, "  %-26s %llu\n", rows[r].name, (unsigned long long)rows[r].v);
+		}
+		if (json)
+			wp_buf_add(b, "}", 1);
+	}
+	if (json)
+		wp_buf_add(b, "}}\n", 3);
+}

@@ -1,0 +1,321 @@
+/*
+ * daemon/reload.c — apply a new configuration as a diff (SIGHUP, `reload`).
+ *
+ * The file is read and validated first; an invalid one changes nothing (the
+ * errors go to the log and to the admin's answer, STATUS= says so). A valid
+ * one is compared pool by pool, by name:
+ *
+ *   unchanged  the pool object stays: warm connections, sessions, backend
+ *              states and counters untouched; it only points at the new
+ *              config's copy of its settings.
+ *   changed    same listen paths and the same backend addresses in the same
+ *              order: changed in place (limits, timeouts, balance, weights,
+ *              backups, health checks, lifetimes), warm connections kept.
+ *              Health checks restart only if their settings changed.
+ *   replaced   listen paths or the backend list changed: a new pool object
+ *              starts warming; it takes over the listening sockets whose
+ *              paths stay (no moment without a listener) and the waiting
+ *              clients. The old one retires: no new clients, idle
+ *              connections closed, running sessions finish.
+ *   removed    retires the same way; its socket files are removed, its
+ *              waiting clients closed.
+ *   added      created, bound and started.
+ * New listening sockets are bound before anything is committed, so a path
+ * that cannot be bound fails the reload with the old config intact. No
+ * active session is ever cut. A retired pool is freed by the reaper once its
+ * last session ended, and the old config with the last pool that used it.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "engine.h"
+#include "log.h"
+#include "systemd.h"
+
+enum pool_change { POOL_ADDED, POOL_UNCHANGED, POOL_CHANGED, POOL_REPLACED };
+
+/* ---- comparing pool configs --------------------------------------------- */
+
+static int bytes_equal(const void *a, size_t an, const void *b, size_t bn)
+{
+	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+static int str_equal(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int health_equal(const struct cfg_health *a, const struct cfg_health *b)
+{
+	return a->type == b->type && bytes_equal(a->send, a->send_len, b->send, b->send_len) &&
+	       bytes_equal(a->expect, a->expect_len, b->expect, b->expect_len) &&
+	       str_equal(a->expect_regex, b->expect_regex) && str_equal(a->path, b->path) &&
+	       a->interval_ms == b->interval_ms && a->timeout_ms == b->timeout_ms &&
+	       a->fast_interval_ms == b->fast_interval_ms && a->down_interval_ms == b->down_interval_ms &&
+	       a->rise == b->rise && a->fall == b->fall;
+}
+
+/* Same sockets and the same backends (by address, in order): the pool
+ * object can be kept. */
+static int same_shape(const struct cfg_pool *a, const struct cfg_pool *b)
+{
+	if (a->n_listen != b->n_listen || a->n_backends != b->n_backends)
+		return 0;
+	for (size_t i = 0; i < a->n_listen; i++)
+		if (strcmp(a->listen[i].path, b->listen[i].path) != 0 || a->listen[i].mode != b->listen[i].mode)
+			return 0;
+	for (size_t i = 0; i < a->n_backends; i++)
+		if (strcmp(a->backends[i].name, b->backends[i].name) != 0 ||
+		    !bytes_equal(&a->backends[i].addr, a->backends[i].addrlen, &b->backends[i].addr,
+		                 b->backends[i].addrlen))
+			return 0;
+	return 1;
+}
+
+static int settings_equal(const struct cfg_pool *a, const struct cfg_pool *b)
+{
+	for (size_t i = 0; i < a->n_backends; i++)
+		if (a->backends[i].weight != b->backends[i].weight || a->backends[i].backup != b->backends[i].backup)
+			return 0;
+	return a->min_idle == b->min_idle && a->max_connections == b->max_connections &&
+	       a->max_clients == b->max_clients && a->connect_timeout_ms == b->connect_timeout_ms &&
+	       a->queue_timeout_ms == b->queue_timeout_ms && !memcmp(&a->backoff, &b->backoff, sizeof a->backoff) &&
+	       a->balance == b->balance && a->max_connecting == b->max_connecting && a->fail_fast == b->fail_fast &&
+	       health_equal(&a->health, &b->health) && !memcmp(&a->keepalive, &b->keepalive, sizeof a->keepalive) &&
+	       a->tcp_user_timeout_ms == b->tcp_user_timeout_ms && a->max_lifetime_ms == b->max_lifetime_ms &&
+	       a->idle_timeout_ms == b->idle_timeout_ms && a->max_idle_time_ms == b->max_idle_time_ms;
+}
+
+static struct pool *find_old(struct engine *eng, const char *name)
+{
+	for (size_t i = 0; i < eng->n_pools; i++)
+		if (strcmp(eng->pools[i]->name, name) == 0)
+			return eng->pools[i];
+	return NULL;
+}
+
+/* ---- the plan ------------------------------------------------------------ */
+
+struct plan_item {
+	const struct cfg_pool *cfg; /* in the new config */
+	struct pool *old;           /* NULL when added */
+	struct pool *fresh;         /* added or replaced: the new object */
+	enum pool_change change;
+};
+
+/* Create the new pool objects and bind their new sockets; on failure undo
+ * all of it and return -1 with the message in err. */
+static int plan_prepare(struct engine *eng, struct plan_item *items, size_t n, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct plan_item *it = &items[i];
+		if (it->change != POOL_ADDED && it->change != POOL_REPLACED)
+			continue;
+		it->fresh = pool_create(eng, it->cfg);
+		if (!it->fresh) {
+			snprintf(err, errlen, "pool %s: out of memory", it->cfg->name);
+			goto fail;
+		}
+		/* Sockets an old pool (this one's predecessor, or a removed or
+		 * renamed pool) has at the same path are taken over at commit;
+		 * only the others are bound now. */
+		if (it->change == POOL_REPLACED && listener_reserve_extras(it->fresh, it->old, err, errlen) < 0)
+			goto fail; /* sockets systemd passed beyond the listen paths move too */
+		if (pool_open_listeners_except(it->fresh, eng->pools, eng->n_pools, err, errlen) < 0)
+			goto fail;
+	}
+	return 0;
+fail:
+	for (size_t i = 0; i < n; i++) {
+		pool_destroy(items[i].fresh);
+		items[i].fresh = NULL;
+	}
+	return -1;
+}
+
+/* The previous config stays alive while a retired pool still uses it. */
+static void retire(struct engine *eng, struct pool *p, struct pool *successor, struct old_cfg *oc)
+{
+	pool_retire(p, successor);
+	p->old_cfg = oc;
+	oc->pools++;
+	list_push_back(&eng->retired, &p->node);
+}
+
+static void reload_failed(struct engine *eng, struct wp_buf *out, const char *what, const struct cfg_errors *errs)
+{
+	eng->reloads_failed++;
+	eng->reload_failed = 1;
+	log_error("reload failed: %s; still running the previous configuration", what);
+	wp_buf_printf(out, "error: reload failed: %s; still running the previous configuration\n", what);
+	for (size_t i = 0; errs && i < errs->n; i++) {
+		log_error("%s", errs->msg[i]);
+		wp_buf_printf(out, "%s\n", errs->msg[i]);
+	}
+	engine_refresh_status(eng);
+	systemd_ready(eng->status); /* READY=1 with the new STATUS=, one message */
+}
+
+int engine_reload(struct engine *eng, struct wp_buf *out)
+{
+	struct wp_config *nc = NULL;
+	struct cfg_errors errs = {0};
+	char err[512];
+	const char *path = eng->cfg->path; /* the old config's: not used after the commit */
+
+	if (eng->stopping) { /* systemd already heard STOPPING=1: no RELOADING/READY now */
+		log_warning("reload refused: shutting down");
+		wp_buf_printf(out, "error: reload failed: shutting down\n");
+		return -1;
+	}
+	systemd_reloading("reloading the configuration");
+	log_notice("reloading %s", path);
+	if (cfg_load_file(path, &nc, &errs) < 0) {
+		snprintf(err, sizeof err, "%s: configuration is invalid (%zu errors)", path, errs.n + errs.truncated);
+		reload_failed(eng, out, err, &errs);
+		cfg_errors_free(&errs);
+		return -1;
+	}
+	cfg_errors_free(&errs);
+
+	size_t n = nc->n_pools;
+	struct plan_item *items = calloc(n ? n : 1, sizeof *items);
+	struct pool **pools = calloc(n ? n : 1, sizeof *pools);
+	struct old_cfg *oc = calloc(1, sizeof *oc);
+	if (!items || !pools || !oc) {
+		free(items);
+		free(pools);
+		free(oc);
+		cfg_free(nc);
+		reload_failed(eng, out, "out of memory", NULL);
+		return -1;
+	}
+	size_t counts[4] = {0};
+	for (size_t i = 0; i < n; i++) {
+		struct plan_item *it = &items[i];
+		it->cfg = &nc->pools[i];
+		it->old = find_old(eng, it->cfg->name);
+		if (!it->old)
+			it->change = POOL_ADDED;
+		else if (!same_shape(it->old->cfg, it->cfg))
+			it->change = POOL_REPLACED;
+		else if (!settings_equal(it->old->cfg, it->cfg))
+			it->change = POOL_CHANGED;
+		else
+			it->change = POOL_UNCHANGED;
+		counts[it->change]++;
+	}
+	if (plan_prepare(eng, items, n, err, sizeof err) < 0) {
+		free(items);
+		free(pools);
+		free(oc);
+		cfg_free(nc);
+		reload_failed(eng, out, err, NULL);
+		return -1;
+	}
+
+	/* Commit: nothing below can fail. New pools take their sockets from
+	 * the old ones first, before any old pool closes what it still has. */
+	oc->cfg = eng->cfg;
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].fresh)
+			pool_take_listeners(items[i].fresh, eng->pools, eng->n_pools);
+		if (items[i].change == POOL_REPLACED)
+			listener_take_extras(items[i].fresh, items[i].old);
+	}
+	size_t removed = 0;
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		struct pool *p = eng->pools[i];
+		const struct plan_item *it = NULL;
+		for (size_t k = 0; k < n && !it; k++)
+			if (items[k].old == p)
+				it = &items[k];
+		if (!it) {
+			log_notice("pool=%s: removed by reload; draining %zu sessions", p->name, p->relaying.n);
+			retire(eng, p, NULL, oc);
+			removed++;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct plan_item *it = &items[i];
+		switch (it->change) {
+		case POOL_UNCHANGED:
+			pool_rebind(it->old, it->cfg, 0);
+			pools[i] = it->old;
+			break;
+		case POOL_CHANGED:
+			log_notice("pool=%s: settings changed, applied in place", it->cfg->name);
+			pool_rebind(it->old, it->cfg, !health_equal(&it->old->cfg->health, &it->cfg->health));
+			pools[i] = it->old;
+			break;
+		case POOL_REPLACED:
+			log_notice("pool=%s: sockets or backends changed: a new pool takes over, the old one drains "
+			           "%zu sessions",
+			           it->cfg->name, it->old->relaying.n);
+			retire(eng, it->old, it->fresh, oc);
+			pools[i] = it->fresh;
+			break;
+		case POOL_ADDED:
+			log_notice("pool=%s: added", it->cfg->name);
+			pools[i] = it->fresh;
+			break;
+		}
+	}
+	const struct cfg_daemon *od = &eng->cfg->daemon, *nd = &nc->daemon;
+	if (!str_equal(od->admin.path, nd->admin.path) || od->admin.mode != nd->admin.mode ||
+	    !str_equal(od->admin_ro.path, nd->admin_ro.path) || !str_equal(od->metrics.name, nd->metrics.name))
+		log_warning("reload: admin_socket, admin_socket_readonly and metrics_listen changes take effect at "
+		            "the next restart");
+	log_set_level(nd->log_level);
+
+	free(eng->pools);
+	eng->pools = pools;
+	eng->n_pools = n;
+	eng->cfg = nc;
+	if (oc->pools == 0) {
+		cfg_free(oc->cfg);
+		free(oc);
+	} else {
+		list_push_back(&eng->old_cfgs, &oc->node);
+	}
+	for (size_t i = 0; i < n; i++)
+		if (items[i].change == POOL_ADDED || items[i].change == POOL_REPLACED)
+			pool_start(items[i].fresh);
+	free(items);
+
+	eng->reloads_ok++;
+	eng->reload_failed = 0;
+	snprintf(err, sizeof err,
+	         "reloaded %s: %zu pools (%zu unchanged, %zu changed in place, %zu replaced, %zu added, %zu removed)",
+	         eng->cfg->path, n, counts[POOL_UNCHANGED], counts[POOL_CHANGED], counts[POOL_REPLACED], counts[POOL_ADDED],
+	         removed);
+	log_notice("%s", err);
+	wp_buf_printf(out, "%s\n", err);
+	engine_refresh_status(eng);
+	systemd_ready(eng->status); /* READY=1 with the new STATUS=, one message */
+	return 0;
+}
+
+/* A retired pool whose last session ended: free it, and its config with
+ * the last pool that used it. Called from the reaper. */
+void engine_reap_retired(struct engine *eng)
+{
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &eng->retired) {
+		struct pool *p = container_of(pos, struct pool, node);
+		if (p->relaying.n || p->n_conns[BCONN_ACTIVE])
+			continue;
+		list_remove(&eng->retired, &p->node);
+		struct old_cfg *oc = p->old_cfg;
+		log_info("pool=%s: retired pool drained and freed", p->name);
+		pool_destroy(p);
+		if (oc && --oc->pools == 0) {
+			list_remove(&eng->old_cfgs, &oc->node);
+			cfg_free(oc->cfg);
+			free(oc);
+		}
+	}
+}

@@ -1,0 +1,194 @@
+/*
+ * daemon/warmpoolctl.c — the admin client: sends one command to warmpoold's
+ * admin socket and prints the answer.
+ *
+ *   warmpoolctl [-s SOCKET] [--json] [-T SECONDS] COMMAND [ARG...]
+ *
+ * The arguments are joined into one command line (see daemon/admin.c for
+ * the protocol: an answer ends with an empty line; an error answer starts
+ * with "error: "). Exit status: 0 success, 1 error answer, 2 usage error or
+ * the daemon could not be reached or did not answer in time.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "buf.h"
+#include "config.h"
+#include "version.h"
+
+#define EXIT_ERROR_ANSWER 1
+#define EXIT_USAGE        2
+#define LINE_MAX_BYTES    4096
+#define ANSWER_MAX        (64u << 20)
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: warmpoolctl [-s SOCKET] [--json] [-T SECONDS] COMMAND [ARG...]\n"
+	           "\n"
+	           "  -s, --socket PATH   admin socket (default %s)\n"
+	           "      --json          machine-readable answers (show pools|backends|stats)\n"
+	           "  -T, --timeout SECS  give up after this long (default 10)\n"
+	           "  -V, --version       print the version\n"
+	           "  -h, --help          this text\n"
+	           "\n"
+	           "commands: show pools | show backends [POOL] | show stats | show metrics |\n"
+	           "          drain POOL/BACKEND | disable POOL/BACKEND [--kill] | enable POOL/BACKEND |\n"
+	           "          reload | version | help\n",
+	           CFG_DEFAULT_ADMIN_SOCKET);
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Wait for `events` on fd until the deadline; 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, double deadline)
+{
+	for (;;) {
+		double left = deadline - now_s();
+		if (left <= 0)
+			return 0;
+		struct pollfd p = {.fd = fd, .events = events};
+		int r = poll(&p, 1, (int)(left * 1000) + 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		return r < 0 ? -1 : r > 0;
+	}
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+	    {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+	    {"timeout", required_argument, NULL, 'T'}, {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	};
+	const char *path = CFG_DEFAULT_ADMIN_SOCKET;
+	double timeout = 10.0;
+	int json = 0, c;
+	char *end;
+	while ((c = getopt_long(argc, argv, "+s:T:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 's':
+			path = optarg;
+			break;
+		case 'j':
+			json = 1;
+			break;
+		case 'T':
+			timeout = strtod(optarg, &end);
+			if (*end || !(timeout > 0)) {
+				fprintf(stderr, "warmpoolctl: --timeout: expected a number of seconds > 0\n");
+				return EXIT_USAGE;
+			}
+			break;
+		case 'V':
+			printf("warmpoolctl %s\n", WARMPOOL_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind == argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+
+	/* The command line: the arguments joined by spaces. */
+	struct wp_buf line;
+	wp_buf_init(&line, LINE_MAX_BYTES);
+	for (int i = optind; i < argc; i++) {
+		if (strpbrk(argv[i], " \t\r\n") || !*argv[i]) {
+			fprintf(stderr, "warmpoolctl: argument \"%s\": spaces and empty arguments are not allowed\n",
+			        argv[i]);
+			wp_buf_free(&line);
+			return EXIT_USAGE;
+		}
+		wp_buf_printf(&line, "%s%s", i > optind ? " " : "", argv[i]);
+	}
+	if (json)
+		wp_buf_add(&line, " --json", 7);
+	wp_buf_add(&line, "\n", 1);
+	if (line.failed) {
+		fprintf(stderr, "warmpoolctl: command longer than %d bytes\n", LINE_MAX_BYTES);
+		wp_buf_free(&line);
+		return EXIT_USAGE;
+	}
+
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path) {
+		fprintf(stderr, "warmpoolctl: %s: path too long\n", path);
+		wp_buf_free(&line);
+		return EXIT_USAGE;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int rc = EXIT_USAGE;
+	double deadline = now_s() + timeout;
+	struct wp_buf ans;
+	wp_buf_init(&ans, ANSWER_MAX);
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sizeof sa) < 0) {
+		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	for (size_t off = 0; off < line.len;) {
+		if (wait_fd(fd, POLLOUT, deadline) <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: timed out sending the command\n", path);
+			goto out;
+		}
+		ssize_t n = send(fd, line.data + off, line.len - off, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "warmpoolctl: %s: %s\n", path, strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	/* Read until the empty line that ends the answer. */
+	while (!(ans.len >= 2 && memcmp(ans.data + ans.len - 2, "\n\n", 2) == 0) &&
+	       !(ans.len == 1 && ans.data[0] == '\n')) {
+		char chunk[65536];
+		int w = wait_fd(fd, POLLIN, deadline);
+		if (w <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == 0 ? "no answer in time" : strerror(errno));
+			goto out;
+		}
+		ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: connection closed before the answer ended\n", path);
+			goto out;
+		}
+		wp_buf_add(&ans, chunk, (size_t)n);
+		if (ans.failed) {
+			fprintf(stderr, "warmpoolctl: answer larger than %u bytes\n", ANSWER_MAX);
+			goto out;
+		}
+	}
+	ans.len--; /* drop the terminating empty line */
+	fwrite(ans.data, 1, ans.len, stdout);
+	rc = strncmp(ans.data, "error: ", 7) == 0 ? EXIT_ERROR_ANSWER : 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	wp_buf_free(&line);
+	wp_buf_free(&ans);
+	return rc;
+}
