@@ -1,5 +1,6 @@
 # warmpool — top-level GNU Makefile.
-#   make          build build/warmpoold, build/warmpoolctl, build/libwarmpool.a, build/wpbackend
+#   make          build build/warmpoold, build/warmpoolctl, the client library (build/libwarmpool.so,
+#                 .a and warmpool.pc), build/wpbackend
 #   make demo     run warmpoold in the foreground on config/demo.yaml with the demo backend
 #   make check    build an ASan+UBSan variant in build/asan and run every test, then
 #                 the integration tests again with every daemon under valgrind
@@ -21,7 +22,9 @@ ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Ilib -Iconfig -Idaemon 
              $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs $(PKGS)) -lev -lm
 
-LIB_SRC    := $(wildcard lib/*.c)
+# lib/warmpool.c is the public client library (libwarmpool); the rest of lib/
+# is internal (libwpcore.a), linked into the daemon, warmpoolctl and tests.
+LIB_SRC    := $(filter-out lib/warmpool.c,$(wildcard lib/*.c))
 CONFIG_SRC := $(wildcard config/*.c)
 DAEMON_SRC := $(filter-out daemon/main.c daemon/warmpoolctl.c,$(wildcard daemon/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -37,29 +40,55 @@ DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-d
 .PHONY: all deps demo check unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
 
-all: $(BUILD)/warmpoold $(BUILD)/warmpoolctl $(BUILD)/libwarmpool.a $(BUILD)/wpbackend
+WP_SOVERSION := 0
+WP_SONAME    := libwarmpool.so.$(WP_SOVERSION)
+WP_SOFILE    := $(WP_SONAME).1.0
+CLIENT_LIBS  := $(BUILD)/libwarmpool.a $(BUILD)/$(WP_SOFILE) $(BUILD)/$(WP_SONAME) $(BUILD)/libwarmpool.so \
+                $(BUILD)/warmpool.pc
+
+all: $(BUILD)/warmpoold $(BUILD)/warmpoolctl $(CLIENT_LIBS) $(BUILD)/wpbackend
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -MMD -MP -c -o $@ $<
 
-$(BUILD)/libwarmpool.a: $(LIB_OBJ)
+$(BUILD)/libwpcore.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
+# The client library: only the wp_* API is exported (-fvisibility=hidden).
+$(BUILD)/pic/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c -o $@ $<
+
+$(BUILD)/libwarmpool.a: $(BUILD)/pic/lib/warmpool.o
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/$(WP_SOFILE): $(BUILD)/pic/lib/warmpool.o
+	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(WP_SONAME) -o $@ $^
+
+$(BUILD)/$(WP_SONAME) $(BUILD)/libwarmpool.so: $(BUILD)/$(WP_SOFILE)
+	ln -sf $(WP_SOFILE) $@
+
+# For building against the build tree: PKG_CONFIG_PATH=build pkg-config warmpool
+$(BUILD)/warmpool.pc: packaging/warmpool.pc.in daemon/version.h
+	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@LIBDIR@|$(abspath $(BUILD))|' \
+	  -e 's|@INCLUDEDIR@|$(abspath lib)|' \
+	  -e 's|@VERSION@|$(shell sed -n 's/^\#define WARMPOOL_VERSION "\(.*\)"/\1/p' daemon/version.h)|' $< > $@
+
+$(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/warmpoolctl: $(BUILD)/obj/daemon/warmpoolctl.o $(BUILD)/libwarmpool.a
+$(BUILD)/warmpoolctl: $(BUILD)/obj/daemon/warmpoolctl.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
-$(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwarmpool.a
+$(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
-$(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o $(BUILD)/libwarmpool.a
+$(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a
+$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs cmocka) $(LIBS)
 

@@ -12,9 +12,12 @@
  *      table (walk_map), which reports unknown and duplicate keys. Values
  *      are converted to C types; a pool starts from the built-in values,
  *      then takes what `defaults:` gave, then its own keys (struct level),
- *      key by key, blocks (backoff, health_check, keepalive) included. The
- *      defaults level is applied to each pool anew, so every pool owns its
- *      copies of health-check bytes, path and compiled regex.
+ *      key by key, blocks (backoff, health_check, keepalive) included;
+ *      `allow:` is the exception: it replaces as a whole block, and a listen
+ *      item's own `allow:` replaces the pool's. The defaults level is applied
+ *      to each pool anew, so every pool owns its copies of health-check
+ *      bytes, path, compiled regex and allowed ids. User and group names in
+ *      `allow:` are resolved as they are read (getpwnam_r, getgrnam_r).
  *   3. Cross-checks (check_sockets, resolve_backends): socket paths unique
  *      across pools, host names resolved with blocking getaddrinfo().
  * Relations inside one pool (min_idle <= max_connections, backoff max >=
@@ -35,8 +38,10 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <math.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -51,6 +56,7 @@
 #define SHOW_BUF      256     /* SHOW_MAX bytes escaped as \xHH, plus quotes and "..." */
 #define PATH_BUF      512     /* "pools.<name>.listen[15].mode" with an escaped name */
 #define SUN_PATH_MAX  (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define NSS_BUF_MAX   (1024 * 1024) /* getpwnam_r/getgrnam_r buffer, grown on ERANGE up to this */
 
 #define MS_S 1000ULL
 #define MS_M (60 * MS_S)
@@ -125,6 +131,7 @@ enum field {
 	F_KA_IDLE,
 	F_KA_INTERVAL,
 	F_KA_COUNT,
+	F_ALLOW, /* the whole allow: block */
 	F_N,
 };
 
@@ -139,6 +146,7 @@ struct level {
 	struct cfg_health health; /* send, expect and path owned here; expect_re unused */
 	char *expect_regex;       /* source of `expect_regex`, checked to compile */
 	struct cfg_keepalive keepalive;
+	struct cfg_allow allow;       /* uids and gids owned here */
 	uint64_t set;                 /* 1 << F_*: a valid value was given here */
 	const yaml_node_t *node[F_N]; /* where each value was written */
 	const char *key[F_N];         /* its key path below the level, for messages */
@@ -146,10 +154,11 @@ struct level {
 
 #define BIT(f) (1ULL << (f))
 
-/* Keys of a pool; `defaults:` accepts the same minus the first two. */
+/* Keys of a pool; `defaults:` accepts the same minus the first three. */
 enum pool_key {
 	K_LISTEN,
 	K_BACKENDS,
+	K_HANDOFF,
 	K_MIN_IDLE,
 	K_MAX_CONN,
 	K_MAX_CLIENTS,
@@ -165,13 +174,14 @@ enum pool_key {
 	K_LIFETIME,
 	K_IDLE_TO,
 	K_MAX_IDLE,
+	K_ALLOW,
 	K_POOL_N,
 };
 static const char *const pool_keys[K_POOL_N] = {
-    "listen",          "backends",      "min_idle",  "max_connections",  "max_clients",
+    "listen",          "backends",      "handoff",   "min_idle",         "max_connections",  "max_clients",
     "connect_timeout", "queue_timeout", "backoff",   "balance",          "max_connecting",
     "fail_fast",       "health_check",  "keepalive", "tcp_user_timeout", "max_lifetime",
-    "idle_timeout",    "max_idle_time",
+    "idle_timeout",    "max_idle_time", "allow",
 };
 
 enum backoff_key { B_INITIAL, B_MAX, B_MULT, B_JITTER, B_N };
@@ -220,8 +230,11 @@ enum daemon_key { D_LOG_LEVEL, D_SHUTDOWN_TO, D_ADMIN, D_ADMIN_MODE, D_ADMIN_RO,
 static const char *const daemon_keys[D_N] = {"log_level",          "shutdown_timeout",      "admin_socket",
                                              "admin_socket_mode",  "admin_socket_readonly", "metrics_listen"};
 
-enum listen_key { L_PATH, L_MODE, L_N };
-static const char *const listen_keys[L_N] = {"path", "mode"};
+enum listen_key { L_PATH, L_MODE, L_ALLOW, L_N };
+static const char *const listen_keys[L_N] = {"path", "mode", "allow"};
+
+enum allow_key { A_USERS, A_GROUPS, A_UIDS, A_GIDS, A_N };
+static const char *const allow_keys[A_N] = {"users", "groups", "uids", "gids"};
 
 /* Names as written in YAML, indexed by the enums of config.h. */
 static const char *const balance_names[] = {
@@ -1361,6 +1374,232 @@ static void parse_keepalive(struct ld *ld, yaml_document_t *doc, const yaml_node
 	}
 }
 
+/* ---- allow: {users, groups, uids, gids} ---------------------------------- */
+
+_Static_assert(sizeof(uid_t) == sizeof(uint32_t) && sizeof(gid_t) == sizeof(uint32_t),
+               "ids are read as 32-bit integers");
+
+static size_t list_items(struct ld *ld, const yaml_node_t *n, const char *path, size_t max,
+                         const char *expected, const char *nonempty, const char *noun);
+
+static void allow_free(struct cfg_allow *a)
+{
+	free(a->uids);
+	free(a->gids);
+	*a = (struct cfg_allow){0};
+}
+
+/* `dst` (owning nothing) becomes a copy of `src`, never sharing its arrays. */
+static void allow_copy(struct ld *ld, struct cfg_allow *dst, const struct cfg_allow *src)
+{
+	*dst = *src;
+	dst->uids = NULL;
+	dst->gids = NULL;
+	if (src->n_uids && !(dst->uids = (uid_t *)dup_bytes(ld, src->uids, src->n_uids * sizeof *src->uids)))
+		dst->n_uids = 0;
+	if (src->n_gids && !(dst->gids = (gid_t *)dup_bytes(ld, src->gids, src->n_gids * sizeof *src->gids)))
+		dst->n_gids = 0;
+}
+
+/*
+ * A user's (is_group false) or group's id by name with getpwnam_r or
+ * getgrnam_r: 1 found, 0 no such name, or a positive errno when the lookup
+ * itself failed. glibc reports "not found" as 0 with no result; other NSS
+ * modules use ENOENT, ESRCH, EBADF or EPERM (getpwnam_r(3)).
+ */
+static int lookup_id(const char *name, bool is_group, uint32_t *id)
+{
+	size_t sz = 1024;
+
+	for (;;) {
+		struct passwd pw, *pwr = NULL;
+		struct group gr, *grr = NULL;
+		char *buf = malloc(sz);
+		int e;
+
+		if (!buf)
+			return ENOMEM;
+		if (is_group) {
+			e = getgrnam_r(name, &gr, buf, sz, &grr);
+			if (e == 0 && grr)
+				*id = (uint32_t)gr.gr_gid;
+		} else {
+			e = getpwnam_r(name, &pw, buf, sz, &pwr);
+			if (e == 0 && pwr)
+				*id = (uint32_t)pw.pw_uid;
+		}
+		free(buf);
+		if (e == ERANGE && sz < NSS_BUF_MAX) {
+			sz *= 2;
+			continue;
+		}
+		if (e == 0)
+			return (is_group ? grr != NULL : pwr != NULL) ? 1 : 0;
+		if (e == ENOENT || e == ESRCH || e == EBADF || e == EPERM)
+			return 0;
+		return e;
+	}
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+	uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/* Sort and drop repeats; returns the new count. */
+static size_t sort_unique(uint32_t *v, size_t n)
+{
+	size_t m = 0;
+
+	if (n == 0)
+		return 0;
+	qsort(v, n, sizeof *v, cmp_u32);
+	for (size_t i = 1; i < n; i++)
+		if (v[i] != v[m])
+			v[++m] = v[i];
+	return m + 1;
+}
+
+/*
+ * One list of an allow: block (a single item or a list of 1..CFG_MAX_ALLOW):
+ * names resolved (by_name) or ids read, appended to ids[*n]. False when
+ * anything was reported.
+ */
+static bool parse_allow_list(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                             bool by_name, bool is_group, uint32_t *ids, size_t *n_ids)
+{
+	const char *what = is_group ? (by_name ? "a group name" : "a group id")
+	                            : (by_name ? "a user name" : "a user id");
+	char expected[64], nonempty[64], ipath[PATH_BUF], got[SHOW_BUF];
+	size_t count;
+	bool ok = true;
+
+	snprintf(expected, sizeof expected, "%s or a list of them", what);
+	snprintf(nonempty, sizeof nonempty, "at least one %s", what + 2);
+	count = list_items(ld, n, path, CFG_MAX_ALLOW, expected, nonempty,
+	                   is_group ? (by_name ? "groups" : "gids") : (by_name ? "users" : "uids"));
+	if (!count)
+		return false;
+	if (n->type == YAML_SEQUENCE_NODE &&
+	    (size_t)(n->data.sequence.items.top - n->data.sequence.items.start) > count)
+		ok = false; /* too long: reported by list_items */
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = n;
+		uint32_t id = 0;
+		int r;
+
+		if (n->type == YAML_SEQUENCE_NODE) {
+			item = node_at(doc, n->data.sequence.items.start[i]);
+			if (!item)
+				continue;
+			path_index(ipath, path, i);
+		} else {
+			snprintf(ipath, sizeof ipath, "%s", path);
+		}
+		if (!by_name) {
+			/* (uid_t)-1 and (gid_t)-1 mean "no change" to the kernel: never an id */
+			if (!get_u32(ld, item, ipath, 0, UINT32_MAX - 1, &id)) {
+				ok = false;
+				continue;
+			}
+			ids[(*n_ids)++] = id;
+			continue;
+		}
+		if (!want_text(ld, item, ipath, what)) {
+			ok = false;
+			continue;
+		}
+		if (slen(item) == 0 || is_null(item)) {
+			bad_value(ld, item, ipath, "%s", what);
+			ok = false;
+			continue;
+		}
+		r = lookup_id(sval(item), is_group, &id);
+		if (r == 1) {
+			ids[(*n_ids)++] = id;
+			continue;
+		}
+		ok = false;
+		if (r == ENOMEM)
+			ld->oom = true;
+		else if (r == 0)
+			add_err(ld, node_pos(item), ipath, "expected an existing %s, got %s", what + 2,
+			        desc(item, got));
+		else
+			add_err(ld, node_pos(item), ipath, "expected an existing %s (lookup failed: %s), got %s",
+			        what + 2, strerror(r), desc(item, got));
+	}
+	return ok;
+}
+
+/*
+ * allow: {users, groups, uids, gids}, each a name or id or a list of them,
+ * at least one of the four given. On success *a holds the sorted ids and is
+ * enabled; otherwise it is left empty and every problem was reported.
+ */
+static bool parse_allow(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                        struct cfg_allow *a)
+{
+	yaml_node_t *vals[A_N], *knodes[A_N];
+	char kpath[PATH_BUF];
+	uint32_t *uids = NULL, *gids = NULL;
+	size_t n_uids = 0, n_gids = 0;
+	bool ok = true;
+
+	*a = (struct cfg_allow){0};
+	if (n->type != YAML_MAPPING_NODE) {
+		bad_value(ld, n, path, "%s",
+		          is_null(n) ? "at least one of users, groups, uids, gids"
+		                     : "a mapping of users, groups, uids, gids");
+		return false;
+	}
+	if (n->data.mapping.pairs.top == n->data.mapping.pairs.start) {
+		bad_value(ld, n, path, "at least one of users, groups, uids, gids");
+		return false;
+	}
+	walk_map(ld, doc, n, path, allow_keys, A_N, 0, vals, knodes);
+	if (!vals[A_USERS] && !vals[A_GROUPS] && !vals[A_UIDS] && !vals[A_GIDS])
+		return false; /* only unknown or repeated keys: reported by walk_map */
+	uids = malloc(2 * CFG_MAX_ALLOW * sizeof *uids);
+	gids = malloc(2 * CFG_MAX_ALLOW * sizeof *gids);
+	if (!uids || !gids) {
+		ld->oom = true;
+		goto fail;
+	}
+	for (int k = A_USERS; k < A_N; k++) {
+		bool group = k == A_GROUPS || k == A_GIDS, by_name = k == A_USERS || k == A_GROUPS;
+		if (!vals[k])
+			continue;
+		path_key(kpath, path, allow_keys[k], strlen(allow_keys[k]));
+		if (!parse_allow_list(ld, doc, vals[k], kpath, by_name, group, group ? gids : uids,
+		                      group ? &n_gids : &n_uids))
+			ok = false;
+	}
+	if (!ok || ld->oom)
+		goto fail;
+	n_uids = sort_unique(uids, n_uids);
+	n_gids = sort_unique(gids, n_gids);
+	a->enabled = true;
+	a->pos = node_pos(n);
+	if (n_uids) {
+		a->uids = (uid_t *)dup_bytes(ld, uids, n_uids * sizeof *uids);
+		a->n_uids = a->uids ? n_uids : 0;
+	}
+	if (n_gids) {
+		a->gids = (gid_t *)dup_bytes(ld, gids, n_gids * sizeof *gids);
+		a->n_gids = a->gids ? n_gids : 0;
+	}
+	free(uids);
+	free(gids);
+	return !ld->oom;
+fail:
+	free(uids);
+	free(gids);
+	return false;
+}
+
 /* One plain value of a level (a number, duration, name or boolean). */
 static bool parse_field(struct ld *ld, const yaml_node_t *v, const char *kpath, enum field f, struct level *l)
 {
@@ -1445,6 +1684,11 @@ static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals,
 		path_key(kpath, path, "keepalive", 9);
 		parse_keepalive(ld, doc, vals[K_KEEPALIVE], kpath, l);
 	}
+	if (vals[K_ALLOW]) {
+		path_key(kpath, path, "allow", 5);
+		mark(l, F_ALLOW, vals[K_ALLOW], "allow",
+		     parse_allow(ld, doc, vals[K_ALLOW], kpath, &l->allow));
+	}
 }
 
 static void level_free(struct level *l)
@@ -1453,6 +1697,7 @@ static void level_free(struct level *l)
 	free(l->health.expect);
 	free(l->health.path);
 	free(l->expect_regex);
+	allow_free(&l->allow);
 	memset(l, 0, sizeof *l);
 }
 
@@ -1567,6 +1812,10 @@ static void apply_level(struct ld *ld, struct cfg_pool *p, const struct level *l
 		p->max_idle_time_ms = l->max_idle_time_ms;
 	apply_health(ld, &p->health, l);
 	apply_keepalive(&p->keepalive, l);
+	if (l->set & BIT(F_ALLOW)) { /* a whole block: what defaults: said is replaced */
+		allow_free(&p->allow);
+		allow_copy(ld, &p->allow, &l->allow);
+	}
 }
 
 /*
@@ -1740,6 +1989,7 @@ static void parse_listen_item(struct ld *ld, yaml_document_t *doc, const yaml_no
 	const yaml_node_t *pn = n;
 	mode_t mode = 0660;
 	char kpath[PATH_BUF];
+	struct cfg_allow own = {0}; /* the item's allow:, which replaces the pool's */
 	struct cfg_listen *l;
 
 	if (n->type == YAML_MAPPING_NODE) {
@@ -1757,37 +2007,59 @@ static void parse_listen_item(struct ld *ld, yaml_document_t *doc, const yaml_no
 				ok = false;
 			}
 		}
+		if (vals[L_ALLOW]) {
+			path_key(kpath, path, "allow", 5);
+			if (!parse_allow(ld, doc, vals[L_ALLOW], kpath, &own))
+				ok = false;
+		}
 		path_key(kpath, path, "path", 4);
 		if (!vals[L_PATH]) {
 			add_err(ld, node_pos(n), kpath, "missing key, expected a socket path");
-			return;
+			goto fail;
 		}
 		pn = vals[L_PATH];
 		if (!ok)
-			return;
+			goto fail;
 	} else {
 		snprintf(kpath, sizeof kpath, "%s", path);
 	}
 	if (!want_text(ld, pn, kpath, "a socket path"))
-		return;
+		goto fail;
 	if (slen(pn) == 0 || is_null(pn)) { /* ~ and null are YAML's null, not file names */
 		bad_value(ld, pn, kpath, "a socket path");
-		return;
+		goto fail;
 	}
 	if (slen(pn) > SUN_PATH_MAX) {
 		bad_value(ld, pn, kpath, "a socket path of at most %zu bytes", SUN_PATH_MAX);
-		return;
+		goto fail;
 	}
 	l = &p->listen[p->n_listen];
 	l->path = strdup(sval(pn));
 	if (!l->path) {
 		ld->oom = true;
-		return;
+		goto fail;
 	}
 	l->mode = mode;
 	l->pos = node_pos(n);
+	l->allow = own; /* moved: cfg_free frees it */
 	p->n_listen++;
 	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, p->name);
+	return;
+fail:
+	allow_free(&own);
+}
+
+/* Listen items (and the handoff socket) without an allow: of their own take
+ * a copy of the pool's, once the pool's levels are merged. */
+static void inherit_allow(struct ld *ld, struct cfg_pool *p)
+{
+	if (!p->allow.enabled)
+		return;
+	for (size_t i = 0; i < p->n_listen; i++)
+		if (!p->listen[i].allow.enabled)
+			allow_copy(ld, &p->listen[i].allow, &p->allow);
+	if (p->handoff.path && !p->handoff.allow.enabled)
+		allow_copy(ld, &p->handoff.allow, &p->allow);
 }
 
 /* A key that takes one item or a list of 1..max items: how many items to
@@ -1839,7 +2111,7 @@ static void parse_listen(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 			continue;
 		path_index(ipath, path, i);
 		if (item->type == YAML_SEQUENCE_NODE) {
-			bad_value(ld, item, ipath, "a socket path or a {path, mode} mapping");
+			bad_value(ld, item, ipath, "a socket path or a {path, mode, allow} mapping");
 			continue;
 		}
 		parse_listen_item(ld, doc, item, ipath, p);
@@ -1952,6 +2224,46 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		        "expected at least one backend without backup: true");
 }
 
+/* handoff: {listen: PATH, mode: "0660"} — a SOCK_SEQPACKET socket handing
+ * the warm backend socket itself to libwarmpool clients. */
+static void parse_handoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                          struct cfg_pool *p)
+{
+	static const char *const keys[] = {"listen", "mode"};
+	yaml_node_t *vals[2], *knodes[2];
+	char kpath[PATH_BUF];
+
+	if (!want_map(ld, n, path, "a mapping of listen, mode"))
+		return;
+	walk_map(ld, doc, n, path, keys, 2, 0, vals, knodes);
+	p->handoff.mode = 0660;
+	if (vals[1]) {
+		path_key(kpath, path, "mode", 4);
+		if (vals[1]->type != YAML_SCALAR_NODE || strlen(sval(vals[1])) != slen(vals[1]) ||
+		    !parse_mode(sval(vals[1]), &p->handoff.mode))
+			bad_value(ld, vals[1], kpath, "an octal mode like \"0660\", at most 0777");
+	}
+	path_key(kpath, path, "listen", 6);
+	if (!vals[0]) {
+		add_err(ld, node_pos(n), kpath, "missing key, expected a socket path");
+		return;
+	}
+	const yaml_node_t *v = vals[0];
+	if (!want_text(ld, v, kpath, "a socket path"))
+		return;
+	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
+		bad_value(ld, v, kpath, "a socket path of 1 to %zu bytes", SUN_PATH_MAX);
+		return;
+	}
+	p->handoff.path = strdup(sval(v));
+	if (!p->handoff.path) {
+		ld->oom = true;
+		return;
+	}
+	p->handoff.pos = node_pos(v);
+	refs_add(ld, &ld->sockets, kpath, p->handoff.path, p->handoff.pos, NULL, p->name);
+}
+
 static bool valid_pool_name(const char *s, size_t len)
 {
 	if (len == 0 || len > CFG_MAX_NAME || strlen(s) != len)
@@ -2005,10 +2317,15 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 		parse_backends(ld, doc, vals[K_BACKENDS], kpath, p);
 	else
 		add_err(ld, p->pos, kpath, "missing key, expected an address host:port or a list of them");
+	if (vals[K_HANDOFF]) {
+		path_key(kpath, path, "handoff", 7);
+		parse_handoff(ld, doc, vals[K_HANDOFF], kpath, p);
+	}
 	parse_level(ld, doc, vals, path, dl->set & BIT(F_HC_TYPE), &l);
 	apply_level(ld, p, &l);
 	check_level(ld, p, &l, path);
 	finish_health(ld, &p->health);
+	inherit_allow(ld, p);
 	level_free(&l);
 }
 
@@ -2198,6 +2515,7 @@ static void check_defaults(struct ld *ld, const struct cfg_pool *base, const str
 	apply_level(ld, &merged, dl);
 	check_level(ld, &merged, dl, "defaults");
 	health_free(&merged.health);
+	allow_free(&merged.allow);
 }
 
 static void walk_root(struct ld *ld, yaml_document_t *doc)
@@ -2518,13 +2836,18 @@ void cfg_free(struct wp_config *cfg)
 	for (size_t i = 0; i < cfg->n_pools; i++) {
 		struct cfg_pool *p = &cfg->pools[i];
 		free(p->name);
-		for (size_t j = 0; j < p->n_listen; j++)
+		for (size_t j = 0; j < p->n_listen; j++) {
 			free(p->listen[j].path);
+			allow_free(&p->listen[j].allow);
+		}
 		free(p->listen);
 		for (size_t j = 0; j < p->n_backends; j++)
 			free(p->backends[j].name);
 		free(p->backends);
+		free(p->handoff.path);
+		allow_free(&p->handoff.allow);
 		health_free(&p->health);
+		allow_free(&p->allow);
 	}
 	free(cfg->pools);
 	free(cfg->daemon.admin.path);

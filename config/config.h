@@ -6,7 +6,9 @@
  *      and aliases are bounded/rejected here.
  *   2. Typed fields: each mapping is walked against a key table; every value
  *      is converted to its C type, defaults come from `defaults:` and then
- *      from the built-in values documented in config/warmpool.yaml.
+ *      from the built-in values documented in config/warmpool.yaml. User
+ *      and group names of allow: blocks are resolved here (getpwnam_r,
+ *      getgrnam_r).
  *   3. Cross-checks: unique pool names and socket paths, min_idle fitting
  *      max_connections, host names resolved with getaddrinfo().
  * Every error is collected (never only the first) as a finished line:
@@ -40,6 +42,7 @@
 #define CFG_MAX_WEIGHT      1000
 #define CFG_MAX_CHECK_BYTES 1024 /* health_check send / expect, after unescaping */
 #define CFG_MAX_CHECK_PATH  1024 /* health_check path (http) */
+#define CFG_MAX_ALLOW       256  /* entries in each list of an allow: block */
 
 /* Where a value came from in the file, for messages after loading. */
 struct cfg_pos {
@@ -47,10 +50,27 @@ struct cfg_pos {
 	unsigned col;  /* 1-based */
 };
 
+/*
+ * Who may use a socket, checked with SO_PEERCRED when a client is accepted.
+ * users: and groups: are resolved to ids when the file is loaded. A client
+ * is allowed when its uid is in uids or its gid (the primary group
+ * SO_PEERCRED reports; supplementary groups are not consulted) is in gids.
+ * uid 0 is not allowed unless listed.
+ */
+struct cfg_allow {
+	bool enabled;       /* an allow: block applies; false: anyone who can open the socket file */
+	uid_t *uids;        /* from users: and uids:, sorted, without repeats; NULL when none */
+	size_t n_uids;
+	gid_t *gids;        /* from groups: and gids:, sorted, without repeats; NULL when none */
+	size_t n_gids;
+	struct cfg_pos pos; /* the allow: block that applies (listen item, pool or defaults:) */
+};
+
 struct cfg_listen {
 	char *path;  /* absolute or relative Unix socket path (< sizeof sun_path) */
 	mode_t mode; /* permission bits applied after bind, default 0660 */
 	struct cfg_pos pos;
+	struct cfg_allow allow; /* pools: the item's own allow:, else a copy of the pool's */
 };
 
 struct cfg_backend {
@@ -112,6 +132,7 @@ struct cfg_pool {
 	size_t n_listen;
 	struct cfg_backend *backends;
 	size_t n_backends;
+	struct cfg_listen handoff;   /* handoff: {listen, mode}: path NULL when the pool has none */
 	uint32_t min_idle;           /* warm floor kept while idle (default 2) */
 	uint32_t max_connections;    /* idle+active+connecting cap (default 64) */
 	uint32_t max_clients;        /* clients relayed or waiting (default 4096) */
@@ -127,6 +148,7 @@ struct cfg_pool {
 	uint64_t max_lifetime_ms;     /* recycle connections older than this (jittered), 0 = never (default) */
 	uint64_t idle_timeout_ms;     /* close idle connections above min_idle after this, 0 = never; default 600000 */
 	uint64_t max_idle_time_ms;    /* replace an idle connection idle this long even at the floor, 0 = never (default) */
+	struct cfg_allow allow;       /* the pool's own allow:, else the one of defaults: (a whole block) */
 	struct cfg_pos pos;          /* the pool's key in pools: */
 };
 
@@ -166,7 +188,8 @@ struct cfg_errors {
  * Load and validate the file at `path`. On success returns 0 and sets *out
  * (free with cfg_free). On failure returns -1, *out stays NULL and `errs`
  * holds every problem found (free with cfg_errors_free). Resolves host names
- * with blocking getaddrinfo(): call at startup or reload, never from the loop.
+ * with blocking getaddrinfo() and user and group names with blocking NSS
+ * lookups: call at startup or reload, never from the loop.
  */
 int cfg_load_file(const char *path, struct wp_config **out, struct cfg_errors *errs)
     __attribute__((warn_unused_result));

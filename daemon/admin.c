@@ -168,6 +168,7 @@ static void cmd_help(struct wp_buf *out, int readonly)
 	                   "  show backends [POOL] [--json]\n"
 	                   "  show stats [--json]\n"
 	                   "  show metrics\n"
+	                   "  where POOL\n"
 	                   "  version\n");
 	if (!readonly)
 		wp_buf_printf(out, "  drain POOL/BACKEND\n"
@@ -242,6 +243,17 @@ static void ctl_exec(struct ctl_conn *c, char *line)
 	const char *cmd = argv[0];
 	if (strcmp(cmd, "help") == 0) {
 		cmd_help(out, readonly);
+	} else if (strcmp(cmd, "where") == 0) {
+		struct pool *p = argc == 2 ? find_pool(eng, argv[1]) : NULL;
+		if (!p) {
+			reply_error(out, argc == 2 ? "no pool named \"%s\"" : "usage: where POOL", argc == 2 ? argv[1] : "");
+			return;
+		}
+		if (p->handoff)
+			wp_buf_printf(out, "handoff %s\n", handoff_path(p->handoff));
+		for (size_t i = 0; i < p->n_listeners; i++)
+			if (p->listeners[i].fd >= 0)
+				wp_buf_printf(out, "listen %s\n", p->listeners[i].cfg->path);
 	} else if (strcmp(cmd, "version") == 0) {
 		wp_buf_printf(out, "warmpoold %s\n", WARMPOOL_VERSION);
 	} else if (strcmp(cmd, "show") == 0) {

@@ -170,6 +170,26 @@ int health_match(const struct cfg_health *h, const unsigned char *reply, size_t 
 
 /* ---- listeners (listener.c) ------------------------------------------- */
 
+/* Denials of one socket's allow: rule, for rate-limited logging. */
+struct peer_gate {
+	ev_tstamp logged_at; /* when the last denial was logged */
+	uint64_t unlogged;   /* denials since then that were not logged */
+};
+
+#define PEER_GATE_LOG_EVERY 1.0 /* seconds: at most one denial line per socket per this */
+
+/* May the client accepted as `cfd` on socket `path` of pool `p` use it?
+ * Nothing is checked when `allow` is not enabled. Otherwise the peer's
+ * SO_PEERCRED uid, or its gid (the primary group only), must be listed; uid
+ * 0 is not special. Returns 1 when allowed; 0 when denied, or when the
+ * credentials cannot be read: then cfd is closed, counted in clients_denied
+ * and logged (info with uid, gid and pid; warning when SO_PEERCRED failed),
+ * at most one line per PEER_GATE_LOG_EVERY per gate, each line counting
+ * the denials left out since the previous one. For every socket clients
+ * connect to (listeners; handoff sockets should call it too). */
+int listener_admit(struct pool *p, const struct cfg_allow *allow, struct peer_gate *g, const char *path,
+                   int cfd) __attribute__((warn_unused_result));
+
 struct listener {
 	struct pool *pool;
 	const struct cfg_listen *cfg;
@@ -178,6 +198,7 @@ struct listener {
 	ev_timer pause;      /* accept paused after EMFILE/ENFILE */
 	struct unix_sock us; /* the socket file we created (removed at close if still ours) */
 	unsigned passed : 1; /* passed by systemd (socket activation): never chmod'ed or unlinked */
+	struct peer_gate gate; /* denials by allow: (the pool's allow: for a passed extra socket) */
 	/* A passed socket at a path the pool does not list: cfg points at
 	 * passed_cfg (so this struct must not move once cfg is set). */
 	struct cfg_listen passed_cfg;
@@ -202,6 +223,18 @@ void listener_take_extras(struct pool *dst, struct pool *src);
  * passed under the pool's name (systemd.h). One at a listen path replaces
  * binding it; others become extra listeners appended to p->listeners. */
 int listener_adopt_passed(struct pool *p, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* ---- handoff sockets (handoff.c) ---------------------------------------- */
+
+struct handoff;
+/* Bind the pool's SOCK_SEQPACKET handoff socket; NULL with a message in err. */
+struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen);
+void handoff_start(struct handoff *h);
+const char *handoff_path(const struct handoff *h);
+/* A reload's new pool takes the socket over (start it again after). */
+void handoff_move(struct handoff *h, struct pool *to);
+/* Stop, close, remove the socket file if still ours. Accepts NULL. */
+void handoff_close(struct handoff *h);
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
@@ -241,6 +274,7 @@ struct session {
 	ev_tstamp started_at; /* first paired with a connection (session duration) */
 	struct bconn *b;
 	unsigned retries;      /* re-paired after a connection died before any byte (SESSION_RETRIES) */
+	unsigned handoff : 1;  /* from the handoff socket: gets the backend fd itself, no relay */
 	struct relay_dir up;   /* client -> backend */
 	struct relay_dir down; /* backend -> client */
 };
@@ -261,6 +295,7 @@ struct pool_stats {
 	uint64_t clients_timed_out; /* waited queue_timeout */
 	uint64_t clients_retried;   /* re-paired: their connection died before any byte */
 	uint64_t clients_failed_fast; /* closed at once: no backend up and fail_fast set */
+	uint64_t clients_denied;    /* closed at accept: not allowed by allow: (never counted as accepted) */
 	uint64_t conns_opened, conns_failed;
 	uint64_t stale_at_checkout; /* failed the liveness check at handout */
 	uint64_t idle_lost;         /* idle connections closed or reset by the backend */
@@ -268,6 +303,7 @@ struct pool_stats {
 	uint64_t conns_idle_closed; /* closed by idle_timeout above the floor */
 	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were warm */
 	uint64_t handouts;          /* connections given to clients (first pairings and re-pairings) */
+	uint64_t handoffs;          /* backend sockets handed to libwarmpool clients (SCM_RIGHTS) */
 	uint64_t bytes_up, bytes_down; /* relayed client -> backend, backend -> client */
 };
 
@@ -293,6 +329,7 @@ struct pool {
 	struct list relaying;
 	struct listener *listeners;
 	size_t n_listeners;
+	struct handoff *handoff; /* the handoff socket, or NULL */
 	ev_timer refill_timer;        /* armed while every backend is in backoff */
 	ev_timer janitor;             /* lifetimes, idle sweeps, hand-back (DESIGN.md rule 6) */
 	ev_tstamp last_recycle;       /* max_lifetime closes are spaced out from each other */
@@ -345,6 +382,8 @@ void pool_start(struct pool *p);
 /* Stop accepting and warming; close idle/connecting and waiting clients. */
 void pool_stop(struct pool *p);
 void pool_client_arrived(struct pool *p, int cfd);
+/* The same; `handoff` for a client of the handoff socket. */
+void pool_client_arrived_as(struct pool *p, int cfd, int handoff);
 /* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
 void pool_refill(struct pool *p);
 /* The same, but only after this loop iteration's other events (so warming the

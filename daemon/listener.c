@@ -16,8 +16,20 @@
  * ACCEPT_BATCH per wake-up so one busy pool cannot starve the rest. Out of
  * file descriptors (EMFILE/ENFILE) pauses accepting for ACCEPT_PAUSE seconds
  * instead of spinning on a readable socket we cannot accept from.
+ *
+ * Access control (allow:): an accepted client's SO_PEERCRED credentials
+ * (taken by the kernel at connect()) are checked before the pool sees it;
+ * one not allowed is closed at once. Only the uid and the primary gid are
+ * compared: supplementary groups would need getgrouplist() on the peer's
+ * user name, a blocking NSS lookup the event loop cannot make. The rule of a
+ * listen item is its own allow: or else the pool's (the loader copies it);
+ * an extra socket systemd passed has no listen item and takes the pool's.
+ * Denials are logged at most once a second per socket, and every line says
+ * how many were left out since the previous one, so a client retrying in a
+ * loop cannot flood the log; the clients_denied counter has them all.
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +47,99 @@
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 
+/* ---- access control -------------------------------------------------- */
+
+/* Is `id` in the sorted array v[0..n)? */
+static int id_listed(const uint32_t *v, size_t n, uint32_t id)
+{
+	size_t lo = 0, hi = n;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		if (v[mid] == id)
+			return 1;
+		if (v[mid] < id)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return 0;
+}
+
+/* The rule of this listener: its listen item's (its own allow:, or the
+ * pool's copied by the loader), or the pool's for a passed extra socket. */
+static const struct cfg_allow *listener_allow(const struct listener *l)
+{
+	return l->cfg == &l->passed_cfg ? &l->pool->cfg->allow : &l->cfg->allow;
+}
+
+/* "; allow uids 0,1000 gids 50" for the "listening on" line, or "". */
+static const char *allow_summary(const struct cfg_allow *a, char *buf, size_t sz)
+{
+	size_t o = 0;
+	if (!a->enabled)
+		return "";
+	o += (size_t)snprintf(buf, sz, "; allow");
+	for (int g = 0; g < 2 && o < sz; g++) {
+		const uint32_t *v = g ? (const uint32_t *)a->gids : (const uint32_t *)a->uids;
+		size_t n = g ? a->n_gids : a->n_uids;
+		if (n)
+			o += (size_t)snprintf(buf + o, sz - o, " %s ", g ? "gids" : "uids");
+		for (size_t i = 0; i < n && o < sz; i++)
+			o += (size_t)snprintf(buf + o, sz - o, "%s%" PRIu32, i ? "," : "", v[i]);
+	}
+	if (o >= sz && sz > 4)
+		memcpy(buf + sz - 4, "...", 4);
+	return buf;
+}
+
+/* One denial: counted always, logged unless one was logged less than
+ * PEER_GATE_LOG_EVERY ago (then counted for the next line). */
+static void deny(struct pool *p, struct peer_gate *g, int prio, const char *path, const char *what)
+{
+	ev_tstamp now = ev_now(p->eng->loop);
+	p->stats.clients_denied++;
+	if (g->logged_at > 0 && now - g->logged_at < PEER_GATE_LOG_EVERY) {
+		g->unlogged++;
+		return;
+	}
+	if (g->unlogged)
+		log_msg(prio, "pool=%s: %s: %s, closed (%" PRIu64 " more denied since the last such line)",
+		        p->name, path, what, g->unlogged);
+	else
+		log_msg(prio, "pool=%s: %s: %s, closed", p->name, path, what);
+	g->logged_at = now;
+	g->unlogged = 0;
+}
+
+int listener_admit(struct pool *p, const struct cfg_allow *allow, struct peer_gate *g, const char *path,
+                   int cfd)
+{
+	struct ucred cr;
+	socklen_t len = sizeof cr;
+	char what[160];
+
+	if (!allow->enabled)
+		return 1;
+	int r = getsockopt(cfd, SOL_SOCKET, SO_PEERCRED, &cr, &len);
+	if (r < 0 || len != sizeof cr) {
+		snprintf(what, sizeof what, "cannot read the client's credentials (SO_PEERCRED: %s)",
+		         r < 0 ? strerror(errno) : "short answer");
+		close(cfd);
+		deny(p, g, LOG_WARNING, path, what);
+		return 0;
+	}
+	if (id_listed((const uint32_t *)allow->uids, allow->n_uids, (uint32_t)cr.uid) ||
+	    id_listed((const uint32_t *)allow->gids, allow->n_gids, (uint32_t)cr.gid))
+		return 1;
+	close(cfd);
+	snprintf(what, sizeof what, "client uid=%u gid=%u pid=%d not allowed", (unsigned)cr.uid,
+	         (unsigned)cr.gid, (int)cr.pid);
+	deny(p, g, LOG_INFO, path, what);
+	return 0;
+}
+
+/* ---- listening sockets --------------------------------------------------- */
+
 static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)revents;
@@ -51,7 +156,9 @@ static void listener_adopt(struct listener *l, int fd)
 	l->us.created = 0;
 	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
 	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
-	log_info("pool=%s: listening on %s (passed by systemd)", l->pool->name, l->cfg->path);
+	char allow[200];
+	log_info("pool=%s: listening on %s (passed by systemd%s)", l->pool->name, l->cfg->path,
+	         allow_summary(listener_allow(l), allow, sizeof allow));
 }
 
 int listener_adopt_passed(struct pool *p, char *err, size_t errlen)
@@ -114,7 +221,9 @@ int listener_open(struct listener *l, char *err, size_t errlen)
 	l->fd = l->us.fd;
 	ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
 	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
-	log_info("pool=%s: listening on %s (mode %04o)", l->pool->name, path, (unsigned)l->cfg->mode);
+	char allow[200];
+	log_info("pool=%s: listening on %s (mode %04o%s)", l->pool->name, path, (unsigned)l->cfg->mode,
+	         allow_summary(listener_allow(l), allow, sizeof allow));
 	return 0;
 }
 
@@ -143,7 +252,8 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < ACCEPT_BATCH && l->fd >= 0; i++) {
 		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (cfd >= 0) {
-			pool_client_arrived(l->pool, cfd);
+			if (listener_admit(l->pool, listener_allow(l), &l->gate, l->cfg->path, cfd))
+				pool_client_arrived(l->pool, cfd);
 			continue;
 		}
 		switch (errno) {

@@ -177,10 +177,15 @@ void metrics_render(const struct engine *eng, struct wp_buf *b)
 	            "Clients closed after waiting queue_timeout.", p->stats.clients_timed_out);
 	POOL_SERIES(b, eng, "warmpool_pool_clients_failed_fast_total", "counter",
 	            "Clients closed at once because no backend was up (fail_fast).", p->stats.clients_failed_fast);
+	POOL_SERIES(b, eng, "warmpool_pool_clients_denied_total", "counter",
+	            "Clients closed at accept: their uid and gid are not allowed (allow:).",
+	            p->stats.clients_denied);
 	POOL_SERIES(b, eng, "warmpool_pool_clients_retried_total", "counter",
 	            "Clients re-paired because their connection died before any byte.", p->stats.clients_retried);
 	POOL_SERIES(b, eng, "warmpool_pool_handouts_total", "counter", "Connections handed to clients.",
 	            p->stats.handouts);
+	POOL_SERIES(b, eng, "warmpool_pool_handoffs_total", "counter",
+	            "Backend sockets handed to libwarmpool clients (handoff socket).", p->stats.handoffs);
 	POOL_SERIES(b, eng, "warmpool_pool_stale_discarded_total", "counter",
 	            "Idle connections found dead at checkout and discarded.", p->stats.stale_at_checkout);
 	POOL_SERIES(b, eng, "warmpool_pool_connections_opened_total", "counter", "Backend connections established.",
@@ -334,7 +339,9 @@ void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json)
 		    {"clients_accepted", st->clients_accepted},   {"clients_served", st->clients_served},
 		    {"clients_refused", st->clients_refused},     {"clients_timed_out", st->clients_timed_out},
 		    {"clients_failed_fast", st->clients_failed_fast}, {"clients_retried", st->clients_retried},
-		    {"handouts", st->handouts},                   {"stale_discarded", st->stale_at_checkout},
+		    {"clients_denied", st->clients_denied},
+		    {"handouts", st->handouts},                   {"handoffs", st->handoffs},
+		    {"stale_discarded", st->stale_at_checkout},
 		    {"connections_opened", st->conns_opened},     {"connections_failed", st->conns_failed},
 		    {"connections_recycled", st->conns_recycled}, {"connections_idle_closed", st->conns_idle_closed},
 		    {"connections_handed_back", st->conns_handed_back}, {"connections_lost", st->idle_lost},

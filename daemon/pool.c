@@ -763,6 +763,11 @@ void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state
 
 void pool_client_arrived(struct pool *p, int cfd)
 {
+	pool_client_arrived_as(p, cfd, 0);
+}
+
+void pool_client_arrived_as(struct pool *p, int cfd, int handoff)
+{
 	p->stats.clients_accepted++;
 	if (p->waiting.n + p->relaying.n >= p->cfg->max_clients) {
 		p->stats.clients_refused++;
@@ -783,6 +788,7 @@ void pool_client_arrived(struct pool *p, int cfd)
 		close(cfd);
 		return;
 	}
+	s->handoff = handoff ? 1 : 0;
 	pool_dispatch(p);
 }
 
@@ -860,17 +866,35 @@ static struct listener *listener_at(struct pool **pools, size_t n, const char *p
 	return NULL;
 }
 
+/* The old pool whose handoff socket is at `path`, or NULL. */
+static struct pool *handoff_owner(struct pool **pools, size_t n, const char *path)
+{
+	for (size_t k = 0; k < n; k++)
+		if (pools[k]->handoff && strcmp(handoff_path(pools[k]->handoff), path) == 0)
+			return pools[k];
+	return NULL;
+}
+
 int pool_open_listeners_except(struct pool *p, struct pool **old, size_t n_old, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < p->n_listeners; i++)
 		if (!listener_at(old, n_old, p->listeners[i].cfg->path) &&
 		    listener_open(&p->listeners[i], err, errlen) < 0)
 			return -1;
+	if (p->cfg->handoff.path && !handoff_owner(old, n_old, p->cfg->handoff.path) &&
+	    !(p->handoff = handoff_open(p, &p->cfg->handoff, err, errlen)))
+		return -1;
 	return 0;
 }
 
 void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old)
 {
+	struct pool *from_pool = p->cfg->handoff.path ? handoff_owner(old, n_old, p->cfg->handoff.path) : NULL;
+	if (!p->handoff && from_pool) {
+		p->handoff = from_pool->handoff;
+		from_pool->handoff = NULL;
+		handoff_move(p->handoff, p);
+	}
 	for (size_t i = 0; i < p->n_listeners; i++) {
 		struct listener *l = &p->listeners[i];
 		struct listener *from = listener_at(old, n_old, l->cfg->path);
@@ -904,8 +928,10 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 				health_start(be);
 		}
 	}
-	for (size_t i = 0; i < cfg->n_listen; i++) /* extra passed sockets follow: they keep their cfg */
+	for (size_t i = 0; i < cfg->n_listen; i++) { /* extra passed sockets follow: they keep their cfg */
 		p->listeners[i].cfg = &cfg->listen[i];
+		p->listeners[i].us.path = cfg->listen[i].path; /* the old config is about to be freed */
+	}
 	pool_janitor_soon(p, ev_now(p->eng->loop));
 	pool_dispatch(p);
 }
@@ -932,6 +958,7 @@ void pool_start(struct pool *p)
 {
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_start(&p->listeners[i]);
+	handoff_start(p->handoff);
 	for (size_t i = 0; i < p->n_backends; i++)
 		health_start(&p->backends[i]);
 	pool_janitor_soon(p, ev_now(p->eng->loop) + JANITOR_PERIOD);
@@ -950,6 +977,8 @@ void pool_stop(struct pool *p)
 	struct list_node *pos, *tmp;
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_close(&p->listeners[i]);
+	handoff_close(p->handoff);
+	p->handoff = NULL;
 	ev_timer_stop(p->eng->loop, &p->refill_timer);
 	ev_timer_stop(p->eng->loop, &p->janitor);
 	list_for_each_safe (pos, tmp, &p->waiting)

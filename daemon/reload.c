@@ -58,11 +58,19 @@ static int health_equal(const struct cfg_health *a, const struct cfg_health *b)
 	       a->rise == b->rise && a->fall == b->fall;
 }
 
+static int allow_equal(const struct cfg_allow *a, const struct cfg_allow *b)
+{
+	return a->enabled == b->enabled && bytes_equal(a->uids, a->n_uids * sizeof *a->uids, b->uids,
+	                                               b->n_uids * sizeof *b->uids) &&
+	       bytes_equal(a->gids, a->n_gids * sizeof *a->gids, b->gids, b->n_gids * sizeof *b->gids);
+}
+
 /* Same sockets and the same backends (by address, in order): the pool
  * object can be kept. */
 static int same_shape(const struct cfg_pool *a, const struct cfg_pool *b)
 {
-	if (a->n_listen != b->n_listen || a->n_backends != b->n_backends)
+	if (a->n_listen != b->n_listen || a->n_backends != b->n_backends ||
+	    !str_equal(a->handoff.path, b->handoff.path) || a->handoff.mode != b->handoff.mode)
 		return 0;
 	for (size_t i = 0; i < a->n_listen; i++)
 		if (strcmp(a->listen[i].path, b->listen[i].path) != 0 || a->listen[i].mode != b->listen[i].mode)
@@ -77,6 +85,11 @@ static int same_shape(const struct cfg_pool *a, const struct cfg_pool *b)
 
 static int settings_equal(const struct cfg_pool *a, const struct cfg_pool *b)
 {
+	for (size_t i = 0; i < a->n_listen; i++)
+		if (!allow_equal(&a->listen[i].allow, &b->listen[i].allow))
+			return 0;
+	if (!allow_equal(&a->allow, &b->allow) || !allow_equal(&a->handoff.allow, &b->handoff.allow))
+		return 0;
 	for (size_t i = 0; i < a->n_backends; i++)
 		if (a->backends[i].weight != b->backends[i].weight || a->backends[i].backup != b->backends[i].backup)
 			return 0;

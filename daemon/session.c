@@ -18,6 +18,7 @@
  * at the first error, closing both sides. The backend connection is then
  * closed, never reused, and the pool refills.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -26,6 +27,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "handoff_proto.h"
 #include "log.h"
 #include "pipes.h"
 
@@ -347,10 +349,57 @@ static void session_backend_cb(struct ev_loop *loop, ev_io *w, int revents)
 	session_io(w->data, revents, 1);
 }
 
+/* A handoff client: send it the backend socket itself and the greeting,
+ * then let go of both (lib/handoff_proto.h). The message is small and the
+ * socket fresh, so it goes out at once or not at all: if it cannot be sent
+ * (the client left), the connection stays idle for the next client. */
+static void session_hand_off(struct session *s, struct bconn *b)
+{
+	struct pool *p = s->pool;
+	struct wp_handoff_hdr hdr = {.magic = WP_HANDOFF_MAGIC, .status = WP_HANDOFF_OK,
+	                             .greeting_len = htonl(b->greeting_len)};
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov[2] = {{&hdr, sizeof hdr}, {b->greeting, b->greeting_len}};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = b->greeting_len ? 2 : 1,
+	                     .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &b->fd, sizeof(int));
+	ssize_t n;
+	do
+		n = sendmsg(s->cfd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	if (n < 0) {
+		log_info("pool=%s client=%llu: handoff failed: %s; the connection stays idle", p->name,
+		         (unsigned long long)s->id, strerror(errno));
+		session_close(s, "handoff failed");
+		return;
+	}
+	p->stats.handoffs++;
+	p->stats.handouts++;
+	p->stats.clients_served++;
+	wp_histogram_observe(&p->h_wait, ev_now(p->eng->loop) - s->accepted_at);
+	log_debug("pool=%s backend=%s conn=%llu client=%llu: handed off (%u greeting bytes)", p->name, b->be->name,
+	          (unsigned long long)b->id, (unsigned long long)s->id, b->greeting_len);
+	bconn_set_state(b, BCONN_ACTIVE);
+	bconn_close(b); /* our copy: the client holds the socket now */
+	session_close(s, "handed off");
+	pool_refill_soon(p);
+}
+
 void session_start(struct session *s, struct bconn *b)
 {
 	struct pool *p = s->pool;
 	struct ev_loop *loop = p->eng->loop;
+	if (s->handoff) {
+		session_hand_off(s, b);
+		return;
+	}
 	ev_timer_stop(loop, &s->timer);
 	list_remove(&p->waiting, &s->node);
 	list_push_back(&p->relaying, &s->node);

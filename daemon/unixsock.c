@@ -55,7 +55,7 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err
 	int r = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
 	int e = errno;
 	close(fd);
-	if (r == 0 || e == EAGAIN || e == EINPROGRESS) {
+	if (r == 0 || e == EAGAIN || e == EINPROGRESS || e == EPROTOTYPE) { /* EPROTOTYPE: a live socket of another type */
 		snprintf(err, errlen, "%s: another process is listening on this socket", path);
 		return -1;
 	}
@@ -73,6 +73,11 @@ static int clear_stale(const char *path, const struct sockaddr_un *sa, char *err
 
 int unix_listen(const char *path, mode_t mode, struct unix_sock *us, char *err, size_t errlen)
 {
+	return unix_listen_type(path, mode, SOCK_STREAM, us, err, errlen);
+}
+
+int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *us, char *err, size_t errlen)
+{
 	struct sockaddr_un sa = {.sun_family = AF_UNIX};
 	us->fd = -1;
 	us->path = path;
@@ -85,7 +90,7 @@ int unix_listen(const char *path, mode_t mode, struct unix_sock *us, char *err, 
 	if (mkdir_parents(path, err, errlen) < 0 || clear_stale(path, &sa, err, errlen) < 0)
 		return -1;
 
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: socket: %s", path, strerror(errno));
 		return -1;

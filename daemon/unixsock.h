@@ -26,6 +26,9 @@ struct unix_sock {
 /* Bind and listen (non-blocking, close-on-exec); 0, or -1 with a message in err. */
 int unix_listen(const char *path, mode_t mode, struct unix_sock *us, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+/* The same for another socket type (SOCK_SEQPACKET for handoff sockets). */
+int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *us, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 /* Remove the socket file if we created it and it is still ours. Does not close the fd. */
 void unix_unlink_ours(struct unix_sock *us);
 

@@ -23,6 +23,7 @@
 #include "buf.h"
 #include "config.h"
 #include "version.h"
+#include "warmpool.h"
 
 #define EXIT_ERROR_ANSWER 1
 #define EXIT_USAGE        2
@@ -41,7 +42,10 @@ static void usage(FILE *f)
 	           "\n"
 	           "commands: show pools | show backends [POOL] | show stats | show metrics |\n"
 	           "          drain POOL/BACKEND | disable POOL/BACKEND [--kill] | enable POOL/BACKEND |\n"
-	           "          reload | version | help\n",
+	           "          reload | where POOL | connect POOL | version | help\n"
+	           "\n"
+	           "connect POOL bridges stdin/stdout to a connection from the pool (its handoff\n"
+	           "socket when it has one, as libwarmpool's wp_checkout does).\n",
 	           CFG_DEFAULT_ADMIN_SOCKET);
 }
 
@@ -65,6 +69,144 @@ static int wait_fd(int fd, short events, double deadline)
 			continue;
 		return r < 0 ? -1 : r > 0;
 	}
+}
+
+/* Send one command line and read its answer (without the final empty line)
+ * into ans. 0, or -1 after printing why. */
+static int ask(const char *path, const struct wp_buf *line, double timeout, struct wp_buf *ans)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path) {
+		fprintf(stderr, "warmpoolctl: %s: path too long\n", path);
+		return -1;
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int rc = -1;
+	double deadline = now_s() + timeout;
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sizeof sa) < 0) {
+		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(errno));
+		goto out;
+	}
+	for (size_t off = 0; off < line->len;) {
+		if (wait_fd(fd, POLLOUT, deadline) <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: timed out sending the command\n", path);
+			goto out;
+		}
+		ssize_t n = send(fd, line->data + off, line->len - off, MSG_NOSIGNAL);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n < 0) {
+			fprintf(stderr, "warmpoolctl: %s: %s\n", path, strerror(errno));
+			goto out;
+		}
+		off += (size_t)n;
+	}
+	/* Read until the empty line that ends the answer. */
+	while (!(ans->len >= 2 && memcmp(ans->data + ans->len - 2, "\n\n", 2) == 0) &&
+	       !(ans->len == 1 && ans->data[0] == '\n')) {
+		char chunk[65536];
+		int w = wait_fd(fd, POLLIN, deadline);
+		if (w <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == 0 ? "no answer in time" : strerror(errno));
+			goto out;
+		}
+		ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+		if (n < 0 && (errno == EAGAIN || errno == EINTR))
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "warmpoolctl: %s: connection closed before the answer ended\n", path);
+			goto out;
+		}
+		wp_buf_add(ans, chunk, (size_t)n);
+		if (ans->failed) {
+			fprintf(stderr, "warmpoolctl: answer larger than %u bytes\n", ANSWER_MAX);
+			goto out;
+		}
+	}
+	ans->len--; /* drop the terminating empty line */
+	ans->data[ans->len] = '\0';
+	rc = 0;
+out:
+	if (fd >= 0)
+		close(fd);
+	return rc;
+}
+
+/* Write all of buf to fd (blocking). 0 or -1. */
+static int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+	while (len) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* `connect POOL`: the answer to `where POOL` names the pool's sockets; take
+ * a connection (the handoff socket when the pool has one) and bridge
+ * stdin/stdout to it until both directions ended. */
+static int connect_pool(const char *where, double timeout)
+{
+	char path[256] = "";
+	if (strncmp(where, "error: ", 7) == 0) {
+		fputs(where, stdout);
+		return EXIT_ERROR_ANSWER;
+	}
+	if (sscanf(where, "handoff %255s", path) != 1 && sscanf(where, "listen %255s", path) != 1) {
+		fprintf(stderr, "warmpoolctl: the pool has no socket to connect to\n");
+		return EXIT_ERROR_ANSWER;
+	}
+	struct wp_lease lease;
+	int r = wp_checkout(path, (int)(timeout * 1000), &lease);
+	if (r < 0) {
+		fprintf(stderr, "warmpoolctl: %s: %s\n", path, wp_strerror(r));
+		return EXIT_ERROR_ANSWER;
+	}
+	if (lease.greeting_len && write_all(1, lease.greeting, lease.greeting_len) < 0) {
+		wp_release(&lease);
+		return EXIT_ERROR_ANSWER;
+	}
+	int in_open = 1, rc = 0;
+	for (;;) {
+		struct pollfd p[2] = {{.fd = in_open ? 0 : -1, .events = POLLIN}, {.fd = lease.fd, .events = POLLIN}};
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = EXIT_ERROR_ANSWER;
+			break;
+		}
+		char buf[65536];
+		if (p[0].revents) {
+			ssize_t n = read(0, buf, sizeof buf);
+			if (n > 0) {
+				if (write_all(lease.fd, buf, (size_t)n) < 0) {
+					rc = EXIT_ERROR_ANSWER;
+					break;
+				}
+			} else if (n == 0 || errno != EINTR) {
+				in_open = 0;
+				shutdown(lease.fd, SHUT_WR);
+			}
+		}
+		if (p[1].revents) {
+			ssize_t n = read(lease.fd, buf, sizeof buf);
+			if (n > 0 && write_all(1, buf, (size_t)n) == 0)
+				continue;
+			if (n < 0 && errno == EINTR)
+				continue;
+			rc = n < 0 ? EXIT_ERROR_ANSWER : 0;
+			break;
+		}
+	}
+	wp_release(&lease);
+	return rc;
 }
 
 int main(int argc, char **argv)
@@ -109,17 +251,26 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
-	/* The command line: the arguments joined by spaces. */
+	/* The command line: the arguments joined by spaces (`connect POOL`
+	 * asks `where POOL` first). */
 	struct wp_buf line;
 	wp_buf_init(&line, LINE_MAX_BYTES);
-	for (int i = optind; i < argc; i++) {
+	if (strcmp(argv[optind], "connect") == 0) {
+		if (argc - optind != 2) {
+			fprintf(stderr, "warmpoolctl: usage: connect POOL\n");
+			wp_buf_free(&line);
+			return EXIT_USAGE;
+		}
+		wp_buf_add(&line, "where", 5);
+	}
+	for (int i = optind + (strcmp(argv[optind], "connect") == 0); i < argc; i++) {
 		if (strpbrk(argv[i], " \t\r\n") || !*argv[i]) {
 			fprintf(stderr, "warmpoolctl: argument \"%s\": spaces and empty arguments are not allowed\n",
 			        argv[i]);
 			wp_buf_free(&line);
 			return EXIT_USAGE;
 		}
-		wp_buf_printf(&line, "%s%s", i > optind ? " " : "", argv[i]);
+		wp_buf_printf(&line, "%s%s", line.len ? " " : "", argv[i]);
 	}
 	if (json)
 		wp_buf_add(&line, " --json", 7);
@@ -130,65 +281,16 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof sa.sun_path) {
-		fprintf(stderr, "warmpoolctl: %s: path too long\n", path);
-		wp_buf_free(&line);
-		return EXIT_USAGE;
-	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int rc = EXIT_USAGE;
-	double deadline = now_s() + timeout;
 	struct wp_buf ans;
 	wp_buf_init(&ans, ANSWER_MAX);
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sizeof sa) < 0) {
-		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(errno));
-		goto out;
+	int rc = ask(path, &line, timeout, &ans);
+	if (rc == 0 && strcmp(argv[optind], "connect") == 0 && argc - optind == 2)
+		rc = connect_pool(ans.data, timeout);
+	else if (rc == 0) {
+		fwrite(ans.data, 1, ans.len, stdout);
+		rc = strncmp(ans.data, "error: ", 7) == 0 ? EXIT_ERROR_ANSWER : 0;
 	}
-	for (size_t off = 0; off < line.len;) {
-		if (wait_fd(fd, POLLOUT, deadline) <= 0) {
-			fprintf(stderr, "warmpoolctl: %s: timed out sending the command\n", path);
-			goto out;
-		}
-		ssize_t n = send(fd, line.data + off, line.len - off, MSG_NOSIGNAL);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n < 0) {
-			fprintf(stderr, "warmpoolctl: %s: %s\n", path, strerror(errno));
-			goto out;
-		}
-		off += (size_t)n;
-	}
-	/* Read until the empty line that ends the answer. */
-	while (!(ans.len >= 2 && memcmp(ans.data + ans.len - 2, "\n\n", 2) == 0) &&
-	       !(ans.len == 1 && ans.data[0] == '\n')) {
-		char chunk[65536];
-		int w = wait_fd(fd, POLLIN, deadline);
-		if (w <= 0) {
-			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == 0 ? "no answer in time" : strerror(errno));
-			goto out;
-		}
-		ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-		if (n < 0 && (errno == EAGAIN || errno == EINTR))
-			continue;
-		if (n <= 0) {
-			fprintf(stderr, "warmpoolctl: %s: connection closed before the answer ended\n", path);
-			goto out;
-		}
-		wp_buf_add(&ans, chunk, (size_t)n);
-		if (ans.failed) {
-			fprintf(stderr, "warmpoolctl: answer larger than %u bytes\n", ANSWER_MAX);
-			goto out;
-		}
-	}
-	ans.len--; /* drop the terminating empty line */
-	fwrite(ans.data, 1, ans.len, stdout);
-	rc = strncmp(ans.data, "error: ", 7) == 0 ? EXIT_ERROR_ANSWER : 0;
-out:
-	if (fd >= 0)
-		close(fd);
 	wp_buf_free(&line);
 	wp_buf_free(&ans);
-	return rc;
+	return rc == -1 ? EXIT_USAGE : rc;
 }

@@ -13,6 +13,10 @@ build/wpload (tests/bench/wpload.c), which checks every byte it receives.
 
   direct    wpload -> wpbackend over TCP (the physical limit)
   warmpool  wpload -> Unix socket -> build/warmpoold -> wpbackend
+  warmpool-handoff  the same warmpoold with a handoff socket: wpload gets
+            each connection with libwarmpool's wp_checkout() and talks to
+            wpbackend on the handed-over TCP socket itself (rtt and bulk only;
+            setup and hold need many connections at once and are n/a)
   haproxy   mode tcp, bind unix@, nbthread 1, option splice-auto
   haproxy-splice  the same, always splicing (rtt and bulk only)
   nginx     stream module, listen unix:, one worker
@@ -43,7 +47,7 @@ import sys
 import tempfile
 import time
 
-TARGETS = ["direct", "warmpool", "haproxy", "haproxy-splice", "nginx", "socat"]
+TARGETS = ["direct", "warmpool", "warmpool-handoff", "haproxy", "haproxy-splice", "nginx", "socat"]
 # For exploring HAProxy's splice settings (not run by default).
 EXTRA_TARGETS = ["haproxy-nosplice"]
 # HAProxy's best splice setting depends on the workload: splice-auto (its own
@@ -52,6 +56,10 @@ EXTRA_TARGETS = ["haproxy-nosplice"]
 # hold: 64-byte messages) only `haproxy` does. ×h compares with the better one.
 HAPROXY_TARGETS = ("haproxy", "haproxy-splice", "haproxy-nosplice")
 ONLY_GROUPS = {"haproxy-splice": ("rtt", "bulk"), "haproxy-nosplice": ("rtt", "bulk")}
+# Workloads a target cannot run at all: their cells read n/a (ONLY_GROUPS' read
+# "not run"). wpload's --handoff drives blocking connections only.
+NA_GROUPS = {"warmpool-handoff": ("setup", "hold")}
+WARMPOOL_TARGETS = ("warmpool", "warmpool-handoff")
 HAPROXY_SPLICE = {
     "haproxy": "    option splice-auto\n",
     "haproxy-nosplice": "",
@@ -310,17 +318,24 @@ class Bench:
             return be, int(f.read().strip())
 
     def start_proxy(self, target, d, port, pin, workload):
-        """Start a proxy to 127.0.0.1:port; returns (Proc, socket path)."""
+        """Start a proxy to 127.0.0.1:port; returns (Proc, socket path). For
+        warmpool-handoff the path is the pool's handoff socket."""
         sock = os.path.join(d, f"{target}.sock")
-        if target == "warmpool":
+        listen = sock
+        if target in WARMPOOL_TARGETS:
             cfg = os.path.join(d, "warmpool.yaml")
+            handoff = ""
+            if target == "warmpool-handoff":
+                listen = os.path.join(d, "warmpool.sock")
+                handoff = f"    handoff: {{listen: {sock}}}\n"
             text = (
                 "daemon:\n"
                 "  log_level: warning\n"
                 "  shutdown_timeout: 1s\n"
                 "pools:\n"
                 "  bench:\n"
-                f"    listen: {sock}\n"
+                f"    listen: {listen}\n"
+                + handoff +
                 f"    backends: [\"127.0.0.1:{port}\"]\n"
                 f"    min_idle: {self.a.min_idle}\n"
                 f"    max_connections: {PROXY_MAXCONN + self.a.min_idle}\n"
@@ -384,11 +399,13 @@ class Bench:
         if cfg:
             with open(cfg, "w") as f:
                 f.write(text)
-        self.save_config(target.replace("-", "_") + (".yaml" if target == "warmpool" else
+        self.save_config(target.replace("-", "_") + (".yaml" if target in WARMPOOL_TARGETS else
                                                      ".cfg" if cfg else ".cmd"), text, workload)
         proc = Proc(target, argv, os.path.join(d, f"{target}.log"), pin=pin)
         wait_for(lambda: unix_listening(sock), 10, f"{target} to listen on {sock}", proc)
-        if target == "warmpool" and self.a.min_idle:
+        if listen != sock:
+            wait_for(lambda: unix_listening(listen), 10, f"{target} to listen on {listen}", proc)
+        if target in WARMPOOL_TARGETS and self.a.min_idle:
             wait_for(lambda: established_on_port(port) >= self.a.min_idle, 10,
                      f"warmpool's warm floor of {self.a.min_idle} connections", proc)
         return proc, sock
@@ -433,7 +450,7 @@ class Bench:
             else:
                 proxy, sock = self.start_proxy(target, d, port, pin, wl["name"])
                 procs.append(proxy)
-                target_args = ["--unix", sock]
+                target_args = ["--handoff" if target == "warmpool-handoff" else "--unix", sock]
             metrics = wl["measure"](self, d, target_args, proxy, pin, rec)
             if proxy is not None and not proxy.alive():
                 raise BenchError(f"{target} died during the run: {proxy.log_tail()}")
@@ -446,7 +463,7 @@ class Bench:
             return rec.get("partial", {}), str(e)
         finally:
             for p in reversed(procs):
-                if p.name == "warmpool":
+                if p.name in WARMPOOL_TARGETS:
                     p.stop(signal.SIGINT, 10)
                 else:
                     p.stop(signal.SIGTERM, 10)
@@ -642,6 +659,9 @@ def summarize(wls, targets, results, repeats):
             cells = {}
             for t in targets:
                 runs = results.get((wl["name"], t), [])
+                if not runs and wl["group"] in NA_GROUPS.get(t, ()):
+                    cells[t] = {"na": True}
+                    continue
                 if not runs and wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],)):
                     cells[t] = {"na": True, "not_run": True}
                     continue
@@ -812,7 +832,8 @@ def main():
             for rep in range(args.repeats):
                 order = targets[rep % len(targets):] + targets[:rep % len(targets)]
                 for t in order:
-                    if wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],)):
+                    if (wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],))
+                            or wl["group"] in NA_GROUPS.get(t, ())):
                         continue
                     prev = results.get((wl["name"], t), [])
                     if wl["group"] == "hold" and any(err for _, err in prev):
@@ -863,6 +884,11 @@ def main():
         "stream defaults otherwise (16 KiB buffer). socat: `UNIX-LISTEN:PATH,fork TCP:127.0.0.1:PORT`, its "
         "defaults (listen backlog 5: wpload retries a refused Unix connect after 50 µs doubling to 6.4 ms, "
         "as a blocking client would wait).",
+        "warmpool-handoff: the warmpool config plus `handoff: {listen: PATH}`; wpload --handoff gets its "
+        "connection with libwarmpool's wp_checkout() (timed with the run, as a connect is), then runs the "
+        "workload on the handed-over backend TCP socket itself, consuming the greeting bytes the daemon "
+        "passed along first. proxy CPU is warmpoold's over the run. setup and hold are n/a: wpload drives "
+        "handoffs only on blocking connections.",
         "direct is wpload → wpbackend over TCP loopback. It is not always an upper bound on this machine: "
         "through a proxy the client writes to a Unix socket, which costs it less CPU than TCP.",
     ]

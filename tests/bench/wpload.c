@@ -2,7 +2,13 @@
  * tests/bench/wpload.c — the load generator of warmpool's benchmark.
  *
  * One process, one thread. The target is a Unix socket (--unix PATH: warmpool
- * or a peer proxy) or a TCP address (--tcp HOST:PORT: the backend directly).
+ * or a peer proxy), a TCP address (--tcp HOST:PORT: the backend directly) or
+ * a pool's handoff socket (--handoff PATH: libwarmpool's wp_checkout() hands
+ * over the warm backend TCP socket itself, and the workload runs on that
+ * socket; rtt, bulk-up and bulk-down only). Bytes the daemon had read from
+ * the backend before the handoff (lease.greeting) are consumed first, as
+ * though they had arrived on the socket, so the greeting and every stream
+ * are checked the same way for every target.
  * Every byte it receives is checked; a wrong byte, a short stream or a failed
  * session makes it exit 1. It prints exactly one JSON line on stdout.
  *
@@ -53,6 +59,7 @@
 #include <unistd.h>
 
 #include "escape.h"
+#include "warmpool.h"
 
 #define MSG_LEN          64
 #define MAX_GREETING     65536
@@ -70,7 +77,8 @@ static struct {
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
 	int is_tcp;
-	const char *target; /* as given, for messages */
+	const char *handoff; /* --handoff PATH: connections come from wp_checkout() */
+	const char *target;  /* as given, for messages */
 	unsigned long sessions, concurrency, count, warmup;
 	uint64_t bytes, seed;
 	size_t greeting_len;
@@ -264,11 +272,71 @@ static void set_timeouts(int fd, double secs)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/*
+ * --handoff: the lease of the blocking connection, and the bytes the daemon
+ * read from the backend before handing it over (lease.greeting), not yet
+ * consumed. conn_recv() returns them before anything from the socket, so
+ * they are checked as if they had arrived on it. One blocking connection at
+ * a time (rtt, bulk).
+ */
+static struct wp_lease lease = {.fd = -1};
+static const unsigned char *pre;
+static size_t pre_len;
+
+/* recv(), but the handed-over greeting bytes come first. */
+static ssize_t conn_recv(int fd, void *buf, size_t n)
+{
+	if (pre_len) {
+		size_t k = n < pre_len ? n : pre_len;
+		memcpy(buf, pre, k);
+		pre += k;
+		pre_len -= k;
+		return (ssize_t)k;
+	}
+	return recv(fd, buf, n, 0);
+}
+
+static void conn_close(int fd)
+{
+	pre_len = 0;
+	if (o.handoff && fd == lease.fd)
+		wp_release(&lease); /* closes fd */
+	else
+		close(fd);
+}
+
+/* --handoff: a connection from the pool's handoff socket, or -1 (error counted). */
+static int handoff_connect(void)
+{
+	int one = 1;
+	int timeout_ms = (int)(o.timeout_s * 1000);
+	int r = wp_checkout(o.handoff, timeout_ms > 0 ? timeout_ms : 1, &lease);
+
+	if (r < 0) {
+		fail(r == -ETIMEDOUT ? E_TIMEOUT : E_CONNECT, "wp_checkout: %s", wp_strerror(r));
+		return -1;
+	}
+	if (!lease.direct) {
+		/* the path was a proxy socket: this target is meant to measure a handoff */
+		fail(E_CONNECT, "wp_checkout: got a relayed connection, not a handed-off backend socket");
+		wp_release(&lease);
+		return -1;
+	}
+	setsockopt(lease.fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one); /* as for --tcp */
+	set_timeouts(lease.fd, o.timeout_s);
+	pre = lease.greeting;
+	pre_len = lease.greeting_len;
+	return lease.fd;
+}
+
 /* A blocking connection with send/receive timeouts, or -1 (error counted). */
 static int blocking_connect(void)
 {
-	int fd = new_socket(0);
+	int fd;
 
+	if (o.handoff)
+		return handoff_connect();
+	fd = new_socket(0);
 	if (fd < 0) {
 		fail(E_CONNECT, "socket: %s", strerror(errno));
 		return -1;
@@ -288,7 +356,7 @@ static int read_full(int fd, unsigned char *p, size_t n, const char *what)
 	size_t got = 0;
 
 	while (got < n) {
-		ssize_t r = recv(fd, p + got, n - got, 0);
+		ssize_t r = conn_recv(fd, p + got, n - got);
 		if (r > 0) {
 			got += (size_t)r;
 		} else if (r == 0) {
@@ -399,7 +467,7 @@ static int run_rtt(void)
 		}
 	}
 	if (fd >= 0)
-		close(fd);
+		conn_close(fd);
 	double secs = (double)(now_ns() - t_start) / 1e9;
 	qsort(lat, done, sizeof *lat, cmp_u64);
 	printf("{\"mode\":\"rtt\",\"target\":\"%s\",\"count\":%lu,\"done\":%lu,\"seconds\":%.3f,"
@@ -460,7 +528,7 @@ static int run_bulk_up(void)
 		goto out;
 	}
 	for (;;) {
-		ssize_t r = recv(fd, reply + rlen, sizeof reply - 1 - rlen, 0);
+		ssize_t r = conn_recv(fd, reply + rlen, sizeof reply - 1 - rlen);
 		if (r > 0) {
 			rlen += (size_t)r;
 			if (rlen == sizeof reply - 1) {
@@ -485,7 +553,7 @@ static int run_bulk_up(void)
 out : {
 	double secs = (double)(now_ns() - t0) / 1e9;
 	if (fd >= 0)
-		close(fd);
+		conn_close(fd);
 	print_bulk("bulk-up", sent, secs);
 }
 	free(buf);
@@ -509,7 +577,7 @@ static int run_bulk_down(void)
 	if (write_full(fd, (const unsigned char *)"!", 1, "trigger") < 0)
 		goto out;
 	for (;;) {
-		ssize_t r = recv(fd, buf, BULK_CHUNK, 0);
+		ssize_t r = conn_recv(fd, buf, BULK_CHUNK);
 		if (r == 0)
 			break;
 		if (r < 0) {
@@ -543,7 +611,7 @@ static int run_bulk_down(void)
 out : {
 	double secs = (double)(now_ns() - t0) / 1e9;
 	if (fd >= 0)
-		close(fd);
+		conn_close(fd);
 	print_bulk("bulk-down", got, secs);
 }
 	free(buf);
@@ -1049,8 +1117,10 @@ static double parse_secs(const char *opt, const char *s)
 static void usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: wpload (--unix PATH | --tcp HOST:PORT) --mode MODE [options]\n"
+	        "usage: wpload (--unix PATH | --tcp HOST:PORT | --handoff PATH) --mode MODE [options]\n"
 	        "modes: setup, rtt, bulk-up, bulk-down, hold (see the top of wpload.c)\n"
+	        "  --handoff PATH          get each connection with wp_checkout() from a pool's handoff\n"
+	        "                          socket and use the backend socket itself (rtt, bulk only)\n"
 	        "  -n, --sessions N        setup/hold: sessions (default 1000)\n"
 	        "  --duration SECS         setup: start sessions for SECS, at most N (then use a large N)\n"
 	        "  -c, --concurrency C     setup/hold: sessions being set up at once (default 1)\n"
@@ -1072,6 +1142,7 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"unix", required_argument, NULL, 'u'},
 	    {"tcp", required_argument, NULL, 't'},
+	    {"handoff", required_argument, NULL, 'o'},
 	    {"mode", required_argument, NULL, 'm'},
 	    {"sessions", required_argument, NULL, 'n'},
 	    {"concurrency", required_argument, NULL, 'c'},
@@ -1103,6 +1174,12 @@ int main(int argc, char **argv)
 		case 't':
 			parse_target_tcp(optarg);
 			o.target = optarg;
+			have_target++;
+			break;
+		case 'o':
+			o.handoff = optarg;
+			o.target = optarg;
+			o.is_tcp = 1; /* the handed-over socket is the backend's TCP connection */
 			have_target++;
 			break;
 		case 'm': {
@@ -1171,6 +1248,9 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (o.handoff && (o.mode == M_SETUP || o.mode == M_HOLD))
+		die("--mode %s is not supported with --handoff (rtt, bulk-up and bulk-down are)",
+		    mode_names[o.mode]);
 	if (greeting_len >= 0) {
 		if (o.greeting_given && (size_t)greeting_len != o.greeting_len)
 			die("--greeting-len %ld disagrees with --greeting (%zu bytes)", greeting_len,

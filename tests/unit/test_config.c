@@ -14,6 +14,8 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <regex.h>
 #include <netinet/in.h>
 #include <stdbool.h>
@@ -1164,6 +1166,173 @@ static void test_zero_durations(void **state)
 }
 
 /* ------------------------------------------------------------------ */
+/* allow: (access control)                                             */
+
+static void assert_ids(const void *got, size_t n, const uint32_t *want, size_t want_n)
+{
+	assert_int_equal(n, want_n);
+	if (want_n == 0) {
+		assert_null(got);
+		return;
+	}
+	assert_non_null(got);
+	assert_memory_equal(got, want, want_n * sizeof *want);
+}
+
+static void assert_allow(const struct cfg_allow *a, const uint32_t *uids, size_t n_uids, const uint32_t *gids,
+                         size_t n_gids, unsigned line, unsigned col)
+{
+	assert_true(a->enabled);
+	assert_ids(a->uids, a->n_uids, uids, n_uids);
+	assert_ids(a->gids, a->n_gids, gids, n_gids);
+	assert_int_equal(a->pos.line, line);
+	assert_int_equal(a->pos.col, col);
+}
+
+static void assert_no_allow(const struct cfg_allow *a)
+{
+	assert_false(a->enabled);
+	assert_null(a->uids);
+	assert_null(a->gids);
+	assert_int_equal(a->n_uids, 0);
+	assert_int_equal(a->n_gids, 0);
+}
+
+static void test_allow_forms(void **state)
+{
+	static const uint32_t p_uids[] = {0, 7, 1001}, p_gids[] = {0, 50}, q_uids[] = {4294967294u};
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	/* Names and ids, a single item or a list; ids sorted, repeats dropped;
+	 * users: root and uids: 0 are the same uid. */
+	cfg = load_ok(HEAD "    allow: {users: root, groups: [root], uids: [1001, 7, 1001, 0], gids: 50}\n"
+	                   "  q:\n"
+	                   "    listen: /tmp/wp-test/q.sock\n"
+	                   "    backends: 127.0.0.1:1\n"
+	                   "    allow:\n"
+	                   "      uids: 4294967294\n"
+	                   "  r:\n"
+	                   "    listen: /tmp/wp-test/r.sock\n"
+	                   "    backends: 127.0.0.1:1\n");
+	p = &cfg->pools[0];
+	assert_allow(&p->allow, p_uids, 3, p_gids, 2, 5, 12);
+	/* the listen item holds its own copy of the pool's rule */
+	assert_allow(&p->listen[0].allow, p_uids, 3, p_gids, 2, 5, 12);
+	assert_ptr_not_equal(p->listen[0].allow.uids, p->allow.uids);
+	p = &cfg->pools[1];
+	assert_allow(&p->allow, q_uids, 1, NULL, 0, 10, 7);
+	assert_allow(&p->listen[0].allow, q_uids, 1, NULL, 0, 10, 7);
+	/* no allow: anyone who can open the socket file */
+	p = &cfg->pools[2];
+	assert_no_allow(&p->allow);
+	assert_no_allow(&p->listen[0].allow);
+	cfg_free(cfg);
+}
+
+/* Names resolve through NSS like getpwnam(3) and getgrnam(3) do. */
+static void test_allow_names_resolved(void **state)
+{
+	const struct passwd *pw = getpwnam("nobody");
+	const struct group *gr = getgrnam("daemon");
+	struct wp_config *cfg;
+	uint32_t uid, gid;
+
+	(void)state;
+	if (!pw || !gr)
+		skip();
+	uid = (uint32_t)pw->pw_uid;
+	gid = (uint32_t)gr->gr_gid;
+	cfg = load_ok(HEAD "    allow:\n      users: [nobody]\n      groups: daemon\n");
+	assert_allow(&cfg->pools[0].allow, &uid, 1, &gid, 1, 6, 7);
+	cfg_free(cfg);
+}
+
+static void test_allow_merge(void **state)
+{
+	static const uint32_t d_uids[] = {1, 2}, d_gids[] = {3}, own_gids[] = {9}, root[] = {0};
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  allow: {uids: [2, 1], gids: 3}\n"
+	              "pools:\n"
+	              "  p:\n"
+	              "    listen:\n"
+	              "      - /tmp/wp-test/p1.sock\n"
+	              "      - {path: /tmp/wp-test/p2.sock, allow: {gids: [9]}}\n"
+	              "      - path: /tmp/wp-test/p3.sock\n"
+	              "        mode: \"0666\"\n"
+	              "        allow:\n"
+	              "          users: root\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q.sock\n"
+	              "    backends: 127.0.0.1:1\n"
+	              "    allow: {users: root}\n");
+	/* p: the defaults' block; each listen item's own block replaces it */
+	p = &cfg->pools[0];
+	assert_allow(&p->allow, d_uids, 2, d_gids, 1, 2, 10);
+	assert_allow(&p->listen[0].allow, d_uids, 2, d_gids, 1, 2, 10);
+	assert_allow(&p->listen[1].allow, NULL, 0, own_gids, 1, 7, 45);
+	assert_allow(&p->listen[2].allow, root, 1, NULL, 0, 11, 11);
+	assert_int_equal(p->listen[2].mode, 0666);
+	/* q: its own block replaces the defaults' as a whole (no gid 3) */
+	p = &cfg->pools[1];
+	assert_allow(&p->allow, root, 1, NULL, 0, 16, 12);
+	assert_allow(&p->listen[0].allow, root, 1, NULL, 0, 16, 12);
+	cfg_free(cfg);
+
+	/* A listen item's block applies even when the pool has none. */
+	cfg = load_ok("pools:\n  p:\n    listen: [{path: /tmp/wp-test/p.sock, allow: {uids: 0}}, /tmp/wp-test/o.sock]\n"
+	              "    backends: 127.0.0.1:1\n");
+	p = &cfg->pools[0];
+	assert_no_allow(&p->allow);
+	assert_allow(&p->listen[0].allow, root, 1, NULL, 0, 3, 49);
+	assert_no_allow(&p->listen[1].allow);
+	cfg_free(cfg);
+
+	/* The handoff socket takes the pool's rule too. */
+	cfg = load_ok(HEAD "    handoff: {listen: /tmp/wp-test/p.handoff}\n    allow: {uids: 0}\n");
+	p = &cfg->pools[0];
+	assert_allow(&p->handoff.allow, root, 1, NULL, 0, 6, 12);
+	assert_ptr_not_equal(p->handoff.allow.uids, p->allow.uids);
+	cfg_free(cfg);
+}
+
+/* At most CFG_MAX_ALLOW entries in each list. */
+static void test_allow_too_many(void **state)
+{
+	struct sbuf b = {0};
+	struct cfg_errors e = {0};
+	struct wp_config *cfg;
+	static const char *const want[] = {
+	    "t.yaml:5:19: pools.p.allow.uids: expected at most 256 uids, got 257",
+	    NULL,
+	};
+
+	(void)state;
+	sb_add(&b, HEAD "    allow: {uids: [");
+	for (int i = 0; i < CFG_MAX_ALLOW; i++)
+		sb_add(&b, "%s%d", i ? ", " : "", i);
+	sb_add(&b, "]}\n");
+	cfg = load_ok(b.s);
+	assert_int_equal(cfg->pools[0].allow.n_uids, CFG_MAX_ALLOW);
+	cfg_free(cfg);
+	b.n = 0;
+	sb_add(&b, HEAD "    allow: {uids: [");
+	for (int i = 0; i <= CFG_MAX_ALLOW; i++)
+		sb_add(&b, "%s%d", i ? ", " : "", i);
+	sb_add(&b, "]}\n");
+	load_bad(b.s, &e);
+	assert_errors(&e, want);
+	cfg_errors_free(&e);
+	free(b.s);
+}
+
+/* ------------------------------------------------------------------ */
 /* Error table                                                         */
 
 struct err_case {
@@ -1223,9 +1392,9 @@ static const struct err_case err_cases[] = {
      {"t.yaml:1:1: pool: unknown key, expected one of daemon, defaults, pools"}},
     {"unknown_pool_key",
      HEAD "    min_idel: 3\n",
-     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, min_idle, "
+     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, handoff, min_idle, "
       "max_connections, max_clients, connect_timeout, queue_timeout, backoff, balance, max_connecting, "
-      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time"}},
+      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, allow"}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
@@ -1247,13 +1416,13 @@ static const struct err_case err_cases[] = {
      "defaults:\n  min: 1\n" HEAD,
      {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
       "connect_timeout, queue_timeout, backoff, balance, max_connecting, fail_fast, health_check, keepalive, "
-      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time"}},
+      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, allow"}},
     {"unknown_backoff_key",
      HEAD "    backoff: {initial: 1s, factor: 2}\n",
      {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
     {"unknown_listen_key",
      "pools:\n  p:\n    listen:\n      - {path: /tmp/a, perm: 1}\n    backends: 127.0.0.1:1\n",
-     {"t.yaml:4:24: pools.p.listen[0].perm: unknown key, expected one of path, mode"}},
+     {"t.yaml:4:24: pools.p.listen[0].perm: unknown key, expected one of path, mode, allow"}},
     {"defaults_listen_backends",
      "defaults:\n  listen: /x\n  backends: 127.0.0.1:1\n" HEAD,
      {"t.yaml:2:3: defaults.listen: not allowed in defaults, set it in each pool",
@@ -1280,7 +1449,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:3:13: pools.p.listen: expected a socket path or a list of them, got a mapping"}},
     {"listen_item_is_list",
      "pools:\n  p:\n    listen: [[/a]]\n    backends: 127.0.0.1:1\n",
-     {"t.yaml:3:14: pools.p.listen[0]: expected a socket path or a {path, mode} mapping, got a list"}},
+     {"t.yaml:3:14: pools.p.listen[0]: expected a socket path or a {path, mode, allow} mapping, got a list"}},
     {"backends_is_map",
      "pools:\n  p:\n    listen: /a\n    backends: {a: 1}\n",
      {"t.yaml:4:15: pools.p.backends: expected an address host:port or a list of them, got a mapping"}},
@@ -1813,6 +1982,53 @@ static const struct err_case err_cases[] = {
      "      - {address: 127.0.0.1:2, backup: true}\n",
      {"t.yaml:6:17: pools.p.backends[0].backup: expected at least one backend without backup: true"}},
 
+    /* --- allow: --- */
+    {"allow_empty_mapping",
+     HEAD "    allow: {}\n",
+     {"t.yaml:5:12: pools.p.allow: expected at least one of users, groups, uids, gids, got an empty mapping"}},
+    {"allow_empty_value",
+     HEAD "    allow:\n    min_idle: 1\n",
+     {"t.yaml:5:11: pools.p.allow: expected at least one of users, groups, uids, gids, got an empty value"}},
+    {"allow_not_a_mapping",
+     HEAD "    allow: [root]\n",
+     {"t.yaml:5:12: pools.p.allow: expected a mapping of users, groups, uids, gids, got a list"}},
+    {"allow_unknown_and_repeated_keys",
+     HEAD "    allow: {user: root, uids: 1, uids: 2}\n",
+     {"t.yaml:5:13: pools.p.allow.user: unknown key, expected one of users, groups, uids, gids",
+      "t.yaml:5:34: pools.p.allow.uids: duplicate key, first given at line 5"}},
+    {"allow_unknown_names",
+     HEAD "    allow:\n"
+          "      users: [root, wp-no-such-user-7f3a, \"\"]\n"
+          "      groups: wp-no-such-group-7f3a\n",
+     {"t.yaml:6:21: pools.p.allow.users[1]: expected an existing user name, got \"wp-no-such-user-7f3a\"",
+      "t.yaml:6:43: pools.p.allow.users[2]: expected a user name, got \"\"",
+      "t.yaml:7:15: pools.p.allow.groups: expected an existing group name, got \"wp-no-such-group-7f3a\""}},
+    {"allow_bad_ids",
+     HEAD "    allow:\n"
+          "      uids: [-1, 4294967295, x, 1]\n"
+          "      gids: []\n"
+          "      users: {a: b}\n",
+     {"t.yaml:6:14: pools.p.allow.uids[0]: expected an integer >= 0, got \"-1\"",
+      "t.yaml:6:18: pools.p.allow.uids[1]: expected an integer <= 4294967294, got \"4294967295\"",
+      "t.yaml:6:30: pools.p.allow.uids[2]: expected an integer >= 0, got \"x\"",
+      "t.yaml:7:13: pools.p.allow.gids: expected at least one group id, got an empty list",
+      "t.yaml:8:14: pools.p.allow.users: expected a user name or a list of them, got a mapping"}},
+    {"allow_in_defaults_reported_once",
+     "defaults:\n  allow: {groups: [wp-no-such-group-7f3a]}\n" HEAD "  q:\n    listen: /tmp/q\n    backends: 127.0.0.1:1\n",
+     {"t.yaml:2:20: defaults.allow.groups[0]: expected an existing group name, got \"wp-no-such-group-7f3a\""}},
+    {"allow_on_listen_items",
+     "pools:\n"
+     "  p:\n"
+     "    listen:\n"
+     "      - {path: /tmp/a, allow: {}}\n"
+     "      - {allow: {uids: 1}}\n"
+     "      - {path: /tmp/c, mode: \"0999\", allow: {gid: 1}}\n"
+     "    backends: 127.0.0.1:1\n",
+     {"t.yaml:4:31: pools.p.listen[0].allow: expected at least one of users, groups, uids, gids, got an empty mapping",
+      "t.yaml:5:9: pools.p.listen[1].path: missing key, expected a socket path",
+      "t.yaml:6:30: pools.p.listen[2].mode: expected an octal mode like \"0660\", at most 0777, got \"0999\"",
+      "t.yaml:6:46: pools.p.listen[2].allow.gid: unknown key, expected one of users, groups, uids, gids"}},
+
     /* --- collection --- */
     {"three_errors_three_lines",
      "daemon:\n  log_level: loud\n" HEAD "    min_idle: many\n    connect_timeout: 5\n",
@@ -2147,6 +2363,10 @@ int main(void)
 	    cmocka_unit_test(test_backend_map_forms),
 	    cmocka_unit_test(test_keepalive_forms),
 	    cmocka_unit_test(test_zero_durations),
+	    cmocka_unit_test(test_allow_forms),
+	    cmocka_unit_test(test_allow_names_resolved),
+	    cmocka_unit_test(test_allow_merge),
+	    cmocka_unit_test(test_allow_too_many),
 	};
 	size_t n_fixed = sizeof fixed / sizeof fixed[0];
 	size_t n_cases = sizeof err_cases / sizeof err_cases[0];

@@ -1,0 +1,191 @@
+/* lib/warmpool.c — the client library; see warmpool.h. */
+#include "warmpool.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "handoff_proto.h"
+
+#define WP_API           __attribute__((visibility("default")))
+#define DEFAULT_TIMEOUT  10000 /* ms */
+
+static long long now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for `events` until the deadline: 0 ready, or -errno. */
+static int wait_for(int fd, short events, long long deadline)
+{
+	for (;;) {
+		long long left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		struct pollfd p = {.fd = fd, .events = events};
+		int r = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
+		if (r > 0)
+			return 0;
+		if (r < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
+static int set_blocking(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return -errno;
+	return 0;
+}
+
+/* A non-blocking connect of a `type` socket to path: the fd, or -errno. */
+static int connect_unix(const char *path, int type, long long deadline)
+{
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	if (strlen(path) >= sizeof sa.sun_path)
+		return -ENAMETOOLONG;
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	int r;
+	do
+		r = connect(fd, (const struct sockaddr *)&sa, sizeof sa);
+	while (r < 0 && errno == EINTR);
+	if (r < 0 && errno == EAGAIN) { /* the listener's backlog is full: wait for room */
+		r = wait_for(fd, POLLOUT, deadline);
+		if (r == 0) {
+			int err = 0;
+			socklen_t len = sizeof err;
+			r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? -errno : -err;
+		}
+		if (r < 0) {
+			close(fd);
+			return r;
+		}
+	} else if (r < 0) {
+		r = -errno;
+		close(fd);
+		return r;
+	}
+	return fd;
+}
+
+/* Read the daemon's one message: the backend fd and the greeting. */
+static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
+{
+	struct wp_handoff_hdr hdr;
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov[2] = {{&hdr, sizeof hdr}, {lease->greeting_buf_, sizeof lease->greeting_buf_}};
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
+	ssize_t n;
+	for (;;) {
+		int r = wait_for(hfd, POLLIN, deadline);
+		if (r < 0)
+			return r;
+		n = recvmsg(hfd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+		if (n >= 0)
+			break;
+		if (errno != EAGAIN && errno != EINTR)
+			return -errno;
+	}
+	int fd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof fd);
+	if (n == 0)
+		return -EAGAIN; /* closed without a connection for us */
+	uint32_t glen = (size_t)n >= sizeof hdr ? ntohl(hdr.greeting_len) : 0;
+	if ((size_t)n < sizeof hdr || memcmp(hdr.magic, WP_HANDOFF_MAGIC, 4) != 0 || hdr.status != WP_HANDOFF_OK ||
+	    fd < 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || glen != (size_t)n - sizeof hdr) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	lease->fd = fd;
+	lease->direct = 1;
+	lease->greeting_len = glen;
+	return 0;
+}
+
+WP_API int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease)
+{
+	if (!where || !lease)
+		return -EINVAL;
+	lease->fd = -1;
+	lease->direct = 0;
+	lease->greeting = lease->greeting_buf_;
+	lease->greeting_len = 0;
+	long long deadline = now_ms() + (timeout_ms < 0 ? DEFAULT_TIMEOUT : timeout_ms);
+
+	int fd = connect_unix(where, SOCK_SEQPACKET, deadline);
+	if (fd >= 0) {
+		int r = receive_handoff(fd, deadline, lease);
+		close(fd);
+		if (r < 0)
+			return r;
+	} else if (fd == -EPROTOTYPE) {
+		/* A stream socket: the pool's proxy. */
+		fd = connect_unix(where, SOCK_STREAM, deadline);
+		if (fd < 0)
+			return fd;
+		lease->fd = fd;
+	} else {
+		return fd;
+	}
+	int r = set_blocking(lease->fd);
+	if (r < 0) {
+		wp_release(lease);
+		return r;
+	}
+	return 0;
+}
+
+WP_API int wp_checkin(struct wp_lease *lease)
+{
+	if (!lease || lease->fd < 0)
+		return -EBADF;
+	wp_release(lease);
+	return 0;
+}
+
+WP_API void wp_release(struct wp_lease *lease)
+{
+	if (!lease || lease->fd < 0)
+		return;
+	close(lease->fd);
+	lease->fd = -1;
+	lease->greeting_len = 0;
+}
+
+WP_API const char *wp_strerror(int err)
+{
+	switch (-err) {
+	case 0:
+		return "success";
+	case EAGAIN:
+		return "the pool had no connection to hand out (queue_timeout, max_clients, fail_fast or shutdown)";
+	case ETIMEDOUT:
+		return "timed out waiting for the daemon";
+	case EPROTO:
+		return "the daemon's answer was not understood";
+	case ENOENT:
+		return "no such socket (is warmpoold running with this pool?)";
+	case ECONNREFUSED:
+		return "connection refused (no warmpoold listening on this socket)";
+	default:
+		return strerror(-err);
+	}
+}
