@@ -138,3 +138,121 @@ bench: bench-deps all $(BUILD)/wpload
 
 clean:
 	rm -rf build
+
+# ---------------------------------------------------------------------------
+# Man pages, install and packages (packaging/).
+#   make man        build/man/*.5, *.8 from packaging/man/*.scd (part of `make`)
+#   make install    PREFIX=/usr/local DESTDIR= (see the variables below); never
+#                   overwrites an existing $(SYSCONFDIR)/warmpool/warmpool.yaml
+#   make uninstall  removes what install put there, except the configuration
+#   make package    a .deb in build/package/ via dpkg-buildpackage, then lintian and an
+#                   install/remove/purge check (packaging/build-deb.sh)
+#   make dist       build/warmpool-VERSION.tar.gz of the committed tree (HEAD), with
+#                   the RPM spec inside: rpmbuild -ta build/warmpool-VERSION.tar.gz
+
+# scdoc builds the man pages; man-db and systemd (systemd-analyze) are used by the packaging tests.
+DEB_PKGS += scdoc man-db systemd
+
+PREFIX          ?= /usr/local
+SBINDIR         ?= $(PREFIX)/sbin
+LIBDIR          ?= $(PREFIX)/lib
+INCLUDEDIR      ?= $(PREFIX)/include
+PKGCONFIGDIR    ?= $(LIBDIR)/pkgconfig
+DATADIR         ?= $(PREFIX)/share
+MANDIR          ?= $(DATADIR)/man
+DOCDIR          ?= $(DATADIR)/doc/warmpool
+# The daemon's built-in default is /etc/warmpool/warmpool.yaml, whatever PREFIX.
+SYSCONFDIR      ?= /etc
+SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
+SYSUSERSDIR     ?= $(PREFIX)/lib/sysusers.d
+# no: leave $(SYSCONFDIR)/warmpool/warmpool.yaml alone (the .deb ships none).
+INSTALL_CONFIG  ?= yes
+# yes: after a real install (empty DESTDIR), create the warmpool user with
+# systemd-sysusers, run ldconfig and reload systemd, so that
+# `systemctl start warmpoold` and programs linked with -lwarmpool work.
+POST_INSTALL    ?= yes
+INSTALL         ?= install
+
+WARMPOOL_VERSION_STR = $(shell sed -n 's/^\#define WARMPOOL_VERSION "\(.*\)"/\1/p' daemon/version.h)
+
+MAN_SRC := $(wildcard packaging/man/*.scd)
+MAN_OUT := $(MAN_SRC:packaging/man/%.scd=$(BUILD)/man/%)
+INSTALL_SBIN := $(BUILD)/warmpoold $(BUILD)/warmpoolctl
+# The client library: the shared one (with its soname and development links,
+# when the build makes one: WP_SOFILE/WP_SONAME above) and the static one.
+INSTALL_SOLIB := $(if $(WP_SOFILE),$(BUILD)/$(WP_SOFILE))
+# The client library's public header (lib/warmpool.h); the other lib/ headers are internal.
+INSTALL_HDR  := $(wildcard lib/warmpool.h)
+# The packaged unit names /usr/sbin and /etc; point it at this install's paths.
+UNIT_SED = -e 's|/usr/sbin/warmpool|$(SBINDIR)/warmpool|g' -e 's|/etc/warmpool/|$(SYSCONFDIR)/warmpool/|g'
+
+.PHONY: man install uninstall package package-deps dist
+
+all: man
+man: $(MAN_OUT)
+
+$(BUILD)/man/%: packaging/man/%.scd
+	@command -v scdoc >/dev/null || { echo "scdoc not found: run 'make deps' (Debian package scdoc)" >&2; exit 1; }
+	@mkdir -p $(dir $@)
+	scdoc < $< > $@.tmp && mv $@.tmp $@
+
+install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	$(INSTALL) -m 0755 $(INSTALL_SBIN) $(DESTDIR)$(SBINDIR)/
+	$(INSTALL) -m 0644 $(BUILD)/libwarmpool.a $(DESTDIR)$(LIBDIR)/
+	$(if $(INSTALL_SOLIB),$(INSTALL) -m 0644 $(INSTALL_SOLIB) $(DESTDIR)$(LIBDIR)/)
+	$(if $(INSTALL_SOLIB),ln -sf $(WP_SOFILE) $(DESTDIR)$(LIBDIR)/$(WP_SONAME))
+	$(if $(INSTALL_SOLIB),ln -sf $(WP_SONAME) $(DESTDIR)$(LIBDIR)/libwarmpool.so)
+	$(if $(INSTALL_HDR),$(INSTALL) -m 0644 $(INSTALL_HDR) $(DESTDIR)$(INCLUDEDIR)/)
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+	  -e 's|@VERSION@|$(WARMPOOL_VERSION_STR)|' packaging/warmpool.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
+	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
+	$(INSTALL) -m 0644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 0644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
+	sed $(UNIT_SED) packaging/systemd/warmpoold.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service
+	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service
+	$(INSTALL) -m 0644 packaging/sysusers.d/warmpool.conf $(DESTDIR)$(SYSUSERSDIR)/warmpool.conf
+	$(INSTALL) -m 0644 config/warmpool.yaml packaging/systemd/warmpoold.socket $(DESTDIR)$(DOCDIR)/examples/
+	@if [ "$(INSTALL_CONFIG)" = yes ]; then \
+	  conf=$(DESTDIR)$(SYSCONFDIR)/warmpool/warmpool.yaml; \
+	  if [ -e "$$conf" ] || [ -L "$$conf" ]; then \
+	    echo "make install: keeping the existing $$conf (the sample is in $(DOCDIR)/examples/)"; \
+	  else \
+	    echo "$(INSTALL) -D -m 0644 config/warmpool.yaml $$conf"; \
+	    $(INSTALL) -D -m 0644 config/warmpool.yaml "$$conf"; \
+	  fi; \
+	fi
+	@if [ -z "$(DESTDIR)" ] && [ "$(POST_INSTALL)" = yes ]; then \
+	  if command -v systemd-sysusers >/dev/null; then \
+	    echo "systemd-sysusers $(SYSUSERSDIR)/warmpool.conf"; systemd-sysusers $(SYSUSERSDIR)/warmpool.conf; \
+	  fi; \
+	  if [ -n "$(INSTALL_SOLIB)" ] && command -v ldconfig >/dev/null; then echo ldconfig; ldconfig; fi; \
+	  if [ -d /run/systemd/system ]; then echo "systemctl daemon-reload"; systemctl daemon-reload; fi; \
+	fi
+
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(INSTALL_SBIN))) $(DESTDIR)$(LIBDIR)/libwarmpool.a \
+	  $(if $(INSTALL_SOLIB),$(addprefix $(DESTDIR)$(LIBDIR)/,$(WP_SOFILE) $(WP_SONAME) libwarmpool.so)) \
+	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDR))) $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MAN_OUT)))) \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MAN_OUT)))) \
+	  $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service $(DESTDIR)$(SYSUSERSDIR)/warmpool.conf \
+	  $(DESTDIR)$(DOCDIR)/examples/warmpool.yaml $(DESTDIR)$(DOCDIR)/examples/warmpoold.socket
+	-rmdir $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(DOCDIR) 2>/dev/null
+	@echo "make uninstall: $(SYSCONFDIR)/warmpool/warmpool.yaml and the warmpool user are left in place"
+
+# Tools for `make package`; the package's own Build-Depends are in packaging/debian/control.
+PACKAGE_DEB_PKGS := debhelper dpkg-dev fakeroot lintian
+package-deps: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(PACKAGE_DEB_PKGS)"
+
+package: package-deps
+	packaging/build-deb.sh $(abspath $(BUILD))/package
+
+dist:
+	@mkdir -p $(BUILD)
+	git archive --format=tar.gz --prefix=warmpool-$(WARMPOOL_VERSION_STR)/ \
+	  -o $(BUILD)/warmpool-$(WARMPOOL_VERSION_STR).tar.gz HEAD
+	@echo "$(BUILD)/warmpool-$(WARMPOOL_VERSION_STR).tar.gz (committed files only)"
