@@ -198,7 +198,7 @@ $(BUILD)/man/%: packaging/man/%.scd
 
 install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
 	$(INSTALL) -m 0755 $(INSTALL_SBIN) $(DESTDIR)$(SBINDIR)/
 	$(INSTALL) -m 0644 $(BUILD)/libwarmpool.a $(DESTDIR)$(LIBDIR)/
@@ -209,6 +209,7 @@ install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	  -e 's|@VERSION@|$(WARMPOOL_VERSION_STR)|' packaging/warmpool.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
+	$(INSTALL) -m 0644 $(filter %.3,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man3/
 	$(INSTALL) -m 0644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
 	$(INSTALL) -m 0644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
 	sed $(UNIT_SED) packaging/systemd/warmpoold.service > $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service
@@ -236,6 +237,7 @@ uninstall:
 	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(INSTALL_SBIN))) $(DESTDIR)$(LIBDIR)/libwarmpool.a \
 	  $(if $(INSTALL_SOLIB),$(addprefix $(DESTDIR)$(LIBDIR)/,$(WP_SOFILE) $(WP_SONAME) libwarmpool.so)) \
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDR))) $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(filter %.3,$(MAN_OUT)))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MAN_OUT)))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MAN_OUT)))) \
 	  $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service $(DESTDIR)$(SYSUSERSDIR)/warmpool.conf \

@@ -21,7 +21,7 @@ UNIT = REPO / "packaging" / "systemd" / "warmpoold.service"
 SOCKET_UNIT = REPO / "packaging" / "systemd" / "warmpoold.socket"
 SYSUSERS = REPO / "packaging" / "sysusers.d" / "warmpool.conf"
 SAMPLE_CONFIG = REPO / "config" / "warmpool.yaml"
-MAN_PAGES = ("warmpoold.8", "warmpoolctl.8", "warmpool.yaml.5")
+MAN_PAGES = ("warmpoold.8", "warmpoolctl.8", "warmpool.yaml.5", "warmpool.3")
 MAX_EXPOSURE = 2.0  # issue 5: `systemd-analyze security` must score the unit at most this
 
 
@@ -269,6 +269,7 @@ def expected_layout(prefix="usr/local", etc="etc"):
         f"{prefix}/lib/pkgconfig/warmpool.pc": 0o644,
         f"{prefix}/lib/systemd/system/warmpoold.service": 0o644,
         f"{prefix}/lib/sysusers.d/warmpool.conf": 0o644,
+        f"{prefix}/share/man/man3/warmpool.3": 0o644,
         f"{prefix}/share/man/man5/warmpool.yaml.5": 0o644,
         f"{prefix}/share/man/man8/warmpoold.8": 0o644,
         f"{prefix}/share/man/man8/warmpoolctl.8": 0o644,
