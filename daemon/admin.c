@@ -214,11 +214,10 @@ static void cmd_backend(struct engine *eng, const char *verb, char *arg, int kil
 	wp_buf_add(out, "\n", 1);
 }
 
-/* Run one command line; the answer (without its final empty line) goes to out. */
-static void ctl_exec(struct ctl_conn *c, char *line)
+/* Run one command line; the answer (without its final empty line) goes to out
+ * (admin.h). */
+void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out)
 {
-	struct engine *eng = c->admin->eng;
-	struct wp_buf *out = &c->out;
 	char *argv[CTL_ARGS_MAX + 1];
 	int argc = 0, json = 0, kill = 0;
 	char *save = NULL;
@@ -239,7 +238,6 @@ static void ctl_exec(struct ctl_conn *c, char *line)
 		reply_error(out, "empty command; try: help");
 		return;
 	}
-	int readonly = c->kind == CTL_ADMIN_RO;
 	const char *cmd = argv[0];
 	if (strcmp(cmd, "help") == 0) {
 		cmd_help(out, readonly);
@@ -341,7 +339,7 @@ static void ctl_process(struct ctl_conn *c)
 	char *nl;
 	while (!c->close_after_flush && (nl = memchr(start, '\n', c->in_len - (size_t)(start - c->in)))) {
 		*nl = '\0';
-		ctl_exec(c, start);
+		admin_exec(c->admin->eng, c->kind == CTL_ADMIN_RO, start, &c->out);
 		if (c->out.failed) {
 			wp_buf_reset(&c->out);
 			reply_error(&c->out, "answer too large");

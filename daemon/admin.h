@@ -17,6 +17,12 @@ struct admin *admin_create(struct engine *eng);
 int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void admin_start(struct admin *a);
+/* Answer one admin command line (NUL-terminated, without its newline; it is
+ * modified) as the admin socket would: the answer's lines are appended to
+ * out, without the empty line that ends an answer on the socket. For the
+ * fuzz target and tests as much as for the socket. */
+struct wp_buf;
+void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out);
 /* Close every connection and listener (removing socket files we made). Accepts NULL. */
 void admin_destroy(struct admin *a);
 

@@ -101,7 +101,11 @@ def sample_client(tmp_path_factory):
     flags = subprocess.run(["pkg-config", "--cflags", "--libs", "warmpool"], env=env, capture_output=True,
                            text=True, check=True, timeout=30).stdout.split()
     assert any(f.startswith("-lwarmpool") for f in flags), flags
-    subprocess.run(["cc", "-o", str(out), str(REPO / "tests/client/sample.c"), *flags,
+    # A sanitizer build's library needs its runtime first in the program too.
+    deps = subprocess.run(["ldd", str(BUILD / "libwarmpool.so")], capture_output=True, text=True,
+                          timeout=30).stdout
+    san = ["-fsanitize=address,undefined"] if "libasan" in deps else []
+    subprocess.run(["cc", *san, "-o", str(out), str(REPO / "tests/client/sample.c"), *flags,
                     f"-Wl,-rpath,{BUILD}"], check=True, timeout=60)
     return out
 
