@@ -159,6 +159,7 @@ enum pool_key {
 	K_LISTEN,
 	K_BACKENDS,
 	K_HANDOFF,
+	K_REUSE,
 	K_MIN_IDLE,
 	K_MAX_CONN,
 	K_MAX_CLIENTS,
@@ -178,7 +179,7 @@ enum pool_key {
 	K_POOL_N,
 };
 static const char *const pool_keys[K_POOL_N] = {
-    "listen",          "backends",      "handoff",   "min_idle",         "max_connections",  "max_clients",
+    "listen",          "backends",      "handoff",   "reuse",            "min_idle",         "max_connections",  "max_clients",
     "connect_timeout", "queue_timeout", "backoff",   "balance",          "max_connecting",
     "fail_fast",       "health_check",  "keepalive", "tcp_user_timeout", "max_lifetime",
     "idle_timeout",    "max_idle_time", "allow",
@@ -2224,6 +2225,43 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		        "expected at least one backend without backup: true");
 }
 
+/* reuse: false | true | {reset_send, reset_expect, reset_timeout}. */
+static void parse_reuse(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                        struct cfg_pool *p)
+{
+	static const char *const keys[] = {"reset_send", "reset_expect", "reset_timeout"};
+	struct cfg_reuse *r = &p->reuse;
+	yaml_node_t *vals[3], *knodes[3];
+	char kpath[PATH_BUF];
+
+	r->reset_timeout_ms = 100; /* the quiet period, without a reset exchange */
+	if (n->type != YAML_MAPPING_NODE) {
+		get_bool(ld, n, path, "true, false or a mapping of reset_send, reset_expect, reset_timeout",
+		         &r->enabled);
+		return;
+	}
+	r->enabled = true;
+	walk_map(ld, doc, n, path, keys, 3, 0, vals, knodes);
+	if (vals[0]) {
+		path_key(kpath, path, "reset_send", 10);
+		get_escaped(ld, vals[0], kpath, true, &r->reset_send, &r->reset_send_len);
+	}
+	if (vals[1]) {
+		path_key(kpath, path, "reset_expect", 12);
+		get_escaped(ld, vals[1], kpath, true, &r->reset_expect, &r->reset_expect_len);
+	}
+	if (!vals[0] != !vals[1]) {
+		path_key(kpath, path, vals[0] ? "reset_expect" : "reset_send", vals[0] ? 12 : 10);
+		add_err(ld, node_pos(n), kpath, "missing key, expected reset_send and reset_expect together");
+	}
+	if (vals[0] && vals[1])
+		r->reset_timeout_ms = 1000;
+	if (vals[2]) {
+		path_key(kpath, path, "reset_timeout", 13);
+		get_duration(ld, vals[2], kpath, 1, 5 * MS_M, &r->reset_timeout_ms);
+	}
+}
+
 /* handoff: {listen: PATH, mode: "0660"} — a SOCK_SEQPACKET socket handing
  * the warm backend socket itself to libwarmpool clients. */
 static void parse_handoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
@@ -2320,6 +2358,10 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 	if (vals[K_HANDOFF]) {
 		path_key(kpath, path, "handoff", 7);
 		parse_handoff(ld, doc, vals[K_HANDOFF], kpath, p);
+	}
+	if (vals[K_REUSE]) {
+		path_key(kpath, path, "reuse", 5);
+		parse_reuse(ld, doc, vals[K_REUSE], kpath, p);
 	}
 	parse_level(ld, doc, vals, path, dl->set & BIT(F_HC_TYPE), &l);
 	apply_level(ld, p, &l);
@@ -2845,6 +2887,8 @@ void cfg_free(struct wp_config *cfg)
 			free(p->backends[j].name);
 		free(p->backends);
 		free(p->handoff.path);
+		free(p->reuse.reset_send);
+		free(p->reuse.reset_expect);
 		allow_free(&p->handoff.allow);
 		health_free(&p->health);
 		allow_free(&p->allow);

@@ -133,6 +133,14 @@ struct cfg_pool {
 	struct cfg_backend *backends;
 	size_t n_backends;
 	struct cfg_listen handoff;   /* handoff: {listen, mode}: path NULL when the pool has none */
+	struct cfg_reuse {
+		bool enabled;               /* reuse: a cleanly ended session's connection goes back to idle */
+		unsigned char *reset_send;  /* sent before reuse (escapes decoded), or NULL: a quiet period */
+		size_t reset_send_len;
+		unsigned char *reset_expect; /* the whole answer the reset must get, or NULL */
+		size_t reset_expect_len;
+		uint64_t reset_timeout_ms;  /* for the answer, or the quiet period; default 1000 / 100 */
+	} reuse;
 	uint32_t min_idle;           /* warm floor kept while idle (default 2) */
 	uint32_t max_connections;    /* idle+active+connecting cap (default 64) */
 	uint32_t max_clients;        /* clients relayed or waiting (default 4096) */

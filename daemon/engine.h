@@ -37,6 +37,7 @@ enum bconn_state {
 	BCONN_CONNECTING,            /* non-blocking connect() in flight, connect_timeout armed */
 	BCONN_IDLE,                  /* established, watched for EOF/errors and greeting bytes */
 	BCONN_ACTIVE,                /* owned by a session */
+	BCONN_RESETTING,             /* reuse: the session ended cleanly; reset exchange or quiet period */
 	BCONN_NLISTS,                /* states above have a list in struct pool */
 	BCONN_CLOSED = BCONN_NLISTS, /* fd closed, waiting in the graveyard */
 };
@@ -61,6 +62,8 @@ struct bconn {
 	float jitter;            /* [0, 1): this connection's share of LIFETIME_JITTER */
 	unsigned proven : 1;     /* survived the settle time: the backend's backoff was reset */
 	unsigned greeted : 1;    /* idle with greeting bytes: counted in be->n_greeted_idle */
+	unsigned had_greeting : 1; /* the backend greeted on this connection: never reused */
+	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
 };
@@ -304,6 +307,8 @@ struct pool_stats {
 	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were warm */
 	uint64_t handouts;          /* connections given to clients (first pairings and re-pairings) */
 	uint64_t handoffs;          /* backend sockets handed to libwarmpool clients (SCM_RIGHTS) */
+	uint64_t conns_reused;      /* returned to idle after a clean session end (reuse:) */
+	uint64_t conns_reuse_refused; /* not reused: unread bytes, failed reset, backend spoke or closed */
 	uint64_t bytes_up, bytes_down; /* relayed client -> backend, backend -> client */
 };
 
@@ -402,6 +407,9 @@ void bconn_set_state(struct bconn *b, enum bconn_state st);
 /* Close a connection (any state) and bury it. */
 void bconn_close(struct bconn *b);
 void bconn_free(struct bconn *b);
+/* reuse: the connection's session ended cleanly; run the reset exchange (or
+ * the quiet period) and return it to idle, or close it at the first doubt. */
+void bconn_reuse(struct bconn *b);
 /* An established connection died (idle, or under a session): a failed
  * attempt for the backend if it was not yet proven, else just replaced. */
 void bconn_lost(struct bconn *b, enum backend_reason why, int err);

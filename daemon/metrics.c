@@ -98,7 +98,7 @@ static void histogram(struct wp_buf *b, const struct engine *eng, const char *na
 
 static void backend_conn_gauge(struct wp_buf *b, const struct engine *eng)
 {
-	static const char *const names[BCONN_NLISTS] = {"connecting", "idle", "active"};
+	static const char *const names[BCONN_NLISTS] = {"connecting", "idle", "active", "resetting"};
 	family(b, "warmpool_backend_connections", "gauge", "Connections to the backend by state.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
@@ -186,6 +186,11 @@ void metrics_render(const struct engine *eng, struct wp_buf *b)
 	            p->stats.handouts);
 	POOL_SERIES(b, eng, "warmpool_pool_handoffs_total", "counter",
 	            "Backend sockets handed to libwarmpool clients (handoff socket).", p->stats.handoffs);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_reused_total", "counter",
+	            "Connections returned to idle after a clean session end (reuse).", p->stats.conns_reused);
+	POOL_SERIES(b, eng, "warmpool_pool_connections_reuse_refused_total", "counter",
+	            "Connections closed instead of reused: unread bytes, a failed reset, a backend that spoke.",
+	            p->stats.conns_reuse_refused);
 	POOL_SERIES(b, eng, "warmpool_pool_stale_discarded_total", "counter",
 	            "Idle connections found dead at checkout and discarded.", p->stats.stale_at_checkout);
 	POOL_SERIES(b, eng, "warmpool_pool_connections_opened_total", "counter", "Backend connections established.",
@@ -341,6 +346,7 @@ void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json)
 		    {"clients_failed_fast", st->clients_failed_fast}, {"clients_retried", st->clients_retried},
 		    {"clients_denied", st->clients_denied},
 		    {"handouts", st->handouts},                   {"handoffs", st->handoffs},
+		    {"connections_reused", st->conns_reused},     {"connections_reuse_refused", st->conns_reuse_refused},
 		    {"stale_discarded", st->stale_at_checkout},
 		    {"connections_opened", st->conns_opened},     {"connections_failed", st->conns_failed},
 		    {"connections_recycled", st->conns_recycled}, {"connections_idle_closed", st->conns_idle_closed},

@@ -53,7 +53,7 @@
 #include "engine.h"
 #include "log.h"
 
-static const char *const bconn_state_names[] = {"connecting", "idle", "active", "closed"};
+static const char *const bconn_state_names[] = {"connecting", "idle", "active", "resetting", "closed"};
 
 #define JANITOR_PERIOD   1.0   /* seconds between sweeps when no deadline is nearer */
 #define JANITOR_MIN_WAIT 0.001 /* never re-arm closer than this */
@@ -200,7 +200,8 @@ static struct pool_counts pool_counts(const struct pool *p)
 			c.connecting += be->conns[BCONN_CONNECTING].n;
 		}
 	}
-	c.other = p->n_conns[BCONN_IDLE] + p->n_conns[BCONN_CONNECTING] - c.idle - c.connecting;
+	c.other = p->n_conns[BCONN_IDLE] + p->n_conns[BCONN_CONNECTING] - c.idle - c.connecting +
+	          p->n_conns[BCONN_RESETTING];
 	return c;
 }
 
@@ -326,6 +327,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 			list_remove(&b->be->conns[BCONN_IDLE], &b->node);
 			list_push_front(&b->be->conns[BCONN_IDLE], &b->node);
 			b->greeted = 1;
+			b->had_greeting = 1;
 			b->be->n_greeted_idle++;
 		}
 		b->greeting_len += (uint32_t)n;
@@ -493,6 +495,109 @@ static int bconn_connect(struct pool *p, struct backend *be)
 	ev_io_start(loop, &b->io);
 	ev_timer_start(loop, &b->timer);
 	return 0;
+}
+
+/* ---- reuse (reuse:) ----------------------------------------------------- */
+
+static void bconn_reuse_refused(struct bconn *b, const char *why)
+{
+	struct pool *p = b->pool;
+	p->stats.conns_reuse_refused++;
+	log_debug("pool=%s backend=%s conn=%llu: not reused: %s", p->name, b->be->name, (unsigned long long)b->id,
+	          why);
+	bconn_close(b);
+	pool_refill_soon(p);
+}
+
+static void bconn_reuse_done(struct bconn *b)
+{
+	struct pool *p = b->pool;
+	char c;
+	/* Nothing may follow the reset's answer: a later byte would be the next client's. */
+	if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+		bconn_reuse_refused(b, "bytes or EOF after the reset");
+		return;
+	}
+	ev_timer_stop(p->eng->loop, &b->timer);
+	p->stats.conns_reused++;
+	log_debug("pool=%s backend=%s conn=%llu: reused", p->name, b->be->name, (unsigned long long)b->id);
+	bconn_become_idle(b);
+	pool_dispatch(p);
+}
+
+static void bconn_reuse_io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct bconn *b = container_of(w, struct bconn, io);
+	const struct cfg_reuse *r = &b->pool->cfg->reuse;
+	unsigned char buf[256];
+	size_t want = r->reset_expect ? r->reset_expect_len - b->reset_got : 1;
+	ssize_t n = recv(b->fd, buf, want < sizeof buf ? want : sizeof buf, 0);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+		return;
+	if (n <= 0) {
+		bconn_reuse_refused(b, n == 0 ? "closed by the backend" : strerror(errno));
+		return;
+	}
+	if (!r->reset_expect) {
+		bconn_reuse_refused(b, "the backend sent bytes after the session ended");
+		return;
+	}
+	if (memcmp(buf, r->reset_expect + b->reset_got, (size_t)n) != 0) {
+		bconn_reuse_refused(b, "the reset's answer did not match");
+		return;
+	}
+	b->reset_got += (size_t)n;
+	if (b->reset_got == r->reset_expect_len)
+		bconn_reuse_done(b);
+}
+
+static void bconn_reuse_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct bconn *b = container_of(w, struct bconn, timer);
+	if (b->pool->cfg->reuse.reset_expect)
+		bconn_reuse_refused(b, "no answer to the reset in time");
+	else
+		bconn_reuse_done(b); /* the quiet period passed: nothing was still coming */
+}
+
+void bconn_reuse(struct bconn *b)
+{
+	struct pool *p = b->pool;
+	struct ev_loop *loop = p->eng->loop;
+	const struct cfg_reuse *r = &p->cfg->reuse;
+	ev_tstamp now = ev_now(loop);
+	char c;
+
+	ev_io_stop(loop, &b->io);
+	bconn_set_state(b, BCONN_RESETTING);
+	const char *why = NULL;
+	if (p->eng->stopping || p->retiring || b->be->state != BACKEND_UP)
+		why = "the pool or backend is going away";
+	else if (b->had_greeting)
+		why = "the backend greeted on it (the next client would miss the greeting)";
+	else if (p->cfg->max_lifetime_ms &&
+	         now >= b->opened_at + (double)p->cfg->max_lifetime_ms / 1000.0 * (1.0 - LIFETIME_JITTER * b->jitter))
+		why = "past max_lifetime";
+	else if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+		why = "unread bytes or EOF from the backend";
+	else if (r->reset_send && send(b->fd, r->reset_send, r->reset_send_len, MSG_NOSIGNAL | MSG_DONTWAIT) !=
+	                              (ssize_t)r->reset_send_len)
+		why = "the reset could not be sent";
+	if (why) {
+		bconn_reuse_refused(b, why);
+		return;
+	}
+	b->reset_got = 0;
+	ev_set_cb(&b->io, bconn_reuse_io_cb);
+	ev_io_set(&b->io, b->fd, EV_READ);
+	ev_io_start(loop, &b->io);
+	ev_timer_stop(loop, &b->timer);
+	ev_timer_init(&b->timer, bconn_reuse_timer_cb, (double)r->reset_timeout_ms / 1000.0, 0.);
+	ev_timer_start(loop, &b->timer);
 }
 
 /* ---- checkout ---------------------------------------------------------- */
@@ -988,6 +1093,7 @@ void pool_stop(struct pool *p)
 		health_stop(be);
 		pool_close_list(&be->conns[BCONN_IDLE]);
 		pool_close_list(&be->conns[BCONN_CONNECTING]);
+		pool_close_list(&be->conns[BCONN_RESETTING]);
 	}
 }
 

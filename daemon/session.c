@@ -192,8 +192,11 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
  * everything before it is delivered. When the other direction is already
  * done (`last`), the session closes right after this and close() passes the
  * EOF on: both receive queues are drained by then, so it is a clean FIN.
- * With `hold_eof`, an EOF before any byte went this way is kept back (the
- * caller may re-pair the session instead). 0, or -errno with *side set. */
+ * With `hold_eof` HOLD_IF_EMPTY, an EOF before any byte went this way is kept
+ * back (the caller may re-pair the session instead); with HOLD_ALWAYS any
+ * EOF is (reuse: the backend connection must not be half-closed). 0, or
+ * -errno with *side set. */
+enum { HOLD_NONE, HOLD_IF_EMPTY, HOLD_ALWAYS };
 static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
                       enum relay_side *side)
 {
@@ -215,12 +218,19 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 		if (n > 0 && (size_t)n < cap / 2)
 			break; /* a short read: src is most likely drained, skip the EAGAIN */
 	}
-	if (d->eof && !dir_pending(d) && !d->shut && !(hold_eof && d->bytes == 0)) {
+	if (d->eof && !dir_pending(d) && !d->shut && hold_eof != HOLD_ALWAYS &&
+	    !(hold_eof == HOLD_IF_EMPTY && d->bytes == 0)) {
 		d->shut = 1;
 		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
 	}
 	return 0;
+}
+
+/* The pool returns connections of cleanly ended sessions (reuse:). */
+static int session_reuses(const struct session *s)
+{
+	return s->pool->cfg->reuse.enabled;
 }
 
 /* Before any byte has crossed either way (and before the client half-closed),
@@ -299,10 +309,13 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int src = from_backend ? s->b->fd : s->cfd;
 	int dst = from_backend ? s->cfd : s->b->fd;
 	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
-	int hold = from_backend && session_can_retry(s);
+	int hold = from_backend ? (session_can_retry(s) ? HOLD_IF_EMPTY : HOLD_NONE)
+	                        : (session_reuses(s) ? HOLD_ALWAYS : HOLD_NONE);
 	uint64_t before = d->bytes;
 	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, &side);
 	*(from_backend ? &s->pool->stats.bytes_down : &s->pool->stats.bytes_up) += d->bytes - before;
+	if (from_backend && before == 0 && d->bytes && s->up.bytes == 0)
+		s->b->had_greeting = 1; /* it spoke first: a greeting the next client would miss (reuse) */
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
 		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
@@ -317,6 +330,22 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 
 static void session_after_io(struct session *s)
 {
+	/* reuse: the client is done and nothing is in flight either way: the
+	 * connection goes to its reset (or quiet period) instead of closing. */
+	if (session_reuses(s) && s->up.eof && !dir_pending(&s->up) && !dir_pending(&s->down)) {
+		struct pool *p = s->pool;
+		struct bconn *b = s->b;
+		if (s->down.eof) { /* the backend closed too: nothing to reuse */
+			session_close(s, NULL);
+			return;
+		}
+		wp_histogram_observe(&p->h_session, ev_now(p->eng->loop) - s->started_at);
+		s->b = NULL;
+		ev_io_stop(p->eng->loop, &b->io);
+		session_close(s, "client done");
+		bconn_reuse(b);
+		return;
+	}
 	if (s->up.shut && s->down.shut) {
 		session_close(s, NULL);
 		return;

@@ -211,6 +211,37 @@ static void assert_bytes(const unsigned char *got, size_t got_len, const char *w
 /* ------------------------------------------------------------------ */
 /* Valid forms                                                         */
 
+static void test_reuse_and_handoff(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p;
+
+	(void)state;
+	cfg = load_ok(HEAD "    reuse: true\n    handoff: {listen: /tmp/wp-test/p.handoff}\n");
+	p = &cfg->pools[0];
+	assert_true(p->reuse.enabled);
+	assert_null(p->reuse.reset_send);
+	assert_int_equal(p->reuse.reset_timeout_ms, 100);
+	assert_string_equal(p->handoff.path, "/tmp/wp-test/p.handoff");
+	assert_int_equal(p->handoff.mode, 0660);
+	cfg_free(cfg);
+
+	cfg = load_ok(HEAD "    reuse: {reset_send: 'RESET\\r\\n', reset_expect: '+RESET\\r\\n'}\n");
+	p = &cfg->pools[0];
+	assert_true(p->reuse.enabled);
+	assert_int_equal(p->reuse.reset_send_len, 7);
+	assert_memory_equal(p->reuse.reset_send, "RESET\r\n", 7);
+	assert_int_equal(p->reuse.reset_expect_len, 8);
+	assert_memory_equal(p->reuse.reset_expect, "+RESET\r\n", 8);
+	assert_int_equal(p->reuse.reset_timeout_ms, 1000);
+	cfg_free(cfg);
+
+	cfg = load_ok(HEAD "    reuse: false\n");
+	assert_false(cfg->pools[0].reuse.enabled);
+	assert_null(cfg->pools[0].handoff.path);
+	cfg_free(cfg);
+}
+
 static void test_daemon_admin_and_metrics(void **state)
 {
 	struct wp_config *cfg;
@@ -1392,12 +1423,26 @@ static const struct err_case err_cases[] = {
      {"t.yaml:1:1: pool: unknown key, expected one of daemon, defaults, pools"}},
     {"unknown_pool_key",
      HEAD "    min_idel: 3\n",
-     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, handoff, min_idle, "
+     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, handoff, reuse, min_idle, "
       "max_connections, max_clients, connect_timeout, queue_timeout, backoff, balance, max_connecting, "
       "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, allow"}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
+    {"reuse_send_without_expect",
+     HEAD "    reuse: {reset_send: x}\n",
+     {"t.yaml:5:12: pools.p.reuse.reset_expect: missing key, expected reset_send and reset_expect together"}},
+    {"reuse_bad",
+     HEAD "    reuse: maybe\n",
+     {"t.yaml:5:12: pools.p.reuse: expected true, false or a mapping of reset_send, reset_expect, "
+      "reset_timeout, got \"maybe\""}},
+    {"handoff_without_listen",
+     HEAD "    handoff: {mode: \"0600\"}\n",
+     {"t.yaml:5:14: pools.p.handoff.listen: missing key, expected a socket path"}},
+    {"handoff_same_as_listen",
+     HEAD "    handoff: {listen: /tmp/wp-test/p.sock}\n",
+     {"t.yaml:5:23: pools.p.handoff.listen: expected a socket path no other listener uses (pool p has it at "
+      "line 3), got \"/tmp/wp-test/p.sock\""}},
     {"admin_socket_same_as_pool",
      "daemon:\n  admin_socket: /tmp/wp-test/p.sock\n" HEAD,
      {"t.yaml:5:13: pools.p.listen: expected a socket path no other listener uses (daemon has it at line 2), "
@@ -2330,6 +2375,7 @@ int main(void)
 	static const struct CMUnitTest fixed[] = {
 	    cmocka_unit_test(test_builtin_defaults),
 	    cmocka_unit_test(test_daemon_admin_and_metrics),
+	    cmocka_unit_test(test_reuse_and_handoff),
 	    cmocka_unit_test(test_daemon_section),
 	    cmocka_unit_test(test_empty_sections),
 	    cmocka_unit_test(test_defaults_override_builtins),
