@@ -389,6 +389,10 @@ void pool_stop(struct pool *p);
 void pool_client_arrived(struct pool *p, int cfd);
 /* The same; `handoff` for a client of the handoff socket. */
 void pool_client_arrived_as(struct pool *p, int cfd, int handoff);
+/* A handed-off socket came back (wp_checkin): reuse it if the pool has
+ * reuse: on, it is connected to one of the pool's backends and there is
+ * room; else close it. Takes ownership of fd. */
+void pool_take_back(struct pool *p, int fd);
 /* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
 void pool_refill(struct pool *p);
 /* The same, but only after this loop iteration's other events (so warming the

@@ -41,6 +41,7 @@
  * so connections opened together do not expire together.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -598,6 +599,73 @@ void bconn_reuse(struct bconn *b)
 	ev_timer_stop(loop, &b->timer);
 	ev_timer_init(&b->timer, bconn_reuse_timer_cb, (double)r->reset_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &b->timer);
+}
+
+static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const struct cfg_backend *c)
+{
+	if (a->ss_family != c->addr.ss_family)
+		return 0;
+	if (a->ss_family == AF_INET) {
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)&c->addr;
+		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+	}
+	if (a->ss_family == AF_INET6) {
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)&c->addr;
+		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+	}
+	(void)alen;
+	return 0;
+}
+
+void pool_take_back(struct pool *p, int fd)
+{
+	struct sockaddr_storage sa;
+	socklen_t len = sizeof sa;
+	int type = 0;
+	socklen_t tlen = sizeof type;
+	struct backend *be = NULL;
+	const char *why = NULL;
+
+	if (!p->cfg->reuse.enabled)
+		why = "the pool does not reuse connections";
+	else if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) < 0 || type != SOCK_STREAM ||
+	         getpeername(fd, (struct sockaddr *)&sa, &len) < 0)
+		why = "not a connected stream socket";
+	for (size_t i = 0; !why && !be && i < p->n_backends; i++)
+		if (same_addr(&sa, len, p->backends[i].cfg))
+			be = &p->backends[i];
+	struct pool_counts c = pool_counts(p);
+	if (!why && !be)
+		why = "not connected to one of the pool's backends";
+	else if (!why && c.idle + c.active + c.connecting + c.other >= p->cfg->max_connections)
+		why = "max_connections reached";
+	struct bconn *b = why ? NULL : calloc(1, sizeof *b);
+	if (!why && !b)
+		why = "out of memory";
+	if (why) {
+		p->stats.conns_reuse_refused++;
+		log_debug("pool=%s: a socket handed back is closed: %s", p->name, why);
+		close(fd);
+		return;
+	}
+	int fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+		log_warning("pool=%s: O_NONBLOCK on a socket handed back: %s", p->name, strerror(errno));
+	b->pool = p;
+	b->be = be;
+	b->id = engine_next_id(p->eng);
+	b->fd = fd;
+	b->proven = 1;
+	b->opened_at = ev_now(p->eng->loop); /* when it was opened is not known here */
+	b->jitter = (float)engine_random(p->eng);
+	ev_init(&b->io, NULL);
+	ev_init(&b->timer, NULL);
+	ev_init(&b->settle, NULL);
+	b->state = BCONN_ACTIVE;
+	list_push_back(&be->conns[BCONN_ACTIVE], &b->node);
+	p->n_conns[BCONN_ACTIVE]++;
+	log_debug("pool=%s backend=%s conn=%llu: handed back", p->name, be->name, (unsigned long long)b->id);
+	bconn_reuse(b);
 }
 
 /* ---- checkout ---------------------------------------------------------- */

@@ -120,6 +120,32 @@ static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 	return 0;
 }
 
+/* Send the one request message (with `fd` attached when >= 0). 0 or -errno. */
+static int send_request(int hfd, char op, int fd)
+{
+	struct wp_handoff_req req = {.magic = WP_HANDOFF_REQ_MAGIC, .op = (uint8_t)op};
+	union {
+		struct cmsghdr align;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = {&req, sizeof req};
+	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
+	if (fd >= 0) {
+		msg.msg_control = ctl.buf;
+		msg.msg_controllen = sizeof ctl.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &fd, sizeof fd);
+	}
+	ssize_t n;
+	do
+		n = sendmsg(hfd, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	return n == (ssize_t)sizeof req ? 0 : n < 0 ? -errno : -EPROTO;
+}
+
 WP_API int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease)
 {
 	if (!where || !lease)
@@ -128,14 +154,19 @@ WP_API int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease
 	lease->direct = 0;
 	lease->greeting = lease->greeting_buf_;
 	lease->greeting_len = 0;
+	lease->where_[0] = '\0';
 	long long deadline = now_ms() + (timeout_ms < 0 ? DEFAULT_TIMEOUT : timeout_ms);
 
 	int fd = connect_unix(where, SOCK_SEQPACKET, deadline);
 	if (fd >= 0) {
-		int r = receive_handoff(fd, deadline, lease);
+		int r = send_request(fd, WP_HANDOFF_CHECKOUT, -1);
+		if (r == 0)
+			r = receive_handoff(fd, deadline, lease);
 		close(fd);
 		if (r < 0)
 			return r;
+		if (strlen(where) < sizeof lease->where_)
+			memcpy(lease->where_, where, strlen(where) + 1);
 	} else if (fd == -EPROTOTYPE) {
 		/* A stream socket: the pool's proxy. */
 		fd = connect_unix(where, SOCK_STREAM, deadline);
@@ -157,8 +188,27 @@ WP_API int wp_checkin(struct wp_lease *lease)
 {
 	if (!lease || lease->fd < 0)
 		return -EBADF;
+	int r = 0;
+	if (lease->direct && lease->where_[0] && lease->greeting_len == 0) {
+		long long deadline = now_ms() + DEFAULT_TIMEOUT;
+		int hfd = connect_unix(lease->where_, SOCK_SEQPACKET, deadline);
+		r = hfd < 0 ? hfd : send_request(hfd, WP_HANDOFF_CHECKIN, lease->fd);
+		if (r == 0) {
+			/* Wait for the answer: the daemon holds its copy by then. */
+			struct wp_handoff_hdr hdr;
+			r = wait_for(hfd, POLLIN, deadline);
+			if (r == 0) {
+				ssize_t n = recv(hfd, &hdr, sizeof hdr, 0);
+				r = n == (ssize_t)sizeof hdr && memcmp(hdr.magic, WP_HANDOFF_MAGIC, 4) == 0 ? 0
+				    : n < 0                                                            ? -errno
+				                                                                       : -EPROTO;
+			}
+		}
+		if (hfd >= 0)
+			close(hfd);
+	}
 	wp_release(lease);
-	return 0;
+	return r;
 }
 
 WP_API void wp_release(struct wp_lease *lease)

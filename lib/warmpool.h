@@ -34,6 +34,7 @@ struct wp_lease {
 	const unsigned char *greeting; /* bytes the backend sent before the checkout (may be empty) */
 	size_t greeting_len;
 	/* private */
+	char where_[108]; /* the handoff socket it came from, for wp_checkin() */
 	unsigned char greeting_buf_[WP_GREETING_MAX];
 };
 
@@ -44,8 +45,14 @@ struct wp_lease {
  * -EPROTO (an answer this library does not understand). */
 int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease);
 
-/* Done with a connection that may be reused. Connections are not returned
- * to the pool yet: this closes it, like wp_release(). 0 or -errno. */
+/* Done with a connection that may be reused. A handed-off socket goes back
+ * to the daemon (over the handoff socket it came from), which returns it to
+ * the pool's idle list if the pool has `reuse:` on and every check passes
+ * (nothing unread, the reset exchange), and closes it otherwise; a socket
+ * that came with a greeting, or a relayed one, is simply closed (the
+ * daemon decides about relayed connections itself). The lease's fd is
+ * closed here in every case. 0, or -errno if the daemon could not be
+ * reached (the connection was closed, not returned). */
 int wp_checkin(struct wp_lease *lease);
 
 /* Close the connection without returning it. Accepts a lease whose fd is -1. */

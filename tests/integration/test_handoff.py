@@ -14,11 +14,25 @@ import pytest
 from conftest import BUILD, REPO, WARMPOOLCTL, admin, recv_exact, wait_until
 
 
+CHECKOUT = b"WPQ1O\0\0\0"
+CHECKIN = b"WPQ1I\0\0\0"
+
+
+def handoff_checkin(path, conn):
+    """Send the socket back; returns the daemon's answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        s.sendmsg([CHECKIN], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [conn.fileno()]))])
+        return s.recv(100)
+
+
 def handoff_checkout(path):
     """The raw protocol: one SEQPACKET message with the fd attached."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.settimeout(10)
         s.connect(str(path))
+        s.send(CHECKOUT)
         msg, anc, flags, _ = s.recvmsg(65536, socket.CMSG_SPACE(4))
     assert flags == 0 and msg[:4] == b"WPH1" and msg[4] == 0, msg
     fds = [array.array("i", data)[0] for level, kind, data in anc
@@ -77,6 +91,7 @@ def test_handoff_client_waits_and_times_out_like_any_client(start_daemon, pool, 
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as s:
         s.settimeout(10)
         s.connect(str(hpath))
+        s.send(CHECKOUT)
         assert s.recv(100) == b""
     d.wait_log(r"pool=q client=\d+: no backend connection within queue_timeout")
     assert stats(d, "q")["clients_timed_out"] == 1 and stats(d, "q")["handoffs"] == 0
@@ -140,3 +155,61 @@ def test_warmpoolctl_connect_bridges_stdio(start_backend, start_daemon, pool, so
     assert stats(d, "c")["handoffs"] == 1 and stats(d, "n")["handoffs"] == 0
     r = subprocess.run([WARMPOOLCTL, "-s", d.admin_path, "connect", "nope"], capture_output=True, timeout=30)
     assert r.returncode == 1 and b'no pool named "nope"' in r.stdout
+
+
+def test_checkin_returns_the_socket_to_the_pool(start_backend, start_daemon, pool, sockdir):
+    be = start_backend()
+    hpath = sockdir / "r.handoff"
+    d = start_daemon(pools={"r": pool("r", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath)})})
+    be.wait_open(1)
+    conn, _ = handoff_checkout(hpath)
+    conn.settimeout(10)
+    conn.sendall(b"one")
+    assert recv_exact(conn, 3) == b"one"
+    local = conn.getsockname()
+    assert handoff_checkin(hpath, conn)[:4] == b"WPH1"
+    conn.close()
+    wait_until(lambda: stats(d, "r")["connections_reused"] == 1, what="the socket reused")
+    # The next checkouts get it back (LIFO): the same TCP connection.
+    ports = set()
+    for _ in range(2):
+        c2, _ = handoff_checkout(hpath)
+        ports.add(c2.getsockname())
+        c2.close()
+    assert local in ports
+    accepted = len(be.accepts())
+    assert accepted <= 3, be.events()  # the floor's refills only; the returned socket was not re-opened
+
+
+def test_checkin_with_unread_bytes_is_closed_not_leaked(start_backend, start_daemon, pool, sockdir):
+    be = start_backend()
+    hpath = sockdir / "l.handoff"
+    d = start_daemon(pools={"l": pool("l", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath)})})
+    be.wait_open(1)
+    conn, _ = handoff_checkout(hpath)
+    conn.settimeout(10)
+    conn.sendall(b"SECRET")
+    # The echo is back, unread, in the socket we hand back.
+    wait_until(lambda: conn.recv(6, socket.MSG_PEEK) == b"SECRET", what="the echo, unread")
+    handoff_checkin(hpath, conn)
+    conn.close()
+    wait_until(lambda: stats(d, "l")["connections_reuse_refused"] == 1, what="refused")
+    for _ in range(3):
+        c2, _ = handoff_checkout(hpath)
+        with c2:
+            c2.settimeout(10)
+            c2.sendall(b"mine")
+            assert recv_exact(c2, 4) == b"mine"  # never SECRET
+
+
+def test_checkin_of_a_foreign_socket_is_refused(start_backend, start_daemon, pool, sockdir):
+    be, other = start_backend(), start_backend()
+    hpath = sockdir / "f.handoff"
+    d = start_daemon(pools={"f": pool("f", [be], min_idle=1, reuse=True, handoff={"listen": str(hpath)})})
+    be.wait_open(1)
+    with socket.create_connection(("127.0.0.1", other.port), timeout=10) as foreign:
+        handoff_checkin(hpath, foreign)
+    wait_until(lambda: stats(d, "f")["connections_reuse_refused"] == 1, what="refused")
+    assert stats(d, "f")["connections_reused"] == 0

@@ -55,6 +55,10 @@ static void serve(struct fixture *f, enum answer a, const char *greeting)
 	int c = accept(f->lfd, NULL, NULL);
 	if (c < 0)
 		_exit(1);
+	struct wp_handoff_req req;
+	if (recv(c, &req, sizeof req, 0) != sizeof req || memcmp(req.magic, WP_HANDOFF_REQ_MAGIC, 4) != 0 ||
+	    req.op != WP_HANDOFF_CHECKOUT)
+		_exit(3); /* the library must ask before anything is handed over */
 	if (a == ANSWER_NOTHING) {
 		pause(); /* killed by the test */
 		_exit(0);
@@ -135,6 +139,53 @@ static void test_handoff_gives_the_socket_and_greeting(void **state)
 	assert_int_equal(lease.fd, -1);
 }
 
+/* wp_checkin of a handed-off socket sends it back with a checkin request;
+ * the stand-in daemon checks the request and that the fd is the same socket. */
+static void test_checkin_sends_the_socket_back(void **state)
+{
+	struct fixture *f = *state;
+	struct wp_lease lease;
+	f->lfd = listen_at(f, SOCK_SEQPACKET);
+	serve(f, ANSWER_HANDOFF, NULL);
+	assert_int_equal(wp_checkout(f->path, 5000, &lease), 0);
+	assert_int_equal(waitpid(f->child, NULL, 0), f->child);
+	f->child = fork();
+	assert_true(f->child >= 0);
+	if (f->child == 0) {
+		int c = accept(f->lfd, NULL, NULL);
+		struct wp_handoff_req req;
+		union {
+			struct cmsghdr align;
+			char buf[CMSG_SPACE(sizeof(int))];
+		} ctl;
+		struct iovec iov = {&req, sizeof req};
+		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+		                     .msg_controllen = sizeof ctl.buf};
+		if (c < 0 || recvmsg(c, &msg, 0) != sizeof req || req.op != WP_HANDOFF_CHECKIN)
+			_exit(1);
+		int fd;
+		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+		if (!cm || cm->cmsg_type != SCM_RIGHTS)
+			_exit(2);
+		memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+		if (write(fd, "back", 4) != 4) /* the same socket: the test reads it on pair[1] */
+			_exit(3);
+		struct wp_handoff_hdr ok = {.magic = WP_HANDOFF_MAGIC};
+		if (send(c, &ok, sizeof ok, 0) != sizeof ok)
+			_exit(4);
+		_exit(0);
+	}
+	assert_int_equal(wp_checkin(&lease), 0);
+	assert_int_equal(lease.fd, -1);
+	int st = -1;
+	assert_int_equal(waitpid(f->child, &st, 0), f->child);
+	f->child = -1;
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	char buf[4];
+	assert_int_equal(read(f->pair[1], buf, 4), 4);
+	assert_memory_equal(buf, "back", 4);
+}
+
 static void test_handoff_without_greeting(void **state)
 {
 	struct fixture *f = *state;
@@ -212,6 +263,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_handoff_gives_the_socket_and_greeting, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_handoff_without_greeting, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_checkin_sends_the_socket_back, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_proxy_socket_is_used_as_is, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_closed_without_a_connection_is_eagain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_garbage_answer_is_eproto, setup, teardown),
