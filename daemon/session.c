@@ -390,7 +390,7 @@ static void session_hand_off(struct session *s, struct bconn *b)
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
+	} ctl = {0}; /* the padding after the fd goes out too */
 	struct iovec iov[2] = {{&hdr, sizeof hdr}, {b->greeting, b->greeting_len}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = b->greeting_len ? 2 : 1,
 	                     .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};

@@ -127,7 +127,7 @@ static int send_request(int hfd, char op, int fd)
 	union {
 		struct cmsghdr align;
 		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
+	} ctl = {0}; /* the padding after the fd goes out too */
 	struct iovec iov = {&req, sizeof req};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
 	if (fd >= 0) {
