@@ -1008,17 +1008,6 @@ static bool get_escaped(struct ld *ld, const yaml_node_t *n, const char *path, b
 	return *out != NULL;
 }
 
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Pairs of hex digits, optionally separated by spaces: "50 49 4e 47 0d 0a". */
 static bool get_hex(struct ld *ld, const yaml_node_t *n, const char *path, bool nonempty, unsigned char **out,
                     size_t *len)
@@ -1035,7 +1024,7 @@ static bool get_hex(struct ld *ld, const yaml_node_t *n, const char *path, bool 
 			s++;
 			continue;
 		}
-		if ((hi = hex_digit(s[0])) < 0 || (lo = hex_digit(s[1])) < 0)
+		if ((hi = wp_hexval(s[0])) < 0 || (lo = wp_hexval(s[1])) < 0)
 			goto bad;
 		if (o == sizeof buf) {
 			bad_value(ld, n, path, "at most %d bytes", CFG_MAX_CHECK_BYTES);

@@ -23,6 +23,44 @@ static const char *const reason_label[REASON_N] = {
     [REASON_BAD_REPLY] = "bad_reply", [REASON_OTHER] = "error",
 };
 
+/* The pool counters, once for both `show stats` (key) and Prometheus
+ * (warmpool_pool_<key>_total). */
+static const struct {
+	const char *key;
+	const char *help;
+	size_t off; /* in struct pool_stats */
+} pool_counters[] = {
+#define PC(key, field, help) {key, help, offsetof(struct pool_stats, field)}
+    PC("clients_accepted", clients_accepted, "Clients accepted."),
+    PC("clients_served", clients_served, "Clients paired with a connection."),
+    PC("clients_refused", clients_refused, "Clients closed at once: max_clients."),
+    PC("clients_timed_out", clients_timed_out, "Clients closed after waiting queue_timeout."),
+    PC("clients_failed_fast", clients_failed_fast, "Clients closed at once because no backend was up (fail_fast)."),
+    PC("clients_retried", clients_retried, "Clients re-paired because their connection died before any byte."),
+    PC("clients_denied", clients_denied, "Clients closed at accept: their uid and gid are not allowed (allow:)."),
+    PC("handouts", handouts, "Connections handed to clients."),
+    PC("handoffs", handoffs, "Backend sockets handed to libwarmpool clients (handoff socket)."),
+    PC("connections_reused", conns_reused, "Connections returned to idle after a clean session end (reuse)."),
+    PC("connections_reuse_refused", conns_reuse_refused,
+       "Connections closed instead of reused: unread bytes, a failed reset, a backend that spoke."),
+    PC("stale_discarded", stale_at_checkout, "Idle connections found dead at checkout and discarded."),
+    PC("connections_opened", conns_opened, "Backend connections established."),
+    PC("connections_failed", conns_failed, "Failed connection attempts."),
+    PC("connections_recycled", conns_recycled, "Idle connections replaced by max_lifetime or max_idle_time."),
+    PC("connections_idle_closed", conns_idle_closed, "Idle connections above min_idle closed by idle_timeout."),
+    PC("connections_handed_back", conns_handed_back,
+       "Idle connections on backups or later backends closed once preferred ones were warm."),
+    PC("connections_lost", idle_lost, "Idle connections closed or reset by the backend."),
+#undef PC
+};
+
+static uint64_t counter_value(const struct pool_stats *st, size_t c)
+{
+	uint64_t v;
+	memcpy(&v, (const char *)st + pool_counters[c].off, sizeof v);
+	return v;
+}
+
 static const enum backend_state all_states[] = {BACKEND_UP, BACKEND_DOWN, BACKEND_DRAINING, BACKEND_DISABLED};
 
 /* ---- Prometheus --------------------------------------------------------- */
@@ -167,45 +205,11 @@ void metrics_render(const struct engine *eng, struct wp_buf *b)
 	POOL_SERIES(b, eng, "warmpool_pool_waiting_clients", "gauge", "Clients queued for a connection.",
 	            p->waiting.n);
 	POOL_SERIES(b, eng, "warmpool_pool_min_idle", "gauge", "The configured warm floor.", p->cfg->min_idle);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_accepted_total", "counter", "Clients accepted.",
-	            p->stats.clients_accepted);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_served_total", "counter", "Clients paired with a connection.",
-	            p->stats.clients_served);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_refused_total", "counter", "Clients closed at once: max_clients.",
-	            p->stats.clients_refused);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_timed_out_total", "counter",
-	            "Clients closed after waiting queue_timeout.", p->stats.clients_timed_out);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_failed_fast_total", "counter",
-	            "Clients closed at once because no backend was up (fail_fast).", p->stats.clients_failed_fast);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_denied_total", "counter",
-	            "Clients closed at accept: their uid and gid are not allowed (allow:).",
-	            p->stats.clients_denied);
-	POOL_SERIES(b, eng, "warmpool_pool_clients_retried_total", "counter",
-	            "Clients re-paired because their connection died before any byte.", p->stats.clients_retried);
-	POOL_SERIES(b, eng, "warmpool_pool_handouts_total", "counter", "Connections handed to clients.",
-	            p->stats.handouts);
-	POOL_SERIES(b, eng, "warmpool_pool_handoffs_total", "counter",
-	            "Backend sockets handed to libwarmpool clients (handoff socket).", p->stats.handoffs);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_reused_total", "counter",
-	            "Connections returned to idle after a clean session end (reuse).", p->stats.conns_reused);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_reuse_refused_total", "counter",
-	            "Connections closed instead of reused: unread bytes, a failed reset, a backend that spoke.",
-	            p->stats.conns_reuse_refused);
-	POOL_SERIES(b, eng, "warmpool_pool_stale_discarded_total", "counter",
-	            "Idle connections found dead at checkout and discarded.", p->stats.stale_at_checkout);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_opened_total", "counter", "Backend connections established.",
-	            p->stats.conns_opened);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_failed_total", "counter", "Failed connection attempts.",
-	            p->stats.conns_failed);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_recycled_total", "counter",
-	            "Idle connections replaced by max_lifetime or max_idle_time.", p->stats.conns_recycled);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_idle_closed_total", "counter",
-	            "Idle connections above min_idle closed by idle_timeout.", p->stats.conns_idle_closed);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_handed_back_total", "counter",
-	            "Idle connections on backups or later backends closed once preferred ones were warm.",
-	            p->stats.conns_handed_back);
-	POOL_SERIES(b, eng, "warmpool_pool_connections_lost_total", "counter",
-	            "Idle connections closed or reset by the backend.", p->stats.idle_lost);
+	for (size_t c = 0; c < sizeof pool_counters / sizeof *pool_counters; c++) {
+		char name[96];
+		snprintf(name, sizeof name, "warmpool_pool_%s_total", pool_counters[c].key);
+		POOL_SERIES(b, eng, name, "counter", pool_counters[c].help, counter_value(&p->stats, c));
+	}
 	family(b, "warmpool_pool_relayed_bytes_total", "counter", "Bytes relayed, by direction.");
 	for (size_t i = 0; i < eng->n_pools; i++) {
 		const struct pool *p = eng->pools[i];
@@ -337,22 +341,6 @@ void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json)
 	for (size_t i = 0; i < eng->n_pools; i++) {
 		const struct pool *p = eng->pools[i];
 		const struct pool_stats *st = &p->stats;
-		const struct {
-			const char *name;
-			uint64_t v;
-		} rows[] = {
-		    {"clients_accepted", st->clients_accepted},   {"clients_served", st->clients_served},
-		    {"clients_refused", st->clients_refused},     {"clients_timed_out", st->clients_timed_out},
-		    {"clients_failed_fast", st->clients_failed_fast}, {"clients_retried", st->clients_retried},
-		    {"clients_denied", st->clients_denied},
-		    {"handouts", st->handouts},                   {"handoffs", st->handoffs},
-		    {"connections_reused", st->conns_reused},     {"connections_reuse_refused", st->conns_reuse_refused},
-		    {"stale_discarded", st->stale_at_checkout},
-		    {"connections_opened", st->conns_opened},     {"connections_failed", st->conns_failed},
-		    {"connections_recycled", st->conns_recycled}, {"connections_idle_closed", st->conns_idle_closed},
-		    {"connections_handed_back", st->conns_handed_back}, {"connections_lost", st->idle_lost},
-		    {"bytes_to_backend", st->bytes_up},           {"bytes_to_client", st->bytes_down},
-		};
 		if (json) {
 			wp_buf_printf(b, "%s\"", i ? "," : "");
 			wp_buf_json_str(b, p->name);
@@ -360,12 +348,18 @@ void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json)
 		} else {
 			wp_buf_printf(b, "pool %s\n", p->name); /* no blank line: it would end the answer */
 		}
-		for (size_t r = 0; r < sizeof rows / sizeof *rows; r++) {
+		const struct {
+			const char *key;
+			uint64_t v;
+		} bytes[] = {{"bytes_to_backend", st->bytes_up}, {"bytes_to_client", st->bytes_down}};
+		size_t nc = sizeof pool_counters / sizeof *pool_counters;
+		for (size_t r = 0; r < nc + 2; r++) {
+			const char *key = r < nc ? pool_counters[r].key : bytes[r - nc].key;
+			unsigned long long v = r < nc ? counter_value(st, r) : bytes[r - nc].v;
 			if (json)
-				wp_buf_printf(b, "%s\"%s\":%llu", r ? "," : "", rows[r].name,
-				              (unsigned long long)rows[r].v);
+				wp_buf_printf(b, "%s\"%s\":%llu", r ? "," : "", key, v);
 			else
-				wp_buf_printf(b, "  %-26s %llu\n", rows[r].name, (unsigned long long)rows[r].v);
+				wp_buf_printf(b, "  %-26s %llu\n", key, v);
 		}
 		if (json)
 			wp_buf_add(b, "}", 1);

@@ -4,7 +4,7 @@
 #include <errno.h>
 #include <string.h>
 
-static int hexval(char c)
+int wp_hexval(char c)
 {
 	if (c >= '0' && c <= '9')
 		return c - '0';
@@ -43,7 +43,7 @@ ssize_t wp_unescape(const char *in, unsigned char *out, size_t cap)
 			out[n++] = '\\';
 			break;
 		case 'x':
-			if ((hi = hexval(in[2])) >= 0 && (lo = hexval(in[3])) >= 0) {
+			if ((hi = wp_hexval(in[2])) >= 0 && (lo = wp_hexval(in[3])) >= 0) {
 				out[n++] = (unsigned char)(hi << 4 | lo);
 				in += 4;
 				continue;

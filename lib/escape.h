@@ -14,6 +14,9 @@
  * Returns the decoded length, or -ENOSPC when it does not fit in cap. */
 ssize_t wp_unescape(const char *in, unsigned char *out, size_t cap) __attribute__((warn_unused_result));
 
+/* The value of one hex digit (either case), or -1. */
+int wp_hexval(char c);
+
 /* The reverse, for showing bytes in a log line: printable ASCII as is, \r \n
  * \t \0 \\ and \xHH for the rest. Writes at most cap bytes including the
  * NUL; when `in` does not fit, as much as fits followed by "...". Returns the
