@@ -117,6 +117,8 @@ enum field {
 	F_LIFETIME,
 	F_IDLE_TO,
 	F_MAX_IDLE,
+	F_CLIENT_IDLE,
+	F_SERVER_IDLE,
 	F_HC_TYPE,
 	F_HC_SEND,   /* send or send_hex */
 	F_HC_EXPECT, /* expect, expect_hex or expect_regex */
@@ -143,6 +145,7 @@ struct level {
 	uint32_t max_connecting;
 	bool fail_fast;
 	uint64_t tcp_user_timeout_ms, max_lifetime_ms, idle_timeout_ms, max_idle_time_ms;
+	uint64_t client_idle_timeout_ms, server_idle_timeout_ms;
 	struct cfg_health health; /* send, expect and path owned here; expect_re unused */
 	char *expect_regex;       /* source of `expect_regex`, checked to compile */
 	struct cfg_keepalive keepalive;
@@ -175,6 +178,8 @@ enum pool_key {
 	K_LIFETIME,
 	K_IDLE_TO,
 	K_MAX_IDLE,
+	K_CLIENT_IDLE,
+	K_SERVER_IDLE,
 	K_ALLOW,
 	K_POOL_N,
 };
@@ -182,7 +187,7 @@ static const char *const pool_keys[K_POOL_N] = {
     "listen",          "backends",      "handoff",   "reuse",            "min_idle",         "max_connections",  "max_clients",
     "connect_timeout", "queue_timeout", "backoff",   "balance",          "max_connecting",
     "fail_fast",       "health_check",  "keepalive", "tcp_user_timeout", "max_lifetime",
-    "idle_timeout",    "max_idle_time", "allow",
+    "idle_timeout",    "max_idle_time", "client_idle_timeout", "server_idle_timeout", "allow",
 };
 
 enum backoff_key { B_INITIAL, B_MAX, B_MULT, B_JITTER, B_N };
@@ -1621,6 +1626,10 @@ static bool parse_field(struct ld *ld, const yaml_node_t *v, const char *kpath, 
 		return get_duration_or_0(ld, v, kpath, 100, 7 * MS_D, &l->max_lifetime_ms);
 	case F_IDLE_TO:
 		return get_duration_or_0(ld, v, kpath, 0, 7 * MS_D, &l->idle_timeout_ms);
+	case F_CLIENT_IDLE:
+		return get_duration_or_0(ld, v, kpath, 10, 7 * MS_D, &l->client_idle_timeout_ms);
+	case F_SERVER_IDLE:
+		return get_duration_or_0(ld, v, kpath, 10, 7 * MS_D, &l->server_idle_timeout_ms);
 	case F_MAX_IDLE:
 		return get_duration_or_0(ld, v, kpath, 10, 7 * MS_D, &l->max_idle_time_ms);
 	default:
@@ -1649,6 +1658,8 @@ static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals,
 	    {K_LIFETIME, F_LIFETIME},
 	    {K_IDLE_TO, F_IDLE_TO},
 	    {K_MAX_IDLE, F_MAX_IDLE},
+	    {K_CLIENT_IDLE, F_CLIENT_IDLE},
+	    {K_SERVER_IDLE, F_SERVER_IDLE},
 	};
 	char kpath[PATH_BUF];
 
@@ -1798,6 +1809,10 @@ static void apply_level(struct ld *ld, struct cfg_pool *p, const struct level *l
 		p->max_lifetime_ms = l->max_lifetime_ms;
 	if (l->set & BIT(F_IDLE_TO))
 		p->idle_timeout_ms = l->idle_timeout_ms;
+	if (l->set & BIT(F_CLIENT_IDLE))
+		p->client_idle_timeout_ms = l->client_idle_timeout_ms;
+	if (l->set & BIT(F_SERVER_IDLE))
+		p->server_idle_timeout_ms = l->server_idle_timeout_ms;
 	if (l->set & BIT(F_MAX_IDLE))
 		p->max_idle_time_ms = l->max_idle_time_ms;
 	apply_health(ld, &p->health, l);

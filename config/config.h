@@ -156,6 +156,8 @@ struct cfg_pool {
 	uint64_t max_lifetime_ms;     /* recycle connections older than this (jittered), 0 = never (default) */
 	uint64_t idle_timeout_ms;     /* close idle connections above min_idle after this, 0 = never; default 600000 */
 	uint64_t max_idle_time_ms;    /* replace an idle connection idle this long even at the floor, 0 = never (default) */
+	uint64_t client_idle_timeout_ms; /* close a session when nothing moved to or from its client this long, 0 = never */
+	uint64_t server_idle_timeout_ms; /* the same for its backend side, 0 = never (both default 0) */
 	struct cfg_allow allow;       /* the pool's own allow:, else the one of defaults: (a whole block) */
 	struct cfg_pos pos;          /* the pool's key in pools: */
 };

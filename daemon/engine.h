@@ -255,6 +255,7 @@ struct relay_dir {
 	unsigned eof : 1;     /* the source said EOF */
 	unsigned shut : 1;    /* EOF passed on: shutdown(dst, SHUT_WR) done */
 	uint64_t bytes;       /* delivered in this direction */
+	uint64_t read;        /* read from the source (client_/server_idle_timeout activity) */
 };
 
 #define SESSION_RETRIES 3 /* re-pairings per client when a connection dies before any byte */
@@ -272,7 +273,8 @@ struct session {
 	uint64_t id;
 	int cfd; /* the local client */
 	ev_io cio;
-	ev_timer timer; /* queue_timeout while waiting */
+	ev_timer timer; /* queue_timeout while waiting; client_/server_idle_timeout while relaying */
+	ev_tstamp client_active, backend_active; /* a byte last moved from or to that side */
 	ev_tstamp accepted_at;
 	ev_tstamp started_at; /* first paired with a connection (session duration) */
 	struct bconn *b;
@@ -296,6 +298,7 @@ struct pool_stats {
 	uint64_t clients_served;    /* paired with a connection */
 	uint64_t clients_refused;   /* over max_clients */
 	uint64_t clients_timed_out; /* waited queue_timeout */
+	uint64_t sessions_idle_closed; /* closed by client_idle_timeout or server_idle_timeout */
 	uint64_t clients_retried;   /* re-paired: their connection died before any byte */
 	uint64_t clients_failed_fast; /* closed at once: no backend up and fail_fast set */
 	uint64_t clients_denied;    /* closed at accept: not allowed by allow: (never counted as accepted) */

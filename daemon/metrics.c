@@ -37,6 +37,8 @@ static const struct {
     PC("clients_timed_out", clients_timed_out, "Clients closed after waiting queue_timeout."),
     PC("clients_failed_fast", clients_failed_fast, "Clients closed at once because no backend was up (fail_fast)."),
     PC("clients_retried", clients_retried, "Clients re-paired because their connection died before any byte."),
+    PC("sessions_idle_closed", sessions_idle_closed,
+       "Sessions closed by client_idle_timeout or server_idle_timeout."),
     PC("clients_denied", clients_denied, "Clients closed at accept: their uid and gid are not allowed (allow:)."),
     PC("handouts", handouts, "Connections handed to clients."),
     PC("handoffs", handoffs, "Backend sockets handed to libwarmpool clients (handoff socket)."),

@@ -164,6 +164,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 		if (n > 0) {
 			d->pipe = p;
 			d->in_pipe = (uint32_t)n;
+			d->read += (uint64_t)n;
 			return n;
 		}
 		pipes_put(&eng->pipes, p, 1);
@@ -177,6 +178,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 		if (n > 0) {
 			d->off = 0;
 			d->len = (uint32_t)n;
+			d->read += (uint64_t)n;
 			return n;
 		}
 	}
@@ -274,6 +276,8 @@ static void session_retry(struct session *s, enum backend_reason why, int err)
 	list_remove(&p->relaying, &s->node);
 	list_push_front(&p->waiting, &s->node);
 	s->state = SESSION_WAITING;
+	ev_timer_stop(loop, &s->timer); /* it may be the idle timer */
+	ev_set_cb(&s->timer, session_timeout_cb);
 	ev_timer_set(&s->timer, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &s->timer);
 	bconn_lost(b, why, err); /* closes it; a client is waiting, so the refill starts now */
@@ -355,15 +359,90 @@ static void session_after_io(struct session *s)
 
 /* A side's readiness: readable moves the direction flowing out of it,
  * writable flushes (and then refills) the direction flowing into it. */
+/* Bytes that moved from or to each side: their activity clocks. */
+static uint64_t client_moved(const struct session *s)
+{
+	return s->up.read + s->down.bytes;
+}
+
+static uint64_t backend_moved(const struct session *s)
+{
+	return s->down.read + s->up.bytes;
+}
+
 static void session_io(struct session *s, int revents, int backend_side)
 {
 	struct relay_dir *out = backend_side ? &s->down : &s->up;
 	struct relay_dir *in = backend_side ? &s->up : &s->down;
+	uint64_t c0 = client_moved(s), b0 = backend_moved(s);
+	ev_tstamp now = ev_now(s->pool->eng->loop);
+	/* Read before the flows: they may close the session. */
 	if ((revents & EV_READ) && session_flow(s, out, backend_side) < 0)
 		return;
 	if ((revents & EV_WRITE) && session_flow(s, in, !backend_side) < 0)
 		return;
+	if (client_moved(s) != c0)
+		s->client_active = now;
+	if (backend_moved(s) != b0)
+		s->backend_active = now;
 	session_after_io(s);
+}
+
+/* client_idle_timeout / server_idle_timeout: one lazy timer per session (the
+ * libev manual's "be smart about timeouts"): I/O only records when a side
+ * last moved a byte; the timer checks and re-arms for the nearer deadline. */
+static ev_tstamp session_idle_deadline(const struct session *s, const char **which)
+{
+	const struct cfg_pool *c = s->pool->cfg;
+	ev_tstamp t = 0;
+	*which = NULL;
+	if (c->client_idle_timeout_ms) {
+		t = s->client_active + (double)c->client_idle_timeout_ms / 1000.0;
+		*which = "client_idle_timeout";
+	}
+	if (c->server_idle_timeout_ms) {
+		ev_tstamp u = s->backend_active + (double)c->server_idle_timeout_ms / 1000.0;
+		if (!*which || u < t) {
+			t = u;
+			*which = "server_idle_timeout";
+		}
+	}
+	return t;
+}
+
+static void session_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct session *s = container_of(w, struct session, timer);
+	const char *which;
+	ev_tstamp at = session_idle_deadline(s, &which);
+	if (!which)
+		return;
+	if (ev_now(loop) >= at) {
+		struct pool *p = s->pool;
+		p->stats.sessions_idle_closed++;
+		log_info("pool=%s client=%llu: nothing moved on the %s side for %s, closing the session", p->name,
+		         (unsigned long long)s->id, strcmp(which, "client_idle_timeout") == 0 ? "client" : "backend",
+		         which);
+		session_close(s, which);
+		return;
+	}
+	ev_timer_set(w, at - ev_now(loop), 0.);
+	ev_timer_start(loop, w);
+}
+
+static void session_idle_start(struct session *s)
+{
+	struct ev_loop *loop = s->pool->eng->loop;
+	const char *which;
+	s->client_active = s->backend_active = ev_now(loop);
+	ev_tstamp at = session_idle_deadline(s, &which);
+	if (!which)
+		return;
+	ev_timer_stop(loop, &s->timer);
+	ev_set_cb(&s->timer, session_idle_cb);
+	ev_timer_set(&s->timer, at - ev_now(loop), 0.);
+	ev_timer_start(loop, &s->timer);
 }
 
 static void session_client_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -473,6 +552,7 @@ void session_start(struct session *s, struct bconn *b)
 			return;
 		}
 	}
+	session_idle_start(s);
 	session_update_watchers(s);
 }
 

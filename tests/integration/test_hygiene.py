@@ -4,6 +4,7 @@ out in time and never cuts a session, and backend sockets carry TCP
 keepalive."""
 
 import re
+import signal
 import subprocess
 import time
 
@@ -100,3 +101,35 @@ def test_keepalive_off(start_backend, start_daemon, pool):
     be.wait_open(2)
     lines, out = _keepalive_timers(be.port)
     assert len(lines) == 2 and all("keepalive" not in ln for ln in lines), out
+
+
+def test_client_idle_timeout_closes_a_silent_session(start_backend, start_daemon, pool):
+    be = start_backend()
+    d = start_daemon(pools={"ci": pool("ci", [be], min_idle=1, client_idle_timeout="300ms")})
+    be.wait_open(1)
+    with connect_unix(d.socket_path("ci")) as active, connect_unix(d.socket_path("ci")) as silent:
+        for i in range(8):  # the active one keeps moving bytes for longer than the timeout
+            active.sendall(b"k%d" % i)
+            assert recv_exact(active, 2) == b"k%d" % i
+            time.sleep(0.1)
+        assert silent.recv(10) == b""  # closed by the daemon
+        active.sendall(b"ok")
+        assert recv_exact(active, 2) == b"ok"
+    line = d.wait_log(r"pool=ci client=\d+: nothing moved on the client side for client_idle_timeout")[0]
+    assert "closing the session" in line
+
+
+def test_server_idle_timeout_closes_a_session_whose_backend_froze(start_backend, start_daemon, pool):
+    be = start_backend()
+    d = start_daemon(pools={"si": pool("si", [be], min_idle=1, server_idle_timeout="300ms")})
+    be.wait_open(1)
+    with connect_unix(d.socket_path("si")) as c:
+        c.sendall(b"a")
+        assert recv_exact(c, 1) == b"a"
+        be.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.sendall(b"b")  # lands in the frozen backend's socket buffer: then nothing moves
+            assert c.recv(10) == b""
+        finally:
+            be.proc.send_signal(signal.SIGCONT)
+    d.wait_log(r"pool=si client=\d+: nothing moved on the backend side for server_idle_timeout")

@@ -1425,7 +1425,7 @@ static const struct err_case err_cases[] = {
      HEAD "    min_idel: 3\n",
      {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, handoff, reuse, min_idle, "
       "max_connections, max_clients, connect_timeout, queue_timeout, backoff, balance, max_connecting, "
-      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, allow"}},
+      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
@@ -1461,7 +1461,7 @@ static const struct err_case err_cases[] = {
      "defaults:\n  min: 1\n" HEAD,
      {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
       "connect_timeout, queue_timeout, backoff, balance, max_connecting, fail_fast, health_check, keepalive, "
-      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, allow"}},
+      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
     {"unknown_backoff_key",
      HEAD "    backoff: {initial: 1s, factor: 2}\n",
      {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
