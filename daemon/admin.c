@@ -37,6 +37,7 @@
 #define CTL_OUT_MAX      (16u << 20)
 #define CTL_IDLE_TIMEOUT 60.0
 #define CTL_ARGS_MAX     8
+#define CTL_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE and the like */
 
 enum ctl_kind { CTL_ADMIN, CTL_ADMIN_RO, CTL_HTTP, CTL_NKINDS };
 static const char *const ctl_kind_name[CTL_NKINDS] = {"admin socket", "read-only admin socket",
@@ -48,6 +49,7 @@ struct ctl_listener {
 	char where[128]; /* path or host:port: our own copy, a reload frees the config */
 	int fd;
 	ev_io io;
+	ev_timer pause;      /* accept paused after EMFILE/ENFILE */
 	struct unix_sock us; /* Unix sockets we bound: removed at close */
 };
 
@@ -406,8 +408,16 @@ static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	for (int i = 0; i < 16; i++) {
 		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 		if (fd < 0) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-				log_warning("%s %s: accept: %s", ctl_kind_name[l->kind], l->where, strerror(errno));
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			if (errno == EAGAIN || errno == EWOULDBLOCK)
+				return;
+			/* Out of fds or memory: the socket stays readable, so pause
+			 * rather than spin (as pools' listeners do). */
+			log_warning("%s %s: accept: %s; pausing accepts for %.0fms", ctl_kind_name[l->kind], l->where,
+			            strerror(errno), CTL_ACCEPT_PAUSE * 1000);
+			ev_io_stop(loop, &l->io);
+			ev_timer_start(loop, &l->pause);
 			return;
 		}
 		struct ctl_conn *c = a->conns.n < CTL_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
@@ -495,6 +505,14 @@ int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t er
 	return 0;
 }
 
+static void ctl_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct ctl_listener *l = container_of(w, struct ctl_listener, pause);
+	if (l->fd >= 0)
+		ev_io_start(loop, &l->io);
+}
+
 void admin_start(struct admin *a)
 {
 	for (int k = 0; k < CTL_NKINDS; k++) {
@@ -502,6 +520,7 @@ void admin_start(struct admin *a)
 		if (l->fd < 0)
 			continue;
 		ev_io_init(&l->io, ctl_accept_cb, l->fd, EV_READ);
+		ev_timer_init(&l->pause, ctl_resume_cb, CTL_ACCEPT_PAUSE, 0.);
 		ev_io_start(a->eng->loop, &l->io);
 	}
 }
@@ -518,6 +537,7 @@ void admin_destroy(struct admin *a)
 		if (l->fd < 0)
 			continue;
 		ev_io_stop(a->eng->loop, &l->io);
+		ev_timer_stop(a->eng->loop, &l->pause);
 		close(l->fd);
 		l->fd = -1;
 		unix_unlink_ours(&l->us);

@@ -33,6 +33,7 @@
 
 #define HANDOFF_REQ_TIMEOUT 5.0 /* seconds a connected client has to send its request */
 #define HANDOFF_REQ_MAX     64  /* clients waiting to send their request, per handoff socket */
+#define HANDOFF_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE and the like */
 
 struct handoff_req {
 	struct list_node node;
@@ -47,6 +48,7 @@ struct handoff {
 	struct unix_sock us;
 	char path[128]; /* own copy: the file's name outlives a reload's config */
 	ev_io io;
+	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
 	struct peer_gate gate; /* denials by the pool's allow: */
 	struct list reqs;      /* struct handoff_req: accepted, request not read yet */
 };
@@ -161,10 +163,24 @@ static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 				handoff_wait_request(h, fd);
 			continue;
 		}
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED)
-			log_warning("pool=%s: accept on %s: %s", h->pool->name, h->path, strerror(errno));
+		if (errno == EINTR || errno == ECONNABORTED)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return;
+		/* Out of fds or memory: pause rather than spin on a readable socket. */
+		log_warning("pool=%s: accept on %s: %s; pausing accepts for %.0fms", h->pool->name, h->path,
+		            strerror(errno), HANDOFF_ACCEPT_PAUSE * 1000);
+		ev_io_stop(h->pool->eng->loop, &h->io);
+		ev_timer_start(h->pool->eng->loop, &h->pause);
 		return;
 	}
+}
+
+static void handoff_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct handoff *h = container_of(w, struct handoff, pause);
+	ev_io_start(loop, &h->io);
 }
 
 struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen)
@@ -182,6 +198,7 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char 
 		return NULL;
 	}
 	ev_io_init(&h->io, handoff_accept_cb, h->us.fd, EV_READ);
+	ev_timer_init(&h->pause, handoff_resume_cb, HANDOFF_ACCEPT_PAUSE, 0.);
 	log_info("pool=%s: handoff socket on %s (mode %04o)", p->name, h->path, (unsigned)cfg->mode);
 	return h;
 }
@@ -200,6 +217,7 @@ const char *handoff_path(const struct handoff *h)
 void handoff_move(struct handoff *h, struct pool *to)
 {
 	ev_io_stop(h->pool->eng->loop, &h->io);
+	ev_timer_stop(h->pool->eng->loop, &h->pause);
 	h->pool = to; /* requests still being read go to the new pool too */
 }
 
@@ -211,6 +229,7 @@ void handoff_close(struct handoff *h)
 	list_for_each_safe (pos, tmp, &h->reqs)
 		handoff_req_free(container_of(pos, struct handoff_req, node), 1);
 	ev_io_stop(h->pool->eng->loop, &h->io);
+	ev_timer_stop(h->pool->eng->loop, &h->pause);
 	close(h->us.fd);
 	h->us.path = h->path;
 	unix_unlink_ours(&h->us);
