@@ -417,6 +417,7 @@ static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_warning("%s %s: accept: %s; pausing accepts for %.0fms", ctl_kind_name[l->kind], l->where,
 			            strerror(errno), CTL_ACCEPT_PAUSE * 1000);
 			ev_io_stop(loop, &l->io);
+			ev_timer_set(&l->pause, CTL_ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
 			ev_timer_start(loop, &l->pause);
 			return;
 		}

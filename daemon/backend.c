@@ -147,7 +147,9 @@ void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp star
 	be->connects_failed++;
 	p->stats.conns_failed++;
 	p->warm = 0;
-	if (be->failures > 0 && started < be->failed_at) {
+	/* <=: attempts started in the same loop iteration as the failure that
+	 * was counted (one ev_now) belong to its round too. */
+	if (be->failures > 0 && started <= be->failed_at) {
 		log_info("pool=%s backend=%s conn=%llu: connect failed: %s (same round as attempt %u)",
 		         p->name, be->name, (unsigned long long)conn_id, what, be->failures);
 		return;

@@ -171,6 +171,7 @@ static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		log_warning("pool=%s: accept on %s: %s; pausing accepts for %.0fms", h->pool->name, h->path,
 		            strerror(errno), HANDOFF_ACCEPT_PAUSE * 1000);
 		ev_io_stop(h->pool->eng->loop, &h->io);
+		ev_timer_set(&h->pause, HANDOFF_ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
 		ev_timer_start(h->pool->eng->loop, &h->pause);
 		return;
 	}

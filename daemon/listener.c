@@ -273,6 +273,7 @@ static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			log_warning("pool=%s: accept on %s: %s; pausing accepts for %.0fms", l->pool->name,
 			            l->cfg->path, strerror(errno), ACCEPT_PAUSE * 1000);
 			ev_io_stop(loop, &l->io);
+			ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
 			ev_timer_start(loop, &l->pause);
 			return;
 		default:
