@@ -657,7 +657,10 @@ def test_flapping_backend_next_to_a_healthy_one(start_backend, start_daemon, poo
     assert backend_metric(d, "connect_failures_total", "fl", flap) == fst["connections_failed"] == len(f_fails)
     # Every connection F accepted was one the daemon counted as established
     # (the rest of its attempts were refused).
-    assert backend_metric(d, "connects_total", "fl", flap) == f_accepts, f_accepts
+    # A connect the kernel completed into the backlog of a backend stopped
+    # before accept() counts for the daemon but was never logged by F.
+    connects = backend_metric(d, "connects_total", "fl", flap)
+    assert f_accepts <= connects <= f_accepts + flips[0], (connects, f_accepts, flips[0])
     assert fst["clients_accepted"] == fst["clients_served"] == n, fst
     assert fst["clients_timed_out"] == fst["clients_refused"] == 0, fst
 
