@@ -127,6 +127,7 @@ check: deps
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 	$(MAKE) --no-print-directory valgrind
+	$(MAKE) --no-print-directory fuzz-smoke
 
 # Benchmarks are never part of check: they measure, they do not assert.
 BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps
@@ -258,3 +259,97 @@ dist:
 	git archive --format=tar.gz --prefix=warmpool-$(WARMPOOL_VERSION_STR)/ \
 	  -o $(BUILD)/warmpool-$(WARMPOOL_VERSION_STR).tar.gz HEAD
 	@echo "$(BUILD)/warmpool-$(WARMPOOL_VERSION_STR).tar.gz (committed files only)"
+
+# ---------------------------------------------------------------------------
+# Fuzzing (tests/fuzz/): libFuzzer targets, built with clang and ASan+UBSan
+# into build/fuzz/, one per input format: config (cfg_load_buffer), admin
+# (admin_exec on a real engine) and handoff (the client library's parsing of
+# the daemon's answer). tests/fuzz/<target>/corpus holds the seeds,
+# tests/fuzz/<target>/regressions every input that once crashed, and
+# tests/fuzz/<target>/dict the tokens of the format.
+#   make fuzz        fuzz each target for FUZZ_SECONDS (default 60) from the seeds and what
+#                    earlier runs kept in build/fuzz/corpus/<target>; crashes go to
+#                    build/fuzz/crashes/<target>/ (FUZZ_ARGS adds libFuzzer options, e.g. -jobs=4)
+#                    (minimise one with: build/fuzz/fuzz_<target> -minimize_crash=1 -runs=10000 FILE)
+#   make fuzz-smoke  (the end of `make check`) replay every regression input, then fuzz
+#                    each target for FUZZ_SMOKE_SECONDS (default 10) from the seeds alone
+FUZZ_PKGS          := clang libclang-rt-14-dev
+DEB_PKGS           += $(FUZZ_PKGS)
+FUZZ_CC            ?= clang
+FUZZ_SECONDS       ?= 60
+FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_ARGS          ?=
+FUZZ_TARGETS       := config admin handoff
+FUZZ_BUILD         := $(BUILD)/fuzz
+FUZZ_BINS          := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+FUZZ_SAN           := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+# The code under test gets coverage instrumentation (fuzzer-no-link) and the
+# project's warnings, as errors only in the gcc build.
+FUZZ_CFLAGS         = -std=gnu11 $(filter-out -Werror,$(WARN)) -g -O1 $(FUZZ_SAN) -D_GNU_SOURCE \
+                      -Ilib -Iconfig -Idaemon $(shell pkg-config --cflags $(PKGS))
+FUZZ_CORE_OBJ      := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC) $(CONFIG_SRC))
+FUZZ_DAEMON_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(DAEMON_SRC))
+# The fuzzer runtime options both runs share: a slow input is a finding (a hang).
+# The smoke run is also bounded from outside: libFuzzer's report of an
+# out-of-memory input walks the whole heap, which can take minutes.
+FUZZ_RUN_OPTS      := -timeout=10 -rss_limit_mb=2048 -print_final_stats=0
+
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)
+
+.PHONY: fuzz fuzz-smoke fuzz-deps fuzz-bins
+
+fuzz-deps: deps
+	@$(MAKE) --no-print-directory deps DEB_PKGS="$(FUZZ_PKGS)"
+
+fuzz-bins: $(FUZZ_BINS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -MMD -MP -c -o $@ $<
+
+$(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_config.o $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS) -ldl
+
+$(FUZZ_BUILD)/fuzz_admin: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_admin.o $(FUZZ_DAEMON_OBJ) $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
+
+# lib/warmpool.c is #included by the target (parse_handoff is static).
+$(FUZZ_BUILD)/fuzz_handoff: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_handoff.o
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
+
+fuzz: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-bins
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crashes/$$t; \
+	  echo "== fuzz $$t for $(FUZZ_SECONDS)s (corpus $(FUZZ_BUILD)/corpus/$$t)"; \
+	  $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_RUN_OPTS) -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=$(FUZZ_BUILD)/crashes/$$t/ -dict=tests/fuzz/$$t/dict $(FUZZ_ARGS) \
+	    $(FUZZ_BUILD)/corpus/$$t tests/fuzz/$$t/corpus || status=1; \
+	done; \
+	[ $$status = 0 ] || echo "make fuzz: a target found a crash: see $(FUZZ_BUILD)/crashes/" >&2; \
+	exit $$status
+
+fuzz-smoke: fuzz-deps
+	@$(MAKE) --no-print-directory fuzz-bins
+	@status=0; for t in $(FUZZ_TARGETS); do \
+	  regs=$$(find tests/fuzz/$$t/regressions -type f ! -name '.*' 2>/dev/null | sort); \
+	  if [ -n "$$regs" ]; then \
+	    echo "== fuzz-smoke $$t: replaying $$(echo "$$regs" | wc -l) regression inputs"; \
+	    timeout -k 10 300 $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_RUN_OPTS) $$regs 2>$(FUZZ_BUILD)/replay-$$t.log \
+	      || { grep -v '^    #' $(FUZZ_BUILD)/replay-$$t.log | tail -n 40 >&2; status=1; \
+	           echo "fuzz-smoke: $$t: a regression input in tests/fuzz/$$t/regressions/ fails again" >&2; }; \
+	  fi; \
+	  rm -rf $(FUZZ_BUILD)/smoke/$$t $(FUZZ_BUILD)/smoke-crashes/$$t; \
+	  mkdir -p $(FUZZ_BUILD)/smoke/$$t $(FUZZ_BUILD)/smoke-crashes/$$t; \
+	  echo "== fuzz-smoke $$t: fuzzing for $(FUZZ_SMOKE_SECONDS)s"; \
+	  if timeout -k 10 $$(($(FUZZ_SMOKE_SECONDS) + 300)) \
+	    $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_RUN_OPTS) -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+	    -artifact_prefix=$(FUZZ_BUILD)/smoke-crashes/$$t/ -dict=tests/fuzz/$$t/dict \
+	    $(FUZZ_BUILD)/smoke/$$t tests/fuzz/$$t/corpus 2>$(FUZZ_BUILD)/smoke-$$t.log; then \
+	    tail -n 1 $(FUZZ_BUILD)/smoke-$$t.log; \
+	  else \
+	    grep -v '^    #' $(FUZZ_BUILD)/smoke-$$t.log | tail -n 40 >&2; status=1; \
+	    echo "fuzz-smoke: $$t crashed; the input is in $(FUZZ_BUILD)/smoke-crashes/$$t/" >&2; \
+	  fi; \
+	done; \
+	exit $$status

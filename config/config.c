@@ -1070,6 +1070,86 @@ static void free_regex(regex_t *re)
 	}
 }
 
+/*
+ * glibc's regcomp expands bounded repeats: `a{1,32767}` takes seconds and
+ * gigabytes, nested ones exhaust memory. Before compiling, the largest
+ * expansion is bounded: each {m,n} bound times the bounds of the groups
+ * around it must stay within REGEX_MAX_REPEAT. Bracket expressions and
+ * escaped characters are skipped (their braces are literal).
+ */
+#define REGEX_MAX_REPEAT 1000
+
+/* The bound of the repeat starting at s[i] ('{'), or 0 when there is none. */
+static unsigned long repeat_bound(const char *s, size_t i, size_t *end)
+{
+	unsigned long m = 0, n;
+	size_t k = i + 1;
+	if (s[i] != '{' || s[k] < '0' || s[k] > '9')
+		return 0;
+	for (; s[k] >= '0' && s[k] <= '9'; k++)
+		m = m > 100000 ? m : m * 10 + (unsigned long)(s[k] - '0');
+	n = m;
+	if (s[k] == ',') {
+		n = s[k + 1] >= '0' && s[k + 1] <= '9' ? 0 : m; /* {m,} is a loop: its bound is m */
+		for (k++; s[k] >= '0' && s[k] <= '9'; k++)
+			n = n > 100000 ? n : n * 10 + (unsigned long)(s[k] - '0');
+	}
+	if (s[k] != '}')
+		return 0;
+	*end = k;
+	return n > m ? n : m;
+}
+
+static bool regex_expansion_ok(const char *s)
+{
+	size_t len = strlen(s), depth = 0, open[CFG_MAX_CHECK_BYTES + 1];
+	unsigned long mult[CFG_MAX_CHECK_BYTES + 1]; /* product of enclosing group bounds, by depth */
+	size_t match[CFG_MAX_CHECK_BYTES + 1];       /* for each '(' the position of its ')' */
+	if (len > CFG_MAX_CHECK_BYTES)
+		return false;
+	/* Pass 1: pair the parentheses. */
+	for (size_t i = 0; i < len; i++) {
+		match[i] = 0;
+		if (s[i] == '\\') {
+			i++;
+		} else if (s[i] == '[') {
+			for (i += 1 + (s[i + 1] == '^') + (s[i + 1 + (s[i + 1] == '^')] == ']'); i < len && s[i] != ']'; i++)
+				;
+		} else if (s[i] == '(') {
+			open[depth++] = i;
+		} else if (s[i] == ')' && depth) {
+			match[open[--depth]] = i;
+		}
+	}
+	/* Pass 2: walk again, multiplying group bounds on the way in. */
+	depth = 0;
+	mult[0] = 1;
+	for (size_t i = 0, end; i < len; i++) {
+		if (s[i] == '\\') {
+			i++;
+		} else if (s[i] == '[') {
+			for (i += 1 + (s[i + 1] == '^') + (s[i + 1 + (s[i + 1] == '^')] == ']'); i < len && s[i] != ']'; i++)
+				;
+		} else if (s[i] == '(' && match[i]) {
+			unsigned long b = repeat_bound(s, match[i] + 1, &end);
+			unsigned long m = mult[depth] * (b ? b : 1);
+			if (m > REGEX_MAX_REPEAT)
+				return false;
+			mult[++depth] = m;
+		} else if (s[i] == ')' && depth) {
+			depth--;
+			repeat_bound(s, i + 1, &end) ? (void)(i = end) : (void)0;
+		} else if (s[i] == '{') {
+			unsigned long b = repeat_bound(s, i, &end);
+			if (b && mult[depth] * b > REGEX_MAX_REPEAT)
+				return false;
+			if (b)
+				i = end;
+		}
+	}
+	return true;
+}
+
 /* An expect_regex: checked here, compiled again for each pool that uses it. */
 static bool get_regex(struct ld *ld, const yaml_node_t *n, const char *path, char **src)
 {
@@ -1081,6 +1161,11 @@ static bool get_regex(struct ld *ld, const yaml_node_t *n, const char *path, cha
 		return false;
 	if (slen(n) > CFG_MAX_CHECK_BYTES) {
 		bad_value(ld, n, path, "a regular expression of at most %d bytes", CFG_MAX_CHECK_BYTES);
+		return false;
+	}
+	if (!regex_expansion_ok(sval(n))) {
+		bad_value(ld, n, path, "a regular expression whose repeats, nested, expand to at most %d (e.g. a{1,%d})",
+		          REGEX_MAX_REPEAT, REGEX_MAX_REPEAT);
 		return false;
 	}
 	r = regcomp(&re, sval(n), REG_EXTENDED);

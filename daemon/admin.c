@@ -5,8 +5,8 @@
  *
  * Admin protocol: one command per line (at most CTL_LINE_MAX bytes),
  * several per connection, answered in order. Each answer is zero or more
- * lines followed by one empty line; an error answer is one line starting
- * with "error: ". A line that is too long gets an error and the connection
+ * lines followed by one empty line; an error answer starts with "error: "
+ * (a failed reload adds the file's error lines after it). A line that is too long gets an error and the connection
  * is closed after it. While an answer is being written nothing more is read
  * (backpressure), and answers are bounded (CTL_OUT_MAX).
  *

@@ -80,6 +80,38 @@ static int connect_unix(const char *path, int type, long long deadline)
 	return fd;
 }
 
+/*
+ * The daemon's answer as recvmsg() left it: n (>= 0) bytes scattered over
+ * msg's two iovecs (the header, then lease->greeting_buf_), the backend fd
+ * in the control data. 0 with the lease filled, or -EAGAIN (no message: no
+ * connection for us) or -EPROTO; a received fd is closed on -EPROTO. Kept
+ * apart from the socket I/O for the fuzz target (tests/fuzz/fuzz_handoff.c).
+ */
+static int parse_handoff(struct msghdr *msg, ssize_t n, struct wp_lease *lease)
+{
+	const struct wp_handoff_hdr *hdr = msg->msg_iov[0].iov_base;
+	int fd = -1;
+	for (struct cmsghdr *c = CMSG_FIRSTHDR(msg); c; c = CMSG_NXTHDR(msg, c))
+		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
+			memcpy(&fd, CMSG_DATA(c), sizeof fd);
+	if (n == 0) { /* closed without a connection for us; an fd on an empty message is not ours either */
+		if (fd >= 0)
+			close(fd);
+		return -EAGAIN;
+	}
+	uint32_t glen = (size_t)n >= sizeof *hdr ? ntohl(hdr->greeting_len) : 0;
+	if ((size_t)n < sizeof *hdr || memcmp(hdr->magic, WP_HANDOFF_MAGIC, 4) != 0 || hdr->status != WP_HANDOFF_OK ||
+	    fd < 0 || (msg->msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || glen != (size_t)n - sizeof *hdr) {
+		if (fd >= 0)
+			close(fd);
+		return -EPROTO;
+	}
+	lease->fd = fd;
+	lease->direct = 1;
+	lease->greeting_len = glen;
+	return 0;
+}
+
 /* Read the daemon's one message: the backend fd and the greeting. */
 static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 {
@@ -101,23 +133,7 @@ static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 		if (errno != EAGAIN && errno != EINTR)
 			return -errno;
 	}
-	int fd = -1;
-	for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
-		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS && c->cmsg_len == CMSG_LEN(sizeof(int)))
-			memcpy(&fd, CMSG_DATA(c), sizeof fd);
-	if (n == 0)
-		return -EAGAIN; /* closed without a connection for us */
-	uint32_t glen = (size_t)n >= sizeof hdr ? ntohl(hdr.greeting_len) : 0;
-	if ((size_t)n < sizeof hdr || memcmp(hdr.magic, WP_HANDOFF_MAGIC, 4) != 0 || hdr.status != WP_HANDOFF_OK ||
-	    fd < 0 || (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) || glen != (size_t)n - sizeof hdr) {
-		if (fd >= 0)
-			close(fd);
-		return -EPROTO;
-	}
-	lease->fd = fd;
-	lease->direct = 1;
-	lease->greeting_len = glen;
-	return 0;
+	return parse_handoff(&msg, n, lease);
 }
 
 /* Send the one request message (with `fd` attached when >= 0). 0 or -errno. */

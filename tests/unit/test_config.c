@@ -1429,6 +1429,10 @@ static const struct err_case err_cases[] = {
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
+    {"regex_expansion_bounded",
+     HEAD "    health_check: {type: send_expect, send: x, expect_regex: '(a{10}){101}'}\n",
+     {"t.yaml:5:62: pools.p.health_check.expect_regex: expected a regular expression whose repeats, nested, "
+      "expand to at most 1000 (e.g. a{1,1000}), got \"(a{10}){101}\""}},
     {"reuse_send_without_expect",
      HEAD "    reuse: {reset_send: x}\n",
      {"t.yaml:5:12: pools.p.reuse.reset_expect: missing key, expected reset_send and reset_expect together"}},
