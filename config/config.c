@@ -2314,6 +2314,28 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		        "expected at least one backend without backup: true");
 }
 
+/* A socket path that is not a listen item (handoff, admin): checked like
+ * one, unique among all of them, and stored in l (its position too).
+ * `expected` ends the message, e.g. ", or false" where false is allowed. */
+static void socket_path(struct ld *ld, const yaml_node_t *v, const char *path, struct cfg_listen *l,
+                        const char *owner, const char *expected)
+{
+	if (!want_text(ld, v, path, "a socket path"))
+		return;
+	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
+		bad_value(ld, v, path, "a socket path of 1 to %zu bytes%s", SUN_PATH_MAX, expected);
+		return;
+	}
+	free(l->path);
+	l->path = strdup(sval(v));
+	if (!l->path) {
+		ld->oom = true;
+		return;
+	}
+	l->pos = node_pos(v);
+	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, owner);
+}
+
 /* reuse: false | true | {reset_send, reset_expect, reset_timeout}. */
 static void parse_reuse(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
                         struct cfg_pool *p)
@@ -2375,20 +2397,7 @@ static void parse_handoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t
 		add_err(ld, node_pos(n), kpath, "missing key, expected a socket path");
 		return;
 	}
-	const yaml_node_t *v = vals[0];
-	if (!want_text(ld, v, kpath, "a socket path"))
-		return;
-	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
-		bad_value(ld, v, kpath, "a socket path of 1 to %zu bytes", SUN_PATH_MAX);
-		return;
-	}
-	p->handoff.path = strdup(sval(v));
-	if (!p->handoff.path) {
-		ld->oom = true;
-		return;
-	}
-	p->handoff.pos = node_pos(v);
-	refs_add(ld, &ld->sockets, kpath, p->handoff.path, p->handoff.pos, NULL, p->name);
+	socket_path(ld, vals[0], kpath, &p->handoff, p->name, "");
 }
 
 static bool valid_pool_name(const char *s, size_t len)
@@ -2554,25 +2563,6 @@ static void parse_pools(struct ld *ld, yaml_document_t *doc, const yaml_node_t *
 	}
 }
 
-/* An admin socket path (checked like a pool's listen path, and unique among them). */
-static void daemon_socket(struct ld *ld, const yaml_node_t *v, const char *path, struct cfg_listen *l)
-{
-	if (!want_text(ld, v, path, "a socket path"))
-		return;
-	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
-		bad_value(ld, v, path, "a socket path of 1 to %zu bytes, or false", SUN_PATH_MAX);
-		return;
-	}
-	free(l->path);
-	l->path = strdup(sval(v));
-	if (!l->path) {
-		ld->oom = true;
-		return;
-	}
-	l->pos = node_pos(v);
-	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, "daemon");
-}
-
 static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n)
 {
 	yaml_node_t *vals[D_N], *knodes[D_N];
@@ -2611,10 +2601,10 @@ static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 		free(d->admin.path);
 		d->admin.path = NULL;
 		if (on)
-			daemon_socket(ld, v, "daemon.admin_socket", &d->admin);
+			socket_path(ld, v, "daemon.admin_socket", &d->admin, "daemon", ", or false");
 	}
 	if (vals[D_ADMIN_RO])
-		daemon_socket(ld, vals[D_ADMIN_RO], "daemon.admin_socket_readonly", &d->admin_ro);
+		socket_path(ld, vals[D_ADMIN_RO], "daemon.admin_socket_readonly", &d->admin_ro, "daemon", "");
 	if (vals[D_METRICS]) {
 		const yaml_node_t *v = vals[D_METRICS];
 		char host[NI_MAXHOST];
