@@ -241,19 +241,25 @@ void handoff_close(struct handoff *h);
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
-#define SESSION_BUF  16384 /* buffered path: greeting, or when no pipe can be had */
+#define SESSION_BUF  16384 /* a copied read: at most this much; a full one makes the direction bulk */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
 
-/* One direction of a session. Bytes in flight sit either in a borrowed pipe
- * (splice) or, for a greeting or when no pipe is free, in a buffer; both are
- * released the moment they are empty, so an idle session holds neither. */
+/* One direction of a session. Reads are copied (recv into the engine's
+ * scratch buffer, send straight on) until one fills SESSION_BUF: from then
+ * on the direction is bulk and moves through a borrowed pipe with splice.
+ * Small messages cost less copied than spliced. Bytes that the destination
+ * could not take at once (and a greeting) wait in a buffer of their own.
+ * Pipe and buffer are released the moment they are empty, so an idle
+ * session holds neither. */
 struct relay_dir {
-	unsigned char *buf;   /* SESSION_BUF bytes while buffered bytes are pending */
+	unsigned char *buf;   /* pending bytes: malloc'd, or the engine's scratch while `scratch` */
 	uint32_t off, len;    /* pending buffered bytes: buf[off .. off+len) */
 	struct wp_pipe *pipe; /* borrowed while in_pipe > 0 */
 	uint32_t in_pipe;     /* spliced in, not yet spliced out */
 	unsigned eof : 1;     /* the source said EOF */
 	unsigned shut : 1;    /* EOF passed on: shutdown(dst, SHUT_WR) done */
+	unsigned bulk : 1;    /* a read filled SESSION_BUF: splice from now on */
+	unsigned scratch : 1; /* buf is the engine's scratch (only inside relay_flow) */
 	uint64_t bytes;       /* delivered in this direction */
 	uint64_t read;        /* read from the source (client_/server_idle_timeout activity) */
 };
@@ -434,6 +440,7 @@ struct engine {
 	ev_timer watchdog;      /* WATCHDOG=1 every half $WATCHDOG_USEC, when systemd asks for it */
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
 	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
+	unsigned char scratch[SESSION_BUF]; /* copied reads pass through here (session.c) */
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */

@@ -4,23 +4,31 @@
  * A session waits on pool->waiting (FIFO, queue_timeout armed) until the pool
  * hands it an idle connection, then relays bytes both ways:
  *
- *   client ──up──▶ [buf] ──▶ backend        backend ──down──▶ [buf] ──▶ client
+ *   client ──up──▶ backend        backend ──down──▶ client
  *
- * Bytes move with splice(2) through a pipe borrowed from the engine's pool
- * only while they are in flight, so they never enter user space and a held,
- * quiet session owns no buffer and no pipe. A greeting (already read while
- * the connection was idle), or a moment with no pipe to be had, uses a
- * SESSION_BUF buffer instead, also freed as soon as it drains. A side is read
- * only while its direction has nothing pending, so a slow reader stops the
- * other side (backpressure) and memory per session is bounded.
- * EOF is passed on as shutdown(SHUT_WR) once the buffer has drained
- * (half-close); the session ends when both directions have passed EOF on, or
- * at the first error, closing both sides. The backend connection is then
- * closed, never reused, and the pool refills.
+ * Small reads are copied: recv into the engine's one scratch buffer and sent
+ * straight on, which costs less than two splices for a request or a reply.
+ * A read that fills the scratch (SESSION_BUF) makes its direction bulk: from
+ * then on bytes move with splice(2) through a pipe borrowed from the
+ * engine's pool only while they are in flight, so they never enter user
+ * space. Bytes the destination cannot take yet (and a greeting, read while
+ * the connection was idle) wait in a buffer of the session's own, freed as
+ * soon as it drains, so a held, quiet session owns no buffer and no pipe. A
+ * side is read only while its direction has nothing pending, so a slow
+ * reader stops the other side (backpressure) and memory per session is
+ * bounded.
+ * EOF is passed on as shutdown(SHUT_WR) once everything before it is
+ * delivered (half-close); the session ends when both directions have passed
+ * EOF on, or at the first error, closing both sides. A client that closed
+ * its socket outright (not a half-close: it can read no answer) ends the
+ * session at once; close() then delivers what was sent and a FIN, as the
+ * client's own close() would on a direct connection. The backend connection
+ * is then closed, unless reuse: returns it, and the pool refills.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -104,6 +112,30 @@ static void session_update_watchers(struct session *s)
 /* Relay directions report failures with the side that failed. */
 enum relay_side { SIDE_SRC, SIDE_DST };
 
+/* Pending bytes still in the engine's scratch buffer get a buffer of their
+ * own before relay_flow returns: the next read of any session reuses the
+ * scratch. 0, or -ENOMEM. */
+static int relay_own(struct relay_dir *d)
+{
+	if (!d->scratch)
+		return 0;
+	d->scratch = 0;
+	if (!d->len) {
+		d->buf = NULL;
+		return 0;
+	}
+	unsigned char *b = malloc(d->len);
+	if (!b) {
+		d->buf = NULL;
+		d->len = 0;
+		return -ENOMEM;
+	}
+	memcpy(b, d->buf + d->off, d->len);
+	d->buf = b;
+	d->off = 0;
+	return 0;
+}
+
 /* Send what is pending in d to dst: the buffer first (it holds older bytes,
  * e.g. the greeting), then the pipe. Buffer and pipe are given back as soon
  * as they are empty. 0, or -errno from dst. */
@@ -123,7 +155,10 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 			return n < 0 ? -errno : -EIO;
 		}
 	}
-	if (d->buf) {
+	if (d->scratch) {
+		d->scratch = 0;
+		d->buf = NULL;
+	} else if (d->buf) {
 		free(d->buf);
 		d->buf = NULL;
 	}
@@ -148,13 +183,14 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 	return 0;
 }
 
-/* Read once from src through a pooled pipe (zero-copy) or, when no pipe can
- * be had, into a buffer; *cap is the most that one read could have moved.
- * Returns bytes read, 0 at EOF (d->eof set), -EAGAIN when src has nothing,
- * or -errno. */
+/* Read once from src: a bulk direction through a pooled pipe (zero-copy),
+ * otherwise (or when no pipe can be had) into the engine's scratch buffer,
+ * from which relay_flush sends it on; *cap is the most that one read could
+ * have moved. Returns bytes read, 0 at EOF (d->eof set), -EAGAIN when src
+ * has nothing, or -errno. */
 static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
 {
-	struct wp_pipe *p = pipes_get(&eng->pipes);
+	struct wp_pipe *p = d->bulk ? pipes_get(&eng->pipes) : NULL;
 	ssize_t n;
 	if (p) {
 		*cap = p->size;
@@ -169,16 +205,18 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 		}
 		pipes_put(&eng->pipes, p, 1);
 	} else {
-		*cap = SESSION_BUF;
-		if (!d->buf && !(d->buf = malloc(SESSION_BUF)))
-			return -ENOMEM;
+		*cap = sizeof eng->scratch;
 		do
-			n = recv(src, d->buf, SESSION_BUF, 0);
+			n = recv(src, eng->scratch, sizeof eng->scratch, 0);
 		while (n < 0 && errno == EINTR);
 		if (n > 0) {
+			d->buf = eng->scratch;
+			d->scratch = 1;
 			d->off = 0;
 			d->len = (uint32_t)n;
 			d->read += (uint64_t)n;
+			if ((size_t)n == sizeof eng->scratch)
+				d->bulk = 1;
 			return n;
 		}
 	}
@@ -199,8 +237,23 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
  * EOF is (reuse: the backend connection must not be half-closed). 0, or
  * -errno with *side set. */
 enum { HOLD_NONE, HOLD_IF_EMPTY, HOLD_ALWAYS };
-static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
-                      enum relay_side *side)
+/* relay_flow's answer when `src_gone` and the source is gone both ways. */
+#define RELAY_SRC_GONE 1
+
+/* Whether a socket's peer has closed it entirely (POLLHUP: it can neither
+ * send nor receive), as opposed to a half-close after which it still reads. */
+static int peer_gone(int fd)
+{
+	struct pollfd pfd = {.fd = fd, .events = 0};
+	int n;
+	do
+		n = poll(&pfd, 1, 0);
+	while (n < 0 && errno == EINTR);
+	return n == 1 && (pfd.revents & POLLHUP);
+}
+
+static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
+                           int hold_eof, int src_gone, enum relay_side *side)
 {
 	int r;
 	*side = SIDE_DST;
@@ -222,11 +275,30 @@ static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst,
 	}
 	if (d->eof && !dir_pending(d) && !d->shut && hold_eof != HOLD_ALWAYS &&
 	    !(hold_eof == HOLD_IF_EMPTY && d->bytes == 0)) {
+		/* A source that closed outright will read no answer: the session
+		 * can end now, which saves the half-close and the wake-ups that
+		 * wait for the other side's EOF (close() sends the FIN). */
+		if (src_gone && !last && peer_gone(src))
+			return RELAY_SRC_GONE;
 		d->shut = 1;
 		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
 	}
 	return 0;
+}
+
+static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
+                      int src_gone, enum relay_side *side)
+{
+	int r = relay_flow_once(eng, d, src, dst, last, hold_eof, src_gone, side);
+	/* Bytes the destination did not take stay pending (a retry hands the
+	 * client's to the next connection): off the shared scratch first. */
+	int o = relay_own(d);
+	if (o < 0 && r == 0) {
+		*side = SIDE_DST;
+		r = o;
+	}
+	return r;
 }
 
 /* The pool returns connections of cleanly ended sessions (reuse:). */
@@ -316,10 +388,16 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int hold = from_backend ? (session_can_retry(s) ? HOLD_IF_EMPTY : HOLD_NONE)
 	                        : (session_reuses(s) ? HOLD_ALWAYS : HOLD_NONE);
 	uint64_t before = d->bytes;
-	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, &side);
+	/* The client going away entirely (not a half-close) ends the session
+	 * at once; with reuse its EOF already does. */
+	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, !from_backend && hold == HOLD_NONE, &side);
 	*(from_backend ? &s->pool->stats.bytes_down : &s->pool->stats.bytes_up) += d->bytes - before;
 	if (from_backend && before == 0 && d->bytes && s->up.bytes == 0)
 		s->b->had_greeting = 1; /* it spoke first: a greeting the next client would miss (reuse) */
+	if (r == RELAY_SRC_GONE) {
+		session_close(s, "client closed");
+		return -1;
+	}
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
 		session_fail(s, (side == SIDE_SRC) == from_backend, -r);

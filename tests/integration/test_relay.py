@@ -2,15 +2,19 @@
 
 import os
 import socket
+import threading
+import time
 import zlib
 
 from conftest import (
+    admin_json,
     connect_unix,
     exchange,
     recv_exact,
     recv_until_closed,
     run_threads,
     splitmix_bytes,
+    wait_until,
 )
 
 MIB = 1 << 20
@@ -151,3 +155,127 @@ def test_concurrent_sessions_are_independent(start_backend, start_daemon, pool):
 
     results = run_threads(bulk, [(i,) for i in range(8)], timeout=180)
     assert results == [True] * 8, results
+
+
+class LingeringBackend:
+    """A TCP backend that reads each connection to EOF and then keeps it
+    open, answering nothing, until the test ends: it shows whether the
+    daemon itself ends a session whose client has gone."""
+
+    def __init__(self):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.conns = []
+        self.got = {}  # connection index -> bytes read before EOF (at EOF)
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            i = len(self.conns)
+            self.conns.append(c)
+            t = threading.Thread(target=self._read, args=(i, c), daemon=True)
+            self.threads.append(t)
+            t.start()
+
+    def _read(self, i, c):
+        c.settimeout(0.2)
+        data = bytearray()
+        while not self.stop.is_set():
+            try:
+                chunk = c.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if not chunk:
+                self.got[i] = bytes(data)
+                return  # EOF: keep the socket open, say nothing
+            data += chunk
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=5)
+        for c in self.conns:
+            c.close()
+        self.lsock.close()
+
+
+def _active(d, name):
+    rows = [p for p in admin_json(d, "show pools")["pools"] if p["name"] == name]
+    assert len(rows) == 1, rows
+    return rows[0]["active"]
+
+
+def test_client_closing_outright_ends_the_session(start_daemon, pool):
+    """A client that close()s (rather than half-closes) can read no answer:
+    the session ends at once and the backend gets the bytes and a FIN, even
+    when the backend itself never closes. A half-closing client keeps its
+    session (it may still read the answer) until the backend answers or
+    closes, or an idle timeout ends it."""
+    be = LingeringBackend()
+    try:
+        d = start_daemon(pools={"gone": pool("gone", [f"127.0.0.1:{be.port}"], min_idle=1)})
+        wait_until(lambda: len(be.conns) >= 1, what="the warm connection")
+        payload = b"fire and forget " + os.urandom(3000)
+
+        with connect_unix(d.socket_path("gone")) as s:
+            s.sendall(payload)
+            wait_until(lambda: _active(d, "gone") == 1, what="the session to start")
+        wait_until(lambda: payload in be.got.values(), what="the backend to read the bytes and EOF")
+        wait_until(lambda: _active(d, "gone") == 0, what="the session to end with the backend still open")
+
+        s = connect_unix(d.socket_path("gone"))
+        try:
+            s.sendall(b"half")
+            s.shutdown(socket.SHUT_WR)
+            wait_until(lambda: b"half" in be.got.values(), what="the half-closed session's EOF")
+            time.sleep(0.3)  # the daemon has passed the EOF on; the session must still be there
+            assert _active(d, "gone") == 1
+        finally:
+            s.close()
+    finally:
+        be.close()
+
+
+def test_small_reads_pending_behind_a_stalled_client_keep_their_bytes(start_backend, start_daemon, pool):
+    """Small reads are copied through one buffer that every session shares;
+    bytes a stalled client cannot take yet must get a buffer of their own
+    before another session's read reuses it. Session A's client stops
+    reading while its echo keeps coming in small pieces; session B runs
+    meanwhile; then A reads everything and must get exactly its own bytes."""
+    be = start_backend()
+    d = start_daemon(pools={"stall": pool("stall", [be], min_idle=2, max_connections=4)})
+    be.wait_open(2)
+    path = d.socket_path("stall")
+    a = connect_unix(path, timeout=60)
+    b = connect_unix(path, timeout=60)
+    try:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sent_a = bytearray()
+        # 100-byte messages, one round trip of B's between each, so the
+        # backend echoes A's in small separate pieces; A's receive queue and
+        # the daemon's send queue to it fill after a few hundred.
+        for i in range(1500):
+            msg = (b"A%05d:" % i) + os.urandom(93)
+            a.sendall(msg)
+            sent_a += msg
+            bmsg = (b"B%05d:" % i) + os.urandom(57)
+            b.sendall(bmsg)
+            assert recv_exact(b, len(bmsg)) == bmsg, f"session B, message {i}"
+        got_a = recv_exact(a, len(sent_a), timeout=60)
+        assert got_a == sent_a, f"first difference at byte {next(i for i in range(len(sent_a)) if got_a[i] != sent_a[i])}"
+    finally:
+        a.close()
+        b.close()
