@@ -227,16 +227,6 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
-/* Move bytes src -> dst until src is drained, dst blocks, or RELAY_ROUNDS
- * reads (so one busy session cannot starve the loop); then pass EOF on once
- * everything before it is delivered. When the other direction is already
- * done (`last`), the session closes right after this and close() passes the
- * EOF on: both receive queues are drained by then, so it is a clean FIN.
- * With `hold_eof` HOLD_IF_EMPTY, an EOF before any byte went this way is kept
- * back (the caller may re-pair the session instead); with HOLD_ALWAYS any
- * EOF is (reuse: the backend connection must not be half-closed). 0, or
- * -errno with *side set. */
-enum { HOLD_NONE, HOLD_IF_EMPTY, HOLD_ALWAYS };
 /* relay_flow's answer when `src_gone` and the source is gone both ways. */
 #define RELAY_SRC_GONE 1
 
@@ -252,6 +242,18 @@ static int peer_gone(int fd)
 	return n == 1 && (pfd.revents & POLLHUP);
 }
 
+/* Move bytes src -> dst until src is drained, dst blocks, or RELAY_ROUNDS
+ * reads (so one busy session cannot starve the loop); then pass EOF on once
+ * everything before it is delivered. When the other direction is already
+ * done (`last`), the session closes right after this and close() passes the
+ * EOF on: both receive queues are drained by then, so it is a clean FIN.
+ * With `hold_eof` HOLD_IF_EMPTY, an EOF before any byte went this way is kept
+ * back (the caller may re-pair the session instead); with HOLD_ALWAYS any
+ * EOF is (reuse: the backend connection must not be half-closed). With
+ * `src_gone`, a source that closed outright instead of half-closing makes
+ * it return RELAY_SRC_GONE, with nothing passed on. 0, or -errno with *side
+ * set (-ENOMEM: no buffer for bytes the destination could not take). */
+enum { HOLD_NONE, HOLD_IF_EMPTY, HOLD_ALWAYS };
 static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
                            int hold_eof, int src_gone, enum relay_side *side)
 {
@@ -396,6 +398,13 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 		s->b->had_greeting = 1; /* it spoke first: a greeting the next client would miss (reuse) */
 	if (r == RELAY_SRC_GONE) {
 		session_close(s, "client closed");
+		return -1;
+	}
+	if (r == -ENOMEM) {
+		/* bytes were dropped: neither side is to blame, and no retry */
+		log_error("pool=%s client=%llu: out of memory buffering the relay, closing the session",
+		          s->pool->name, (unsigned long long)s->id);
+		session_close(s, "out of memory");
 		return -1;
 	}
 	if (r < 0) {
