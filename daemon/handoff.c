@@ -80,10 +80,7 @@ static void handoff_req_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct handoff_req *r = container_of(w, struct handoff_req, io);
 	struct handoff *h = r->h;
 	struct wp_handoff_req req;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
+	union wp_fd_cmsg ctl;
 	struct iovec iov = {&req, sizeof req};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
 	ssize_t n = recvmsg(r->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);

@@ -553,18 +553,10 @@ static void session_hand_off(struct session *s, struct bconn *b)
 	struct pool *p = s->pool;
 	struct wp_handoff_hdr hdr = {.magic = WP_HANDOFF_MAGIC, .status = WP_HANDOFF_OK,
 	                             .greeting_len = htonl(b->greeting_len)};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl = {0}; /* the padding after the fd goes out too */
+	union wp_fd_cmsg ctl = {0};
 	struct iovec iov[2] = {{&hdr, sizeof hdr}, {b->greeting, b->greeting_len}};
-	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = b->greeting_len ? 2 : 1,
-	                     .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
-	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-	c->cmsg_level = SOL_SOCKET;
-	c->cmsg_type = SCM_RIGHTS;
-	c->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(c), &b->fd, sizeof(int));
+	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = b->greeting_len ? 2 : 1};
+	wp_msg_attach_fd(&msg, &ctl, b->fd);
 	ssize_t n;
 	do
 		n = sendmsg(s->cfd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);

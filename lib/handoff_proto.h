@@ -18,6 +18,8 @@
 #define WARMPOOL_HANDOFF_PROTO_H
 
 #include <stdint.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #define WP_HANDOFF_MAGIC     "WPH1" /* answers */
 #define WP_HANDOFF_REQ_MAGIC "WPQ1" /* requests */
@@ -37,5 +39,24 @@ struct wp_handoff_hdr {
 	uint8_t reserved[3];   /* 0 */
 	uint32_t greeting_len; /* network byte order */
 };
+
+/* The control buffer of a message that carries one fd (SCM_RIGHTS). */
+union wp_fd_cmsg {
+	struct cmsghdr align;
+	char buf[CMSG_SPACE(sizeof(int))];
+};
+
+/* Attach `fd` to `msg` through `ctl`. Zero `ctl` first: its padding after
+ * the fd goes out too. */
+static inline void wp_msg_attach_fd(struct msghdr *msg, union wp_fd_cmsg *ctl, int fd)
+{
+	msg->msg_control = ctl->buf;
+	msg->msg_controllen = sizeof ctl->buf;
+	struct cmsghdr *c = CMSG_FIRSTHDR(msg);
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof fd);
+}
 
 #endif

@@ -116,10 +116,7 @@ static int parse_handoff(struct msghdr *msg, ssize_t n, struct wp_lease *lease)
 static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 {
 	struct wp_handoff_hdr hdr;
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
+	union wp_fd_cmsg ctl;
 	struct iovec iov[2] = {{&hdr, sizeof hdr}, {lease->greeting_buf_, sizeof lease->greeting_buf_}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
 	ssize_t n;
@@ -140,21 +137,11 @@ static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 static int send_request(int hfd, char op, int fd)
 {
 	struct wp_handoff_req req = {.magic = WP_HANDOFF_REQ_MAGIC, .op = (uint8_t)op};
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl = {0}; /* the padding after the fd goes out too */
+	union wp_fd_cmsg ctl = {0};
 	struct iovec iov = {&req, sizeof req};
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1};
-	if (fd >= 0) {
-		msg.msg_control = ctl.buf;
-		msg.msg_controllen = sizeof ctl.buf;
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof fd);
-	}
+	if (fd >= 0)
+		wp_msg_attach_fd(&msg, &ctl, fd);
 	ssize_t n;
 	do
 		n = sendmsg(hfd, &msg, MSG_NOSIGNAL);

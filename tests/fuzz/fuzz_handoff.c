@@ -57,10 +57,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	struct wp_handoff_hdr hdr;
 	memset(&hdr, 0xa5, sizeof hdr); /* uninitialised stack memory where nothing was received */
-	union {
-		struct cmsghdr align;
-		char buf[CMSG_SPACE(sizeof(int))];
-	} ctl;
+	union wp_fd_cmsg ctl;
 	memset(&ctl, 0, sizeof ctl);
 	struct iovec iov[2] = {{&hdr, sizeof hdr}, {lease.greeting_buf_, sizeof lease.greeting_buf_}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = 0};
@@ -74,12 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 		if (fd < 0)
 			abort();
-		msg.msg_controllen = sizeof ctl.buf;
-		struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
-		c->cmsg_level = SOL_SOCKET;
-		c->cmsg_type = SCM_RIGHTS;
-		c->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(c), &fd, sizeof fd);
+		wp_msg_attach_fd(&msg, &ctl, fd);
 		if ((env & 3) == 2)
 			msg.msg_flags |= MSG_CTRUNC;
 		break;

@@ -759,6 +759,23 @@ def admin_json(target, cmd, timeout=IO_TIMEOUT):
     return json.loads(text)
 
 
+def pool_row(target, name):
+    """The pool's row of `show pools --json` (idle, active, waiting, ...)."""
+    rows = [p for p in admin_json(target, "show pools")["pools"] if p["name"] == name]
+    assert len(rows) == 1, rows
+    return rows[0]
+
+
+def at(text, needle, occurrence=1):
+    """1-based (line, col) where the `occurrence`-th `needle` starts (col in characters)."""
+    idx = -1
+    for _ in range(occurrence):
+        idx = text.index(needle, idx + 1)
+    line = text.count("\n", 0, idx) + 1
+    col = idx - (text.rfind("\n", 0, idx) + 1) + 1
+    return line, col
+
+
 def warmpoolctl(target, *args, timeout=30.0):
     """Run build/warmpoolctl -s SOCKET ARGS...; returns the CompletedProcess
     (text stdout/stderr). `target` is a Daemon, a socket path, or None for

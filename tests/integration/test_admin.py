@@ -21,17 +21,12 @@ from conftest import (
     admin_json,
     connect_unix,
     echo_once,
+    pool_row,
     recv_exact,
     recv_until_closed,
     wait_until,
     warmpoolctl,
 )
-
-
-def pool_row(d, name):
-    rows = [p for p in admin_json(d, "show pools")["pools"] if p["name"] == name]
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def backend_rows(d, pool):

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, WARMPOOLD
+from conftest import SANITIZER_MARKERS, WARMPOOLD, at
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\s]+): (?P<msg>.+)$")
 
@@ -23,15 +23,6 @@ def run(*args, timeout=30):
         assert marker not in p.stderr, p.stderr
     return p
 
-
-def at(text, needle, occurrence=1):
-    """1-based (line, col) where the `occurrence`-th `needle` starts."""
-    idx = -1
-    for _ in range(occurrence):
-        idx = text.index(needle, idx + 1)
-    line = text.count("\n", 0, idx) + 1
-    col = idx - (text.rfind("\n", 0, idx) + 1) + 1
-    return line, col
 
 
 def good_config(sock_a, sock_b):

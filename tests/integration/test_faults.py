@@ -33,6 +33,7 @@ from conftest import (
     connect_unix,
     echo_once,
     make_config,
+    pool_row,
     recv_exact,
     recv_until_closed,
     run_threads,
@@ -105,12 +106,6 @@ def backend_metric(d, name, pool_name, be):
         if m:
             return float(m.group(1))
     raise AssertionError(f"no warmpool_backend_{name} for {pool_name}/{be.addr}")
-
-
-def pool_row(d, pool_name):
-    rows = [p for p in admin_json(d, "show pools")["pools"] if p["name"] == pool_name]
-    assert len(rows) == 1, rows
-    return rows[0]
 
 
 def all_events(be):

@@ -7,7 +7,6 @@ wpbackend sending the server's first bytes)."""
 import re
 import shutil
 import signal
-import subprocess
 import time
 
 import pytest

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, WARMPOOLD
+from conftest import SANITIZER_MARKERS, WARMPOOLD, at
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?:(?P<path>[^:\s]+): )?(?P<msg>.+)$")
 RUN_TIMEOUT = 60  # seconds: a hang fails the test (ASan build included)
@@ -106,15 +106,6 @@ def one_pool(extra=""):
     return "pools:\n" + pool("p", 0, extra)
 
 
-def at(text, needle, occurrence=1):
-    """1-based (line, col) where the occurrence-th needle starts (col in characters)."""
-    idx = -1
-    for _ in range(occurrence):
-        idx = text.index(needle, idx + 1)
-    line = text.count("\n", 0, idx) + 1
-    col = idx - (text.rfind("\n", 0, idx) + 1) + 1
-    return line, col
-
 
 # ---------------------------------------------------------------------------
 # file size
@@ -147,7 +138,7 @@ def test_file_over_the_size_limit(tmp_path, size):
 def test_one_huge_scalar_under_the_limit(tmp_path):
     """A 1 MiB - 100 byte value is read, then reported with a bounded quote."""
     head = "pools:\n  p:\n    listen: "
-    tail = f"\n    backends: 127.0.0.1:1\n"
+    tail = "\n    backends: 127.0.0.1:1\n"
     text = head + "/" + "a" * (MAX_FILE - 100 - len(head) - len(tail)) + tail
     cfg = write(tmp_path, "bigscalar.yaml", text)
     p = check(cfg)
@@ -289,7 +280,7 @@ def build(where, snippet, value):
     elif where == "F":
         text = "defaults:\n" + s + one_pool()
     elif where == "L":
-        text = f"pools:\n  p:\n    listen:\n" + s + "    backends: 127.0.0.1:1\n"
+        text = "pools:\n  p:\n    listen:\n" + s + "    backends: 127.0.0.1:1\n"
     elif where == "B":
         text = f"pools:\n  p:\n    listen: {NEVER}/p.sock\n    backends:\n      - 127.0.0.1:1\n" + s
     else:

@@ -7,9 +7,9 @@ import time
 import zlib
 
 from conftest import (
-    admin_json,
     connect_unix,
     exchange,
+    pool_row,
     recv_exact,
     recv_until_closed,
     run_threads,
@@ -212,12 +212,6 @@ class LingeringBackend:
         self.lsock.close()
 
 
-def _active(d, name):
-    rows = [p for p in admin_json(d, "show pools")["pools"] if p["name"] == name]
-    assert len(rows) == 1, rows
-    return rows[0]["active"]
-
-
 def test_client_closing_outright_ends_the_session(start_daemon, pool):
     """A client that close()s (rather than half-closes) can read no answer:
     the session ends at once and the backend gets the bytes and a FIN, even
@@ -232,9 +226,9 @@ def test_client_closing_outright_ends_the_session(start_daemon, pool):
 
         with connect_unix(d.socket_path("gone")) as s:
             s.sendall(payload)
-            wait_until(lambda: _active(d, "gone") == 1, what="the session to start")
+            wait_until(lambda: pool_row(d, "gone")["active"] == 1, what="the session to start")
         wait_until(lambda: payload in be.got.values(), what="the backend to read the bytes and EOF")
-        wait_until(lambda: _active(d, "gone") == 0, what="the session to end with the backend still open")
+        wait_until(lambda: pool_row(d, "gone")["active"] == 0, what="the session to end with the backend still open")
 
         s = connect_unix(d.socket_path("gone"))
         try:
@@ -242,7 +236,7 @@ def test_client_closing_outright_ends_the_session(start_daemon, pool):
             s.shutdown(socket.SHUT_WR)
             wait_until(lambda: b"half" in be.got.values(), what="the half-closed session's EOF")
             time.sleep(0.3)  # the daemon has passed the EOF on; the session must still be there
-            assert _active(d, "gone") == 1
+            assert pool_row(d, "gone")["active"] == 1
         finally:
             s.close()
     finally:

@@ -25,6 +25,7 @@ from conftest import (
     connect_unix,
     echo_once,
     make_config,
+    pool_row,
     recv_exact,
     wait_until,
     warmpoolctl,
@@ -131,10 +132,6 @@ def reload_notifications(d, start, timeout=IO_TIMEOUT):
 
 def pools_of(d):
     return [p["name"] for p in admin_json(d, "show pools")["pools"]]
-
-
-def pool_row(d, name):
-    return next(p for p in admin_json(d, "show pools")["pools"] if p["name"] == name)
 
 
 def rewrite(d, pools, daemon=None):

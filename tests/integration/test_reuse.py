@@ -2,7 +2,6 @@
 (after the reset exchange or a quiet period), and anything doubtful closes
 it instead: one client's bytes must never reach another."""
 
-import socket
 
 from conftest import connect_unix, echo_once, recv_exact, wait_until
 from test_handoff import stats

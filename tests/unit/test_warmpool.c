@@ -68,18 +68,10 @@ static void serve(struct fixture *f, enum answer a, const char *greeting)
 		struct wp_handoff_hdr hdr = {.magic = WP_HANDOFF_MAGIC, .greeting_len = htonl((uint32_t)glen)};
 		if (a == ANSWER_BAD_MAGIC)
 			hdr.magic[0] = 'X';
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} ctl;
+		union wp_fd_cmsg ctl = {0};
 		struct iovec iov[2] = {{&hdr, sizeof hdr}, {(void *)greeting, glen}};
-		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = glen ? 2 : 1, .msg_control = ctl.buf,
-		                     .msg_controllen = sizeof ctl.buf};
-		struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-		cm->cmsg_level = SOL_SOCKET;
-		cm->cmsg_type = SCM_RIGHTS;
-		cm->cmsg_len = CMSG_LEN(sizeof(int));
-		memcpy(CMSG_DATA(cm), &f->pair[0], sizeof(int));
+		struct msghdr msg = {.msg_iov = iov, .msg_iovlen = glen ? 2 : 1};
+		wp_msg_attach_fd(&msg, &ctl, f->pair[0]);
 		if (sendmsg(c, &msg, MSG_NOSIGNAL) < 0)
 			_exit(2);
 	}
@@ -154,10 +146,7 @@ static void test_checkin_sends_the_socket_back(void **state)
 	if (f->child == 0) {
 		int c = accept(f->lfd, NULL, NULL);
 		struct wp_handoff_req req;
-		union {
-			struct cmsghdr align;
-			char buf[CMSG_SPACE(sizeof(int))];
-		} ctl;
+		union wp_fd_cmsg ctl;
 		struct iovec iov = {&req, sizeof req};
 		struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
 		                     .msg_controllen = sizeof ctl.buf};
