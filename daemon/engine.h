@@ -63,6 +63,8 @@ struct bconn {
 	unsigned proven : 1;     /* survived the settle time: the backend's backoff was reset */
 	unsigned greeted : 1;    /* idle with greeting bytes: counted in be->n_greeted_idle */
 	unsigned had_greeting : 1; /* the backend greeted on this connection: never reused */
+	unsigned foreign : 1;    /* came back from another process (checkin): that process may keep a
+	                          * copy sharing this file description (O_NONBLOCK, SO_LINGER) */
 	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;

@@ -656,6 +656,7 @@ void pool_take_back(struct pool *p, int fd)
 	b->id = engine_next_id(p->eng);
 	b->fd = fd;
 	b->proven = 1;
+	b->foreign = 1;
 	b->opened_at = ev_now(p->eng->loop); /* when it was opened is not known here */
 	b->jitter = (float)engine_random(p->eng);
 	ev_init(&b->io, NULL);
