@@ -103,7 +103,13 @@ deps:
 	if [ -n "$$missing" ]; then \
 	  echo "make deps: installing$$missing"; \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  plain=""; bare=""; for p in $$missing; do \
+	    case " $(DEB_NO_RECOMMENDS) " in *" $$p "*) bare="$$bare $$p";; *) plain="$$plain $$p";; esac; \
+	  done; \
+	  $$SUDO apt-get update -qq && \
+	  { [ -z "$$plain" ] || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$plain >/dev/null; } && \
+	  { [ -z "$$bare" ] || DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends \
+	      $$bare >/dev/null; }; \
 	fi
 
 demo: deps all
@@ -150,6 +156,11 @@ clean:
 #                   install/remove/purge check (packaging/build-deb.sh)
 #   make dist       build/warmpool-VERSION.tar.gz of the committed tree (HEAD), with
 #                   the RPM spec inside: rpmbuild -ta build/warmpool-VERSION.tar.gz
+
+# promtool (Debian package prometheus, without the node exporter it recommends)
+# checks the metrics text format in test_metrics.py.
+DEB_PKGS += prometheus
+DEB_NO_RECOMMENDS := prometheus
 
 # scdoc builds the man pages; man-db and systemd (systemd-analyze) are used by the packaging tests.
 DEB_PKGS += scdoc man-db systemd

@@ -283,6 +283,7 @@ int engine_run(struct engine *eng)
 		log_info("watchdog: every %gs", wd);
 	}
 	eng->started_at = ev_now(loop);
+	systemd_notify_start(loop);
 	admin_start(eng->admin);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_start(eng->pools[i]);
@@ -316,6 +317,7 @@ void engine_destroy(struct engine *eng)
 	engine_reap(eng); /* what the pools just buried */
 	pipes_destroy(&eng->pipes);
 	systemd_listen_done(); /* closes passed fds nobody claimed (a failed startup) */
+	systemd_notify_close();
 	if (loop) {
 		ev_signal_stop(loop, &eng->sig_term);
 		ev_signal_stop(loop, &eng->sig_int);

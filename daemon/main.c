@@ -16,6 +16,7 @@
 #include "config.h"
 #include "engine.h"
 #include "log.h"
+#include "systemd.h"
 #include "version.h"
 
 enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
@@ -119,6 +120,10 @@ int main(int argc, char **argv)
 
 	int rc = EXIT_CONFIG;
 	char err[512];
+	if (systemd_notify_open() < 0) { /* logged */
+		cfg_free(cfg);
+		return rc;
+	}
 	struct engine *eng = engine_create(cfg);
 	if (!eng) {
 		log_error("out of memory creating the engine");
@@ -129,5 +134,6 @@ int main(int argc, char **argv)
 		log_info("exiting");
 	}
 	engine_destroy(eng); /* frees cfg */
+	systemd_notify_close(); /* when there was no engine to do it */
 	return rc;
 }

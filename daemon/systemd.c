@@ -10,9 +10,11 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ev.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <stddef.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,231 @@
 
 /* ---- notifications ------------------------------------------------------- */
 
+/* sd_notify() cannot be used from the loop: it sends on a blocking socket,
+ * and a datagram socket whose reader is slow (PID 1 during a daemon-reload or
+ * a boot storm; net.unix.max_dgram_qlen is 10) blocks the sender until the
+ * reader drains its queue. So the daemon keeps one non-blocking datagram
+ * socket of its own and a short queue of messages: each message is sent with
+ * MSG_DONTWAIT at once if the reader has room, else it waits in the queue and
+ * a timer retries (NOTIFY_RETRY_MIN doubling to NOTIFY_RETRY_MAX) until the
+ * reader drains. Nothing is ever lost but what is superseded:
+ *   - a STATUS=-only message is dropped when a newer message carries STATUS=;
+ *   - a second WATCHDOG=1 is not queued while one waits;
+ *   - when the queue is full, an older reload (RELOADING=1 and the READY=1
+ *     that ended it) goes first, then the oldest STATUS=/WATCHDOG=1 message;
+ *     READY=1, RELOADING=1 and STOPPING=1 otherwise stay in order. */
+
+#define NOTIFY_QUEUE_MAX 16     /* messages waiting for the reader (reloads while it is stuck) */
+#define NOTIFY_MSG_MAX   (STATUS_MAX + 128) /* the longest message: a STATUS= plus its keys */
+#define NOTIFY_RETRY_MIN 0.01   /* seconds before the first retry of a full queue */
+#define NOTIFY_RETRY_MAX 0.5    /* seconds between retries at most */
+
+enum notify_kind { NOTIFY_STATUS, NOTIFY_WATCHDOG, NOTIFY_READY, NOTIFY_RELOADING, NOTIFY_STOPPING };
+
+struct notify_msg {
+	enum notify_kind kind;
+	unsigned has_status : 1; /* carries STATUS= */
+	size_t len;
+	char text[NOTIFY_MSG_MAX];
+};
+
+static struct {
+	int fd;                       /* -1: $NOTIFY_SOCKET unset or unusable: every call is a no-op */
+	struct sockaddr_un addr;
+	socklen_t addr_len;
+	struct ev_loop *loop;         /* NULL until systemd_notify_start() */
+	ev_timer retry;
+	double delay;                 /* the next retry's delay */
+	struct notify_msg q[NOTIFY_QUEUE_MAX];
+	size_t n;
+	int failing;                  /* the last send failed with this errno (logged once) */
+	uint64_t dropped;             /* messages lost to a full queue (debug log) */
+} notifier = {.fd = -1};
+
+/* Parse $NOTIFY_SOCKET: a path, or "@name" for the abstract namespace
+ * (what systemd 252 passes); 0 or -1 with a message. */
+static int notify_address(const char *e)
+{
+	size_t len = strlen(e);
+	if ((e[0] != '/' && e[0] != '@') || len < 2 || len > sizeof notifier.addr.sun_path) {
+		log_warning("notify: $NOTIFY_SOCKET \"%.*s\" is not a Unix socket path or @name: not notifying",
+		            80, e);
+		return -1;
+	}
+	memset(&notifier.addr, 0, sizeof notifier.addr);
+	notifier.addr.sun_family = AF_UNIX;
+	memcpy(notifier.addr.sun_path, e, len);
+	if (e[0] == '@')
+		notifier.addr.sun_path[0] = '\0';
+	/* A path's terminating NUL is counted (as sd_notify does); an abstract name's is not. */
+	notifier.addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + (e[0] == '/'));
+	return 0;
+}
+
+static void notify_drop(size_t i)
+{
+	memmove(&notifier.q[i], &notifier.q[i + 1], (notifier.n - i - 1) * sizeof notifier.q[0]);
+	notifier.n--;
+}
+
+/* Send the queue's head messages until it is empty or the reader is full;
+ * 1 when something is left. */
+static int notify_flush(void)
+{
+	while (notifier.n > 0) {
+		struct notify_msg *m = &notifier.q[0];
+		ssize_t r = sendto(notifier.fd, m->text, m->len, MSG_DONTWAIT | MSG_NOSIGNAL,
+		                   (const struct sockaddr *)&notifier.addr, notifier.addr_len);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+			return 1; /* the reader's queue is full: the timer tries again */
+		if (r < 0) {
+			/* Nobody listens (ECONNREFUSED, ENOENT): as sd_notify, the
+			 * message is lost; say so once per cause, not per message. */
+			if (notifier.failing != errno)
+				log_warning("notify: sending to $NOTIFY_SOCKET: %s (messages are dropped until it works)",
+				            strerror(errno));
+			notifier.failing = errno;
+		} else {
+			if (notifier.failing)
+				log_info("notify: $NOTIFY_SOCKET takes messages again");
+			notifier.failing = 0;
+		}
+		notify_drop(0);
+	}
+	return 0;
+}
+
+static void notify_schedule(void)
+{
+	if (!notifier.loop)
+		return;
+	if (notifier.n == 0) {
+		ev_timer_stop(notifier.loop, &notifier.retry);
+		notifier.delay = NOTIFY_RETRY_MIN;
+		return;
+	}
+	if (ev_is_active(&notifier.retry))
+		return;
+	ev_timer_set(&notifier.retry, notifier.delay, 0.);
+	ev_timer_start(notifier.loop, &notifier.retry);
+	notifier.delay = notifier.delay * 2 < NOTIFY_RETRY_MAX ? notifier.delay * 2 : NOTIFY_RETRY_MAX;
+}
+
+static void notify_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents;
+	notify_flush();
+	notify_schedule();
+}
+
+/* Room for one more message: drop what the newest ones make redundant. */
+static void notify_make_room(void)
+{
+	if (notifier.n < NOTIFY_QUEUE_MAX)
+		return;
+	notifier.dropped++;
+	/* An older reload: the manager ends up "ready" either way. */
+	for (size_t i = 0; i < notifier.n; i++) {
+		if (notifier.q[i].kind != NOTIFY_RELOADING)
+			continue;
+		for (size_t j = i + 1; j < notifier.n; j++)
+			if (notifier.q[j].kind == NOTIFY_READY) {
+				notify_drop(j);
+				notify_drop(i);
+				return;
+			}
+	}
+	for (size_t i = 0; i < notifier.n; i++)
+		if (notifier.q[i].kind == NOTIFY_STATUS || notifier.q[i].kind == NOTIFY_WATCHDOG) {
+			notify_drop(i);
+			return;
+		}
+	log_warning("notify: $NOTIFY_SOCKET has not been read for a while; dropping an old message");
+	notify_drop(0);
+}
+
+static void notify_queue(enum notify_kind kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void notify_queue(enum notify_kind kind, const char *fmt, ...)
+{
+	if (notifier.fd < 0)
+		return;
+	int has_status = kind != NOTIFY_WATCHDOG; /* every other message carries STATUS= */
+	for (size_t i = notifier.n; i-- > 0;) {
+		const struct notify_msg *m = &notifier.q[i];
+		if ((has_status && m->kind == NOTIFY_STATUS) || (kind == NOTIFY_WATCHDOG && m->kind == NOTIFY_WATCHDOG)) {
+			if (kind == NOTIFY_WATCHDOG)
+				return; /* one waiting keep-alive says as much as two */
+			notify_drop(i);
+		}
+	}
+	notify_make_room();
+	struct notify_msg *m = &notifier.q[notifier.n];
+	va_list ap;
+	va_start(ap, fmt);
+	int len = vsnprintf(m->text, sizeof m->text, fmt, ap);
+	va_end(ap);
+	if (len < 0)
+		return;
+	m->kind = kind;
+	m->has_status = (unsigned)has_status;
+	m->len = (size_t)len < sizeof m->text ? (size_t)len : sizeof m->text - 1;
+	notifier.n++;
+	notify_flush();
+	notify_schedule();
+}
+
+int systemd_notify_open(void)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	if (!e || !*e || notifier.fd >= 0)
+		return 0;
+	if (notify_address(e) < 0)
+		return 0;
+	notifier.fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (notifier.fd < 0) {
+		log_error("notify: socket: %s", strerror(errno));
+		return -1;
+	}
+	notifier.delay = NOTIFY_RETRY_MIN;
+	return 0;
+}
+
+void systemd_notify_start(struct ev_loop *loop)
+{
+	if (notifier.fd < 0 || notifier.loop)
+		return;
+	notifier.loop = loop;
+	ev_timer_init(&notifier.retry, notify_retry_cb, NOTIFY_RETRY_MIN, 0.);
+	notify_schedule();
+}
+
+void systemd_notify_close(void)
+{
+	if (notifier.fd < 0)
+		return;
+	if (notifier.loop)
+		ev_timer_stop(notifier.loop, &notifier.retry);
+	notifier.loop = NULL;
+	notify_flush(); /* a last try, never a wait: the exit tells the manager the rest */
+	if (notifier.n)
+		log_debug("notify: %zu messages not delivered at exit", notifier.n);
+	if (notifier.dropped)
+		log_debug("notify: %llu messages dropped to a full queue", (unsigned long long)notifier.dropped);
+	notifier.n = 0;
+	close(notifier.fd);
+	notifier.fd = -1;
+}
+
+size_t systemd_notify_pending(void)
+{
+	return notifier.n;
+}
+
 /* One line for STATUS=: a newline would start another assignment. */
 static const char *one_line(const char *in, char *out, size_t cap)
 {
@@ -48,13 +275,13 @@ static const char *one_line(const char *in, char *out, size_t cap)
 void systemd_ready(const char *status)
 {
 	char buf[STATUS_MAX];
-	(void)sd_notifyf(0, "READY=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
+	notify_queue(NOTIFY_READY, "READY=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
 }
 
 void systemd_status(const char *status)
 {
 	char buf[STATUS_MAX];
-	(void)sd_notifyf(0, "STATUS=%s", one_line(status, buf, sizeof buf));
+	notify_queue(NOTIFY_STATUS, "STATUS=%s", one_line(status, buf, sizeof buf));
 }
 
 void systemd_reloading(const char *status)
@@ -65,17 +292,16 @@ void systemd_reloading(const char *status)
 	/* CLOCK_MONOTONIC is the manager's clock too: it matches the
 	 * timestamp against its own reload request (systemd ≥ 253). */
 	if (clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
-		(void)sd_notifyf(
-		    0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=%s",
-		    (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000, buf);
+		notify_queue(NOTIFY_RELOADING, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=%s",
+		             (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000, buf);
 	else
-		(void)sd_notifyf(0, "RELOADING=1\nSTATUS=%s", buf);
+		notify_queue(NOTIFY_RELOADING, "RELOADING=1\nSTATUS=%s", buf);
 }
 
 void systemd_stopping(const char *status)
 {
 	char buf[STATUS_MAX];
-	(void)sd_notifyf(0, "STOPPING=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
+	notify_queue(NOTIFY_STOPPING, "STOPPING=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
 }
 
 /* ---- watchdog ------------------------------------------------------------ */
@@ -96,7 +322,7 @@ double systemd_watchdog_interval(void)
 
 void systemd_watchdog(void)
 {
-	(void)sd_notify(0, "WATCHDOG=1");
+	notify_queue(NOTIFY_WATCHDOG, "WATCHDOG=1");
 }
 
 /* ---- socket activation --------------------------------------------------- */

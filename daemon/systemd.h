@@ -3,8 +3,11 @@
  * (libsystemd's sd-daemon: sd_notify, the watchdog, socket activation).
  *
  * Notifications: every call is a no-op when $NOTIFY_SOCKET is unset, so the
- * same binary runs outside systemd. Return values of sd_notify are ignored on
- * purpose (sd_notify(3): "generally recommended to ignore the return value").
+ * same binary runs outside systemd. They never block the loop: sd_notify()
+ * is not used (its socket blocks while the manager's queue is full); our own
+ * non-blocking socket sends what the reader has room for and a timer retries
+ * the rest in order, STATUS= coalesced to the newest (systemd.c). A failed
+ * send is logged once and otherwise ignored, as sd_notify(3) recommends.
  * STATUS= texts are sent on one line: control characters become spaces.
  *
  * The service is Type=notify (Debian 12 ships systemd 252: no notify-reload).
@@ -35,6 +38,19 @@
 #include <stddef.h>
 
 /* ---- notifications ------------------------------------------------------ */
+
+struct ev_loop;
+/* Open the notification socket when $NOTIFY_SOCKET names one (before the
+ * first message); 0, also when there is none or it is unusable (logged),
+ * -1 when no socket could be made. */
+int systemd_notify_open(void) __attribute__((warn_unused_result));
+/* Retry what the reader had no room for from a timer on `loop` (from the
+ * start of engine_run; messages queued before wait for it). */
+void systemd_notify_start(struct ev_loop *loop);
+/* Stop retrying, try the queue once more without waiting, close the socket. */
+void systemd_notify_close(void);
+/* Messages waiting for the reader to drain its queue (for tests and `show`). */
+size_t systemd_notify_pending(void);
 
 /* READY=1 and STATUS=: at startup once listening, and again at the end of
  * every reload (after systemd_reloading()), whether it applied or not. */

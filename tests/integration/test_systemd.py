@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -27,6 +28,7 @@ from conftest import (
     connect_unix,
     echo_once,
     make_config,
+    pool_row,
     recv_exact,
     recv_until_closed,
     wait_until,
@@ -98,6 +100,7 @@ def sd_daemon(procs, tmp_path, sockdir):
     def start(pools, daemon=None, **kw):
         daemon = {"admin_socket": str(sockdir / f"admin{len(made) + 1}.sock"), **(daemon or {})}
         d = SdDaemon(procs, tmp_path, sockdir, make_config(pools, daemon), name=f"sd{len(made) + 1}")
+        d.admin_path = Path(daemon["admin_socket"]) if isinstance(daemon["admin_socket"], str) else None
         made.append(d)
         return d.start_sd(**kw)
 
@@ -149,6 +152,65 @@ def test_status_line_is_one_line(start_backend, start_daemon, pool):
         st = status_of(m)
         if st is not None:
             assert "a: " in st and "; b: " in st, m
+
+
+def _fill_datagram_queue(path, limit=10000):
+    """Send junk datagrams to the Unix datagram socket at `path` until its
+    receive queue is full (net.unix.max_dgram_qlen); returns how many."""
+    junk = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        for n in range(limit):
+            try:
+                junk.sendto(b"JUNK=1", socket.MSG_DONTWAIT, str(path))
+            except BlockingIOError:
+                return n
+        raise AssertionError(f"{path}: the queue took {limit} datagrams without filling")
+    finally:
+        junk.close()
+
+
+def test_notify_never_blocks_the_loop(start_backend, sd_daemon, pool):
+    """A manager that stops reading NOTIFY_SOCKET (PID 1 busy in a
+    daemon-reload) must not freeze the daemon: with the socket's queue full,
+    clients are served, admin commands answered and a reload applied; once the
+    reader drains the queue, RELOADING=1, READY=1 and WATCHDOG=1 arrive, in
+    order, and STATUS= is not repeated stale."""
+    be = start_backend()
+    # WATCHDOG=1 every 0.1 s: the old daemon blocked at the first one after the queue filled.
+    d = sd_daemon({"nb": pool("nb", [be], min_idle=2)}, env={"WATCHDOG_USEC": "200000"})
+    d.wait_log(r"watchdog: every 0\.1s")
+    d.collect_notify()
+    seen = len(d.notify)
+    junk = _fill_datagram_queue(d.notify_path)
+    assert junk > 0
+
+    # A reload while nobody reads: RELOADING=1 and READY=1 must wait, not block.
+    d.send_signal(signal.SIGHUP)
+    d.wait_log(r"reloaded .*: 1 pools")
+    # Watchdog pings fall due every 0.1 s while the loop serves.
+    for i in range(40):
+        assert pool_row(d, "nb")["idle"] >= 0
+        assert echo_once(d.socket_path("nb"), b"ping %d" % i) == b"ping %d" % i
+
+    # Now the reader drains: the junk first, then what the daemon kept.
+    def drained():
+        got = d.collect_notify()
+        if sum(m == "JUNK=1" for m in got[seen:]) < junk:
+            return None
+        last_junk = max(i for i, m in enumerate(got) if m == "JUNK=1")
+        kept = got[last_junk + 1:]
+        r = index_of(kept, "RELOADING=1")
+        if r is None or index_of(kept, "READY=1", r) is None or index_of(kept, "WATCHDOG=1") is None:
+            return None
+        return kept
+
+    kept = wait_until(drained, what="RELOADING=1, then READY=1, and WATCHDOG=1 once the reader drained")
+    reloading = index_of(kept, "RELOADING=1")
+    assert sum("RELOADING=1" in lines(m) for m in kept) == 1, kept
+    # A STATUS=-only message that waited is superseded by the newer STATUS= of RELOADING=1.
+    assert not any(lines(m)[0].startswith("STATUS=") for m in kept[:reloading]), kept
+    assert d.stop(signal.SIGTERM) == 0, d.log()
+    assert index_of(d.collect_notify(0.2), "STOPPING=1", seen) is not None, d.notify
 
 
 # ---------------------------------------------------------------------------
