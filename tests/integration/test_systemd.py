@@ -38,6 +38,18 @@ SOCKET_ACTIVATE = shutil.which("systemd-socket-activate") or "/usr/bin/systemd-s
 KNOWN_KEYS = {"READY", "STATUS", "STOPPING", "WATCHDOG", "RELOADING", "MONOTONIC_USEC"}
 
 
+def unix_listening():
+    """Paths of listening Unix sockets (__SO_ACCEPTCON in /proc/net/unix's Flags)."""
+    found = set()
+    with open("/proc/net/unix") as f:
+        next(f)
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 8 and int(fields[3], 16) & 0x10000:
+                found.add(fields[7])
+    return found
+
+
 def lines(msg):
     return msg.split("\n")
 
@@ -80,13 +92,18 @@ class SdDaemon(Daemon):
             self.wait_ready()
         return self
 
-    def wait_listening(self, paths):
-        """systemd-socket-activate has bound every Unix path (it logs and waits)."""
+    def wait_listening(self, paths, datagram=False):
+        """systemd-socket-activate listens on every Unix path. The file exists
+        from bind(), a moment before listen(): a connect in between is refused,
+        so wait for the kernel's listening flag in /proc/net/unix (a datagram
+        socket has none: it takes datagrams from bind() on)."""
 
         def bound():
             if self.proc.poll() is not None:
                 raise AssertionError(f"exited with {self.proc.returncode}:\n{self.log()}")
-            return all(os.path.exists(p) for p in paths)
+            if datagram:
+                return all(os.path.exists(p) for p in paths)
+            return all(str(p) in unix_listening() for p in paths)
 
         wait_until(bound, START_TIMEOUT, what=f"systemd-socket-activate to listen on {paths}")
 
@@ -390,7 +407,7 @@ def test_socket_activation_rejects_a_datagram_socket(start_backend, sd_daemon, p
     path = sockdir / "dgram.sock"
     d = sd_daemon({"dg": pool("dg", [be], min_idle=1)},
                   listen=[path], fdnames=["dg"], datagram=True, expect_ready=False)
-    d.wait_listening([path])
+    d.wait_listening([path], datagram=True)
 
     def trigger():
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
