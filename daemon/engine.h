@@ -20,6 +20,7 @@
 
 #include <ev.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <sys/un.h>
 
 #include "config.h"
@@ -65,6 +66,10 @@ struct bconn {
 	unsigned had_greeting : 1; /* the backend greeted on this connection: never reused */
 	unsigned foreign : 1;    /* came back from another process (checkin): that process may keep a
 	                          * copy sharing this file description (O_NONBLOCK, SO_LINGER) */
+	unsigned served : 1;     /* has carried a session: an unprompted byte now is a late reply of
+	                          * that session, never a greeting (closed, pool.c bconn_idle_cb) */
+	uid_t owner_uid;         /* foreign: the uid that checked it in (its lease's); only a client of
+	                          * that uid may get it, as that uid may still hold a copy */
 	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
@@ -232,6 +237,23 @@ int listener_adopt_passed(struct pool *p, char *err, size_t errlen) __attribute_
 /* ---- handoff sockets (handoff.c) ---------------------------------------- */
 
 struct handoff;
+#define HANDOFF_LEASES_MAX 4096 /* sockets handed out that may come back, per handoff socket: the
+                                 * oldest lease is dropped beyond (its socket can no longer come back) */
+/* A lease: the backend socket `fd` is about to be handed to a client of
+ * `uid`; remember its identity (SO_COOKIE: unique for the boot, never
+ * reused) so that this socket, and only it, can be checked in once, by the
+ * same uid (handoff.c's checkin looks it up and removes it). `opened_at` is
+ * the connection's (max_lifetime still counts from it after a checkin).
+ * Returns 0, or -1 when the socket's identity cannot be read or memory is
+ * short (then the socket simply cannot be checked in). */
+int handoff_lease(struct handoff *h, int fd, uid_t uid, ev_tstamp opened_at) __attribute__((warn_unused_result));
+/* `fd` is about to leave the process (sent to a client) while still open
+ * elsewhere: with every watcher on it stopped, remove it from the loop's
+ * epoll set now. Epoll registers the open file description, so closing our
+ * fd leaves the registration alive while the client holds the socket; its
+ * events then reach libev for an fd it no longer knows, and libev rebuilds
+ * its whole epoll set each time. A no-op on other backends. */
+void handoff_forget_fd(struct ev_loop *loop, int fd);
 /* Bind the pool's SOCK_SEQPACKET handoff socket; NULL with a message in err. */
 struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen);
 void handoff_start(struct handoff *h);
@@ -262,6 +284,8 @@ struct relay_dir {
 	unsigned shut : 1;    /* EOF passed on: shutdown(dst, SHUT_WR) done */
 	unsigned bulk : 1;    /* a read filled SESSION_BUF: splice from now on */
 	unsigned scratch : 1; /* buf is the engine's scratch (only inside relay_flow) */
+	unsigned copy : 1;    /* never splice: the backend socket is foreign (splice waits by the
+	                       * file's O_NONBLOCK, which another process may clear) */
 	uint64_t bytes;       /* delivered in this direction */
 	uint64_t read;        /* read from the source (client_/server_idle_timeout activity) */
 };
@@ -288,6 +312,9 @@ struct session {
 	struct bconn *b;
 	unsigned retries;      /* re-paired after a connection died before any byte (SESSION_RETRIES) */
 	unsigned handoff : 1;  /* from the handoff socket: gets the backend fd itself, no relay */
+	unsigned uid_read : 1; /* uid below was looked up (SO_PEERCRED, lazily: pool_session_uid) */
+	unsigned uid_known : 1; /* ... and is the peer's (a Unix socket that told): else no foreign conn */
+	uid_t uid;             /* the client's uid, once uid_known */
 	struct relay_dir up;   /* client -> backend */
 	struct relay_dir down; /* backend -> client */
 };
@@ -365,6 +392,12 @@ int pool_backend_serves(const struct pool *p, const struct backend *be);
 /* Pick the backend whose idle connection the next client gets (by the
  * pool's balance), or -1 when no serving backend has one. */
 long pool_pick_handout(struct pool *p);
+/* The same for the waiting session `s`: only backends with an idle
+ * connection `s` may get (pool_conn_for); NULL: any idle connection. */
+long pool_pick_handout_for(struct pool *p, struct session *s);
+/* The client's uid (SO_PEERCRED, read once and kept on the session); 0 and
+ * *uid set, or -1 when the peer is not a local process that tells (TCP). */
+int pool_session_uid(struct session *s, uid_t *uid);
 /* Pick the backend for the next new connection, or -1 (pure but for the
  * round-robin cursor; unit-tested). */
 long pool_pick_connect(struct pool *p, ev_tstamp now);
@@ -400,10 +433,13 @@ void pool_stop(struct pool *p);
 void pool_client_arrived(struct pool *p, int cfd);
 /* The same; `handoff` for a client of the handoff socket. */
 void pool_client_arrived_as(struct pool *p, int cfd, int handoff);
-/* A handed-off socket came back (wp_checkin): reuse it if the pool has
- * reuse: on, it is connected to one of the pool's backends and there is
- * room; else close it. Takes ownership of fd. */
-void pool_take_back(struct pool *p, int fd);
+/* A handed-off socket came back (wp_checkin) from a client of `owner`
+ * (its lease, handoff.c, was already checked and removed): reuse it if the
+ * pool has reuse: on, it is connected to one of the pool's backends and
+ * there is room; else close it. It is marked foreign, owned by `owner`: only
+ * that uid's clients may get it again. `opened_at`: when it was opened.
+ * Takes ownership of fd. */
+void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at);
 /* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
 void pool_refill(struct pool *p);
 /* The same, but only after this loop iteration's other events (so warming the

@@ -15,16 +15,33 @@
  * sees nothing of it: the TCP connection simply continues in the client.
  * The pool's `allow:` is checked at accept, as on its listen sockets.
  *
- * A checkin hands a socket back: it is taken only if it is a TCP socket
- * connected to one of the pool's backends and the pool has `reuse:` on;
- * then it goes through the same checks and reset as a relayed connection
- * (bconn_reuse) before it is idle again. Otherwise it is closed.
+ * A checkin hands a socket back. Any local user who may use the socket can
+ * send any fd, so it is taken only if it is the very socket this handoff
+ * socket handed out, to a client of the same uid, not yet checked in: at
+ * handout the socket's kernel cookie (SO_COOKIE, unique for the boot and
+ * never reused, unlike an fd number or an inode) is leased to the client's
+ * uid (SO_PEERCRED), and a checkin must present a socket whose cookie has a
+ * lease of its uid; the lease is then gone, so a second checkin of it (or
+ * of a dup) is refused. A socket made by the client itself (even one that
+ * looks connected to a backend, made in a network namespace of its own)
+ * has no lease. Then the pool has to have `reuse:` on, and the socket goes
+ * through the same checks and reset as a relayed connection (bconn_reuse)
+ * before it is idle again, marked foreign and owned by that uid: the one
+ * who checked it in may have kept a copy, so only its own uid's clients
+ * may get it again (pool_dispatch). Otherwise it is closed.
+ *
+ * Pending requests are bounded per uid (HANDOFF_REQ_PER_UID) within the
+ * total (HANDOFF_REQ_MAX), so one user's silent connections cannot take
+ * every slot and lock the others out of checkouts.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "engine.h"
@@ -32,15 +49,28 @@
 #include "log.h"
 
 #define HANDOFF_REQ_TIMEOUT 5.0 /* seconds a connected client has to send its request */
-#define HANDOFF_REQ_MAX     64  /* clients waiting to send their request, per handoff socket */
+#define HANDOFF_REQ_MAX     256 /* clients waiting to send their request, per handoff socket */
+#define HANDOFF_REQ_PER_UID 16  /* of those, from one uid: a user's silent connections cannot take
+                                 * the slots of others (a request already sent at accept takes none) */
 #define HANDOFF_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE and the like */
 
 struct handoff_req {
 	struct list_node node;
 	struct handoff *h;
 	int fd;
+	uid_t uid; /* the client's (SO_PEERCRED at accept) */
+	pid_t pid;
 	ev_io io;
 	ev_timer timer;
+};
+
+/* A socket handed out that may come back (handoff_lease). */
+struct handoff_lease {
+	struct list_node node; /* on h->leases, oldest handout first */
+	uint64_t cookie;       /* SO_COOKIE: the socket's identity for the boot */
+	ino_t ino;             /* its inode: a cross-check */
+	uid_t uid;             /* the client it was handed to: the only one that may hand it back */
+	ev_tstamp opened_at;   /* the connection's (max_lifetime) */
 };
 
 struct handoff {
@@ -50,8 +80,120 @@ struct handoff {
 	ev_io io;
 	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
 	struct peer_gate gate; /* denials by the pool's allow: */
+	struct peer_gate full_gate;   /* clients closed: too many requests pending (log rate limit) */
+	struct peer_gate refuse_gate; /* checkins refused (log rate limit) */
 	struct list reqs;      /* struct handoff_req: accepted, request not read yet */
+	struct list leases;    /* struct handoff_lease, at most HANDOFF_LEASES_MAX */
 };
+
+/* May a line be logged now through gate g (at most one per
+ * PEER_GATE_LOG_EVERY)? 1, with *left set to the lines left out since the
+ * previous one; 0 when this one is left out (counted). */
+static int gate_pass(struct peer_gate *g, ev_tstamp now, uint64_t *left)
+{
+	if (now - g->logged_at < PEER_GATE_LOG_EVERY) {
+		g->unlogged++;
+		return 0;
+	}
+	*left = g->unlogged;
+	g->unlogged = 0;
+	g->logged_at = now;
+	return 1;
+}
+
+/* The fd of libev's epoll set, found in /proc/self/fd: libev 4.33 has no
+ * public accessor for it, and nothing else in this process makes an epoll
+ * instance (the sole "anon_inode:[eventpoll]" is the loop's). -1 when not
+ * exactly one is found. Called rarely: the result is cached by the caller. */
+static int find_epoll_fd(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	if (!d)
+		return -1;
+	int found = -1, n = 0;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		char path[300], link[64];
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+		ssize_t k = readlink(path, link, sizeof link - 1);
+		if (k < 0)
+			continue;
+		link[k] = 0;
+		if (strcmp(link, "anon_inode:[eventpoll]") == 0 && atoi(e->d_name) != dirfd(d)) {
+			found = atoi(e->d_name);
+			n++;
+		}
+	}
+	closedir(d);
+	return n == 1 ? found : -1;
+}
+
+void handoff_forget_fd(struct ev_loop *loop, int fd)
+{
+	/* libev has no call for this: it removes an fd from epoll lazily, and
+	 * not at all once the fd is closed (it assumes the kernel dropped it),
+	 * handling a later stray event by rebuilding the whole set. Removing it
+	 * ourselves is safe: a watcher started on this fd number later goes
+	 * through ev_io_set, and libev retries an EPOLL_CTL_MOD that fails with
+	 * ENOENT as an ADD. ENOENT here (it was never registered) is fine. A
+	 * cached epoll fd that is not one any more (libev recreated its set
+	 * under another number) fails with EBADF or EINVAL: look again, once. */
+	static int epfd = -1;
+	static unsigned warned;
+	if (ev_backend(loop) != EVBACKEND_EPOLL)
+		return;
+	struct epoll_event unused = {0}; /* pre-2.6.9 kernels want a pointer */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		if (epfd < 0 && (epfd = find_epoll_fd()) < 0)
+			break;
+		if (epoll_ctl(epfd, EPOLL_CTL_DEL, fd, &unused) == 0 || errno == ENOENT)
+			return;
+		if (errno != EBADF && errno != EINVAL)
+			break;
+		epfd = -1;
+	}
+	if (!warned++)
+		log_warning("handing out fd %d: cannot remove it from the event loop's epoll set (%s); libev will "
+		            "rebuild its set on the socket's events", fd, epfd < 0 ? "epoll fd not found" : strerror(errno));
+}
+
+static void lease_free(struct handoff *h, struct handoff_lease *l)
+{
+	list_remove(&h->leases, &l->node);
+	free(l);
+}
+
+int handoff_lease(struct handoff *h, int fd, uid_t uid, ev_tstamp opened_at)
+{
+	const struct cfg_pool *cfg = h->pool->cfg;
+	ev_tstamp now = ev_now(h->pool->eng->loop);
+	uint64_t cookie;
+	socklen_t len = sizeof cookie;
+	struct stat st;
+	if (getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0 || len != sizeof cookie || fstat(fd, &st) < 0)
+		return -1;
+	/* Leases past max_lifetime are worthless (a checkin would be closed
+	 * anyway); beyond the bound the oldest goes. */
+	struct list_node *n;
+	while ((n = list_first(&h->leases))) {
+		struct handoff_lease *old = container_of(n, struct handoff_lease, node);
+		if (h->leases.n < HANDOFF_LEASES_MAX &&
+		    !(cfg->max_lifetime_ms && now >= old->opened_at + (double)cfg->max_lifetime_ms / 1000.0))
+			break;
+		lease_free(h, old);
+	}
+	struct handoff_lease *l = malloc(sizeof *l);
+	if (!l)
+		return -1;
+	l->cookie = cookie;
+	l->ino = st.st_ino;
+	l->uid = uid;
+	l->opened_at = opened_at;
+	list_push_back(&h->leases, &l->node);
+	return 0;
+}
 
 static void handoff_req_free(struct handoff_req *r, int close_fd)
 {
@@ -64,20 +206,56 @@ static void handoff_req_free(struct handoff_req *r, int close_fd)
 	free(r);
 }
 
-/* A socket handed back: answer, then let the pool judge it. */
-static void handoff_checkin(struct handoff *h, int cfd, int bfd)
+/* A socket handed back by a client of uid/pid: answer (the daemon takes it
+ * either way: it is kept or closed), check its lease, then let the pool
+ * judge it. */
+static void handoff_checkin(struct handoff *h, uid_t uid, pid_t pid, int cfd, int bfd)
 {
+	struct pool *p = h->pool;
 	struct wp_handoff_hdr ok = {.magic = WP_HANDOFF_MAGIC, .status = WP_HANDOFF_OK};
 	if (send(cfd, &ok, sizeof ok, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-		log_debug("pool=%s: checkin answer: %s", h->pool->name, strerror(errno));
-	pool_take_back(h->pool, bfd);
+		log_debug("pool=%s: checkin answer: %s", p->name, strerror(errno));
+
+	uint64_t cookie;
+	socklen_t len = sizeof cookie;
+	struct stat st;
+	struct handoff_lease *l = NULL;
+	const char *why = NULL;
+	if (getsockopt(bfd, SOL_SOCKET, SO_COOKIE, &cookie, &len) < 0 || len != sizeof cookie || fstat(bfd, &st) < 0)
+		why = "not a socket";
+	else {
+		struct list_node *pos, *tmp;
+		list_for_each_safe (pos, tmp, &h->leases) {
+			struct handoff_lease *x = container_of(pos, struct handoff_lease, node);
+			if (x->cookie == cookie && x->ino == st.st_ino) {
+				l = x;
+				break;
+			}
+		}
+		if (!l)
+			why = "not a socket handed out here, or already checked in";
+		else if (l->uid != uid)
+			why = "handed out to another uid";
+	}
+	if (why) {
+		p->stats.conns_reuse_refused++;
+		uint64_t left;
+		if (gate_pass(&h->refuse_gate, ev_now(p->eng->loop), &left))
+			log_info("pool=%s: %s: checkin from uid=%u pid=%ld refused: %s; closed (%llu more refusals "
+			         "not logged)", p->name, h->path, (unsigned)uid, (long)pid, why, (unsigned long long)left);
+		close(bfd);
+		return;
+	}
+	ev_tstamp opened_at = l->opened_at;
+	lease_free(h, l); /* once: a second checkin of this socket, or of a copy, finds no lease */
+	pool_take_back(p, bfd, uid, opened_at);
 }
 
-static void handoff_req_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* Read the client's request and act on it. 0 when it has not arrived yet
+ * (r is untouched); 1 when r is done with (its fd handed on or closed; r
+ * itself is the caller's to free, without closing the fd). */
+static int handoff_req_read(struct handoff_req *r)
 {
-	(void)loop;
-	(void)revents;
-	struct handoff_req *r = container_of(w, struct handoff_req, io);
 	struct handoff *h = r->h;
 	struct wp_handoff_req req;
 	union wp_fd_cmsg ctl;
@@ -85,7 +263,7 @@ static void handoff_req_cb(struct ev_loop *loop, ev_io *w, int revents)
 	struct msghdr msg = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
 	ssize_t n = recvmsg(r->fd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-		return;
+		return 0;
 	int bfd = -1;
 	for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&msg) : NULL; c; c = CMSG_NXTHDR(&msg, c))
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -102,21 +280,30 @@ static void handoff_req_cb(struct ev_loop *loop, ev_io *w, int revents)
 	int cfd = r->fd;
 	int good = n == (ssize_t)sizeof req && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) &&
 	           memcmp(req.magic, WP_HANDOFF_REQ_MAGIC, 4) == 0;
-	handoff_req_free(r, 0);
 	if (good && req.op == WP_HANDOFF_CHECKOUT && bfd < 0) {
 		pool_client_arrived_as(h->pool, cfd, 1);
-		return;
+		return 1;
 	}
 	if (good && req.op == WP_HANDOFF_CHECKIN && bfd >= 0) {
-		handoff_checkin(h, cfd, bfd);
+		handoff_checkin(h, r->uid, r->pid, cfd, bfd);
 		close(cfd);
-		return;
+		return 1;
 	}
 	if (n != 0)
 		log_info("pool=%s: %s: a request that is not a checkout or a checkin, closed", h->pool->name, h->path);
 	if (bfd >= 0)
 		close(bfd);
 	close(cfd);
+	return 1;
+}
+
+static void handoff_req_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	struct handoff_req *r = container_of(w, struct handoff_req, io);
+	if (handoff_req_read(r))
+		handoff_req_free(r, 0);
 }
 
 static void handoff_req_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -128,23 +315,52 @@ static void handoff_req_timeout_cb(struct ev_loop *loop, ev_timer *w, int revent
 	handoff_req_free(r, 1);
 }
 
-/* A client connected: wait for its request. */
+/* A client connected: act on its request, which is usually there already;
+ * else wait for it, within the budgets. */
 static void handoff_wait_request(struct handoff *h, int fd)
 {
-	struct handoff_req *r = h->reqs.n < HANDOFF_REQ_MAX ? calloc(1, sizeof *r) : NULL;
+	struct pool *p = h->pool;
+	struct ucred cr;
+	socklen_t len = sizeof cr;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &len) < 0 || len != sizeof cr) {
+		log_warning("pool=%s: %s: SO_PEERCRED: %s, closing a new client", p->name, h->path, strerror(errno));
+		close(fd);
+		return;
+	}
+	struct handoff_req *r = calloc(1, sizeof *r);
 	if (!r) {
-		log_warning("pool=%s: %s: %s, closing a new client", h->pool->name, h->path,
-		            h->reqs.n < HANDOFF_REQ_MAX ? "out of memory" : "too many requests pending");
+		log_warning("pool=%s: %s: out of memory, closing a new client", p->name, h->path);
 		close(fd);
 		return;
 	}
 	r->h = h;
 	r->fd = fd;
+	r->uid = cr.uid;
+	r->pid = cr.pid;
+	if (handoff_req_read(r)) {
+		free(r);
+		return;
+	}
+	size_t mine = 0;
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &h->reqs)
+		mine += container_of(pos, struct handoff_req, node)->uid == cr.uid;
+	if (h->reqs.n >= HANDOFF_REQ_MAX || mine >= HANDOFF_REQ_PER_UID) {
+		uint64_t left;
+		if (gate_pass(&h->full_gate, ev_now(p->eng->loop), &left))
+			log_warning("pool=%s: %s: too many requests pending (%s), closing a new client uid=%u pid=%ld "
+			            "(%llu more not logged)", p->name, h->path,
+			            mine >= HANDOFF_REQ_PER_UID ? "from its uid" : "in all", (unsigned)cr.uid, (long)cr.pid,
+			            (unsigned long long)left);
+		close(fd);
+		free(r);
+		return;
+	}
 	list_push_back(&h->reqs, &r->node);
 	ev_io_init(&r->io, handoff_req_cb, fd, EV_READ);
 	ev_timer_init(&r->timer, handoff_req_timeout_cb, HANDOFF_REQ_TIMEOUT, 0.);
-	ev_io_start(h->pool->eng->loop, &r->io);
-	ev_timer_start(h->pool->eng->loop, &r->timer);
+	ev_io_start(p->eng->loop, &r->io);
+	ev_timer_start(p->eng->loop, &r->timer);
 }
 
 static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -190,6 +406,7 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char 
 	}
 	h->pool = p;
 	list_init(&h->reqs);
+	list_init(&h->leases);
 	snprintf(h->path, sizeof h->path, "%s", cfg->path);
 	if (unix_listen_type(h->path, cfg->mode, SOCK_SEQPACKET, &h->us, err, errlen) < 0) {
 		free(h);
@@ -226,6 +443,8 @@ void handoff_close(struct handoff *h)
 	struct list_node *pos, *tmp;
 	list_for_each_safe (pos, tmp, &h->reqs)
 		handoff_req_free(container_of(pos, struct handoff_req, node), 1);
+	list_for_each_safe (pos, tmp, &h->leases)
+		lease_free(h, container_of(pos, struct handoff_lease, node));
 	ev_io_stop(h->pool->eng->loop, &h->io);
 	ev_timer_stop(h->pool->eng->loop, &h->pause);
 	close(h->us.fd);

@@ -234,7 +234,8 @@ static void health_read(struct backend *be)
 {
 	struct health *hc = &be->hc;
 	for (;;) {
-		ssize_t n = recv(hc->fd, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len, 0);
+		ssize_t n =
+		    recv(hc->fd, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len, MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -271,7 +272,8 @@ static void health_send(struct backend *be)
 {
 	struct health *hc = &be->hc;
 	while (hc->sent < hc->send_len) {
-		ssize_t n = send(hc->fd, hc->send + hc->sent, hc->send_len - hc->sent, MSG_NOSIGNAL);
+		ssize_t n =
+		    send(hc->fd, hc->send + hc->sent, hc->send_len - hc->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;

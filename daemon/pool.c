@@ -20,7 +20,9 @@
  * once the floor is met there. Idle sockets stay in the loop (EV_READ), so a
  * backend closing one is noticed at once; bytes a backend sends unprompted
  * (a greeting) are kept and delivered first to the client that gets the
- * connection. Checkout takes the connection at the front of the idle list
+ * connection, but only on a connection fresh from connect(): on one that
+ * carried a session (reuse:) they are a late reply of that session, and the
+ * connection is closed (bconn_idle_cb). Checkout takes the connection at the front of the idle list
  * and re-checks it without blocking (MSG_PEEK, SO_ERROR) before handing it
  * out. The front holds the most recent sign of life: a connection whose
  * greeting just arrived moves there; a freshly established one goes to the
@@ -118,7 +120,59 @@ static int load_less(size_t a, uint32_t wa, size_t b, uint32_t wb)
 	return (uint64_t)a * wb < (uint64_t)b * wa;
 }
 
+int pool_session_uid(struct session *s, uid_t *uid)
+{
+	if (!s->uid_read) {
+		/* Read once, when first needed: only a foreign connection or a
+		 * handout (its lease) asks, so a plain relayed client costs no
+		 * syscall. A TCP peer has no credentials (Linux would report the
+		 * overflow uid): only an AF_UNIX peer's uid is trusted. */
+		struct ucred cr;
+		socklen_t len = sizeof cr;
+		int dom = 0;
+		socklen_t dlen = sizeof dom;
+		s->uid_read = 1;
+		if (getsockopt(s->cfd, SOL_SOCKET, SO_DOMAIN, &dom, &dlen) == 0 && dom == AF_UNIX &&
+		    getsockopt(s->cfd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && len == sizeof cr) {
+			s->uid = cr.uid;
+			s->uid_known = 1;
+		}
+	}
+	*uid = s->uid;
+	return s->uid_known ? 0 : -1;
+}
+
+/* May the session `s` (NULL: anyone) get the connection `b`? A foreign
+ * connection (checked in) only goes to a client of the uid that checked it
+ * in: that process may still hold a copy of the socket, which the kernel
+ * cannot take back, so a client of anyone else would share its session with
+ * it. A client whose uid is unknown (TCP) never gets one. */
+static int bconn_usable_by(const struct bconn *b, struct session *s)
+{
+	uid_t uid;
+	return !b->foreign || !s || (pool_session_uid(s, &uid) == 0 && uid == b->owner_uid);
+}
+
+/* The first idle connection of `be` that `s` may get (the idle list's order:
+ * greeted first, then the youngest), or NULL. Foreign connections are rare,
+ * so this almost always stops at the first. */
+static struct bconn *pool_conn_for(struct backend *be, struct session *s)
+{
+	const struct list *l = &be->conns[BCONN_IDLE];
+	for (struct list_node *n = l->head.next; n != &l->head; n = n->next) {
+		struct bconn *b = container_of(n, struct bconn, node);
+		if (bconn_usable_by(b, s))
+			return b;
+	}
+	return NULL;
+}
+
 long pool_pick_handout(struct pool *p)
+{
+	return pool_pick_handout_for(p, NULL);
+}
+
+long pool_pick_handout_for(struct pool *p, struct session *s)
 {
 	size_t n = p->n_backends;
 	long best = -1;
@@ -126,7 +180,9 @@ long pool_pick_handout(struct pool *p)
 	for (size_t i = 0; i < n; i++) {
 		size_t k = (p->rr + i) % n;
 		struct backend *be = &p->backends[k];
-		if (!be->conns[BCONN_IDLE].n || !pool_backend_serves(p, be))
+		/* A backend whose idle connections are all foreign to `s` is, for
+		 * `s`, a backend without idle connections: balance among the rest. */
+		if (!be->conns[BCONN_IDLE].n || !pool_backend_serves(p, be) || (s && !pool_conn_for(be, s)))
 			continue;
 		const struct backend *b = best < 0 ? NULL : &p->backends[best];
 		switch (p->cfg->balance) {
@@ -233,6 +289,22 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 	engine_changed(p->eng);
 }
 
+/* A foreign socket's SO_LINGER is whatever the process that checked it in
+ * set on its copy: with a linger time, the close() that drops the last
+ * reference waits (inet_release ignores O_NONBLOCK) until unsent bytes are
+ * acknowledged, up to that time, which a backend that stopped reading makes
+ * the whole linger time. Switched off, close() returns at once and the
+ * kernel still delivers what is queued, then the FIN. (A copy still open
+ * after this keeps the socket alive past our close(): then its own close()
+ * is the last, and lingers in that process, not here.) */
+static void bconn_unlinger(struct bconn *b)
+{
+	struct linger off = {.l_onoff = 0, .l_linger = 0};
+	if (setsockopt(b->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off) < 0)
+		log_warning("pool=%s backend=%s conn=%llu: cannot switch SO_LINGER off before close: %s",
+		            b->pool->name, b->be->name, (unsigned long long)b->id, strerror(errno));
+}
+
 void bconn_close(struct bconn *b)
 {
 	struct ev_loop *loop = b->pool->eng->loop;
@@ -242,6 +314,13 @@ void bconn_close(struct bconn *b)
 	ev_timer_stop(loop, &b->timer);
 	ev_timer_stop(loop, &b->settle);
 	if (b->fd >= 0) {
+		if (b->foreign) {
+			/* Another process may hold this description open: closing our
+			 * fd would leave it in epoll, and its events would make libev
+			 * rebuild the whole set. */
+			handoff_forget_fd(loop, b->fd);
+			bconn_unlinger(b);
+		}
 		close(b->fd);
 		b->fd = -1;
 	}
@@ -304,15 +383,38 @@ static void bconn_settle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	}
 }
 
+/* A connection that carried a session (reuse:) spoke while idle: these are
+ * not a greeting but a late reply of its last session (or bytes a client
+ * asked for to arrive after the reset, to forge the next client's replies).
+ * They must reach no other client: the connection is closed, and counted
+ * with the refused reuses (connections_reuse_refused). */
+static void bconn_stray_bytes(struct bconn *b, size_t n)
+{
+	struct pool *p = b->pool;
+	p->stats.conns_reuse_refused++;
+	log_info(
+	    "pool=%s backend=%s conn=%llu: %zu%s unprompted bytes on a reused connection, idle for %.3fs "
+	    "(a late reply of its last session?): closed, never passed to the next client",
+	    p->name, b->be->name, (unsigned long long)b->id, n, n == BCONN_GREETING_MAX ? "+" : "",
+	    ev_now(p->eng->loop) - b->idle_since);
+	bconn_close(b);
+	pool_refill_soon(p);
+}
+
 /* Idle: the only expected events are a greeting, EOF or an error. The
  * greeting is kept in an exact-size allocation (a fixed 16 KiB one per
- * connection made glibc grow and trim its heap on every session). */
+ * connection made glibc grow and trim its heap on every session). Only a
+ * connection fresh from connect() may collect a greeting. */
 static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)revents;
 	struct bconn *b = container_of(w, struct bconn, io);
 	unsigned char tmp[BCONN_GREETING_MAX];
-	ssize_t n = recv(b->fd, tmp, BCONN_GREETING_MAX - b->greeting_len, 0);
+	ssize_t n = recv(b->fd, tmp, BCONN_GREETING_MAX - b->greeting_len, MSG_DONTWAIT);
+	if (n > 0 && b->served) {
+		bconn_stray_bytes(b, (size_t)n);
+		return;
+	}
 	if (n > 0) {
 		unsigned char *g = realloc(b->greeting, b->greeting_len + (size_t)n);
 		if (!g) {
@@ -340,7 +442,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 		}
 		return;
 	}
-	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	bconn_lost(b, n == 0 ? REASON_CLOSED : backend_reason_from_errno(errno), n == 0 ? 0 : errno);
 }
@@ -534,7 +636,7 @@ static void bconn_reuse_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 	const struct cfg_reuse *r = &b->pool->cfg->reuse;
 	unsigned char buf[256];
 	size_t want = r->reset_expect ? r->reset_expect_len - b->reset_got : 1;
-	ssize_t n = recv(b->fd, buf, want < sizeof buf ? want : sizeof buf, 0);
+	ssize_t n = recv(b->fd, buf, want < sizeof buf ? want : sizeof buf, MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -575,6 +677,7 @@ void bconn_reuse(struct bconn *b)
 
 	ev_io_stop(loop, &b->io);
 	bconn_set_state(b, BCONN_RESETTING);
+	b->served = 1; /* from now on an unprompted byte is never a greeting */
 	const char *why = NULL;
 	if (p->eng->stopping || p->retiring || b->be->state != BACKEND_UP)
 		why = "the pool or backend is going away";
@@ -617,7 +720,7 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const str
 	return 0;
 }
 
-void pool_take_back(struct pool *p, int fd)
+void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
 {
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
@@ -657,7 +760,8 @@ void pool_take_back(struct pool *p, int fd)
 	b->fd = fd;
 	b->proven = 1;
 	b->foreign = 1;
-	b->opened_at = ev_now(p->eng->loop); /* when it was opened is not known here */
+	b->owner_uid = owner;
+	b->opened_at = opened_at; /* from the lease: max_lifetime still counts from the connect */
 	b->jitter = (float)engine_random(p->eng);
 	ev_init(&b->io, NULL);
 	ev_init(&b->timer, NULL);
@@ -665,32 +769,74 @@ void pool_take_back(struct pool *p, int fd)
 	b->state = BCONN_ACTIVE;
 	list_push_back(&be->conns[BCONN_ACTIVE], &b->node);
 	p->n_conns[BCONN_ACTIVE]++;
-	log_debug("pool=%s backend=%s conn=%llu: handed back", p->name, be->name, (unsigned long long)b->id);
+	log_debug("pool=%s backend=%s conn=%llu: handed back by uid %u", p->name, be->name, (unsigned long long)b->id,
+	          (unsigned)owner);
 	bconn_reuse(b);
 }
 
 /* ---- checkout ---------------------------------------------------------- */
 
 /* Is this idle connection still usable? Never blocks. Bytes waiting in the
- * socket are fine (more greeting); EOF or an error are not. A pending socket
- * error (SO_ERROR) is what recv() reports first, so one call checks both. */
+ * socket are fine on a fresh connection (more greeting), but not on one
+ * that carried a session (a late reply, bconn_idle_cb: it arrived in this
+ * loop iteration, before the idle watcher ran); EOF or an error never are.
+ * A pending socket error (SO_ERROR) is what recv() reports first, so one
+ * call checks both. */
 static int bconn_alive(struct bconn *b)
 {
 	char c;
 	ssize_t n = recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n > 0)
-		return 1;
+		return !b->served;
 	if (n == 0)
 		return 0;
 	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
 }
 
+/* The first waiting client can get none of the idle connections: those
+ * left are foreign (checked in by another uid). Close one of them (the
+ * oldest on the first serving backend that has one) so that the refill
+ * opens a fresh connection in its place: a client never waits for a
+ * connection it could never be given. Touches no balance state. */
+static void pool_close_foreign_for(struct pool *p, struct session *s)
+{
+	for (size_t i = 0; i < p->n_backends; i++) {
+		struct backend *be = &p->backends[i];
+		if (!pool_backend_serves(p, be))
+			continue;
+		const struct list *l = &be->conns[BCONN_IDLE];
+		for (struct list_node *n = l->head.prev; n != &l->head; n = n->prev) { /* the oldest first */
+			struct bconn *b = container_of(n, struct bconn, node);
+			if (bconn_usable_by(b, s))
+				continue;
+			uid_t uid = 0;
+			long shown = pool_session_uid(s, &uid) == 0 ? (long)uid : -1L; /* -1: not known (TCP) */
+			p->stats.conns_reuse_refused++;
+			log_info("pool=%s backend=%s conn=%llu client=%llu: closed: checked in by uid %u, not for "
+			         "the waiting client (uid %ld)", p->name, be->name, (unsigned long long)b->id,
+			         (unsigned long long)s->id, (unsigned)b->owner_uid, shown);
+			/* Its owner may hold a copy: out of epoll before our fd goes. */
+			ev_io_stop(p->eng->loop, &b->io);
+			handoff_forget_fd(p->eng->loop, b->fd);
+			bconn_close(b);
+			return;
+		}
+	}
+}
+
 void pool_dispatch(struct pool *p)
 {
-	long k;
-	while (!list_empty(&p->waiting) && (k = pool_pick_handout(p)) >= 0) {
+	while (!list_empty(&p->waiting)) {
+		struct session *s = container_of(list_first(&p->waiting), struct session, node);
+		long k = pool_pick_handout_for(p, s);
+		if (k < 0) {
+			/* One per call: the refill below opens its replacement, whose
+			 * arrival dispatches again (and closes another if still needed). */
+			pool_close_foreign_for(p, s);
+			break;
+		}
 		struct backend *be = &p->backends[k];
-		struct bconn *b = container_of(list_first(&be->conns[BCONN_IDLE]), struct bconn, node);
+		struct bconn *b = pool_conn_for(be, s);
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
 			log_info("pool=%s backend=%s conn=%llu: dead at checkout, discarded", p->name,
@@ -698,7 +844,6 @@ void pool_dispatch(struct pool *p)
 			bconn_close(b);
 			continue;
 		}
-		struct session *s = container_of(list_first(&p->waiting), struct session, node);
 		session_start(s, b);
 	}
 	pool_refill_soon(p);
@@ -1075,8 +1220,11 @@ void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old)
 		if (l->fd >= 0 || !from)
 			continue;
 		listener_move(l, from);
-		if (l->us.created && from->cfg->mode != l->cfg->mode && chmod(l->cfg->path, l->cfg->mode) < 0)
-			log_warning("pool=%s: chmod %s: %s", p->name, l->cfg->path, strerror(errno));
+		char err[512];
+		/* Never chmod(path): the path may be a symlink renamed over our socket. */
+		if (l->us.created && from->cfg->mode != l->cfg->mode &&
+		    unix_chmod_ours(&l->us, l->cfg->mode, err, sizeof err) < 0)
+			log_warning("pool=%s: cannot apply mode %04o: %s", p->name, (unsigned)l->cfg->mode, err);
 	}
 }
 

@@ -17,6 +17,14 @@
  * side is read only while its direction has nothing pending, so a slow
  * reader stops the other side (backpressure) and memory per session is
  * bounded.
+ * Every recv/send says MSG_DONTWAIT rather than trusting O_NONBLOCK: a
+ * socket that came back through checkin (bconn.foreign) shares its file
+ * description, and so its O_NONBLOCK, with whatever copy the client kept,
+ * and a client that cleared it would otherwise block the whole loop in
+ * recv(). splice(2) has no such per-call flag for the socket side
+ * (SPLICE_F_NONBLOCK is only about the pipe; tcp_splice_read and
+ * sendpage wait by the file's O_NONBLOCK), so a foreign connection's
+ * directions always copy (relay_dir.copy).
  * EOF is passed on as shutdown(SHUT_WR) once everything before it is
  * delivered (half-close); the session ends when both directions have passed
  * EOF on, or at the first error, closing both sides. A client that closed
@@ -142,7 +150,7 @@ static int relay_own(struct relay_dir *d)
 static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 {
 	while (d->len) {
-		ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL);
+		ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n > 0) {
 			d->off += (uint32_t)n;
 			d->len -= (uint32_t)n;
@@ -162,6 +170,7 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 		free(d->buf);
 		d->buf = NULL;
 	}
+	/* Never reached for a `copy` direction: relay_fill fills no pipe there. */
 	while (d->in_pipe) {
 		ssize_t n =
 		    splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -190,7 +199,7 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
  * has nothing, or -errno. */
 static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
 {
-	struct wp_pipe *p = d->bulk ? pipes_get(&eng->pipes) : NULL;
+	struct wp_pipe *p = d->bulk && !d->copy ? pipes_get(&eng->pipes) : NULL;
 	ssize_t n;
 	if (p) {
 		*cap = p->size;
@@ -207,7 +216,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 	} else {
 		*cap = sizeof eng->scratch;
 		do
-			n = recv(src, eng->scratch, sizeof eng->scratch, 0);
+			n = recv(src, eng->scratch, sizeof eng->scratch, MSG_DONTWAIT);
 		while (n < 0 && errno == EINTR);
 		if (n > 0) {
 			d->buf = eng->scratch;
@@ -380,6 +389,38 @@ static void session_fail(struct session *s, int backend_side, int err)
 	bconn_lost(b, backend_reason_from_errno(err), err);
 }
 
+/* A connection that carried an earlier session (reuse:) has nothing to say
+ * before this client's first byte reaches it: anything it sends then is a
+ * late reply of that session (one that came after the connection was
+ * handed out, so the idle check in pool.c did not see it), and must not
+ * reach this client. The connection is closed and counted with the refused
+ * reuses; the client, which has lost nothing, is paired with another (or
+ * closed when it cannot be). Returns 1 when it did that, else 0. (Once the
+ * client has spoken, a late reply is indistinguishable from the answer:
+ * the reset exchange, on a protocol that answers in order, is what keeps
+ * earlier replies from coming after it.) */
+static int session_stray_reply(struct session *s)
+{
+	struct pool *p = s->pool;
+	struct bconn *b = s->b;
+	char c;
+	if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+		return 0; /* nothing, or EOF / an error: the relay handles those */
+	p->stats.conns_reuse_refused++;
+	log_info("pool=%s backend=%s conn=%llu client=%llu: a reused connection spoke before the client did "
+	         "(a late reply of its last session?): closed, its bytes never passed on",
+	         p->name, b->be->name, (unsigned long long)b->id, (unsigned long long)s->id);
+	if (session_can_retry(s)) {
+		session_retry(s, REASON_BAD_REPLY, 0);
+		return 1;
+	}
+	s->b = NULL;
+	session_close(s, "reused connection spoke first");
+	bconn_close(b);
+	pool_refill_soon(p);
+	return 1;
+}
+
 /* Run one direction; on error close the session. 0 if it lives on. */
 static int session_flow(struct session *s, struct relay_dir *d, int from_backend)
 {
@@ -390,6 +431,8 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int hold = from_backend ? (session_can_retry(s) ? HOLD_IF_EMPTY : HOLD_NONE)
 	                        : (session_reuses(s) ? HOLD_ALWAYS : HOLD_NONE);
 	uint64_t before = d->bytes;
+	if (from_backend && s->b->served && s->up.bytes == 0 && before == 0 && session_stray_reply(s))
+		return -1;
 	/* The client going away entirely (not a half-close) ends the session
 	 * at once; with reuse its EOF already does. */
 	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, !from_backend && hold == HOLD_NONE, &side);
@@ -557,13 +600,24 @@ static void session_hand_off(struct session *s, struct bconn *b)
 	struct iovec iov[2] = {{&hdr, sizeof hdr}, {b->greeting, b->greeting_len}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = b->greeting_len ? 2 : 1};
 	wp_msg_attach_fd(&msg, &ctl, b->fd);
+	/* Stop watching it and drop the kernel's registration before it leaves:
+	 * once the client holds a copy, closing ours would not remove it from
+	 * epoll (see handoff_forget_fd); and not after the send, when the client
+	 * may already be using it. */
+	ev_io_stop(p->eng->loop, &b->io);
+	handoff_forget_fd(p->eng->loop, b->fd);
 	ssize_t n;
 	do
 		n = sendmsg(s->cfd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
 	while (n < 0 && errno == EINTR);
 	if (n < 0) {
+		int err = errno;
+		/* Still ours: watch it again. ev_io_set tells libev to register the
+		 * fd anew (its cached state says it is in the set already). */
+		ev_io_set(&b->io, b->fd, EV_READ);
+		ev_io_start(p->eng->loop, &b->io);
 		log_info("pool=%s client=%llu: handoff failed: %s; the connection stays idle", p->name,
-		         (unsigned long long)s->id, strerror(errno));
+		         (unsigned long long)s->id, strerror(err));
 		session_close(s, "handoff failed");
 		return;
 	}
@@ -571,8 +625,14 @@ static void session_hand_off(struct session *s, struct bconn *b)
 	p->stats.handouts++;
 	p->stats.clients_served++;
 	wp_histogram_observe(&p->h_wait, ev_now(p->eng->loop) - s->accepted_at);
-	log_debug("pool=%s backend=%s conn=%llu client=%llu: handed off (%u greeting bytes)", p->name, b->be->name,
-	          (unsigned long long)b->id, (unsigned long long)s->id, b->greeting_len);
+	/* The lease: this socket, and only it, may come back (checkin), once,
+	 * from a client of this uid. Without one it cannot come back. */
+	uid_t uid;
+	int leased = p->handoff && pool_session_uid(s, &uid) == 0 &&
+	             handoff_lease(p->handoff, b->fd, uid, b->opened_at) == 0;
+	log_debug("pool=%s backend=%s conn=%llu client=%llu: handed off (%u greeting bytes)%s", p->name, b->be->name,
+	          (unsigned long long)b->id, (unsigned long long)s->id, b->greeting_len,
+	          leased ? "" : ", no lease: it cannot be checked in");
 	bconn_set_state(b, BCONN_ACTIVE);
 	bconn_close(b); /* our copy: the client holds the socket now */
 	session_close(s, "handed off");
@@ -610,6 +670,10 @@ void session_start(struct session *s, struct bconn *b)
 	ev_set_cb(&s->cio, session_client_cb);
 	ev_io_modify(&s->cio, 0);
 	s->b = b;
+	/* A foreign socket is never spliced (see the top). A retry onto one has
+	 * no pipe pending: the retry needs up.bytes == 0, and up fills a pipe
+	 * only after a full scratch read was entirely delivered. */
+	s->up.copy = s->down.copy = b->foreign;
 	bconn_set_state(b, BCONN_ACTIVE);
 	p->stats.handouts++;
 	if (!s->retries) {

@@ -26,6 +26,12 @@
  *   close <id> <usec> <bytes_in> <bytes_out> <reason> crc32=<hex of bytes_in>
  * (the CRC is computed only when --events is given: nothing else reads it).
  * Reasons: eof, idle, reset (mode reset), peer_reset, error, limit, shutdown.
+ * With --slow MAX_MS (echo mode), a read that starts with a whole line
+ *   SLOW <ms> <text>\n        (ms <= MAX_MS, text < LATE_MAX bytes)
+ * is not echoed: "<text>\n" is queued <ms> ms later (one pending per
+ * connection; the rest of that read is echoed at once), with the event line
+ *   late <id> <usec> <bytes>
+ * — a backend whose reply arrives late, after its client may have gone.
  * SIGTERM/SIGINT close everything (reason shutdown) and exit 0. SIGUSR1
  * closes every open connection (reason usr1) and keeps listening: a test's
  * way to make connections die at a moment it chooses.
@@ -55,6 +61,7 @@
 #define CONN_BUF     65536 /* echo buffer per connection */
 #define SOURCE_CHUNK 16384 /* bytes generated per source write */
 #define MAX_GREETING 1048576
+#define LATE_MAX     256 /* --slow: the longest late reply, newline included */
 
 enum mode { MODE_ECHO, MODE_RESET, MODE_SINK, MODE_SOURCE };
 
@@ -65,6 +72,9 @@ struct conn {
 	ev_io rio, wio;
 	ev_timer idle;            /* --idle-close-ms, restarted on every byte */
 	ev_timer greet;           /* --greeting-delay-ms */
+	ev_timer late;            /* --slow: fires when late_buf is due */
+	unsigned char late_buf[LATE_MAX];
+	size_t late_len;
 	size_t greet_off;         /* greeting bytes already sent */
 	unsigned greet_ready : 1; /* the greeting may be sent (delay elapsed) */
 	unsigned rd_eof : 1;
@@ -92,6 +102,7 @@ static struct {
 	uint64_t seed;
 	int sink_verify; /* --sink-verify given */
 	uint64_t sink_seed;
+	unsigned long long slow_max_ms; /* --slow: 0 = SLOW lines are echoed like any bytes */
 	unsigned max_conns;
 	int events_fd;
 	int lfd;
@@ -354,6 +365,52 @@ static void sink_verdict(struct conn *c)
 	c->out_len = (size_t)n;
 }
 
+/* --slow: `n` bytes just read into `p` (the echo buffer): a leading
+ * "SLOW <ms> <text>\n" is taken out and its text queued for later. Returns
+ * how many bytes are left to echo at p. */
+static size_t slow_command(struct ev_loop *loop, struct conn *c, unsigned char *p, size_t n)
+{
+	char line[LATE_MAX + 32], *end;
+	const unsigned char *nl = g.slow_max_ms ? memchr(p, '\n', n) : NULL;
+	size_t len = nl ? (size_t)(nl - p) : 0;
+
+	if (!nl || len < 5 || memcmp(p, "SLOW ", 5) != 0 || len >= sizeof line || ev_is_active(&c->late))
+		return n;
+	memcpy(line, p, len);
+	line[len] = '\0';
+	errno = 0;
+	unsigned long long ms = strtoull(line + 5, &end, 10);
+	if (errno || end == line + 5 || *end != ' ' || ms > g.slow_max_ms ||
+	    len - (size_t)(end + 1 - line) + 1 > LATE_MAX)
+		return n;
+	c->late_len = len - (size_t)(end + 1 - line);
+	memcpy(c->late_buf, end + 1, c->late_len);
+	c->late_buf[c->late_len++] = '\n';
+	ev_timer_set(&c->late, (double)ms / 1000.0, 0.);
+	ev_timer_start(loop, &c->late);
+	memmove(p, nl + 1, n - len - 1);
+	return n - len - 1;
+}
+
+static void conn_late_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct conn *c = w->data;
+
+	(void)revents;
+	if (c->out_off + c->out_len + c->late_len > CONN_BUF) {
+		memmove(c->buf, c->buf + c->out_off, c->out_len);
+		c->out_off = 0;
+	}
+	if (c->out_len + c->late_len > CONN_BUF) {
+		fprintf(stderr, "wpbackend: conn %" PRIu64 ": no room for the late reply, dropped\n", c->id);
+	} else {
+		memcpy(c->buf + c->out_off + c->out_len, c->late_buf, c->late_len);
+		c->out_len += c->late_len;
+		event_line("late %" PRIu64 " %" PRIu64 " %zu", c->id, now_usec(), c->late_len);
+	}
+	conn_pump(loop, c);
+}
+
 /* Read what may be read now. Returns 0, or -1 after closing on an error. */
 static int conn_read(struct ev_loop *loop, struct conn *c)
 {
@@ -398,7 +455,7 @@ static int conn_read(struct ev_loop *loop, struct conn *c)
 			sink_verify(c, dst, (size_t)r);
 		conn_activity(loop, c);
 		if (g.mode == MODE_ECHO)
-			c->out_len += (size_t)r;
+			c->out_len += slow_command(loop, c, dst, (size_t)r);
 		else if (g.mode == MODE_SOURCE)
 			c->triggered = 1;
 		if (g.mode == MODE_ECHO && !greeting_pending(c))
@@ -414,6 +471,7 @@ static int conn_finished(const struct conn *c)
 		return 0;
 	switch (g.mode) {
 	case MODE_ECHO:
+		return c->out_len == 0 && !ev_is_active(&c->late);
 	case MODE_SINK: /* out_len > 0 only while a --sink-verify verdict is pending */
 		return c->out_len == 0;
 	case MODE_SOURCE:
@@ -473,6 +531,7 @@ static void conn_close(struct ev_loop *loop, struct conn *c, const char *reason)
 	ev_io_stop(loop, &c->wio);
 	ev_timer_stop(loop, &c->idle);
 	ev_timer_stop(loop, &c->greet);
+	ev_timer_stop(loop, &c->late);
 	close(c->fd);
 	event_line("close %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %s crc32=%08x", c->id, now_usec(),
 	           c->bytes_in, c->bytes_out, reason, c->crc_in);
@@ -507,7 +566,8 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t id)
 	ev_io_init(&c->wio, conn_io_cb, fd, EV_WRITE);
 	ev_timer_init(&c->idle, conn_idle_cb, 0., g.idle_close);
 	ev_timer_init(&c->greet, conn_greet_cb, g.greeting_delay, 0.);
-	c->rio.data = c->wio.data = c->idle.data = c->greet.data = c;
+	ev_timer_init(&c->late, conn_late_cb, 0., 0.);
+	c->rio.data = c->wio.data = c->idle.data = c->greet.data = c->late.data = c;
 	c->next = g.conns;
 	if (g.conns)
 		g.conns->prev = c;
@@ -674,6 +734,8 @@ static void usage(FILE *f)
 	        "  --seed N                 source: splitmix64 seed (default 1)\n"
 	        "  --sink-verify SEED       sink: check the input against the source stream of SEED and\n"
 	        "                           answer \"sink bytes=N ok\" (or \"... bad at=OFFSET\") after EOF\n"
+	        "  --slow MAX_MS            echo: a read starting \"SLOW <ms> <text>\\n\" (ms <= MAX_MS) is\n"
+	        "                           answered \"<text>\\n\" <ms> ms later instead of echoed\n"
 	        "  --max-conns N            connections beyond N are closed at once (default 4096)\n"
 	        "  --events FILE            append one line per accept/close\n");
 }
@@ -705,6 +767,7 @@ int main(int argc, char **argv)
 	    {"source-bytes", required_argument, NULL, 'b'},
 	    {"seed", required_argument, NULL, 's'},
 	    {"max-conns", required_argument, NULL, 'c'},
+	    {"slow", required_argument, NULL, 'S'},
 	    {"sink-verify", required_argument, NULL, 'V'},
 	    {"events", required_argument, NULL, 'e'},
 	    {"help", no_argument, NULL, 'h'},
@@ -771,6 +834,9 @@ int main(int argc, char **argv)
 			break;
 		case 'c':
 			g.max_conns = (unsigned)parse_num("--max-conns", optarg, 1000000);
+			break;
+		case 'S':
+			g.slow_max_ms = parse_num("--slow", optarg, 3600000);
 			break;
 		case 'h':
 			usage(stdout);

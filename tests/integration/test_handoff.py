@@ -4,14 +4,17 @@ library falls back to the proxy socket; `warmpoolctl connect` bridges stdio
 to either. A sample client is built with pkg-config like a user's would be."""
 
 import array
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
+import sys
 
 import pytest
 
-from conftest import BUILD, REPO, WARMPOOLCTL, admin, recv_exact, wait_until
+from conftest import BUILD, REPO, WARMPOOLCTL, Procs, admin, recv_exact, wait_until
 
 
 CHECKOUT = b"WPQ1O\0\0\0"
@@ -213,3 +216,306 @@ def test_checkin_of_a_foreign_socket_is_refused(start_backend, start_daemon, poo
         handoff_checkin(hpath, foreign)
     wait_until(lambda: stats(d, "f")["connections_reuse_refused"] == 1, what="refused")
     assert stats(d, "f")["connections_reused"] == 0
+
+
+# ---------------------------------------------------------------------------
+# Checkin trusts only sockets the daemon handed out (issue 12, 2.1), handed
+# out sockets leave the daemon's epoll set (2.6), and one uid's silent
+# connections cannot lock the others out of the handoff socket (2.5).
+
+NOBODY = 65534
+
+# Run as another uid: checks out `n` connections (raw protocol, holding all
+# of them) or makes `n` relayed echo exchanges; prints what it got as JSON.
+OTHER_UID_CLIENT = r"""
+import array, json, socket, sys
+mode, path, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+out, held = [], []
+for _ in range(n):
+    if mode == "handoff":
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        s.settimeout(10)
+        s.connect(path)
+        s.send(b"WPQ1O\0\0\0")
+        msg, anc, flags, _ = s.recvmsg(65536, socket.CMSG_SPACE(4))
+        fds = [array.array("i", data)[0] for level, kind, data in anc]
+        if not fds:
+            out.append(None)
+            continue
+        c = socket.socket(fileno=fds[0])
+        held.append(c)
+        out.append(c.getsockname()[1])
+    else:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(b"ping")
+        got = b""
+        while len(got) < 4:
+            b = s.recv(4 - len(got))
+            if not b:
+                break
+            got += b
+        held.append(s)
+        out.append(got.decode())
+print(json.dumps(out))
+"""
+
+
+def as_other_uid(mode, path, n=1, uid=NOBODY):
+    r = subprocess.run([sys.executable, "-I", "-c", OTHER_UID_CLIENT, mode, str(path), str(n)],
+                       stdin=subprocess.DEVNULL, capture_output=True, user=uid, group=uid, extra_groups=[],
+                       cwd="/", env={"PATH": "/usr/bin:/bin"}, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")
+    return json.loads(r.stdout)
+
+
+def refused_re(pool, path, why, uid=0, pid=None):
+    return (rf"pool={pool}: {re.escape(str(path))}: checkin from uid={uid} pid={pid or os.getpid()} "
+            rf"refused: {re.escape(why)}; closed")
+
+
+def test_checkin_of_a_socket_never_handed_out_is_refused(start_backend, start_daemon, pool, sockdir):
+    """A client connects to the backend itself and checks that socket in:
+    its peer is the backend, but the daemon never handed it out. Refused;
+    the next client gets one of the daemon's own connections."""
+    be = start_backend()
+    hpath = sockdir / "n.handoff"
+    d = start_daemon(pools={"n": pool("n", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath)})})
+    be.wait_open(1)
+    with socket.create_connection(("127.0.0.1", be.port), timeout=10) as forged:
+        be.wait_open(2)
+        assert handoff_checkin(hpath, forged)[:4] == b"WPH1"
+        d.wait_log(refused_re("n", hpath, "not a socket handed out here, or already checked in"))
+        wait_until(lambda: stats(d, "n")["connections_reuse_refused"] == 1, what="refused")
+        assert stats(d, "n")["connections_reused"] == 0
+        conn, _ = handoff_checkout(hpath)
+        with conn:
+            assert conn.getpeername() == ("127.0.0.1", be.port)
+            assert conn.getsockname() != forged.getsockname()  # the daemon's own connection
+            conn.settimeout(10)
+            conn.sendall(b"mine")
+            assert recv_exact(conn, 4) == b"mine"
+
+
+def test_the_same_socket_checked_in_twice_is_taken_once(start_backend, start_daemon, pool, sockdir):
+    """A checkin, then a second one of a copy (dup) of the same socket: the
+    lease is gone after the first, so two clients never share a connection."""
+    be = start_backend()
+    hpath = sockdir / "t.handoff"
+    d = start_daemon(pools={"t": pool("t", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath)})})
+    be.wait_open(1)
+    conn, _ = handoff_checkout(hpath)
+    copy = conn.dup()
+    with conn, copy:
+        assert handoff_checkin(hpath, conn)[:4] == b"WPH1"
+        wait_until(lambda: stats(d, "t")["connections_reused"] == 1, what="the first checkin reused")
+        assert handoff_checkin(hpath, copy)[:4] == b"WPH1"
+        d.wait_log(refused_re("t", hpath, "not a socket handed out here, or already checked in"))
+        wait_until(lambda: stats(d, "t")["connections_reuse_refused"] == 1, what="the second refused")
+        assert stats(d, "t")["connections_reused"] == 1
+        c1, _ = handoff_checkout(hpath)
+        c2, _ = handoff_checkout(hpath)
+        with c1, c2:
+            assert c1.getsockname() != c2.getsockname()
+
+
+def test_a_checked_in_connection_never_goes_to_another_uid(start_backend, start_daemon, pool, sockdir):
+    """uid 0 checks a connection in and keeps a copy (nothing can stop
+    that). A client of another uid checking out must never get it: that
+    copy could read and write inside its session."""
+    os.chmod(sockdir, 0o755)
+    be = start_backend()
+    hpath = sockdir / "u.handoff"
+    d = start_daemon(pools={"u": pool("u", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath), "mode": "0666"})})
+    be.wait_open(1)
+    conn, _ = handoff_checkout(hpath)
+    spy = conn.dup()
+    with spy:
+        be.wait_open(2)  # the floor refilled: two idle connections once it is back
+        assert handoff_checkin(hpath, conn)[:4] == b"WPH1"
+        conn.close()
+        wait_until(lambda: stats(d, "u")["connections_reused"] == 1, what="the checkin reused")
+        # Both idle connections taken at once by uid 65534: neither is the spy's.
+        ports = as_other_uid("handoff", hpath, 2)
+        assert None not in ports and len(set(ports)) == 2, ports
+        assert spy.getsockname()[1] not in ports, (spy.getsockname(), ports)
+        d.wait_log(r"pool=u backend=\S+ conn=\d+ client=\d+: closed: checked in by uid 0, not for the waiting "
+                   rf"client \(uid {NOBODY}\)")
+        # Its owner may still have it back: uid 0 is who checked it in. (Closed
+        # here, as the other uid's wait needed the room; a fresh one comes.)
+        c, _ = handoff_checkout(hpath)
+        c.close()
+
+
+def test_a_checked_in_connection_is_not_relayed_to_another_uid(start_backend, start_daemon, pool, sockdir):
+    """The same for a relayed client of another uid: no idle connection but
+    the one uid 0 checked in (and may still hold), so the daemon opens a new
+    one for it rather than pair them."""
+    os.chmod(sockdir, 0o755)
+    be = start_backend()
+    hpath = sockdir / "v.handoff"
+    lpath = sockdir / "v.sock"
+    d = start_daemon(pools={"v": pool("v", [be], min_idle=0, max_connections=8, reuse=True,
+                                      listen=[{"path": str(lpath), "mode": "0666"}],
+                                      handoff={"listen": str(hpath), "mode": "0666"})})
+    conn, _ = handoff_checkout(hpath)
+    spy = conn.dup()
+    with spy:
+        assert handoff_checkin(hpath, conn)[:4] == b"WPH1"
+        conn.close()
+        wait_until(lambda: stats(d, "v")["connections_reused"] == 1, what="the checkin reused")
+        assert len(be.accepts()) == 1
+        assert as_other_uid("relay", lpath, 1) == ["ping"]
+        # Served on a connection of its own: the backend accepted a second one.
+        assert len(be.accepts()) == 2, be.events()
+        d.wait_log(r"pool=v backend=\S+ conn=\d+ client=\d+: closed: checked in by uid 0, not for the waiting "
+                   rf"client \(uid {NOBODY}\)")
+        st = stats(d, "v")
+        assert st["bytes_to_backend"] == 4 and st["connections_reuse_refused"] == 1, st
+
+
+NS_ATTACKER = r"""
+import array, os, socket, sys, time
+port, hpath, done = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+lst = socket.socket()
+lst.bind(("127.0.0.1", port))
+lst.listen(1)
+c = socket.create_connection(("127.0.0.1", port), timeout=10)
+peer, _ = lst.accept()
+h = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+h.settimeout(10)
+h.connect(hpath)
+h.sendmsg([b"WPQ1I\0\0\0"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [c.fileno()]))])
+print(h.recv(100).hex(), c.getsockname()[1], flush=True)
+deadline = time.monotonic() + 60
+while not os.path.exists(done) and time.monotonic() < deadline:  # keep our end open till judged
+    time.sleep(0.02)
+"""
+
+
+@pytest.mark.skipif(not shutil.which("unshare"), reason="unshare(1) is not installed")
+def test_checkin_of_a_socket_made_in_a_network_namespace_is_refused(start_backend, start_daemon, pool, sockdir,
+                                                                    procs, tmp_path):
+    """The attack itself: an unprivileged user makes a network namespace of
+    its own (unshare -Urn), listens on 127.0.0.1:<backend port> there,
+    connects to itself and checks that socket in. Its peer address is the
+    backend's; it was never handed out. Refused."""
+    os.chmod(sockdir, 0o755)
+    be = start_backend()
+    hpath = sockdir / "x.handoff"
+    d = start_daemon(pools={"x": pool("x", [be], min_idle=1, max_connections=8, reuse=True,
+                                      handoff={"listen": str(hpath), "mode": "0666"})})
+    be.wait_open(1)
+    done = sockdir / "done"
+    out = tmp_path / "attacker.out"
+    os.chmod(tmp_path, 0o777)
+    argv = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "unshare", "-Urn", "sh", "-c",
+            'ip link set lo up && exec "$0" -I -c "$1" "$2" "$3" "$4"', sys.executable, NS_ATTACKER, be.port,
+            hpath, done]
+    p = procs.spawn("ns-attacker", argv, tmp_path / "attacker.err", stdout_path=out)
+    try:
+        answer = wait_until(lambda: out.read_text().split() or (p.poll() is not None and
+                                                                 pytest.fail((tmp_path / "attacker.err").read_text())),
+                            what="the attacker's checkin answer")
+        assert answer[0].startswith(b"WPH1".hex()), answer
+        d.wait_log(refused_re("x", hpath, "not a socket handed out here, or already checked in", uid=NOBODY,
+                              pid=r"\d+"))
+        wait_until(lambda: stats(d, "x")["connections_reuse_refused"] == 1, what="refused")
+        assert stats(d, "x")["connections_reused"] == 0
+        conn, _ = handoff_checkout(hpath)
+        with conn:
+            conn.settimeout(10)
+            conn.sendall(b"AUTH secret")
+            assert recv_exact(conn, 11) == b"AUTH secret"  # the backend's echo, not the attacker's
+        assert any(a.id for a in be.accepts())
+    finally:
+        done.touch()
+        Procs.stop(p)
+
+
+def epoll_watched_inodes(pid):
+    """The inodes of every file in the epoll sets of process `pid`."""
+    inos = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:[eventpoll]":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                for line in f:
+                    m = re.match(r"tfd:\s*\d+\s.*\bino:([0-9a-f]+)", line)
+                    if m:
+                        inos.add(int(m.group(1), 16))
+        except FileNotFoundError:
+            continue
+    return inos
+
+
+def test_a_handed_out_socket_leaves_the_daemons_epoll_set(start_backend, start_daemon, pool, sockdir):
+    """Closing the daemon's copy does not take a socket out of epoll while
+    the client holds it (epoll keys on the open file); libev then sees its
+    events as strays and rebuilds its whole set, every time. The
+    registration must be gone when the socket leaves."""
+    be = start_backend()
+    hpath = sockdir / "e.handoff"
+    n = 8
+    d = start_daemon(pools={"e": pool("e", [be], min_idle=n, max_connections=2 * n + 4,
+                                      handoff={"listen": str(hpath)})})
+    be.wait_open(n)
+    wait_until(lambda: stats(d, "e")["connections_opened"] >= n, what="the floor warm")
+    watched_before = epoll_watched_inodes(d.proc.pid)
+    held = [handoff_checkout(hpath)[0] for _ in range(n)]
+    try:
+        inos = {os.fstat(c.fileno()).st_ino for c in held}
+        # (later checkouts may get connections the refill opened since)
+        assert inos & watched_before, "the idle connections were watched through epoll"
+        still = inos & epoll_watched_inodes(d.proc.pid)
+        assert not still, f"{len(still)} of {n} handed-out sockets still in the daemon's epoll set"
+        for c in held:  # their traffic never reaches the daemon
+            c.settimeout(10)
+            c.sendall(b"hey")
+            assert recv_exact(c, 3) == b"hey"
+        assert stats(d, "e")["handoffs"] == n
+    finally:
+        for c in held:
+            c.close()
+
+
+def test_silent_clients_of_one_uid_leave_room_for_another(start_backend, start_daemon, pool, sockdir):
+    """80 connections from uid 0 that never speak: only a few are kept
+    waiting (per-uid budget), the rest closed at once with one log line, and
+    a checkout by another uid still gets its connection."""
+    os.chmod(sockdir, 0o755)
+    be = start_backend()
+    hpath = sockdir / "s.handoff"
+    d = start_daemon(pools={"s": pool("s", [be], min_idle=1, handoff={"listen": str(hpath), "mode": "0666"})})
+    be.wait_open(1)
+    silent, closed = [], set()
+    try:
+        for _ in range(80):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            s.settimeout(10)
+            s.connect(str(hpath))
+            s.setblocking(False)  # a recv below must never wait
+            silent.append(s)
+
+        def n_closed():
+            for i, s in enumerate(silent):
+                if i not in closed:
+                    try:
+                        if s.recv(1, socket.MSG_DONTWAIT) == b"":
+                            closed.add(i)
+                    except BlockingIOError:
+                        pass
+            return len(closed) >= 16  # the last ones over any budget: all 80 were accepted by then
+        wait_until(n_closed, what="the connections over the budget closed")
+        assert len(closed) < 80, "none may have waited out HANDOFF_REQ_TIMEOUT yet"
+        assert as_other_uid("handoff", hpath, 1) != [None]
+        lines = d.wait_log(r"pool=s: .*s\.handoff: too many requests pending")
+        assert len(lines) <= 2, lines  # rate-limited: not one line per connection
+    finally:
+        for s in silent:
+            s.close()

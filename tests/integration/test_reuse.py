@@ -2,6 +2,10 @@
 (after the reset exchange or a quiet period), and anything doubtful closes
 it instead: one client's bytes must never reach another."""
 
+import select
+import socket
+
+import pytest
 
 from conftest import connect_unix, echo_once, recv_exact, wait_until
 from test_handoff import stats
@@ -71,3 +75,80 @@ def test_greeting_connections_are_not_reused(start_backend, start_daemon, pool):
     wait_until(lambda: stats(d, "g")["connections_reuse_refused"] == 1, what="refused")
     with connect_unix(d.socket_path("g")) as c:  # a fresh connection, with its greeting
         assert recv_exact(c, 7) == b"hello\r\n"
+
+
+LATE_MS = 400  # the backend's late reply: well after the reset exchange or the quiet period (100ms)
+
+
+@pytest.mark.parametrize("reuse", [
+    pytest.param({"reset_send": r"RESET\r\n", "reset_expect": r"RESET\r\n"}, id="reset"),
+    pytest.param(True, id="quiet_period"),
+])
+def test_late_reply_never_reaches_the_next_client(start_backend, start_daemon, pool, reuse):
+    """A reply that arrives after the connection went back to the idle list
+    (after the reset's answer, or after the quiet period) is not a greeting:
+    the connection is closed, and the next client sees only its own bytes.
+    With a reset, this is how one client would forge the next one's replies."""
+    be = start_backend(slow=5000)
+    d = start_daemon(pools={"r": pool("r", [be], min_idle=1, max_connections=4, reuse=reuse)})
+    be.wait_open(1)
+    with connect_unix(d.socket_path("r")) as c:
+        c.sendall(b"SLOW %d FORGED\n" % LATE_MS)
+        c.shutdown(socket.SHUT_WR)  # a clean end: the connection goes to its reset / quiet period
+        assert c.recv(100) == b""
+    wait_until(lambda: stats(d, "r")["connections_reused"] == 1, what="the connection reused")
+    late = wait_until(lambda: next((ln for ln in be.events_path.read_text().splitlines()
+                                    if ln.startswith("late ")), None), what="the late reply sent")
+    conn_id = int(late.split()[1])
+    for i in range(3):
+        with connect_unix(d.socket_path("r")) as c:
+            c.sendall(b"mine%d" % i)
+            assert recv_exact(c, 5) == b"mine%d" % i
+            c.shutdown(socket.SHUT_WR)
+            assert c.recv(100) == b""  # and nothing else, ever
+    # Closed by the daemon and counted (connections_reuse_refused; found at
+    # checkout instead, if it came in the same loop iteration: stale_discarded).
+    be.wait_close_where(lambda e: e.id == conn_id, what="the connection with the late reply closed")
+    st = stats(d, "r")
+    assert st["connections_reuse_refused"] + st["stale_discarded"] == 1, st
+
+
+LATE_IN_SESSION_MS = 1500  # long enough for the next client to have the connection when it comes
+
+
+def test_late_reply_inside_the_next_session_is_not_passed_on(start_backend, start_daemon, pool):
+    """The late reply comes once the next client already has the connection
+    but has not spoken: it is not that client's either. The connection is
+    closed and the client paired with another, having lost nothing."""
+    be = start_backend(slow=5000)
+    d = start_daemon(pools={"r": pool("r", [be], min_idle=1, max_connections=4,
+                                      reuse={"reset_send": r"RESET\r\n", "reset_expect": r"RESET\r\n"})})
+    be.wait_open(1)
+    with connect_unix(d.socket_path("r")) as c:
+        c.sendall(b"SLOW %d FORGED\n" % LATE_IN_SESSION_MS)
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(100) == b""
+    wait_until(lambda: stats(d, "r")["connections_reused"] == 1, what="the connection reused")
+    with connect_unix(d.socket_path("r")) as c:
+        # It has the reused connection (the idle list's front) before the reply comes.
+        wait_until(lambda: stats(d, "r")["clients_served"] == 2, what="the second client paired")
+        assert not any(ln.startswith("late ") for ln in be.events_path.read_text().splitlines()), \
+            "the late reply came before the second client had the connection: nothing was tested"
+        late = wait_until(lambda: next((ln for ln in be.events_path.read_text().splitlines()
+                                        if ln.startswith("late ")), None), what="the late reply sent")
+        conn_id = int(late.split()[1])
+
+        def pending():  # what the client could read now
+            return c.recv(100, socket.MSG_PEEK) if select.select([c], [], [], 0)[0] else b""
+
+        # Either the daemon closes that connection, or (before the fix) the
+        # reply reaches this client.
+        wait_until(lambda: pending() or any(e.id == conn_id for e in be.closes()),
+                   what="the late reply closing its connection or reaching the client")
+        assert pending() == b""
+        c.sendall(b"mine")
+        assert recv_exact(c, 4) == b"mine"
+        c.shutdown(socket.SHUT_WR)
+        assert c.recv(100) == b""
+    st = stats(d, "r")
+    assert st["connections_reuse_refused"] == 1 and st["clients_retried"] == 1, st
