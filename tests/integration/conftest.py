@@ -449,7 +449,9 @@ class Backend:
 @pytest.fixture
 def start_backend(procs, tmp_path):
     """start_backend(mode="echo", greeting=..., greeting_delay_ms=...,
-    idle_close_ms=..., source_bytes=..., seed=..., host="127.0.0.1")"""
+    idle_close_ms=..., source_bytes=..., seed=..., slow=MAX_MS, host="127.0.0.1")
+    Every keyword but host becomes wpbackend's --key-with-dashes option;
+    slow= lets an echo request "SLOW <ms> <text>\n" be answered <ms> later."""
     counter = [0]
 
     def start(**opts):
