@@ -11,10 +11,12 @@ execs valgrind, which keeps the pid LISTEN_PID names.
 """
 
 import os
+import re
 import shutil
 import signal
 import socket
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,9 +24,11 @@ import pytest
 from conftest import (
     _SCRUB_ENV,
     START_TIMEOUT,
+    STOP_TIMEOUT,
     VALGRIND,
     WARMPOOLD,
     Daemon,
+    admin,
     connect_unix,
     echo_once,
     make_config,
@@ -228,6 +232,78 @@ def test_notify_never_blocks_the_loop(start_backend, sd_daemon, pool):
     assert not any(lines(m)[0].startswith("STATUS=") for m in kept[:reloading]), kept
     assert d.stop(signal.SIGTERM) == 0, d.log()
     assert index_of(d.collect_notify(0.2), "STOPPING=1", seen) is not None, d.notify
+
+
+def test_a_journal_that_stops_reading_never_blocks_the_loop(procs, tmp_path, sockdir, start_backend, pool):
+    """stderr is the journal's stream socket (as under systemd) and journald
+    stops reading: log lines that do not fit are dropped and counted, never
+    waited for; clients and the admin socket are served throughout, and once
+    the reader drains, a "lines dropped" line says how many were lost."""
+    be = start_backend()
+    adm = sockdir / "adminj.sock"
+    conf = tmp_path / "journal.yaml"
+    conf.write_text(make_config({"j": pool("j", [be], min_idle=2)},
+                                {"admin_socket": str(adm), "log_level": "debug"}))
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # A small send buffer fills after a few lines (the kernel's minimum is about 4.5 KiB).
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    st = os.fstat(theirs.fileno())
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUB_ENV}
+    env["JOURNAL_STREAM"] = f"{st.st_dev}:{st.st_ino}"
+    saved = tmp_path / "journal.stderr"
+    saved.write_bytes(b"")
+    p = subprocess.Popen([str(a) for a in (*VALGRIND, WARMPOOLD, "-c", conf)], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=theirs.fileno(), env=env, close_fds=True)
+    procs.items.append((p, "warmpoold-journal", saved))  # stopped at teardown; its stderr scanned there
+    theirs.close()
+    got = bytearray()
+    try:
+        wait_until(lambda: os.path.exists(adm) and _answers(adm), timeout=START_TIMEOUT * 3,
+                   what="the admin socket to answer")
+        # Every session logs debug lines: far more than the socket holds.
+        for i in range(150):
+            assert echo_once(sockdir / "j.sock", b"j %03d" % i) == b"j %03d" % i
+            if i % 10 == 0:
+                assert pool_row(adm, "j")["name"] == "j"
+        assert p.poll() is None
+        # The reader drains; the next line logged reports the loss.
+        ours.settimeout(0.2)
+
+        def reported():
+            try:
+                while True:
+                    chunk = ours.recv(1 << 16)
+                    if not chunk:
+                        break
+                    got.extend(chunk)
+            except socket.timeout:
+                pass
+            echo_once(sockdir / "j.sock", b"again")  # logs again
+            return re.search(rb"^<4>log: (\d+) lines dropped: stderr was not being read$", bytes(got), re.M)
+
+        m = wait_until(reported, what="the 'lines dropped' line")
+        assert int(m.group(1)) > 0
+        # Every line that did arrive is whole: a "<N>" prefix, no line cut into another.
+        for ln in bytes(got).split(b"\n")[:-1]:
+            assert re.match(rb"^<\d>", ln), ln
+        p.send_signal(signal.SIGTERM)
+        ours.settimeout(STOP_TIMEOUT)
+        while True:
+            chunk = ours.recv(1 << 16)
+            if not chunk:
+                break
+            got.extend(chunk)
+        assert p.wait(STOP_TIMEOUT) == 0
+    finally:
+        saved.write_bytes(bytes(got))
+        ours.close()
+
+
+def _answers(adm):
+    try:
+        return admin(adm, "version")
+    except (AssertionError, OSError):
+        return None
 
 
 # ---------------------------------------------------------------------------
