@@ -7,13 +7,31 @@
  * several per connection, answered in order. Each answer is zero or more
  * lines followed by one empty line; an error answer starts with "error: "
  * (a failed reload adds the file's error lines after it). A line that is too long gets an error and the connection
- * is closed after it. While an answer is being written nothing more is read
- * (backpressure), and answers are bounded (CTL_OUT_MAX).
+ * is closed after it.
  *
- * Every connection has an inactivity timer (ev_timer_again), at most
- * CTL_CONNS_MAX are open at once (more are accepted and closed at once), and
- * nothing here blocks: commands only read or change engine state in memory
- * (reload reads the config file, which is a local file read, as at startup).
+ * One command at a time: a connection runs its next command only once the
+ * previous answer is fully written, and at most one per loop iteration, so a
+ * single write of 300 commands costs the loop 300 short turns rather than one
+ * long stall, and holds one answer in memory rather than 300. Nothing is read
+ * while an answer is pending or a buffered command waits its turn
+ * (backpressure: the input buffer stays at CTL_LINE_MAX). Each answer is
+ * bounded on its own (CTL_OUT_MAX), so one that is too large replaces only
+ * itself. Buffered commands wait on admin->ready, served by one ev_check for
+ * the whole module (it runs every iteration, busy or not, where an ev_idle
+ * alone would starve under client traffic) plus one ev_idle whose only job is
+ * to keep the poll from blocking while commands wait: two watchers whatever
+ * the number of connections, not a timer armed per command (DESIGN.md: few
+ * timers).
+ *
+ * Each listener has its own budget of connections (ctl_conns_max): the
+ * unauthenticated metrics port and the read-only socket cannot take the
+ * operator's room on the admin socket. More are accepted and closed at once,
+ * and logged at most once a second per listener, with the count. An admin
+ * connection has an inactivity timer (ev_timer_again); an HTTP connection has
+ * one deadline from accept to its answer written (CTL_HTTP_DEADLINE), which
+ * bytes trickled in do not push back. Nothing here blocks: commands only read
+ * or change engine state in memory (reload reads the config file, which is a
+ * local file read, as at startup).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -26,6 +44,7 @@
 #include "admin.h"
 #include "buf.h"
 #include "engine.h"
+#include "escape.h"
 #include "log.h"
 #include "metrics.h"
 #include "systemd.h"
@@ -33,15 +52,23 @@
 #include "version.h"
 
 #define CTL_LINE_MAX     4096
-#define CTL_CONNS_MAX    32
-#define CTL_OUT_MAX      (16u << 20)
+#define CTL_CONNS_ADMIN  32          /* admin socket: its mode keeps it to the operator */
+#define CTL_CONNS_RO     32          /* read-only admin socket */
+#define CTL_CONNS_HTTP   16          /* metrics endpoint: a scraper or two, but anyone who reaches the port */
+#define CTL_OUT_MAX      (16u << 20) /* one answer (only one is held per connection) */
 #define CTL_IDLE_TIMEOUT 60.0
-#define CTL_ARGS_MAX     8
-#define CTL_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE and the like */
+/* Seconds from accept to the answer written on the metrics endpoint,
+ * however the request trickles in: Prometheus' default scrape_timeout. */
+#define CTL_HTTP_DEADLINE 10.0
+/* At most one "too many connections" line per listener per this many seconds. */
+#define CTL_REFUSED_LOG_EVERY 1.0
+#define CTL_ARGS_MAX          8
+#define CTL_ACCEPT_PAUSE      0.1 /* seconds without accepting after EMFILE and the like */
 
 enum ctl_kind { CTL_ADMIN, CTL_ADMIN_RO, CTL_HTTP, CTL_NKINDS };
 static const char *const ctl_kind_name[CTL_NKINDS] = {"admin socket", "read-only admin socket",
                                                       "metrics endpoint"};
+static const size_t ctl_conns_max[CTL_NKINDS] = {CTL_CONNS_ADMIN, CTL_CONNS_RO, CTL_CONNS_HTTP};
 
 struct ctl_listener {
 	struct admin *admin;
@@ -49,31 +76,48 @@ struct ctl_listener {
 	char where[128]; /* path or host:port: our own copy, a reload frees the config */
 	int fd;
 	ev_io io;
-	ev_timer pause;      /* accept paused after EMFILE/ENFILE */
-	struct unix_sock us; /* Unix sockets we bound: removed at close */
+	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
+	struct unix_sock us;   /* Unix sockets we bound: removed at close */
+	size_t n_conns;        /* open connections accepted here: at most ctl_conns_max[kind] */
+	unsigned long refused; /* connections refused since the last "too many" line */
+	ev_timer refused_log;  /* running while refusals are counted rather than logged one by one */
 };
 
 struct ctl_conn {
 	struct list_node node;
+	struct list_node ready_node; /* on admin->ready while a buffered command waits its turn */
 	struct admin *admin;
 	enum ctl_kind kind;
 	int fd;
 	ev_io io;
-	ev_timer timer;
+	ev_timer timer; /* inactivity (admin) or the request's deadline (HTTP) */
 	char in[CTL_LINE_MAX + 1];
 	size_t in_len;
-	struct wp_buf out;
+	struct wp_buf out; /* at most one answer: the next command runs once it is written */
 	size_t out_off;
+	unsigned int ran_in; /* ev_iteration() of the last command run: one per iteration */
 	unsigned close_after_flush : 1;
+	unsigned ready : 1; /* on admin->ready */
 };
 
 struct admin {
 	struct engine *eng;
 	struct ctl_listener l[CTL_NKINDS];
 	struct list conns;
+	struct list ready; /* connections with a buffered command, nothing pending to write */
+	ev_check turn;     /* runs one command of each ready connection per loop iteration */
+	ev_idle spin;      /* active with turn: the poll must not block while commands wait */
 };
 
 /* ---- connections -------------------------------------------------------- */
+
+static void ctl_unready(struct ctl_conn *c)
+{
+	if (!c->ready)
+		return;
+	list_remove(&c->admin->ready, &c->ready_node);
+	c->ready = 0;
+}
 
 static void ctl_conn_close(struct ctl_conn *c)
 {
@@ -81,18 +125,22 @@ static void ctl_conn_close(struct ctl_conn *c)
 	ev_io_stop(loop, &c->io);
 	ev_timer_stop(loop, &c->timer);
 	close(c->fd);
+	ctl_unready(c);
+	c->admin->l[c->kind].n_conns--;
 	list_remove(&c->admin->conns, &c->node);
 	wp_buf_free(&c->out);
 	free(c);
 }
 
-static void ctl_conn_watch(struct ctl_conn *c)
+/* Watch the socket for `want`: EV_READ, EV_WRITE, or 0 for nothing. */
+static void ctl_conn_watch(struct ctl_conn *c, int want)
 {
 	struct ev_loop *loop = c->admin->eng->loop;
-	int want = c->out_off < c->out.len ? EV_WRITE : EV_READ;
 	if (ev_is_active(&c->io) && (c->io.events & (EV_READ | EV_WRITE)) == want)
 		return;
 	ev_io_stop(loop, &c->io);
+	if (!want)
+		return;
 	ev_io_set(&c->io, c->fd, want);
 	ev_io_start(loop, &c->io);
 }
@@ -101,7 +149,7 @@ static void ctl_conn_watch(struct ctl_conn *c)
 static int ctl_conn_flush(struct ctl_conn *c)
 {
 	while (c->out_off < c->out.len) {
-		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+		ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
@@ -272,7 +320,11 @@ void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out
 		} else if (argc != 2 || (kill && strcmp(cmd, "disable") != 0)) {
 			reply_error(out, "usage: %s POOL/BACKEND%s", cmd, strcmp(cmd, "disable") == 0 ? " [--kill]" : "");
 		} else {
-			log_notice("admin: %s %s%s", cmd, argv[1], kill ? " --kill" : "");
+			/* The argument is the peer's bytes: escaped (control bytes,
+			 * invalid UTF-8) and cut at sizeof shown before the log. */
+			char shown[256];
+			wp_escape((const unsigned char *)argv[1], strlen(argv[1]), shown, sizeof shown);
+			log_notice("admin: %s %s%s", cmd, shown, kill ? " --kill" : "");
 			cmd_backend(eng, cmd, argv[1], kill, out);
 		}
 	} else {
@@ -323,81 +375,183 @@ static void http_answer(struct ctl_conn *c)
 
 /* ---- input -------------------------------------------------------------- */
 
-/* Answer every complete line (or the HTTP request) in c->in. */
-static void ctl_process(struct ctl_conn *c)
+/* An HTTP connection's input: answer once the request head is complete. */
+static void http_process(struct ctl_conn *c)
 {
-	if (c->kind == CTL_HTTP) {
-		c->in[c->in_len] = '\0';
-		if (strstr(c->in, "\r\n\r\n") || strstr(c->in, "\n\n"))
-			http_answer(c);
-		else if (c->in_len == CTL_LINE_MAX) {
-			wp_buf_printf(&c->out, "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
-			                       "Connection: close\r\n\r\n");
-			c->close_after_flush = 1;
-		}
-		return;
+	c->in[c->in_len] = '\0';
+	if (strstr(c->in, "\r\n\r\n") || strstr(c->in, "\n\n"))
+		http_answer(c);
+	else if (c->in_len == CTL_LINE_MAX) {
+		wp_buf_printf(&c->out, "HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
+		                       "Connection: close\r\n\r\n");
+		c->close_after_flush = 1;
 	}
-	char *start = c->in;
-	char *nl;
-	while (!c->close_after_flush && (nl = memchr(start, '\n', c->in_len - (size_t)(start - c->in)))) {
-		*nl = '\0';
-		admin_exec(c->admin->eng, c->kind == CTL_ADMIN_RO, start, &c->out);
-		if (c->out.failed) {
-			wp_buf_reset(&c->out);
-			reply_error(&c->out, "answer too large");
-		}
-		wp_buf_add(&c->out, "\n", 1); /* the empty line that ends an answer */
-		start = nl + 1;
-	}
-	size_t rest = c->in_len - (size_t)(start - c->in);
-	memmove(c->in, start, rest);
-	c->in_len = rest;
-	if (c->in_len == CTL_LINE_MAX) {
+}
+
+/* An admin connection has something to run: a complete line, or a full
+ * buffer without one (answered with an error). */
+static int ctl_has_command(const struct ctl_conn *c)
+{
+	return c->kind != CTL_HTTP && !c->close_after_flush &&
+	       (c->in_len == CTL_LINE_MAX || memchr(c->in, '\n', c->in_len));
+}
+
+/* Run the first buffered command of an admin connection, or refuse a line
+ * that cannot end within CTL_LINE_MAX. c->out is empty before (every earlier
+ * answer is written), so an answer too large replaces only itself. */
+static void ctl_run_one(struct ctl_conn *c)
+{
+	char *nl = memchr(c->in, '\n', c->in_len);
+	c->ran_in = ev_iteration(c->admin->eng->loop);
+	if (!nl) {
 		reply_error(&c->out, "line too long (at most %d bytes); closing", CTL_LINE_MAX);
 		wp_buf_add(&c->out, "\n", 1);
 		c->close_after_flush = 1;
+		return;
+	}
+	*nl = '\0';
+	admin_exec(c->admin->eng, c->kind == CTL_ADMIN_RO, c->in, &c->out);
+	if (c->out.failed) {
+		wp_buf_reset(&c->out);
+		reply_error(&c->out, "answer too large");
+	}
+	wp_buf_add(&c->out, "\n", 1); /* the empty line that ends an answer */
+	size_t used = (size_t)(nl + 1 - c->in);
+	memmove(c->in, nl + 1, c->in_len - used);
+	c->in_len -= used;
+}
+
+/* After anything happened on c: write what is pending and wait for the peer
+ * to take the rest (reading nothing meanwhile), or queue its next buffered
+ * command for a later loop iteration, or read more. c may be closed. */
+static void ctl_conn_settle(struct ctl_conn *c)
+{
+	struct admin *a = c->admin;
+	struct ev_loop *loop = a->eng->loop;
+	if (c->out_off < c->out.len && ctl_conn_flush(c) < 0)
+		return;
+	if (c->out.len) {
+		ctl_unready(c);
+		ctl_conn_watch(c, EV_WRITE);
+	} else if (c->close_after_flush) {
+		ctl_conn_close(c);
+	} else if (ctl_has_command(c)) {
+		ctl_conn_watch(c, 0);
+		if (!c->ready) {
+			list_push_back(&a->ready, &c->ready_node);
+			c->ready = 1;
+		}
+		if (!ev_is_active(&a->turn)) {
+			ev_check_start(loop, &a->turn);
+			ev_idle_start(loop, &a->spin);
+		}
+	} else {
+		ctl_unready(c);
+		ctl_conn_watch(c, EV_READ);
 	}
 }
 
 static void ctl_conn_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	struct ctl_conn *c = container_of(w, struct ctl_conn, io);
-	ev_timer_again(loop, &c->timer);
-	if (revents & EV_WRITE) {
-		if (ctl_conn_flush(c) < 0)
-			return;
-		if (c->in_len && c->kind != CTL_HTTP) /* lines read before the answer was written */
-			ctl_process(c);
-	} else if (revents & EV_READ) {
-		ssize_t n = recv(c->fd, c->in + c->in_len, CTL_LINE_MAX - c->in_len, 0);
+	if (c->kind != CTL_HTTP)
+		ev_timer_again(loop, &c->timer); /* an HTTP request has a deadline instead */
+	if (revents & EV_READ) {
+		/* Watched only with nothing to write and no complete command
+		 * buffered, so there is room and nothing to answer at EOF. */
+		ssize_t n = recv(c->fd, c->in + c->in_len, CTL_LINE_MAX - c->in_len, MSG_DONTWAIT);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
 			return;
 		if (n <= 0) {
-			/* EOF: answer what is complete, then close once written. */
-			c->close_after_flush = 1;
-			if (c->out.len == 0) {
-				ctl_conn_close(c);
-				return;
-			}
-		} else {
-			c->in_len += (size_t)n;
-			ctl_process(c);
+			ctl_conn_close(c); /* EOF or error: a partial line is dropped */
+			return;
 		}
+		c->in_len += (size_t)n;
+		if (c->kind == CTL_HTTP)
+			http_process(c);
+		else if (ctl_has_command(c))
+			ctl_run_one(c);
 	}
-	if (c->out_off < c->out.len && ctl_conn_flush(c) < 0)
-		return;
-	if (c->close_after_flush && c->out.len == 0) {
-		ctl_conn_close(c);
-		return;
+	ctl_conn_settle(c);
+}
+
+/* Once per loop iteration while connections wait on admin->ready: one
+ * command each (those queued now, not those queued again meanwhile). */
+static void ctl_turn_cb(struct ev_loop *loop, ev_check *w, int revents)
+{
+	(void)revents;
+	struct admin *a = container_of(w, struct admin, turn);
+	unsigned int now = ev_iteration(loop);
+	for (size_t n = a->ready.n; n > 0 && a->ready.n > 0; n--) {
+		struct ctl_conn *c = container_of(list_first(&a->ready), struct ctl_conn, ready_node);
+		ctl_unready(c);
+		if (c->ran_in == now) { /* its read ran one this iteration already */
+			list_push_back(&a->ready, &c->ready_node);
+			c->ready = 1;
+			continue;
+		}
+		ev_timer_again(loop, &c->timer);
+		ctl_run_one(c);
+		ctl_conn_settle(c);
 	}
-	ctl_conn_watch(c);
+	if (a->ready.n == 0) {
+		ev_check_stop(loop, &a->turn);
+		ev_idle_stop(loop, &a->spin);
+	}
+}
+
+static void ctl_spin_cb(struct ev_loop *loop, ev_idle *w, int revents)
+{
+	(void)loop;
+	(void)w;
+	(void)revents; /* nothing to do: being active keeps the poll from blocking */
 }
 
 static void ctl_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
 	(void)revents;
-	ctl_conn_close(container_of(w, struct ctl_conn, timer));
+	struct ctl_conn *c = container_of(w, struct ctl_conn, timer);
+	if (c->kind == CTL_HTTP && c->out.len == 0) {
+		/* The deadline came before the request head: tell the client,
+		 * best effort (one non-blocking send; its result does not matter,
+		 * the connection is closed either way). */
+		static const char msg[] =
+		    "HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+		ssize_t n = send(c->fd, msg, sizeof msg - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+		(void)n;
+	}
+	ctl_conn_close(c);
+}
+
+/* A connection refused for want of budget: the first of a burst is logged at
+ * once, later ones are counted and summed up every CTL_REFUSED_LOG_EVERY
+ * while they last (a flood of connections must not become a flood of log
+ * lines: 33,807 in 3 s before this). */
+static void ctl_refused(struct ctl_listener *l)
+{
+	if (ev_is_active(&l->refused_log)) {
+		l->refused++;
+		return;
+	}
+	log_warning("%s %s: too many connections, closing a new connection (at most %zu at once)",
+	            ctl_kind_name[l->kind], l->where, ctl_conns_max[l->kind]);
+	ev_timer_again(l->admin->eng->loop, &l->refused_log); /* repeats every CTL_REFUSED_LOG_EVERY */
+}
+
+static void ctl_refused_log_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	struct ctl_listener *l = container_of(w, struct ctl_listener, refused_log);
+	if (l->refused == 0) {
+		ev_timer_stop(loop, w); /* a quiet period: the next refusal is logged at once */
+		return;
+	}
+	log_warning("%s %s: too many connections, closed %lu more new connections in the last %.0fs "
+	            "(at most %zu at once)",
+	            ctl_kind_name[l->kind], l->where, l->refused, CTL_REFUSED_LOG_EVERY,
+	            ctl_conns_max[l->kind]);
+	l->refused = 0;
 }
 
 static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -421,10 +575,14 @@ static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 			ev_timer_start(loop, &l->pause);
 			return;
 		}
-		struct ctl_conn *c = a->conns.n < CTL_CONNS_MAX ? calloc(1, sizeof *c) : NULL;
+		if (l->n_conns >= ctl_conns_max[l->kind]) {
+			close(fd);
+			ctl_refused(l);
+			continue;
+		}
+		struct ctl_conn *c = calloc(1, sizeof *c);
 		if (!c) {
-			log_warning("%s %s: %s, closing a new connection", ctl_kind_name[l->kind], l->where,
-			            a->conns.n < CTL_CONNS_MAX ? "out of memory" : "too many connections");
+			log_warning("%s %s: out of memory, closing a new connection", ctl_kind_name[l->kind], l->where);
 			close(fd);
 			continue;
 		}
@@ -433,10 +591,17 @@ static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 		c->fd = fd;
 		wp_buf_init(&c->out, CTL_OUT_MAX);
 		list_push_back(&a->conns, &c->node);
+		l->n_conns++;
 		ev_io_init(&c->io, ctl_conn_cb, fd, EV_READ);
-		ev_init(&c->timer, ctl_timeout_cb);
-		c->timer.repeat = CTL_IDLE_TIMEOUT;
-		ev_timer_again(loop, &c->timer);
+		if (c->kind == CTL_HTTP) {
+			/* One deadline for the whole request, however it trickles in. */
+			ev_timer_init(&c->timer, ctl_timeout_cb, CTL_HTTP_DEADLINE, 0.);
+			ev_timer_start(loop, &c->timer);
+		} else {
+			ev_init(&c->timer, ctl_timeout_cb);
+			c->timer.repeat = CTL_IDLE_TIMEOUT;
+			ev_timer_again(loop, &c->timer);
+		}
 		ev_io_start(loop, &c->io);
 	}
 }
@@ -468,6 +633,9 @@ struct admin *admin_create(struct engine *eng)
 		return NULL;
 	a->eng = eng;
 	list_init(&a->conns);
+	list_init(&a->ready);
+	ev_check_init(&a->turn, ctl_turn_cb);
+	ev_idle_init(&a->spin, ctl_spin_cb);
 	for (int k = 0; k < CTL_NKINDS; k++) {
 		a->l[k].admin = a;
 		a->l[k].kind = (enum ctl_kind)k;
@@ -522,6 +690,7 @@ void admin_start(struct admin *a)
 			continue;
 		ev_io_init(&l->io, ctl_accept_cb, l->fd, EV_READ);
 		ev_timer_init(&l->pause, ctl_resume_cb, CTL_ACCEPT_PAUSE, 0.);
+		ev_timer_init(&l->refused_log, ctl_refused_log_cb, CTL_REFUSED_LOG_EVERY, CTL_REFUSED_LOG_EVERY);
 		ev_io_start(a->eng->loop, &l->io);
 	}
 }
@@ -533,12 +702,20 @@ void admin_destroy(struct admin *a)
 	struct list_node *pos, *tmp;
 	list_for_each_safe (pos, tmp, &a->conns)
 		ctl_conn_close(container_of(pos, struct ctl_conn, node));
+	if (ev_is_active(&a->turn)) {
+		ev_check_stop(a->eng->loop, &a->turn);
+		ev_idle_stop(a->eng->loop, &a->spin);
+	}
 	for (int k = 0; k < CTL_NKINDS; k++) {
 		struct ctl_listener *l = &a->l[k];
 		if (l->fd < 0)
 			continue;
+		if (l->refused)
+			log_warning("%s %s: too many connections, closed %lu more new connections (at most %zu at once)",
+			            ctl_kind_name[k], l->where, l->refused, ctl_conns_max[k]);
 		ev_io_stop(a->eng->loop, &l->io);
 		ev_timer_stop(a->eng->loop, &l->pause);
+		ev_timer_stop(a->eng->loop, &l->refused_log);
 		close(l->fd);
 		l->fd = -1;
 		unix_unlink_ours(&l->us);

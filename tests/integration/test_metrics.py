@@ -7,6 +7,7 @@ then the HTTP endpoint (daemon.metrics_listen): GET /metrics, 404, 405,
 
 import math
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from conftest import (
     free_port,
     recv_until_closed,
     wait_until,
+    warmpoolctl,
 )
 
 # ---------------------------------------------------------------------------
@@ -573,3 +575,139 @@ def test_http_head(start_backend, start_daemon, pool):
     assert code == 200 and body == b"", body[:100]
     assert "version=0.0.4" in headers["content-type"]
     assert int(headers["content-length"]) > 1000  # the length the GET body would have
+
+
+# ---------------------------------------------------------------------------
+# the endpoint under attack (issue 12, 2.5): it has its own budget of
+# connections, a deadline for the whole request, and a bounded log
+
+
+HTTP_CONNS = 16  # CTL_CONNS_HTTP in daemon/admin.c
+HTTP_DEADLINE = 10.0  # CTL_HTTP_DEADLINE in daemon/admin.c: accept to answer, however the request trickles
+TRICKLERS = 40  # more than the 32 control connections all listeners used to share
+TRICKLE_EVERY = 0.5  # seconds between two bytes of a trickling client
+REFUSED_RE = r"metrics endpoint \S+: too many connections, (?:closing a new connection|closed (\d+) more)"
+
+
+def open_tricklers(port, n):
+    """n connections that each start a request head and never finish it."""
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT)
+        s.sendall(b"GET /metrics HTTP/1.1\r\nX-Slow: ")
+        socks.append(s)
+    return socks
+
+
+def trickle(socks):
+    """One more header byte on each connection (errors ignored: the daemon
+    may have refused or closed some)."""
+    for s in socks:
+        try:
+            s.send(b"x", socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+
+
+def refused_counts(d):
+    """How many refusals the daemon's "too many connections" lines account
+    for, and how many such lines there are."""
+    total = lines = 0
+    for ln in d.log().splitlines():
+        m = re.search(REFUSED_RE, ln)
+        if m:
+            lines += 1
+            total += int(m.group(1)) if m.group(1) else 1
+    return total, lines
+
+
+def test_trickling_metrics_clients_do_not_lock_out_the_operator(start_backend, start_daemon, pool):
+    """40 connections to the metrics port, each sending a byte every half
+    second: the endpoint keeps them within its own budget, and the admin
+    socket answers warmpoolctl all the while."""
+    d, be, port = metrics_daemon(start_backend, start_daemon, pool)
+    socks = open_tricklers(port, TRICKLERS)
+    try:
+        d.wait_log(REFUSED_RE)  # the endpoint's budget is full: the rest were refused
+        for _ in range(6):  # 3 s of trickling
+            trickle(socks)
+            r = warmpoolctl(d, "show", "pools")
+            assert r.returncode == 0, (r.returncode, r.stdout, r.stderr)
+            assert r.stdout.splitlines()[1].split()[0] == "h", r.stdout
+            time.sleep(TRICKLE_EVERY)
+        assert admin(d, "version").startswith("warmpoold ")
+    finally:
+        for s in socks:
+            s.close()
+
+    def served():
+        try:  # refused while the daemon has not yet seen the crowd leave
+            return http(port, b"GET /metrics HTTP/1.1\r\n\r\n")[0] == 200
+        except (AssertionError, OSError):
+            return False
+
+    wait_until(served, what="the endpoint serving again after the crowd left")
+
+
+def test_trickled_request_is_closed_at_its_deadline(start_backend, start_daemon, pool):
+    """A request head that keeps coming, a byte every half second, is cut
+    off HTTP_DEADLINE after accept (the bytes do not push the deadline back),
+    with a 408 when the daemon gets it out."""
+    d, be, port = metrics_daemon(start_backend, start_daemon, pool)
+    t0 = time.monotonic()
+    [s] = open_tricklers(port, 1)
+    got = None
+    with s:
+        while got is None and time.monotonic() - t0 < HTTP_DEADLINE + 4.0:
+            try:
+                s.send(b"x", socket.MSG_DONTWAIT)
+            except OSError:
+                got = b""
+                break
+            if select.select([s], [], [], TRICKLE_EVERY)[0]:
+                try:
+                    got = s.recv(4096)
+                except OSError:
+                    got = b""
+        elapsed = time.monotonic() - t0
+    assert got is not None, f"still open after {elapsed:.1f}s of trickling"
+    assert elapsed >= HTTP_DEADLINE - 0.5, f"closed after {elapsed:.1f}s, before the deadline"
+    assert got == b"" or got.startswith(b"HTTP/1.1 408 Request Timeout\r\n"), got[:200]
+    # A request sent at once is still answered.
+    assert http(port, b"GET /metrics HTTP/1.1\r\n\r\n")[0] == 200
+
+
+FLOOD = 1500  # connections opened and closed at once while the endpoint is full
+FLOOD_TIME_MAX = 5.0  # seconds the flood may take (well within HTTP_DEADLINE: the full budget stays full)
+
+
+def test_connection_flood_logs_a_bounded_number_of_lines(start_backend, start_daemon, pool):
+    """With the endpoint's budget full, a flood of connections is refused
+    and logged at most once a second, the lines adding up to every refusal."""
+    d, be, port = metrics_daemon(start_backend, start_daemon, pool)
+    t0 = time.monotonic()
+    held = open_tricklers(port, TRICKLERS)
+    try:
+        d.wait_log(REFUSED_RE)
+        flood = 0
+        while flood < FLOOD and time.monotonic() - t0 < FLOOD_TIME_MAX:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1.0):
+                    flood += 1
+            except OSError:
+                pass
+        assert flood >= 100, flood
+        expected = flood + TRICKLERS - HTTP_CONNS
+
+        def accounted():  # or clearly too many lines already (the old code: one a refusal)
+            total, lines = refused_counts(d)
+            return total >= expected or lines > time.monotonic() - t0 + 2
+
+        wait_until(accounted, timeout=10.0, what=f"log lines accounting for {expected} refusals")
+        elapsed = time.monotonic() - t0
+    finally:
+        for s in held:
+            s.close()
+    total, lines = refused_counts(d)
+    assert lines <= elapsed + 2, f"{lines} lines in {elapsed:.1f}s for {total} refusals"
+    assert total == expected, (total, expected)
