@@ -39,6 +39,10 @@
 #define CFG_MAX_CONNECTIONS 100000
 #define CFG_MAX_NAME        64  /* pool name length */
 #define CFG_MAX_ERRORS      100 /* stop collecting after this many */
+/* All backend host names of one load are resolved within this time: a
+ * reload runs inside the event loop, which a hanging DNS server would
+ * otherwise stop for resolv.conf's timeout x attempts x servers. */
+#define CFG_RESOLVE_TIMEOUT_MS 2000
 #define CFG_MAX_WEIGHT      1000
 #define CFG_MAX_CHECK_BYTES 1024 /* health_check send / expect, after unescaping */
 #define CFG_MAX_CHECK_PATH  1024 /* health_check path (http) */
@@ -180,13 +184,6 @@ struct cfg_daemon {
 	struct cfg_backend metrics;   /* metrics_listen "host:port" (name NULL = none), resolved at load */
 };
 
-struct wp_config {
-	char *path; /* file it was loaded from (or the name given to cfg_load_buffer) */
-	struct cfg_daemon daemon;
-	struct cfg_pool *pools;
-	size_t n_pools;
-};
-
 /* A list of finished, printable error lines. */
 struct cfg_errors {
 	char **msg;
@@ -194,12 +191,26 @@ struct cfg_errors {
 	size_t truncated; /* errors dropped beyond CFG_MAX_ERRORS */
 };
 
+struct wp_config {
+	char *path; /* file it was loaded from (or the name given to cfg_load_buffer) */
+	struct cfg_daemon daemon;
+	struct cfg_pool *pools;
+	size_t n_pools;
+	/* Lines "file:line:col: key.path: warning: ..." about a valid config that
+	 * is likely not what was meant (a handoff socket without the ACL its
+	 * pool's listeners have); the caller prints or logs them. */
+	struct cfg_errors warnings;
+};
+
 /*
  * Load and validate the file at `path`. On success returns 0 and sets *out
  * (free with cfg_free). On failure returns -1, *out stays NULL and `errs`
  * holds every problem found (free with cfg_errors_free). Resolves host names
- * with blocking getaddrinfo() and user and group names with blocking NSS
- * lookups: call at startup or reload, never from the loop.
+ * (getaddrinfo_a, all of them within CFG_RESOLVE_TIMEOUT_MS together, a name
+ * not resolved by then is an error "name resolution of X timed out") and
+ * user and group names with blocking NSS lookups: call at startup or
+ * reload, never on a client's path. On success (*out)->warnings may hold
+ * lines the caller should show.
  */
 int cfg_load_file(const char *path, struct wp_config **out, struct cfg_errors *errs)
     __attribute__((warn_unused_result));

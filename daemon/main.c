@@ -106,6 +106,8 @@ int main(int argc, char **argv)
 	}
 	cfg_errors_free(&errs);
 	if (check_only) {
+		for (size_t i = 0; i < cfg->warnings.n; i++)
+			fprintf(stderr, "%s\n", cfg->warnings.msg[i]);
 		printf("configuration OK\n");
 		cfg_free(cfg);
 		return 0;
@@ -116,6 +118,8 @@ int main(int argc, char **argv)
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		log_warning("cannot ignore SIGPIPE: %s", strerror(errno));
 	log_info("warmpoold %s starting: %zu pools from %s", WARMPOOL_VERSION, cfg->n_pools, path);
+	for (size_t i = 0; i < cfg->warnings.n; i++)
+		log_warning("%s", cfg->warnings.msg[i]);
 	raise_nofile();
 
 	int rc = EXIT_CONFIG;

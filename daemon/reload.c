@@ -193,6 +193,10 @@ int engine_reload(struct engine *eng, struct wp_buf *out)
 		return -1;
 	}
 	cfg_errors_free(&errs);
+	for (size_t i = 0; i < nc->warnings.n; i++) {
+		log_warning("%s", nc->warnings.msg[i]);
+		wp_buf_printf(out, "%s\n", nc->warnings.msg[i]);
+	}
 
 	size_t n = nc->n_pools;
 	struct plan_item *items = calloc(n ? n : 1, sizeof *items);

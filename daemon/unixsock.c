@@ -1,7 +1,9 @@
 /* daemon/unixsock.c — see unixsock.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -11,9 +13,40 @@
 #include "log.h"
 #include "unixsock.h"
 
+/* The mode of a directory we create for a socket: others must be able to
+ * reach the socket inside (its own mode decides who may connect). Set with
+ * fchmod after mkdir, so a restrictive umask (systemd's UMask=0077) does not
+ * leave it 0700. */
+#define UNIX_DIR_MODE 0755
+
+#define SUN_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
+
+/* Create the directory `d` (mode UNIX_DIR_MODE exactly) unless it exists. */
+static int mkdir_one(const char *path, const char *d, char *err, size_t errlen)
+{
+	if (mkdir(d, UNIX_DIR_MODE) < 0) {
+		if (errno == EEXIST)
+			return 0;
+		snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d, strerror(errno));
+		return -1;
+	}
+	/* Ours: fix the mode on a handle (never chmod by path: it follows a
+	 * symlink someone could have put in its place). */
+	int fd = open(d, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fchmod(fd, UNIX_DIR_MODE) < 0) {
+		snprintf(err, errlen, "%s: cannot set mode %04o on directory '%s': %s", path, UNIX_DIR_MODE, d,
+		         strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	return 0;
+}
+
 static int mkdir_parents(const char *path, char *err, size_t errlen)
 {
-	char dir[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	char dir[SUN_PATH_SIZE];
 	snprintf(dir, sizeof dir, "%s", path);
 	char *d = dirname(dir);
 	struct stat st;
@@ -23,18 +56,87 @@ static int mkdir_parents(const char *path, char *err, size_t errlen)
 		if (*p != '/')
 			continue;
 		*p = '\0';
-		if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-			snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d,
-			         strerror(errno));
-			return -1;
-		}
+		int r = mkdir_one(path, d, err, errlen);
 		*p = '/';
+		if (r < 0)
+			return -1;
 	}
-	if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-		snprintf(err, errlen, "%s: cannot create directory '%s': %s", path, d, strerror(errno));
+	return mkdir_one(path, d, err, errlen);
+}
+
+/* The directories above the socket's (of its real path, symlinks
+ * resolved): whoever owns one of them, or may write one that is not sticky,
+ * can rename the directory below it away, the socket with it, and put their
+ * own in its place, with a socket of their own for our clients to find
+ * (this happens when the daemon creates /tmp/theirs/sub/ itself). Each
+ * must be owned by root or us, and be sticky if group or others may write
+ * it (/tmp: others cannot rename what they do not own). */
+static int check_ancestors(const char *path, const char *d, uid_t me, char *err, size_t errlen)
+{
+	char *real = realpath(d, NULL);
+	if (!real) {
+		snprintf(err, errlen, "%s: cannot resolve directory '%s': %s", path, d, strerror(errno));
 		return -1;
 	}
-	return 0;
+	int rc = 0;
+	for (char *slash = strrchr(real, '/'); slash; slash = strrchr(real, '/')) {
+		if (slash == real)
+			slash[1] = '\0'; /* "/" itself, last */
+		else
+			*slash = '\0';
+		struct stat st;
+		if (lstat(real, &st) < 0) {
+			snprintf(err, errlen, "%s: cannot check directory '%s': %s", path, real, strerror(errno));
+			rc = -1;
+			break;
+		}
+		if ((st.st_uid != 0 && st.st_uid != me) ||
+		    ((st.st_mode & (S_IWGRP | S_IWOTH)) && !(st.st_mode & S_ISVTX))) {
+			snprintf(err, errlen,
+			         "%s: refusing to create a socket below directory '%s' (owner uid %u, mode %04o): it must "
+			         "be owned by root or uid %u, and sticky if group or others may write it",
+			         path, real, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)me);
+			rc = -1;
+			break;
+		}
+		if (slash == real)
+			break;
+	}
+	free(real);
+	return rc;
+}
+
+/* The directory the socket goes into must be one only root or we can
+ * change: owned by root or our euid, and writable by neither group nor
+ * others (sticky or not: in a sticky /tmp another user's file can still
+ * take a name first). Anyone else who can write there can rename a file or
+ * symlink over our socket, or had the directory first and owns it. Checked
+ * on an open handle (fstat), so the answer is about one directory, not a
+ * path that changes between looks. Symlinks on the way are followed
+ * (/var/run -> /run): the directory checked is the one the path reaches. */
+static int check_parent(const char *path, char *err, size_t errlen)
+{
+	char dir[SUN_PATH_SIZE];
+	snprintf(dir, sizeof dir, "%s", path);
+	const char *d = dirname(dir);
+	int fd = open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		snprintf(err, errlen, "%s: cannot open directory '%s': %s", path, d, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	close(fd);
+	uid_t me = geteuid();
+	if ((st.st_uid != 0 && st.st_uid != me) || (st.st_mode & (S_IWGRP | S_IWOTH))) {
+		snprintf(err, errlen,
+		         "%s: refusing to create a socket in directory '%s' (owner uid %u, mode %04o): it must be "
+		         "owned by root or uid %u and not writable by group or others",
+		         path, d, (unsigned)st.st_uid, (unsigned)(st.st_mode & 07777), (unsigned)me);
+		return -1;
+	}
+	return check_ancestors(path, d, me, err, errlen);
 }
 
 /* A socket file is already at the path: remove it if it is stale. */
@@ -82,17 +184,29 @@ int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *
 	us->fd = -1;
 	us->path = path;
 	us->created = 0;
+	mode &= 0777;
 	if (strlen(path) >= sizeof sa.sun_path) {
 		snprintf(err, errlen, "%s: path too long for a Unix socket", path);
 		return -1;
 	}
 	memcpy(sa.sun_path, path, strlen(path) + 1);
-	if (mkdir_parents(path, err, errlen) < 0 || clear_stale(path, &sa, err, errlen) < 0)
+	if (mkdir_parents(path, err, errlen) < 0 || check_parent(path, err, errlen) < 0 ||
+	    clear_stale(path, &sa, err, errlen) < 0)
 		return -1;
 
 	int fd = socket(AF_UNIX, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		snprintf(err, errlen, "%s: socket: %s", path, strerror(errno));
+		return -1;
+	}
+	/* The file bind() creates takes its mode from the socket's own inode
+	 * (fchmod before bind, Linux) masked by the umask: both narrowed to
+	 * `mode`, so the file is born with exactly that mode and is never
+	 * chmod'ed by path afterwards (a path can be a symlink by then). The
+	 * umask is process-wide; the daemon is single-threaded. */
+	if (fchmod(fd, mode) < 0) {
+		snprintf(err, errlen, "%s: fchmod: %s", path, strerror(errno));
+		close(fd);
 		return -1;
 	}
 	mode_t old = umask(~mode & 0777);
@@ -105,10 +219,11 @@ int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *
 		return -1;
 	}
 	struct stat st;
-	if (chmod(path, mode) < 0 || stat(path, &st) < 0) {
-		snprintf(err, errlen, "%s: chmod: %s", path, strerror(errno));
+	errno = 0;
+	if (lstat(path, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s: the socket file was replaced right after bind: %s", path,
+		         errno ? strerror(errno) : "not a socket");
 		close(fd);
-		unlink(path);
 		return -1;
 	}
 	if (listen(fd, SOMAXCONN) < 0) {
@@ -121,6 +236,42 @@ int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *
 	us->dev = st.st_dev;
 	us->ino = st.st_ino;
 	us->created = 1;
+	return 0;
+}
+
+int unix_chmod_ours(const struct unix_sock *us, mode_t mode, char *err, size_t errlen)
+{
+	struct stat st;
+	char proc[64];
+	if (!us->created) {
+		snprintf(err, errlen, "%s: not created by this process; mode left alone", us->path);
+		return -1;
+	}
+	/* O_PATH|O_NOFOLLOW opens a symlink itself, never its target; the
+	 * handle pins one inode, which fstat compares with the one we bound. */
+	int fd = open(us->path, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: cannot open the socket file: %s; mode left alone", us->path,
+		         strerror(errno));
+		return -1;
+	}
+	if (fstat(fd, &st) < 0 || st.st_dev != us->dev || st.st_ino != us->ino || !S_ISSOCK(st.st_mode)) {
+		snprintf(err, errlen, "%s: is no longer the socket file this process created; mode left alone",
+		         us->path);
+		close(fd);
+		return -1;
+	}
+	/* fchmod() on an O_PATH handle is EBADF; the /proc link of the handle
+	 * reaches exactly the pinned inode (glibc's fchmodat(AT_SYMLINK_NOFOLLOW)
+	 * does the same). */
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+	int r = chmod(proc, mode & 0777);
+	int e = errno;
+	close(fd);
+	if (r < 0) {
+		snprintf(err, errlen, "%s: chmod: %s; mode left alone", us->path, strerror(e));
+		return -1;
+	}
 	return 0;
 }
 

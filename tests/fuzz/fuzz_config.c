@@ -10,7 +10,7 @@
  *
  * Name lookups are made hermetic (no DNS, no NSS modules, so the fuzzer
  * neither waits on the network nor depends on the machine): getaddrinfo()
- * accepts numeric hosts and "localhost" only, and getpwnam_r()/getgrnam_r()
+ * (and getaddrinfo_a(), through it) accepts numeric hosts and "localhost" only, and getpwnam_r()/getgrnam_r()
  * know a fixed table of names (and ask for a bigger buffer first, so the
  * loader's ERANGE loop runs).
  */
@@ -49,6 +49,22 @@ int getaddrinfo(const char *node, const char *service, const struct addrinfo *hi
 	if (node && strcmp(node, "localhost") == 0)
 		node = "127.0.0.1";
 	return real(node, service, &h, res);
+}
+
+/* The loader resolves names with getaddrinfo_a() (bounded wait); glibc's
+ * helper threads call its internal getaddrinfo, past the override above, so
+ * this stand-in answers every request at once through that override. The
+ * result goes where glibc's own gai_error() reads it (__return), so the
+ * loader's gai_error/gai_suspend calls work unchanged (none is queued). */
+int getaddrinfo_a(int mode, struct gaicb *list[], int n, struct sigevent *sev)
+{
+	(void)mode;
+	(void)sev;
+	for (int i = 0; i < n; i++)
+		if (list[i])
+			list[i]->__return = getaddrinfo(list[i]->ar_name, list[i]->ar_service, list[i]->ar_request,
+			                                &list[i]->ar_result);
+	return 0;
 }
 
 struct fake_id {

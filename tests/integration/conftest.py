@@ -54,6 +54,7 @@ VALGRIND = (
         "valgrind", "-q", "--error-exitcode=99", "--leak-check=full",
         "--show-leak-kinds=definite,indirect", "--errors-for-leak-kinds=definite,indirect",
         "--error-markers=VALGRIND-ERROR-BEGIN,VALGRIND-ERROR-END",
+        f"--suppressions={REPO / 'tests' / 'valgrind.supp'}",  # glibc internals only, each explained
     ]
     if os.environ.get("WARMPOOL_VALGRIND")
     else []

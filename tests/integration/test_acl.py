@@ -383,3 +383,34 @@ def test_check_config_reports_an_unknown_user_with_its_position(tmp_path, accoun
         f'got "wp-no-such-user-7f3a"',
         f"{cfg}:7:15: pools.p.allow.groups: expected at least one group name, got an empty list",
     ], r.stderr
+
+
+def test_handoff_socket_without_the_listeners_acl_is_warned_at_start_and_reload(start_backend, start_daemon, pool,
+                                                                                  opendir):
+    """allow: on a listen item guards that socket only; the handoff socket
+    takes the pool's allow:. A pool whose listener has a rule and whose
+    handoff socket has none hands warm connections to anyone who can reach
+    the handoff file: the daemon says so at start and at each reload, in the
+    log and in the reload's answer (review 2.8)."""
+    be = start_backend()
+    handoff = opendir / "h.handoff"
+    cfg = {"h": pool("h", [be], listen=[{"path": str(opendir / "h.sock"), "allow": {"uids": 0}}],
+                     handoff={"listen": str(handoff)})}
+    d = start_daemon(pools=cfg)
+    warning = (rf"warning: .*pools\.h\.handoff: warning: the handoff socket {re.escape(str(handoff))} has no "
+               r"allow: while listen\[0\] has one")
+    d.wait_log(warning)
+    r = warmpoolctl(d, "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(warning.split("warning: ", 1)[1], r.stdout), r.stdout
+    d.wait_log(warning, count=2)
+
+    # With allow: on the pool, the handoff socket is covered: no warning.
+    cfg["h"]["allow"] = {"uids": 0}
+    tmp = d.config_path.with_suffix(".tmp")
+    tmp.write_text(make_config(cfg, {"admin_socket": str(d.admin_path)}))
+    os.replace(tmp, d.config_path)
+    r = warmpoolctl(d, "reload")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "warning" not in r.stdout, r.stdout
+    assert len([ln for ln in d.log().splitlines() if "has no allow:" in ln]) == 2, d.log()

@@ -237,3 +237,115 @@ def test_help():
     p = run("--help")
     assert p.returncode == 0, p.stderr
     assert "--config" in p.stdout and "--check-config" in p.stdout, p.stdout
+
+
+# ---------------------------------------------------------------------------
+# review 2.8: a handoff socket without the ACL its listeners have; host names
+# that never resolve
+
+HANDOFF_ACL_CONFIG = """\
+daemon:
+  admin_socket: false
+pools:
+  p:
+    listen:
+      - {{path: {sock}, allow: {{uids: [0]}}}}
+    handoff: {{listen: {handoff}}}
+    backends: ["127.0.0.1:6379"]
+{pool_allow}"""
+
+
+def test_check_config_warns_when_only_a_listen_item_has_allow(tmp_path):
+    """allow: on a listen item covers that socket only: the handoff socket
+    takes the pool's allow:, here none, so anyone who can reach its file may
+    take connections. Valid, but --check-config says so, and where."""
+    cfg = tmp_path / "w.yaml"
+    text = HANDOFF_ACL_CONFIG.format(sock=tmp_path / "p.sock", handoff=tmp_path / "p.handoff", pool_allow="")
+    cfg.write_text(text)
+    p = run("--check-config", "-c", cfg)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "configuration OK\n"
+    line, col = at(text, str(tmp_path / "p.handoff"))
+    assert p.stderr == (
+        f"{cfg}:{line}:{col}: pools.p.handoff: warning: the handoff socket {tmp_path / 'p.handoff'} has no "
+        "allow: while listen[0] has one: any user who can reach the socket file can take connections; put "
+        "allow: on the pool itself, which covers the handoff socket and every listen item\n"
+    )
+
+    # allow: on the pool covers the handoff socket: nothing to say.
+    cfg.write_text(HANDOFF_ACL_CONFIG.format(sock=tmp_path / "p.sock", handoff=tmp_path / "p.handoff",
+                                             pool_allow="    allow: {uids: [0]}\n"))
+    p = run("--check-config", "-c", cfg)
+    assert p.returncode == 0 and p.stdout == "configuration OK\n", p.stderr
+    assert p.stderr == ""
+
+
+RESOLVE_BOUND = 2.0  # CFG_RESOLVE_TIMEOUT_MS (config.h), in seconds
+RESOLVE_SLACK = 6.0  # start-up and sanitizer overhead on a loaded machine
+NEVER_ANSWERS = 60.0  # what the old blocking getaddrinfo() waited: resolv.conf timeout 30 x 2 attempts
+
+# Runs as root inside `unshare -mn` (its own mount and network namespaces):
+# resolv.conf names 127.0.0.1, where a UDP socket takes the queries and never
+# answers, like a DNS server that hangs. The host's resolver is untouched.
+BLACKHOLE = r"""
+import json, os, socket, subprocess, sys, time
+resolv, warmpoold, cfg, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+subprocess.run(["mount", "--bind", resolv, "/etc/resolv.conf"], check=True)
+dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+dns.bind(("127.0.0.1", 53))
+t = time.monotonic()
+try:
+    p = subprocess.run([warmpoold, "--check-config", "-c", cfg], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=limit)
+    out = {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+except subprocess.TimeoutExpired:
+    out = {"rc": None, "stdout": "", "stderr": ""}
+out["secs"] = time.monotonic() - t
+print(json.dumps(out))
+"""
+
+
+def test_host_name_resolution_is_bounded(tmp_path):
+    """A reload resolves host names inside the event loop: a DNS server that
+    never answers must cost at most CFG_RESOLVE_TIMEOUT_MS for the whole
+    load, and the error names the backend (review 2.8)."""
+    import json
+    import os
+    import shutil
+    import sys
+
+    if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+        pytest.skip("needs root, unshare(1) and ip(8) for a private resolv.conf")
+    resolv = tmp_path / "resolv.conf"
+    resolv.write_text("nameserver 127.0.0.1\noptions timeout:30 attempts:2\n")
+    script = tmp_path / "blackhole.py"
+    script.write_text(BLACKHOLE)
+    cfg = tmp_path / "dns.yaml"
+    text = f"""\
+daemon:
+  admin_socket: false
+pools:
+  p:
+    listen: {tmp_path / 'p.sock'}
+    backends: ["localhost:6379", "db.hangs.example:6379", "127.0.0.1:6380"]
+"""
+    cfg.write_text(text)
+    limit = RESOLVE_BOUND + RESOLVE_SLACK + 10.0
+    assert limit < NEVER_ANSWERS
+    p = subprocess.run(["unshare", "-mn", sys.executable, "-I", str(script), str(resolv), str(WARMPOOLD),
+                        str(cfg), str(limit)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=limit + 30)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["rc"] is not None, f"--check-config still resolving after {out['secs']:.1f}s"
+    assert out["secs"] < RESOLVE_BOUND + RESOLVE_SLACK, out
+    for marker in SANITIZER_MARKERS:
+        assert marker not in out["stderr"], out["stderr"]
+    line, col = at(text, '"db.hangs.example:6379"')
+    assert out["rc"] == 1, out
+    assert out["stderr"].splitlines()[0] == (
+        f'{cfg}:{line}:{col}: pools.p.backends[1]: name resolution of "db.hangs.example:6379" timed out '
+        "(2000 ms for all host names)"
+    ), out["stderr"]
+    assert "configuration is invalid (1 errors)" in out["stderr"], out["stderr"]
