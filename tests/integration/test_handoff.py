@@ -59,6 +59,17 @@ def stats(d, pool):
     return out
 
 
+
+def start_reuse_handoff(start_backend, start_daemon, pool, sockdir, name, mode=None):
+    """A backend and a daemon with one pool NAME (reuse on, a handoff socket
+    at sockdir/NAME.handoff, min_idle 1) whose floor is open: (be, d, hpath)."""
+    be = start_backend()
+    hpath = sockdir / f"{name}.handoff"
+    handoff = {"listen": str(hpath), **({"mode": mode} if mode else {})}
+    d = start_daemon(pools={name: pool(name, [be], min_idle=1, max_connections=8, reuse=True, handoff=handoff)})
+    be.wait_open(1)
+    return be, d, hpath
+
 def test_handoff_gives_the_backend_socket_with_its_greeting(start_backend, start_daemon, pool, sockdir):
     be = start_backend(greeting=r"+OK hello\r\n")
     hpath = sockdir / "h.handoff"
@@ -161,11 +172,7 @@ def test_warmpoolctl_connect_bridges_stdio(start_backend, start_daemon, pool, so
 
 
 def test_checkin_returns_the_socket_to_the_pool(start_backend, start_daemon, pool, sockdir):
-    be = start_backend()
-    hpath = sockdir / "r.handoff"
-    d = start_daemon(pools={"r": pool("r", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath)})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "r")
     conn, _ = handoff_checkout(hpath)
     conn.settimeout(10)
     conn.sendall(b"one")
@@ -186,11 +193,7 @@ def test_checkin_returns_the_socket_to_the_pool(start_backend, start_daemon, poo
 
 
 def test_checkin_with_unread_bytes_is_closed_not_leaked(start_backend, start_daemon, pool, sockdir):
-    be = start_backend()
-    hpath = sockdir / "l.handoff"
-    d = start_daemon(pools={"l": pool("l", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath)})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "l")
     conn, _ = handoff_checkout(hpath)
     conn.settimeout(10)
     conn.sendall(b"SECRET")
@@ -279,11 +282,7 @@ def test_checkin_of_a_socket_never_handed_out_is_refused(start_backend, start_da
     """A client connects to the backend itself and checks that socket in:
     its peer is the backend, but the daemon never handed it out. Refused;
     the next client gets one of the daemon's own connections."""
-    be = start_backend()
-    hpath = sockdir / "n.handoff"
-    d = start_daemon(pools={"n": pool("n", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath)})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "n")
     with socket.create_connection(("127.0.0.1", be.port), timeout=10) as forged:
         be.wait_open(2)
         assert handoff_checkin(hpath, forged)[:4] == b"WPH1"
@@ -302,11 +301,7 @@ def test_checkin_of_a_socket_never_handed_out_is_refused(start_backend, start_da
 def test_the_same_socket_checked_in_twice_is_taken_once(start_backend, start_daemon, pool, sockdir):
     """A checkin, then a second one of a copy (dup) of the same socket: the
     lease is gone after the first, so two clients never share a connection."""
-    be = start_backend()
-    hpath = sockdir / "t.handoff"
-    d = start_daemon(pools={"t": pool("t", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath)})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "t")
     conn, _ = handoff_checkout(hpath)
     copy = conn.dup()
     with conn, copy:
@@ -327,11 +322,7 @@ def test_a_checked_in_connection_never_goes_to_another_uid(start_backend, start_
     that). A client of another uid checking out must never get it: that
     copy could read and write inside its session."""
     os.chmod(sockdir, 0o755)
-    be = start_backend()
-    hpath = sockdir / "u.handoff"
-    d = start_daemon(pools={"u": pool("u", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath), "mode": "0666"})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "u", mode="0666")
     conn, _ = handoff_checkout(hpath)
     spy = conn.dup()
     with spy:
@@ -405,11 +396,7 @@ def test_checkin_of_a_socket_made_in_a_network_namespace_is_refused(start_backen
     connects to itself and checks that socket in. Its peer address is the
     backend's; it was never handed out. Refused."""
     os.chmod(sockdir, 0o755)
-    be = start_backend()
-    hpath = sockdir / "x.handoff"
-    d = start_daemon(pools={"x": pool("x", [be], min_idle=1, max_connections=8, reuse=True,
-                                      handoff={"listen": str(hpath), "mode": "0666"})})
-    be.wait_open(1)
+    be, d, hpath = start_reuse_handoff(start_backend, start_daemon, pool, sockdir, "x", mode="0666")
     done = sockdir / "done"
     out = tmp_path / "attacker.out"
     os.chmod(tmp_path, 0o777)

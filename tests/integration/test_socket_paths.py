@@ -61,6 +61,14 @@ def test_reload_mode_change_never_follows_a_symlink(start_daemon, start_backend,
     d.wait_log(rf"pool=p: cannot apply mode 0666: {sock}: is no longer the socket file this process created")
 
 
+def refused(start_daemon, cfg, pattern, daemon=None):
+    """Pool p with cfg must not start: exit status not 0, a log line matching pattern."""
+    d = start_daemon(pools={"p": cfg}, daemon=daemon, expect_ready=False)
+    rc = d.wait_exit()
+    assert rc != 0, d.log()
+    d.wait_log(pattern)
+
+
 @pytest.mark.parametrize("where", ["listen", "admin", "handoff"])
 def test_parent_directory_of_another_owner_is_refused(start_daemon, start_backend, sockdir, where):
     be = start_backend()
@@ -76,13 +84,8 @@ def test_parent_directory_of_another_owner_is_refused(start_daemon, start_backen
         cfg["handoff"] = {"listen": str(other / "p.handoff")}
     else:
         daemon["admin_socket"] = str(other / "admin.sock")
-    d = start_daemon(pools={"p": cfg}, daemon=daemon, expect_ready=False)
-    rc = d.wait_exit()
-    assert rc != 0, d.log()
-    d.wait_log(
-        rf"refusing to create a socket in directory '{other}' \(owner uid {NOBODY}, mode 0755\): it must be "
-        r"owned by root or uid 0 and not writable by group or others"
-    )
+    refused(start_daemon, cfg, rf"refusing to create a socket in directory '{other}' \(owner uid {NOBODY}, "
+            r"mode 0755\): it must be owned by root or uid 0 and not writable by group or others", daemon)
     assert not any(other.iterdir()), list(other.iterdir())
 
 
@@ -101,10 +104,7 @@ def test_a_directory_above_owned_by_another_user_is_refused(start_daemon, start_
         sub.mkdir()
         os.chmod(sub, 0o755)
     cfg = pool_config(sockdir, "p", [be], listen=str(sub / "p.sock"))
-    d = start_daemon(pools={"p": cfg}, expect_ready=False)
-    rc = d.wait_exit()
-    assert rc != 0, d.log()
-    d.wait_log(rf"refusing to create a socket below directory '{other}' \(owner uid {NOBODY}, mode 0755\)")
+    refused(start_daemon, cfg, rf"refusing to create a socket below directory '{other}' \(owner uid {NOBODY}, mode 0755\)")
     assert not (sub / "p.sock").exists()
 
 
@@ -115,10 +115,7 @@ def test_parent_directory_writable_by_others_is_refused(start_daemon, start_back
     shared.mkdir()
     os.chmod(shared, mode)
     cfg = pool_config(sockdir, "p", [be], listen=str(shared / "p.sock"))
-    d = start_daemon(pools={"p": cfg}, expect_ready=False)
-    rc = d.wait_exit()
-    assert rc != 0, d.log()
-    d.wait_log(rf"refusing to create a socket in directory '{shared}' \(owner uid 0, mode {mode:04o}\)")
+    refused(start_daemon, cfg, rf"refusing to create a socket in directory '{shared}' \(owner uid 0, mode {mode:04o}\)")
     assert not (shared / "p.sock").exists()
 
 
