@@ -1,5 +1,5 @@
 # warmpool — top-level GNU Makefile.
-#   make          build build/warmpoold, build/warmpoolctl, the client library (build/libwarmpool.so,
+#   make          build build/warmpoold, build/warmpoolctl (tools/), the client library (build/libwarmpool.so,
 #                 .a and warmpool.pc), build/wpbackend
 #   make demo     run warmpoold in the foreground on config/demo.yaml with the demo backend
 #   make check    build an ASan+UBSan variant in build/asan and run every test, then
@@ -18,27 +18,53 @@ ifeq ($(SAN),1)
 CFLAGS   := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 LDFLAGS  += -fsanitize=address,undefined
 endif
-ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE -Ilib -Iconfig -Idaemon \
+# The floors: lib/ stands on nothing of ours, config/ on lib/, daemon/ on
+# both; tools/ (warmpoolctl), the test backend and the benchmark client on
+# lib/ alone. Each source file sees only the headers of its floor and those
+# below (the include path says so: a header from above does not compile), and
+# each unit test is compiled and linked as the floor it tests: the floor of a
+# file is FLOOR_<its name> when set, else its top directory.
+INC_lib    := -Ilib
+INC_config := -Ilib -Iconfig
+INC_daemon := -Ilib -Iconfig -Idaemon
+INC_tools  := -Ilib
+INC_tests  := -Ilib
+FLOOR_test_config := config
+FLOOR_test_pool   := daemon
+FLOOR_test_health := daemon
+FLOOR_fuzz_config := config
+FLOOR_fuzz_admin  := daemon
+floor = $(or $(FLOOR_$(basename $(notdir $1))),$(firstword $(subst /, ,$1)))
+floor_inc = $(or $(INC_$(call floor,$1)),$(error $1: no floor (set FLOOR_$(basename $(notdir $1)) in the Makefile)))
+
+ALL_CFLAGS = -std=gnu11 $(WARN) $(CFLAGS) -D_GNU_SOURCE $(call floor_inc,$<) \
              $(shell pkg-config --cflags $(PKGS))
 LIBS      = $(shell pkg-config --libs $(PKGS)) -lev -lm
 
 # lib/warmpool.c is the public client library (libwarmpool); the rest of lib/
 # is internal (libwpcore.a), linked into the daemon, warmpoolctl and tests.
+# The client library takes the internal pieces it uses (CLIENT_SRC) into its
+# own PIC build, hidden.
 LIB_SRC    := $(filter-out lib/warmpool.c,$(wildcard lib/*.c))
+CLIENT_SRC := lib/warmpool.c lib/sock.c
 CONFIG_SRC := $(wildcard config/*.c)
-DAEMON_SRC := $(filter-out daemon/main.c daemon/warmpoolctl.c,$(wildcard daemon/*.c))
+DAEMON_SRC := $(filter-out daemon/main.c,$(wildcard daemon/*.c))
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 CONFIG_OBJ := $(CONFIG_SRC:%.c=$(BUILD)/obj/%.o)
 DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/pic/%.o)
 
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
             python3 python3-pytest socat iproute2 valgrind redis-server memcached
 
-.PHONY: all deps demo check unit integration valgrind bench bench-deps clean
+.PHONY: all deps demo check floors unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
+
+# The version, from the one place that holds it (lib/version.h).
+WARMPOOL_VERSION_STR = $(shell sed -n 's/^\#define WARMPOOL_VERSION "\(.*\)"/\1/p' lib/version.h)
 
 WP_SOVERSION := 0
 WP_SONAME    := libwarmpool.so.$(WP_SOVERSION)
@@ -56,30 +82,38 @@ $(BUILD)/libwpcore.a: $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
+# Archives of the upper floors, for the unit tests: the linker takes only
+# the members a test needs, and never a member of a floor above the test's.
+$(BUILD)/libwpconfig.a: $(CONFIG_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/libwpdaemon.a: $(DAEMON_OBJ)
+	rm -f $@ && ar rcs $@ $^
+
 # The client library: only the wp_* API is exported (-fvisibility=hidden).
 $(BUILD)/pic/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fPIC -fvisibility=hidden -MMD -MP -c -o $@ $<
 
-$(BUILD)/libwarmpool.a: $(BUILD)/pic/lib/warmpool.o
+$(BUILD)/libwarmpool.a: $(CLIENT_OBJ)
 	rm -f $@ && ar rcs $@ $^
 
-$(BUILD)/$(WP_SOFILE): $(BUILD)/pic/lib/warmpool.o
+$(BUILD)/$(WP_SOFILE): $(CLIENT_OBJ)
 	$(CC) $(LDFLAGS) -shared -Wl,-soname,$(WP_SONAME) -o $@ $^
 
 $(BUILD)/$(WP_SONAME) $(BUILD)/libwarmpool.so: $(BUILD)/$(WP_SOFILE)
 	ln -sf $(WP_SOFILE) $@
 
 # For building against the build tree: PKG_CONFIG_PATH=build pkg-config warmpool
-$(BUILD)/warmpool.pc: packaging/warmpool.pc.in daemon/version.h
+$(BUILD)/warmpool.pc: packaging/warmpool.pc.in lib/version.h
 	sed -e 's|@PREFIX@|$(abspath $(BUILD))|' -e 's|@LIBDIR@|$(abspath $(BUILD))|' \
 	  -e 's|@INCLUDEDIR@|$(abspath lib)|' \
-	  -e 's|@VERSION@|$(shell sed -n 's/^\#define WARMPOOL_VERSION "\(.*\)"/\1/p' daemon/version.h)|' $< > $@
+	  -e 's|@VERSION@|$(WARMPOOL_VERSION_STR)|' $< > $@
 
 $(BUILD)/warmpoold: $(BUILD)/obj/daemon/main.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/warmpoolctl: $(BUILD)/obj/daemon/warmpoolctl.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
+$(BUILD)/warmpoolctl: $(BUILD)/obj/tools/warmpoolctl.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwpcore.a
@@ -88,9 +122,17 @@ $(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwpcore.a
 $(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
 	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
 
-$(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(DAEMON_OBJ) $(CONFIG_OBJ) $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
-	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs cmocka) $(LIBS)
+# What a unit test links, by the floor it tests (lib tests: libwarmpool for
+# test_warmpool, libwpcore for the rest).
+LINK_tests  := $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
+LINK_config := $(BUILD)/libwpconfig.a $(BUILD)/libwpcore.a
+LINK_daemon := $(BUILD)/libwpdaemon.a $(BUILD)/libwpconfig.a $(BUILD)/libwpcore.a
+define unit_rule
+$(BUILD)/tests/$1: $(BUILD)/obj/tests/unit/$1.o $(LINK_$(call floor,tests/unit/$1.c))
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(shell pkg-config --libs cmocka) $$(LIBS)
+endef
+$(foreach t,$(UNIT_SRC:tests/unit/%.c=%),$(eval $(call unit_rule,$t)))
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 
@@ -115,7 +157,13 @@ deps:
 demo: deps all
 	@exec tests/backend/demo.sh $(BUILD)
 
-unit: $(UNIT_BIN)
+# The include path enforces the floors for #include "x.h"; a relative path
+# ("../daemon/x.h") would step around it, so none is allowed below tests/.
+floors:
+	@! grep -n '^[[:space:]]*#[[:space:]]*include[[:space:]]*"[^"]*/' lib/*.[ch] config/*.[ch] daemon/*.[ch] tools/*.[ch] \
+	  || { echo "make floors: an #include with a directory in it steps around the floors (see INC_* in the Makefile)" >&2; exit 1; }
+
+unit: floors $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
 
 integration: all
@@ -185,7 +233,6 @@ INSTALL_CONFIG  ?= yes
 POST_INSTALL    ?= yes
 INSTALL         ?= install
 
-WARMPOOL_VERSION_STR = $(shell sed -n 's/^\#define WARMPOOL_VERSION "\(.*\)"/\1/p' daemon/version.h)
 
 MAN_SRC := $(wildcard packaging/man/*.scd)
 MAN_OUT := $(MAN_SRC:packaging/man/%.scd=$(BUILD)/man/%)
@@ -297,7 +344,7 @@ FUZZ_SAN           := -fsanitize=address,undefined -fno-sanitize-recover=all -fn
 # The code under test gets coverage instrumentation (fuzzer-no-link) and the
 # project's warnings, as errors only in the gcc build.
 FUZZ_CFLAGS         = -std=gnu11 $(filter-out -Werror,$(WARN)) -g -O1 $(FUZZ_SAN) -D_GNU_SOURCE \
-                      -Ilib -Iconfig -Idaemon $(shell pkg-config --cflags $(PKGS))
+                      $(call floor_inc,$<) $(shell pkg-config --cflags $(PKGS))
 FUZZ_CORE_OBJ      := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(LIB_SRC) $(CONFIG_SRC))
 FUZZ_DAEMON_OBJ    := $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(DAEMON_SRC))
 # The fuzzer runtime options both runs share: a slow input is a finding (a hang).
@@ -324,8 +371,9 @@ $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_config.o $(FUZZ_COR
 $(FUZZ_BUILD)/fuzz_admin: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_admin.o $(FUZZ_DAEMON_OBJ) $(FUZZ_CORE_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
 
-# lib/warmpool.c is #included by the target (parse_handoff is static).
-$(FUZZ_BUILD)/fuzz_handoff: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_handoff.o
+# lib/warmpool.c is #included by the target (parse_handoff is static); the
+# socket toolkit it uses is linked.
+$(FUZZ_BUILD)/fuzz_handoff: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_handoff.o $(FUZZ_BUILD)/obj/lib/sock.o
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^
 
 fuzz: fuzz-deps

@@ -1,12 +1,15 @@
 /*
  * config/config.h — the warmpool configuration schema as plain C structs.
  *
- * The YAML file is loaded in three phases (config.c):
+ * The YAML file is loaded in three phases (config/: scan.c, then value.c,
+ * keys.c and config.c, then check.c; config/loader.h maps the files):
  *   1. YAML syntax: libyaml builds a document tree; nesting depth, file size
  *      and aliases are bounded/rejected here.
- *   2. Typed fields: each mapping is walked against a key table; every value
- *      is converted to its C type, defaults come from `defaults:` and then
- *      from the built-in values documented in config/warmpool.yaml. User
+ *   2. Typed fields: each mapping is walked against the key table
+ *      (config/keys.c: one row per key with its type, range, default, the
+ *      sections it may appear in and its reload class); every value is
+ *      converted to its C type, defaults come from `defaults:` and then from
+ *      the table's built-in values, documented in config/warmpool.yaml. User
  *      and group names of allow: blocks are resolved here (getpwnam_r,
  *      getgrnam_r).
  *   3. Cross-checks: unique pool names and socket paths, min_idle fitting
@@ -23,10 +26,12 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
 #include "backoff.h"
+#include "version.h"
 
 #define CFG_DEFAULT_PATH "/etc/warmpool/warmpool.yaml"
 
@@ -174,7 +179,7 @@ enum cfg_log_level {
 	CFG_LOG_DEBUG = 7,
 };
 
-#define CFG_DEFAULT_ADMIN_SOCKET "/run/warmpool/admin.sock"
+#define CFG_DEFAULT_ADMIN_SOCKET WARMPOOL_ADMIN_SOCKET /* lib/version.h: warmpoolctl's default too */
 
 struct cfg_daemon {
 	int log_level;                /* enum cfg_log_level, default CFG_LOG_INFO */
@@ -221,6 +226,38 @@ int cfg_load_buffer(const char *name, const char *buf, size_t len, struct wp_con
 
 void cfg_free(struct wp_config *cfg);          /* accepts NULL */
 void cfg_errors_free(struct cfg_errors *errs); /* accepts a zeroed struct */
+
+/*
+ * What a reload does with a changed value (the key table's per-key column,
+ * config/keys.c), from cheapest to dearest: nothing changed; applied to the
+ * running pool; a new pool object takes over (sockets, backend addresses);
+ * taken only at the next restart (daemon sockets).
+ */
+enum cfg_reload {
+	CFG_RELOAD_SAME,
+	CFG_RELOAD_IN_PLACE,
+	CFG_RELOAD_REPLACE,
+	CFG_RELOAD_RESTART,
+};
+
+/*
+ * Compare two loaded pools key by key (every row of the key table that a
+ * pool holds) and return the dearest reload class among the keys that
+ * differ, CFG_RELOAD_SAME when none does. *health_changed (may be NULL) is
+ * set when a health_check key differs: the checks must restart.
+ */
+enum cfg_reload cfg_pool_diff(const struct cfg_pool *old, const struct cfg_pool *cur, bool *health_changed);
+
+/* The same for the daemon: section. */
+enum cfg_reload cfg_daemon_diff(const struct cfg_daemon *old, const struct cfg_daemon *cur);
+
+/*
+ * Print the key table as JSON to `f` (warmpoold --dump-schema): the hard
+ * limits of this header, then one object per key with its path, type, range,
+ * default, where it may be written and what a reload does. Returns 0, or -1
+ * when writing failed.
+ */
+int cfg_dump_schema(FILE *f) __attribute__((warn_unused_result));
 
 /* "info" etc. for a level, or NULL. */
 const char *cfg_log_level_name(int level);

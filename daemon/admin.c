@@ -63,7 +63,6 @@
 /* At most one "too many connections" line per listener per this many seconds. */
 #define CTL_REFUSED_LOG_EVERY 1.0
 #define CTL_ARGS_MAX          8
-#define CTL_ACCEPT_PAUSE      0.1 /* seconds without accepting after EMFILE and the like */
 
 enum ctl_kind { CTL_ADMIN, CTL_ADMIN_RO, CTL_HTTP, CTL_NKINDS };
 static const char *const ctl_kind_name[CTL_NKINDS] = {"admin socket", "read-only admin socket",
@@ -77,7 +76,7 @@ struct ctl_listener {
 	int fd;
 	ev_io io;
 	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
-	struct unix_sock us;   /* Unix sockets we bound: removed at close */
+	struct sock_unix us;   /* Unix sockets we bound: removed at close */
 	size_t n_conns;        /* open connections accepted here: at most ctl_conns_max[kind] */
 	unsigned long refused; /* connections refused since the last "too many" line */
 	ev_timer refused_log;  /* running while refusals are counted rather than logged one by one */
@@ -554,56 +553,49 @@ static void ctl_refused_log_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	l->refused = 0;
 }
 
+/* One accepted connection: within the listener's budget, it gets its
+ * buffers and deadline; beyond it, it is closed and counted. */
+static int ctl_take(void *arg, int fd)
+{
+	struct ctl_listener *l = arg;
+	struct admin *a = l->admin;
+	struct ev_loop *loop = a->eng->loop;
+	if (l->n_conns >= ctl_conns_max[l->kind]) {
+		close(fd);
+		ctl_refused(l);
+		return 0;
+	}
+	struct ctl_conn *c = calloc(1, sizeof *c);
+	if (!c) {
+		log_warning("%s %s: out of memory, closing a new connection", ctl_kind_name[l->kind], l->where);
+		close(fd);
+		return 0;
+	}
+	c->admin = a;
+	c->kind = l->kind;
+	c->fd = fd;
+	wp_buf_init(&c->out, CTL_OUT_MAX);
+	list_push_back(&a->conns, &c->node);
+	l->n_conns++;
+	ev_io_init(&c->io, ctl_conn_cb, fd, EV_READ);
+	if (c->kind == CTL_HTTP) {
+		/* One deadline for the whole request, however it trickles in. */
+		ev_timer_init(&c->timer, ctl_timeout_cb, CTL_HTTP_DEADLINE, 0.);
+		ev_timer_start(loop, &c->timer);
+	} else {
+		ev_init(&c->timer, ctl_timeout_cb);
+		c->timer.repeat = CTL_IDLE_TIMEOUT;
+		ev_timer_again(loop, &c->timer);
+	}
+	ev_io_start(loop, &c->io);
+	return 0;
+}
+
 static void ctl_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)revents;
 	struct ctl_listener *l = container_of(w, struct ctl_listener, io);
-	struct admin *a = l->admin;
-	for (int i = 0; i < 16; i++) {
-		int fd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd < 0) {
-			if (errno == EINTR || errno == ECONNABORTED)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return;
-			/* Out of fds or memory: the socket stays readable, so pause
-			 * rather than spin (as pools' listeners do). */
-			log_warning("%s %s: accept: %s; pausing accepts for %.0fms", ctl_kind_name[l->kind], l->where,
-			            strerror(errno), CTL_ACCEPT_PAUSE * 1000);
-			ev_io_stop(loop, &l->io);
-			ev_timer_set(&l->pause, CTL_ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
-			ev_timer_start(loop, &l->pause);
-			return;
-		}
-		if (l->n_conns >= ctl_conns_max[l->kind]) {
-			close(fd);
-			ctl_refused(l);
-			continue;
-		}
-		struct ctl_conn *c = calloc(1, sizeof *c);
-		if (!c) {
-			log_warning("%s %s: out of memory, closing a new connection", ctl_kind_name[l->kind], l->where);
-			close(fd);
-			continue;
-		}
-		c->admin = a;
-		c->kind = l->kind;
-		c->fd = fd;
-		wp_buf_init(&c->out, CTL_OUT_MAX);
-		list_push_back(&a->conns, &c->node);
-		l->n_conns++;
-		ev_io_init(&c->io, ctl_conn_cb, fd, EV_READ);
-		if (c->kind == CTL_HTTP) {
-			/* One deadline for the whole request, however it trickles in. */
-			ev_timer_init(&c->timer, ctl_timeout_cb, CTL_HTTP_DEADLINE, 0.);
-			ev_timer_start(loop, &c->timer);
-		} else {
-			ev_init(&c->timer, ctl_timeout_cb);
-			c->timer.repeat = CTL_IDLE_TIMEOUT;
-			ev_timer_again(loop, &c->timer);
-		}
-		ev_io_start(loop, &c->io);
-	}
+	unix_accept(loop, &l->io, &l->pause, ctl_take, l, NULL, ctl_kind_name[l->kind], l->where);
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -660,7 +652,7 @@ int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t er
 		if (!paths[k]->path)
 			continue;
 		snprintf(l->where, sizeof l->where, "%s", paths[k]->path);
-		if (unix_listen(l->where, paths[k]->mode, &l->us, err, errlen) < 0)
+		if (unix_listen(l->where, paths[k]->mode, SOCK_STREAM, &l->us, err, errlen) < 0)
 			return -1;
 		l->fd = l->us.fd;
 		log_info("%s: listening on %s (mode %04o)", ctl_kind_name[k], l->where, (unsigned)paths[k]->mode);
@@ -674,22 +666,13 @@ int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t er
 	return 0;
 }
 
-static void ctl_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)revents;
-	struct ctl_listener *l = container_of(w, struct ctl_listener, pause);
-	if (l->fd >= 0)
-		ev_io_start(loop, &l->io);
-}
-
 void admin_start(struct admin *a)
 {
 	for (int k = 0; k < CTL_NKINDS; k++) {
 		struct ctl_listener *l = &a->l[k];
 		if (l->fd < 0)
 			continue;
-		ev_io_init(&l->io, ctl_accept_cb, l->fd, EV_READ);
-		ev_timer_init(&l->pause, ctl_resume_cb, CTL_ACCEPT_PAUSE, 0.);
+		unix_accept_init(&l->io, &l->pause, ctl_accept_cb, l->fd);
 		ev_timer_init(&l->refused_log, ctl_refused_log_cb, CTL_REFUSED_LOG_EVERY, CTL_REFUSED_LOG_EVERY);
 		ev_io_start(a->eng->loop, &l->io);
 	}
@@ -718,7 +701,7 @@ void admin_destroy(struct admin *a)
 		ev_timer_stop(a->eng->loop, &l->refused_log);
 		close(l->fd);
 		l->fd = -1;
-		unix_unlink_ours(&l->us);
+		sock_unix_unlink_ours(&l->us);
 	}
 	free(a);
 }

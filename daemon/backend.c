@@ -71,6 +71,18 @@ enum backend_reason backend_reason_from_errno(int err)
 	}
 }
 
+void backend_log(const struct backend *be, int prio, const char *fmt, ...)
+{
+	if (!log_enabled(prio))
+		return;
+	char ctx[LOG_CTX_MAX];
+	snprintf(ctx, sizeof ctx, "pool=%s backend=%s", be->pool->name, be->name);
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(prio, ctx, fmt, ap);
+	va_end(ap);
+}
+
 void backend_set_state(struct backend *be, enum backend_state st, const char *why)
 {
 	struct pool *p = be->pool;
@@ -83,13 +95,12 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
 	if (st == BACKEND_UP) {
 		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
 		be->went_up++;
-		log_info("pool=%s backend=%s: backend %s -> up: %s", p->name, be->name, backend_state_str(old),
-		         why);
+		backend_log(be, LOG_INFO, "backend %s -> up: %s", backend_state_str(old), why);
 	} else {
 		if (st == BACKEND_DOWN)
 			be->went_down++;
-		log_warning("pool=%s backend=%s: backend %s -> %s: %s", p->name, be->name,
-		            backend_state_str(old), backend_state_str(st), why);
+		backend_log(be, LOG_WARNING, "backend %s -> %s: %s", backend_state_str(old), backend_state_str(st),
+		            why);
 	}
 	engine_changed(p->eng);
 	pool_backend_changed(p, be, old);
@@ -98,14 +109,14 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
 void backend_health_ok(struct backend *be, const char *how)
 {
 	char why[96];
-	be->fails = 0;
-	if (be->rises < UINT_MAX)
-		be->rises++;
-	if (be->state == BACKEND_DOWN && be->rises >= be->pool->cfg->health.rise) {
-		snprintf(why, sizeof why, "%s (%u in a row)", how, be->rises);
+	be->health_fails = 0;
+	if (be->health_rises < UINT_MAX)
+		be->health_rises++;
+	if (be->state == BACKEND_DOWN && be->health_rises >= be->pool->cfg->health.rise) {
+		snprintf(why, sizeof why, "%s (%u in a row)", how, be->health_rises);
 		/* Healthy by its checks: connections may go at once, not after
 		 * the backoff the failures before built up. */
-		be->failures = 0;
+		be->connect_failures = 0;
 		be->next_attempt = 0;
 		be->backoff_ms = 0;
 		backend_set_state(be, BACKEND_UP, why);
@@ -114,14 +125,14 @@ void backend_health_ok(struct backend *be, const char *how)
 
 void backend_health_failed(struct backend *be, const char *why)
 {
-	char msg[sizeof be->why + 32];
-	be->rises = 0;
-	if (be->fails < UINT_MAX)
-		be->fails++;
-	if (why != be->why)
-		snprintf(be->why, sizeof be->why, "%s", why);
-	if (be->state == BACKEND_UP && be->fails >= be->pool->cfg->health.fall) {
-		snprintf(msg, sizeof msg, "%s (%u failures in a row)", be->why, be->fails);
+	char msg[sizeof be->last_error + 32];
+	be->health_rises = 0;
+	if (be->health_fails < UINT_MAX)
+		be->health_fails++;
+	if (why != be->last_error)
+		snprintf(be->last_error, sizeof be->last_error, "%s", why);
+	if (be->state == BACKEND_UP && be->health_fails >= be->pool->cfg->health.fall) {
+		snprintf(msg, sizeof msg, "%s (%u failures in a row)", be->last_error, be->health_fails);
 		backend_set_state(be, BACKEND_DOWN, msg);
 	}
 }
@@ -130,64 +141,60 @@ int backend_can_connect(const struct backend *be, ev_tstamp now)
 {
 	if (now < be->next_attempt)
 		return 0;
-	if (be->failures > 0 && be->n_unproven > 0)
+	if (be->connect_failures > 0 && be->n_unproven > 0)
 		return 0; /* one probe at a time while failing */
 	return 1;
 }
 
-void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp started, enum backend_reason why,
-                            int err)
+void backend_attempt_failed(const struct bconn *b, enum backend_reason reason, int err)
 {
+	struct backend *be = b->be;
 	struct pool *p = be->pool;
 	struct engine *eng = p->eng;
 	ev_tstamp now = ev_now(eng->loop);
 	const char *what =
-	    why == REASON_OTHER || why == REASON_UNREACHABLE ? strerror(err) : backend_reason_str(why);
+	    reason == REASON_OTHER || reason == REASON_UNREACHABLE ? strerror(err) : backend_reason_str(reason);
 
 	be->connects_failed++;
 	p->stats.conns_failed++;
 	p->warm = 0;
 	/* <=: attempts started in the same loop iteration as the failure that
 	 * was counted (one ev_now) belong to its round too. */
-	if (be->failures > 0 && started <= be->failed_at) {
-		log_info("pool=%s backend=%s conn=%llu: connect failed: %s (same round as attempt %u)",
-		         p->name, be->name, (unsigned long long)conn_id, what, be->failures);
+	if (be->connect_failures > 0 && b->started_at <= be->failed_at) {
+		bconn_log(b, LOG_INFO, "connect failed: %s (same round as attempt %u)", what, be->connect_failures);
 		return;
 	}
-	be->failures++;
+	be->connect_failures++;
 	be->failed_at = now;
-	be->reason = why;
-	be->backoff_ms = wp_backoff_delay(&p->cfg->backoff, be->failures - 1, engine_random, eng);
+	be->last_reason = reason;
+	be->backoff_ms = wp_backoff_delay(&p->cfg->backoff, be->connect_failures - 1, engine_random, eng);
 	be->next_attempt = now + (double)be->backoff_ms / 1000.0;
-	log_warning("pool=%s backend=%s conn=%llu: connect failed: %s (attempt %u, next in %.1fs)", p->name,
-	            be->name, (unsigned long long)conn_id, what, be->failures,
-	            (double)be->backoff_ms / 1000.0);
-	snprintf(be->why, sizeof be->why, "connect failed: %s", what);
-	backend_health_failed(be, be->why);
+	bconn_log(b, LOG_WARNING, "connect failed: %s (attempt %u, next in %.1fs)", what, be->connect_failures,
+	          (double)be->backoff_ms / 1000.0);
+	snprintf(be->last_error, sizeof be->last_error, "connect failed: %s", what);
+	backend_health_failed(be, be->last_error);
 }
 
 void backend_attempt_succeeded(struct backend *be)
 {
-	if (be->failures)
-		log_info("pool=%s backend=%s: connected after %u failed attempts, backoff reset",
-		         be->pool->name, be->name, be->failures);
-	be->failures = 0;
+	if (be->connect_failures)
+		backend_log(be, LOG_INFO, "connected after %u failed attempts, backoff reset", be->connect_failures);
+	be->connect_failures = 0;
 	be->backoff_ms = 0;
 	be->next_attempt = 0;
-	be->reason = REASON_NONE;
+	be->last_reason = REASON_NONE;
 	if (be->pool->cfg->health.type == CFG_CHECK_NONE)
 		backend_health_ok(be, "connection proven");
 }
 
 size_t backend_admin(struct backend *be, enum backend_state st, int kill)
 {
-	struct pool *p = be->pool;
 	size_t killed = 0;
 	if (st == BACKEND_UP) {
 		/* Enabled again: health starts from scratch (checks resume; with
 		 * none, its own connections tell). */
-		be->fails = be->rises = 0;
-		be->why[0] = '\0';
+		be->health_fails = be->health_rises = 0;
+		be->last_error[0] = '\0';
 		int was_disabled = be->state == BACKEND_DISABLED;
 		backend_set_state(be, BACKEND_UP, "enabled by admin");
 		if (was_disabled)
@@ -202,7 +209,7 @@ size_t backend_admin(struct backend *be, enum backend_state st, int kill)
 			session_close(b->io.data, "backend disabled by admin (--kill)");
 			killed++;
 		}
-		log_notice("pool=%s backend=%s: %zu sessions closed by admin", p->name, be->name, killed);
+		backend_log(be, LOG_NOTICE, "%zu sessions closed by admin", killed);
 	}
 	return killed;
 }

@@ -121,15 +121,8 @@ static void watchdog_cb(struct ev_loop *loop, ev_timer *w, int revents)
 /* Free what callbacks closed during this iteration. */
 static void engine_reap(struct engine *eng)
 {
-	struct list_node *pos, *tmp;
-	list_for_each_safe (pos, tmp, &eng->dead_conns) {
-		list_remove(&eng->dead_conns, pos);
-		bconn_free(container_of(pos, struct bconn, node));
-	}
-	list_for_each_safe (pos, tmp, &eng->dead_sessions) {
-		list_remove(&eng->dead_sessions, pos);
-		session_free(container_of(pos, struct session, node));
-	}
+	bconn_reap(eng);
+	session_reap(eng);
 }
 
 static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)

@@ -12,13 +12,18 @@
  *
  * One libev loop, one thread: no locks. Every struct that owns a socket owns
  * the watchers for it. A bconn's state is the list it sits on and changes only
- * in bconn_set_state(); a backend's availability changes only in
- * backend_set_state().
+ * in bconn_set_state(), a session's only in session_set_state() (births and
+ * deaths included: PgBouncer's change_server_state()); the graveyard is
+ * emptied by bconn_reap() and session_reap(). A backend's availability
+ * changes only in backend_set_state(). Log lines about one of these objects
+ * go through bconn_log(), session_log() or backend_log(), which print its
+ * context ("pool=%s backend=%s conn=%llu ...").
  */
 #ifndef WARMPOOL_ENGINE_H
 #define WARMPOOL_ENGINE_H
 
 #include <ev.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/un.h>
@@ -29,6 +34,7 @@
 #include "list.h"
 #include "pipes.h"
 
+struct engine;
 struct pool;
 struct session;
 
@@ -39,8 +45,9 @@ enum bconn_state {
 	BCONN_IDLE,                  /* established, watched for EOF/errors and greeting bytes */
 	BCONN_ACTIVE,                /* owned by a session */
 	BCONN_RESETTING,             /* reuse: the session ended cleanly; reset exchange or quiet period */
-	BCONN_NLISTS,                /* states above have a list in struct pool */
-	BCONN_CLOSED = BCONN_NLISTS, /* fd closed, waiting in the graveyard */
+	BCONN_NLISTS,                /* states above have a list in struct backend */
+	BCONN_CLOSED = BCONN_NLISTS, /* fd closed, waiting in the graveyard (eng->dead_conns) */
+	BCONN_NEW,                   /* being built: on no list yet (bconn_new) */
 };
 
 #define BCONN_GREETING_MAX 16384 /* unprompted backend bytes kept for the first client */
@@ -49,7 +56,7 @@ enum bconn_state {
 
 struct bconn {
 	struct list_node node; /* on be->conns[state] or the graveyard */
-	enum bconn_state state;
+	enum bconn_state state; /* changed only by bconn_set_state() */
 	struct pool *pool;
 	struct backend *be;
 	uint64_t id;
@@ -124,13 +131,14 @@ struct backend {
 	enum backend_state state;
 	struct list conns[BCONN_NLISTS]; /* this backend's connections, one list per state */
 	size_t n_greeted_idle;           /* idle connections whose greeting has arrived (at the front) */
-	unsigned rises, fails;           /* consecutive health successes / failures (checks or connects) */
+	unsigned health_rises, health_fails; /* consecutive health successes / failures (checks, or
+	                                      * connects without a check): `rise` and `fall` count these */
 	uint64_t went_up, went_down;     /* transitions, for metrics */
 	int64_t wrr_current;             /* smooth weighted round robin credit */
-	char why[160];                   /* the last failure, as logged (bad replies show their bytes) */
+	char last_error[160];            /* the last failure, as logged (bad replies show their bytes) */
 	struct health hc;
-	enum backend_reason reason; /* of the last failed connection attempt */
-	unsigned failures;          /* consecutive failed attempts since the last success (backoff) */
+	enum backend_reason last_reason; /* of the last failed connection attempt */
+	unsigned connect_failures;  /* consecutive failed connection attempts since the last success (backoff) */
 	ev_tstamp next_attempt;     /* no new connect before this (ev_now time) */
 	ev_tstamp failed_at;        /* when the last failure was counted */
 	uint64_t backoff_ms;        /* the delay chosen after the last failure */
@@ -149,11 +157,10 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
  * `rise` successes in a row bring a down backend up, `fall` failures take an up one down. */
 void backend_health_ok(struct backend *be, const char *how);
 void backend_health_failed(struct backend *be, const char *why);
-/* A connection attempt (started at `started`) failed: count it, pick the next
+/* The connection attempt `b` failed: count it for its backend, pick the next
  * delay, log. Attempts that were already in flight when an earlier failure was
  * counted belong to the same round and do not grow the backoff again. */
-void backend_attempt_failed(struct backend *be, uint64_t conn_id, ev_tstamp started, enum backend_reason why,
-                            int err);
+void backend_attempt_failed(const struct bconn *b, enum backend_reason reason, int err);
 /* The admin's drain / disable / enable: move to DRAINING, DISABLED or (enable)
  * UP with fresh health counters. With `kill`, sessions on the backend are
  * closed too; returns how many. */
@@ -163,6 +170,8 @@ void backend_attempt_succeeded(struct backend *be);
 /* May a new connection be started to this backend at time `now` (backoff
  * and the one-probe rule; not its state)? */
 int backend_can_connect(const struct backend *be, ev_tstamp now);
+/* Log "pool=%s backend=%s: " and the message at `prio`. */
+void backend_log(const struct backend *be, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- health checks (health.c) ------------------------------------------ */
 
@@ -173,7 +182,8 @@ int health_init(struct backend *be) __attribute__((warn_unused_result));
 void health_start(struct backend *be);
 /* Stop and close the running check, if any. */
 void health_stop(struct backend *be);
-void health_free(struct backend *be);
+/* health_init's undo: stop the check and free its request (the backend stays). */
+void health_destroy(struct backend *be);
 /* Does the pool's reply matcher accept `reply` (pure, unit-tested)? 1 yes,
  * 0 not yet (read more), -1 never. */
 int health_match(const struct cfg_health *h, const unsigned char *reply, size_t len);
@@ -206,7 +216,7 @@ struct listener {
 	int fd;
 	ev_io io;
 	ev_timer pause;      /* accept paused after EMFILE/ENFILE */
-	struct unix_sock us; /* the socket file we created (removed at close if still ours) */
+	struct sock_unix us; /* the socket file we created (removed at close if still ours) */
 	unsigned passed : 1; /* passed by systemd (socket activation): never chmod'ed or unlinked */
 	struct peer_gate gate; /* denials by allow: (the pool's allow: for a passed extra socket) */
 	/* A passed socket at a path the pool does not list: cfg points at
@@ -278,7 +288,7 @@ void handoff_close(struct handoff *h);
 struct relay_dir {
 	unsigned char *buf;   /* pending bytes: malloc'd, or the engine's scratch while `scratch` */
 	uint32_t off, len;    /* pending buffered bytes: buf[off .. off+len) */
-	struct wp_pipe *pipe; /* borrowed while in_pipe > 0 */
+	struct pipes_pipe *pipe; /* borrowed while in_pipe > 0 */
 	uint32_t in_pipe;     /* spliced in, not yet spliced out */
 	unsigned eof : 1;     /* the source said EOF */
 	unsigned shut : 1;    /* EOF passed on: shutdown(dst, SHUT_WR) done */
@@ -295,12 +305,13 @@ struct relay_dir {
 enum session_state {
 	SESSION_WAITING,  /* on pool->waiting: queue_timeout armed */
 	SESSION_RELAYING, /* on pool->relaying: paired with a bconn */
-	SESSION_CLOSED,   /* in the graveyard */
+	SESSION_CLOSED,   /* in the graveyard (eng->dead_sessions) */
+	SESSION_NEW,      /* being built: on no list yet (session_new) */
 };
 
 struct session {
-	struct list_node node;
-	enum session_state state;
+	struct list_node node;    /* on the list its state names */
+	enum session_state state; /* changed only by session_set_state() */
 	struct pool *pool;
 	uint64_t id;
 	int cfd; /* the local client */
@@ -319,12 +330,26 @@ struct session {
 	struct relay_dir down; /* backend -> client */
 };
 
+/* A new waiting session for the accepted client `cfd` (queue_timeout
+ * armed), or NULL on no memory (cfd is then still the caller's). */
 struct session *session_new(struct pool *p, int cfd);
+/* The one place a session changes state, and so list: leaves the list of
+ * its state, joins the one of `st` (waiting: at the back) and logs
+ * "old -> new" at debug. */
+void session_set_state(struct session *s, enum session_state st);
+/* A reload retired the session's pool: the waiting session `s` moves to the
+ * back of `to`'s queue (through the same transition). */
+void session_move_to(struct session *s, struct pool *to);
 /* Pair a waiting session with an idle, liveness-checked connection. */
 void session_start(struct session *s, struct bconn *b);
 /* Close both sides and move the session to the graveyard. */
 void session_close(struct session *s, const char *why);
-void session_free(struct session *s);
+/* Free the sessions in the graveyard (from the engine's reaper; touches no
+ * pool, which may be gone already at shutdown). */
+void session_reap(struct engine *eng);
+/* Log "pool=%s client=%llu: " and the message at `prio` (a line about the
+ * client and its connection: bconn_log_for). */
+void session_log(const struct session *s, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
 /* ---- pools (pool.c) ---------------------------------------------------- */
 
@@ -342,7 +367,9 @@ struct pool_stats {
 	uint64_t idle_lost;         /* idle connections closed or reset by the backend */
 	uint64_t conns_recycled;    /* closed by max_lifetime or max_idle_time */
 	uint64_t conns_idle_closed; /* closed by idle_timeout above the floor */
-	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were warm */
+	uint64_t conns_handed_back; /* idle on a backup or lower-priority backend, closed once preferred ones were
+	                             * warm (not a checkin: that is pool_checkin, counted in conns_reused or
+	                             * conns_reuse_refused) */
 	uint64_t handouts;          /* connections given to clients (first pairings and re-pairings) */
 	uint64_t handoffs;          /* backend sockets handed to libwarmpool clients (SCM_RIGHTS) */
 	uint64_t conns_reused;      /* returned to idle after a clean session end (reuse:) */
@@ -439,7 +466,7 @@ void pool_client_arrived_as(struct pool *p, int cfd, int handoff);
  * there is room; else close it. It is marked foreign, owned by `owner`: only
  * that uid's clients may get it again. `opened_at`: when it was opened.
  * Takes ownership of fd. */
-void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at);
+void pool_checkin(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at);
 /* Start connections to reach the floor and serve waiters; arm the timer when all backends wait. */
 void pool_refill(struct pool *p);
 /* The same, but only after this loop iteration's other events (so warming the
@@ -454,16 +481,29 @@ void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state
 /* Close one backend's idle connections (it left `up`); returns how many. */
 size_t pool_close_idle(struct backend *be);
 
+/* The one place a connection changes state, and so list (births from
+ * BCONN_NEW and deaths to BCONN_CLOSED included): leaves the list of its
+ * state, joins the back of the one of `st` and logs "old -> new" at debug. */
 void bconn_set_state(struct bconn *b, enum bconn_state st);
 /* Close a connection (any state) and bury it. */
 void bconn_close(struct bconn *b);
-void bconn_free(struct bconn *b);
+/* Free the connections in the graveyard (from the engine's reaper; touches
+ * no pool, which may be gone already at shutdown). */
+void bconn_reap(struct engine *eng);
+/* Log "pool=%s backend=%s conn=%llu: " and the message at `prio`. */
+void bconn_log(const struct bconn *b, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* The same, naming a client the line is also about (`s`, NULL: none):
+ * "pool=%s backend=%s conn=%llu client=%llu: ". */
+void bconn_log_for(const struct bconn *b, const struct session *s, int prio, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void bconn_vlog(const struct bconn *b, const struct session *s, int prio, const char *fmt, va_list ap)
+    __attribute__((format(printf, 4, 0)));
 /* reuse: the connection's session ended cleanly; run the reset exchange (or
  * the quiet period) and return it to idle, or close it at the first doubt. */
 void bconn_reuse(struct bconn *b);
 /* An established connection died (idle, or under a session): a failed
  * attempt for the backend if it was not yet proven, else just replaced. */
-void bconn_lost(struct bconn *b, enum backend_reason why, int err);
+void bconn_lost(struct bconn *b, enum backend_reason reason, int err);
 
 /* ---- the engine (engine.c) --------------------------------------------- */
 

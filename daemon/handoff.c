@@ -52,7 +52,6 @@
 #define HANDOFF_REQ_MAX     256 /* clients waiting to send their request, per handoff socket */
 #define HANDOFF_REQ_PER_UID 16  /* of those, from one uid: a user's silent connections cannot take
                                  * the slots of others (a request already sent at accept takes none) */
-#define HANDOFF_ACCEPT_PAUSE 0.1 /* seconds without accepting after EMFILE and the like */
 
 struct handoff_req {
 	struct list_node node;
@@ -75,7 +74,7 @@ struct handoff_lease {
 
 struct handoff {
 	struct pool *pool;
-	struct unix_sock us;
+	struct sock_unix us;
 	char path[128]; /* own copy: the file's name outlives a reload's config */
 	ev_io io;
 	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
@@ -248,7 +247,7 @@ static void handoff_checkin(struct handoff *h, uid_t uid, pid_t pid, int cfd, in
 	}
 	ev_tstamp opened_at = l->opened_at;
 	lease_free(h, l); /* once: a second checkin of this socket, or of a copy, finds no lease */
-	pool_take_back(p, bfd, uid, opened_at);
+	pool_checkin(p, bfd, uid, opened_at);
 }
 
 /* Read the client's request and act on it. 0 when it has not arrived yet
@@ -363,38 +362,20 @@ static void handoff_wait_request(struct handoff *h, int fd)
 	ev_timer_start(p->eng->loop, &r->timer);
 }
 
-static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
+/* One accepted client: the pool's allow: applies here too (a copy in cfg->handoff). */
+static int handoff_take(void *arg, int fd)
 {
-	(void)loop;
-	(void)revents;
-	struct handoff *h = container_of(w, struct handoff, io);
-	for (int i = 0; i < 64; i++) {
-		int fd = accept4(h->us.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (fd >= 0) {
-			/* The pool's allow: applies here too (a copy in cfg->handoff). */
-			if (listener_admit(h->pool, &h->pool->cfg->handoff.allow, &h->gate, h->path, fd))
-				handoff_wait_request(h, fd);
-			continue;
-		}
-		if (errno == EINTR || errno == ECONNABORTED)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
-			return;
-		/* Out of fds or memory: pause rather than spin on a readable socket. */
-		log_warning("pool=%s: accept on %s: %s; pausing accepts for %.0fms", h->pool->name, h->path,
-		            strerror(errno), HANDOFF_ACCEPT_PAUSE * 1000);
-		ev_io_stop(h->pool->eng->loop, &h->io);
-		ev_timer_set(&h->pause, HANDOFF_ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
-		ev_timer_start(h->pool->eng->loop, &h->pause);
-		return;
-	}
+	struct handoff *h = arg;
+	if (listener_admit(h->pool, &h->pool->cfg->handoff.allow, &h->gate, h->path, fd))
+		handoff_wait_request(h, fd);
+	return 0;
 }
 
-static void handoff_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
+static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)revents;
-	struct handoff *h = container_of(w, struct handoff, pause);
-	ev_io_start(loop, &h->io);
+	struct handoff *h = container_of(w, struct handoff, io);
+	unix_accept(loop, &h->io, &h->pause, handoff_take, h, h->pool->name, NULL, h->path);
 }
 
 struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen)
@@ -408,12 +389,11 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char 
 	list_init(&h->reqs);
 	list_init(&h->leases);
 	snprintf(h->path, sizeof h->path, "%s", cfg->path);
-	if (unix_listen_type(h->path, cfg->mode, SOCK_SEQPACKET, &h->us, err, errlen) < 0) {
+	if (unix_listen(h->path, cfg->mode, SOCK_SEQPACKET, &h->us, err, errlen) < 0) {
 		free(h);
 		return NULL;
 	}
-	ev_io_init(&h->io, handoff_accept_cb, h->us.fd, EV_READ);
-	ev_timer_init(&h->pause, handoff_resume_cb, HANDOFF_ACCEPT_PAUSE, 0.);
+	unix_accept_init(&h->io, &h->pause, handoff_accept_cb, h->us.fd);
 	log_info("pool=%s: handoff socket on %s (mode %04o)", p->name, h->path, (unsigned)cfg->mode);
 	return h;
 }
@@ -449,6 +429,6 @@ void handoff_close(struct handoff *h)
 	ev_timer_stop(h->pool->eng->loop, &h->pause);
 	close(h->us.fd);
 	h->us.path = h->path;
-	unix_unlink_ours(&h->us);
+	sock_unix_unlink_ours(&h->us);
 	free(h);
 }

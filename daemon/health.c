@@ -145,7 +145,7 @@ int health_init(struct backend *be)
 	return 0;
 }
 
-void health_free(struct backend *be)
+void health_destroy(struct backend *be)
 {
 	health_stop(be);
 	free(be->hc.send);
@@ -159,8 +159,8 @@ static ev_tstamp health_next_delay(const struct backend *be)
 	const struct cfg_health *h = health_cfg(be);
 	uint64_t ms = h->interval_ms;
 	if (be->state == BACKEND_DOWN)
-		ms = be->rises ? h->fast_interval_ms : h->down_interval_ms;
-	else if (be->fails)
+		ms = be->health_rises ? h->fast_interval_ms : h->down_interval_ms;
+	else if (be->health_fails)
 		ms = h->fast_interval_ms;
 	double f = 1.0 - HEALTH_JITTER + 2.0 * HEALTH_JITTER * engine_random(be->pool->eng);
 	return (double)ms / 1000.0 * f;
@@ -194,31 +194,27 @@ void health_stop(struct backend *be)
 
 /* ---- one check --------------------------------------------------------- */
 
-static void health_done(struct backend *be, enum backend_reason why, const char *detail)
+static void health_done(struct backend *be, enum backend_reason reason, const char *detail)
 {
 	struct health *hc = &be->hc;
-	struct pool *p = be->pool;
-	char msg[sizeof be->why];
+	char msg[sizeof be->last_error];
 
-	if (why == REASON_BAD_REPLY) {
+	if (reason == REASON_BAD_REPLY) {
 		char shown[96];
 		wp_escape(hc->reply, hc->reply_len, shown, sizeof shown);
 		snprintf(msg, sizeof msg, "check failed: bad reply \"%s\"", shown);
-	} else if (why != REASON_NONE) {
-		snprintf(msg, sizeof msg, "check failed: %s", detail ? detail : backend_reason_str(why));
+	} else if (reason != REASON_NONE) {
+		snprintf(msg, sizeof msg, "check failed: %s", detail ? detail : backend_reason_str(reason));
 	}
 	health_stop(be);
-	if (why == REASON_NONE) {
+	if (reason == REASON_NONE) {
 		hc->n_ok++;
-		log_debug("pool=%s backend=%s: check passed", p->name, be->name);
+		backend_log(be, LOG_DEBUG, "check passed");
 		backend_health_ok(be, "check passed");
 	} else {
-		hc->n_failed[why < REASON_N ? why : REASON_OTHER]++;
+		hc->n_failed[reason < REASON_N ? reason : REASON_OTHER]++;
 		/* The first failure of a run at info, repeats while down at debug. */
-		if (be->fails == 0)
-			log_info("pool=%s backend=%s: %s", p->name, be->name, msg);
-		else
-			log_debug("pool=%s backend=%s: %s", p->name, be->name, msg);
+		backend_log(be, be->health_fails == 0 ? LOG_INFO : LOG_DEBUG, "%s", msg);
 		backend_health_failed(be, msg);
 	}
 	health_schedule(be, health_next_delay(be));
@@ -226,8 +222,8 @@ static void health_done(struct backend *be, enum backend_reason why, const char 
 
 static void health_fail_errno(struct backend *be, int err)
 {
-	enum backend_reason why = backend_reason_from_errno(err);
-	health_done(be, why, why == REASON_OTHER || why == REASON_UNREACHABLE ? strerror(err) : NULL);
+	enum backend_reason reason = backend_reason_from_errno(err);
+	health_done(be, reason, reason == REASON_OTHER || reason == REASON_UNREACHABLE ? strerror(err) : NULL);
 }
 
 static void health_read(struct backend *be)
@@ -345,7 +341,7 @@ static void health_begin(struct backend *be)
 	hc->fd = socket(c->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (hc->fd < 0) {
 		/* Our problem (out of fds), not the backend's: try again later. */
-		log_error("pool=%s backend=%s: health check socket: %s", p->name, be->name, strerror(errno));
+		backend_log(be, LOG_ERR, "health check socket: %s", strerror(errno));
 		health_schedule(be, health_next_delay(be));
 		return;
 	}

@@ -1,8 +1,9 @@
 /*
  * daemon/listener.c — a pool's Unix listening socket.
  *
- * Binding is unix_listen() (unixsock.h): a stale socket file is replaced, a
- * live one is an error naming the path, the mode is never wider than asked.
+ * Binding is unix_listen() (unixsock.h, over lib/sock.h): a stale socket
+ * file is replaced, a live one is an error naming the path, the mode is never
+ * wider than asked.
  *
  * Socket activation (systemd.h): before binding, a pool takes the sockets
  * systemd passed under its name. One bound at a path the pool lists is used
@@ -12,10 +13,11 @@
  * listen path that systemd passed under another name is an error, not a
  * bind that would find "another process" listening.
  *
- * Accepting: accept4(SOCK_NONBLOCK|SOCK_CLOEXEC) until EAGAIN, at most
- * ACCEPT_BATCH per wake-up so one busy pool cannot starve the rest. Out of
- * file descriptors (EMFILE/ENFILE) pauses accepting for ACCEPT_PAUSE seconds
- * instead of spinning on a readable socket we cannot accept from.
+ * Accepting: unix_accept() (unixsock.h), as for the handoff and admin
+ * sockets: at most SOCK_ACCEPT_BATCH per wake-up so one busy pool cannot
+ * starve the rest; out of file descriptors (EMFILE/ENFILE) pauses accepting
+ * for UNIX_ACCEPT_PAUSE seconds instead of spinning on a readable socket we
+ * cannot accept from.
  *
  * Access control (allow:): an accepted client's SO_PEERCRED credentials
  * (taken by the kernel at connect()) are checked before the pool sees it;
@@ -41,9 +43,6 @@
 #include "engine.h"
 #include "log.h"
 #include "systemd.h"
-
-#define ACCEPT_BATCH 64
-#define ACCEPT_PAUSE 0.1
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -140,22 +139,13 @@ int listener_admit(struct pool *p, const struct cfg_allow *allow, struct peer_ga
 
 /* ---- listening sockets --------------------------------------------------- */
 
-static void listener_resume_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-	(void)revents;
-	struct listener *l = container_of(w, struct listener, pause);
-	if (l->fd >= 0)
-		ev_io_start(loop, &l->io);
-}
-
 /* Use a socket systemd passed (already listening, non-blocking, close-on-exec). */
 static void listener_adopt(struct listener *l, int fd)
 {
 	l->fd = fd;
 	l->passed = 1;
 	l->us.created = 0;
-	ev_io_init(&l->io, listener_accept_cb, fd, EV_READ);
-	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
+	unix_accept_init(&l->io, &l->pause, listener_accept_cb, fd);
 	char allow[200];
 	log_info("pool=%s: listening on %s (passed by systemd%s)", l->pool->name, l->cfg->path,
 	         allow_summary(listener_allow(l), allow, sizeof allow));
@@ -216,11 +206,10 @@ int listener_open(struct listener *l, char *err, size_t errlen)
 		    path, pfd, name, l->pool->name, l->pool->name);
 		return -1;
 	}
-	if (unix_listen(path, l->cfg->mode, &l->us, err, errlen) < 0)
+	if (unix_listen(path, l->cfg->mode, SOCK_STREAM, &l->us, err, errlen) < 0)
 		return -1;
 	l->fd = l->us.fd;
-	ev_io_init(&l->io, listener_accept_cb, l->fd, EV_READ);
-	ev_timer_init(&l->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
+	unix_accept_init(&l->io, &l->pause, listener_accept_cb, l->fd);
 	char allow[200];
 	log_info("pool=%s: listening on %s (mode %04o%s)", l->pool->name, path, (unsigned)l->cfg->mode,
 	         allow_summary(listener_allow(l), allow, sizeof allow));
@@ -242,45 +231,24 @@ void listener_close(struct listener *l)
 		close(l->fd);
 		l->fd = -1;
 	}
-	unix_unlink_ours(&l->us);
+	sock_unix_unlink_ours(&l->us);
+}
+
+/* One accepted client: the pool's allow: first. Stops the batch when the
+ * listener was closed meanwhile (the pool went away under the client). */
+static int listener_take(void *arg, int cfd)
+{
+	struct listener *l = arg;
+	if (listener_admit(l->pool, listener_allow(l), &l->gate, l->cfg->path, cfd))
+		pool_client_arrived(l->pool, cfd);
+	return l->fd < 0;
 }
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)revents;
 	struct listener *l = container_of(w, struct listener, io);
-	for (int i = 0; i < ACCEPT_BATCH && l->fd >= 0; i++) {
-		int cfd = accept4(l->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-		if (cfd >= 0) {
-			if (listener_admit(l->pool, listener_allow(l), &l->gate, l->cfg->path, cfd))
-				pool_client_arrived(l->pool, cfd);
-			continue;
-		}
-		switch (errno) {
-		case EAGAIN:
-#if EWOULDBLOCK != EAGAIN
-		case EWOULDBLOCK:
-#endif
-			return;
-		case EINTR:
-		case ECONNABORTED:
-		case EPROTO:
-			continue;
-		case EMFILE:
-		case ENFILE:
-		case ENOBUFS:
-		case ENOMEM:
-			log_warning("pool=%s: accept on %s: %s; pausing accepts for %.0fms", l->pool->name,
-			            l->cfg->path, strerror(errno), ACCEPT_PAUSE * 1000);
-			ev_io_stop(loop, &l->io);
-			ev_timer_set(&l->pause, ACCEPT_PAUSE, 0.); /* a one-shot timer needs its delay again */
-			ev_timer_start(loop, &l->pause);
-			return;
-		default:
-			log_error("pool=%s: accept on %s: %s", l->pool->name, l->cfg->path, strerror(errno));
-			return;
-		}
-	}
+	unix_accept(loop, &l->io, &l->pause, listener_take, l, l->pool->name, NULL, l->cfg->path);
 }
 
 void listener_move(struct listener *dst, struct listener *src)
@@ -295,8 +263,7 @@ void listener_move(struct listener *dst, struct listener *src)
 	src->fd = -1;
 	src->us.created = 0;
 	src->passed = 0;
-	ev_io_init(&dst->io, listener_accept_cb, dst->fd, EV_READ);
-	ev_timer_init(&dst->pause, listener_resume_cb, ACCEPT_PAUSE, 0.);
+	unix_accept_init(&dst->io, &dst->pause, listener_accept_cb, dst->fd);
 }
 
 /* An extra passed socket: open, and at a path no listen: of the config names. */

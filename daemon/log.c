@@ -131,6 +131,14 @@ int log_enabled(int prio)
 
 void log_msg(int prio, const char *fmt, ...)
 {
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(prio, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void log_vmsg(int prio, const char *ctx, const char *fmt, va_list ap)
+{
 	if (prio > log_max)
 		return;
 	int saved_errno = errno;
@@ -147,10 +155,12 @@ void log_msg(int prio, const char *fmt, ...)
 		n += (size_t)snprintf(line + n, sizeof line - n, ".%03ld %s: ", ts.tv_nsec / 1000000L,
 		                      level_names[prio & 7]);
 	}
-	va_list ap;
-	va_start(ap, fmt);
+	if (ctx) {
+		int c = snprintf(line + n, sizeof line - n - 1, "%s: ", ctx);
+		if (c > 0)
+			n += (size_t)c < sizeof line - n - 1 ? (size_t)c : sizeof line - n - 2;
+	}
 	int m = vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
-	va_end(ap);
 	if (m < 0)
 		m = 0;
 	n += (size_t)m;

@@ -9,12 +9,18 @@
 #ifndef WARMPOOL_LOG_H
 #define WARMPOOL_LOG_H
 
+#include <stdarg.h>
 #include <syslog.h>
 
 void log_init(int max_level);
 void log_set_level(int max_level);
 int log_enabled(int prio);
 void log_msg(int prio, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with a context ("pool=redis backend=… conn=17") and ": " before
+ * the message: for the per-object helpers (bconn_log, session_log,
+ * backend_log in engine.h), so no call site types the context by hand. */
+#define LOG_CTX_MAX 512 /* bytes of such a context: a pool name (CFG_MAX_NAME), a host:port, ids */
+void log_vmsg(int prio, const char *ctx, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 
 #define log_error(...)   log_msg(LOG_ERR, __VA_ARGS__)
 #define log_warning(...) log_msg(LOG_WARNING, __VA_ARGS__)

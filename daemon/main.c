@@ -30,6 +30,8 @@ static void usage(FILE *out)
 	        "  -c, --config FILE   configuration file (default %s)\n"
 	        "  -t, --check-config  validate the configuration, print 'configuration OK' or every\n"
 	        "                      error, and exit 0 or 1 without starting anything\n"
+	        "      --dump-schema   print every configuration key (type, range, default, where it\n"
+	        "                      may be written, what a reload does) as JSON and exit\n"
 	        "  -V, --version       print the version and exit\n"
 	        "  -h, --help          print this help and exit\n"
 	        "\n"
@@ -62,6 +64,7 @@ int main(int argc, char **argv)
 	    {"config", required_argument, NULL, 'c'},
 	    {"check-config", no_argument, NULL, 't'},
 	    {"version", no_argument, NULL, 'V'},
+	    {"dump-schema", no_argument, NULL, 'S'}, /* long only: 'S' is not in the short list */
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -78,6 +81,8 @@ int main(int argc, char **argv)
 		case 'V':
 			printf("warmpoold %s\n", WARMPOOL_VERSION);
 			return 0;
+		case 'S':
+			return cfg_dump_schema(stdout) == 0 ? 0 : EXIT_CONFIG;
 		case 'h':
 			usage(stdout);
 			return 0;

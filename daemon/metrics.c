@@ -236,10 +236,10 @@ void metrics_render(const struct engine *eng, struct wp_buf *b)
 	BACKEND_SERIES(b, eng, "warmpool_backend_backup", "gauge", "1 for a backup backend.", "%d",
 	               be->cfg->backup ? 1 : 0);
 	BACKEND_SERIES(b, eng, "warmpool_backend_consecutive_failures", "gauge",
-	               "Failed checks or connects in a row (fall counts these).", "%u", be->fails);
+	               "Failed checks or connects in a row (fall counts these).", "%u", be->health_fails);
 	BACKEND_SERIES(b, eng, "warmpool_backend_failed_attempts", "gauge",
 	               "Failed connection attempts since the last success (the backoff exponent).", "%u",
-	               be->failures);
+	               be->connect_failures);
 	BACKEND_SERIES(b, eng, "warmpool_backend_backoff_seconds", "gauge", "The current reconnect delay.",
 	               "%.3f", (double)be->backoff_ms / 1000.0);
 	BACKEND_SERIES(b, eng, "warmpool_backend_next_attempt_timestamp_seconds", "gauge",
@@ -318,16 +318,16 @@ void metrics_show_backends(const struct engine *eng, const struct pool *only, st
 				              "\"backoff_ms\":%llu,\"retry_in_s\":%.3f,\"checks_ok\":%llu,\"last_error\":\"",
 				              backend_state_str(be->state), be->cfg->weight, be->cfg->backup ? "true" : "false",
 				              be->conns[BCONN_IDLE].n, be->conns[BCONN_ACTIVE].n,
-				              be->conns[BCONN_CONNECTING].n, be->fails, be->failures,
+				              be->conns[BCONN_CONNECTING].n, be->health_fails, be->connect_failures,
 				              (unsigned long long)be->backoff_ms, retry_in, (unsigned long long)be->hc.n_ok);
-				wp_buf_json_str(b, be->why);
+				wp_buf_json_str(b, be->last_error);
 				wp_buf_add(b, "\"}", 2);
 			} else {
 				wp_buf_printf(b, "%-20s %-24s %-9s %6u %6s %4zu %6zu %10zu %5u %9.1fs  %s\n", p->name,
 				              be->name, backend_state_str(be->state), be->cfg->weight,
 				              be->cfg->backup ? "yes" : "no", be->conns[BCONN_IDLE].n,
-				              be->conns[BCONN_ACTIVE].n, be->conns[BCONN_CONNECTING].n, be->fails,
-				              retry_in, be->why[0] ? be->why : "-");
+				              be->conns[BCONN_ACTIVE].n, be->conns[BCONN_CONNECTING].n, be->health_fails,
+				              retry_in, be->last_error[0] ? be->last_error : "-");
 			}
 			first = 0;
 		}

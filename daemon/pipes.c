@@ -5,16 +5,16 @@
 
 #include "pipes.h"
 
-static void pipe_close(struct wp_pipe *p)
+static void pipe_close(struct pipes_pipe *p)
 {
 	close(p->rfd);
 	close(p->wfd);
 	free(p);
 }
 
-struct wp_pipe *pipes_get(struct pipes *pp)
+struct pipes_pipe *pipes_get(struct pipes *pp)
 {
-	struct wp_pipe *p = pp->free;
+	struct pipes_pipe *p = pp->free;
 	if (p) {
 		pp->free = p->next;
 		pp->n_free--;
@@ -40,7 +40,7 @@ struct wp_pipe *pipes_get(struct pipes *pp)
 	return p;
 }
 
-void pipes_put(struct pipes *pp, struct wp_pipe *p, int empty)
+void pipes_put(struct pipes *pp, struct pipes_pipe *p, int empty)
 {
 	if (!p)
 		return;
@@ -57,7 +57,7 @@ void pipes_put(struct pipes *pp, struct wp_pipe *p, int empty)
 void pipes_destroy(struct pipes *pp)
 {
 	while (pp->free) {
-		struct wp_pipe *p = pp->free;
+		struct pipes_pipe *p = pp->free;
 		pp->free = p->next;
 		pipe_close(p);
 	}

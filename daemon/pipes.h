@@ -24,23 +24,23 @@
 #define PIPES_KEEP 64
 #define PIPE_SIZE  (1 << 20)
 
-struct wp_pipe {
+struct pipes_pipe {
 	int rfd, wfd;
 	unsigned size;        /* capacity in bytes: the most one splice moves */
-	struct wp_pipe *next; /* on the free list */
+	struct pipes_pipe *next; /* on the free list */
 };
 
 struct pipes {
-	struct wp_pipe *free;
+	struct pipes_pipe *free;
 	size_t n_free;
 	size_t n_total; /* lent + free */
 };
 
 /* An empty pipe, or NULL when none can be had (use the buffered path). */
-struct wp_pipe *pipes_get(struct pipes *pp);
+struct pipes_pipe *pipes_get(struct pipes *pp);
 /* Give a pipe back; `empty` says whether it still holds bytes (then it is
  * closed rather than reused). Accepts NULL. */
-void pipes_put(struct pipes *pp, struct wp_pipe *p, int empty);
+void pipes_put(struct pipes *pp, struct pipes_pipe *p, int empty);
 void pipes_destroy(struct pipes *pp);
 
 #endif

@@ -3,10 +3,16 @@
  *
  * The lifecycle of a backend connection (struct bconn):
  *
- *   pool_refill() ──connect()──▶ CONNECTING ──established──▶ IDLE ──checkout──▶ ACTIVE ──▶ closed
- *                                     │ refused/timeout          │ EOF/RST while idle
- *                                     ▼                          ▼
+ *   pool_refill() ──connect()──▶ CONNECTING ──established──▶ IDLE ──checkout──▶ ACTIVE ──▶ CLOSED
+ *                                     │ refused/timeout          │ EOF/RST while idle      (reuse:
+ *                                     ▼                          ▼                   RESETTING ─▶ IDLE)
  *                          backend_attempt_failed()        closed, refilled
+ *
+ * Every arrow, and the birth (BCONN_NEW: bconn_new(), then connect() or a
+ * checkin) and the death (CLOSED: the graveyard, freed by bconn_reap()), goes
+ * through bconn_set_state(), which moves the connection between its
+ * backend's lists and logs "old -> new" at debug. Lines about a connection
+ * are logged with bconn_log(), which prints "pool= backend= conn=".
  *
  * The pool keeps at least min_idle connections IDLE while nothing is
  * happening, plus one CONNECTING per waiting client, never more than
@@ -56,7 +62,8 @@
 #include "engine.h"
 #include "log.h"
 
-static const char *const bconn_state_names[] = {"connecting", "idle", "active", "resetting", "closed"};
+static const char *const bconn_state_names[] = {"connecting", "idle", "active", "resetting", "closed", "new"};
+_Static_assert(sizeof bconn_state_names / sizeof *bconn_state_names == BCONN_NEW + 1, "a name per state");
 
 #define JANITOR_PERIOD   1.0   /* seconds between sweeps when no deadline is nearer */
 #define JANITOR_MIN_WAIT 0.001 /* never re-arm closer than this */
@@ -92,7 +99,7 @@ static size_t pool_first_cutoff(const struct pool *p)
 	if (p->cfg->balance != CFG_BALANCE_FIRST)
 		return p->n_backends;
 	for (size_t i = 0; i < p->n_backends; i++)
-		if (pool_backend_serves(p, &p->backends[i]) && p->backends[i].failures == 0)
+		if (pool_backend_serves(p, &p->backends[i]) && p->backends[i].connect_failures == 0)
 			return i;
 	return p->n_backends;
 }
@@ -264,13 +271,59 @@ static struct pool_counts pool_counts(const struct pool *p)
 
 /* ---- connection state machine ----------------------------------------- */
 
+void bconn_vlog(const struct bconn *b, const struct session *s, int prio, const char *fmt, va_list ap)
+{
+	if (!log_enabled(prio))
+		return;
+	char ctx[LOG_CTX_MAX];
+	int n = snprintf(ctx, sizeof ctx, "pool=%s backend=%s conn=%llu", b->pool->name, b->be->name,
+	                 (unsigned long long)b->id);
+	if (s && n > 0 && (size_t)n < sizeof ctx)
+		snprintf(ctx + n, sizeof ctx - (size_t)n, " client=%llu", (unsigned long long)s->id);
+	log_vmsg(prio, ctx, fmt, ap);
+}
+
+void bconn_log(const struct bconn *b, int prio, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	bconn_vlog(b, NULL, prio, fmt, ap);
+	va_end(ap);
+}
+
+void bconn_log_for(const struct bconn *b, const struct session *s, int prio, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	bconn_vlog(b, s, prio, fmt, ap);
+	va_end(ap);
+}
+
+/* A connection to `be` on `fd` (connecting, or just checked in), on no list
+ * yet: the caller's bconn_set_state() is its birth. NULL on no memory. */
+static struct bconn *bconn_new(struct pool *p, struct backend *be, int fd)
+{
+	struct bconn *b = calloc(1, sizeof *b);
+	if (!b)
+		return NULL;
+	b->state = BCONN_NEW;
+	b->pool = p;
+	b->be = be;
+	b->id = engine_next_id(p->eng);
+	b->fd = fd;
+	b->jitter = (float)engine_random(p->eng);
+	ev_init(&b->io, NULL);
+	ev_init(&b->timer, NULL);
+	ev_init(&b->settle, NULL);
+	return b;
+}
+
 void bconn_set_state(struct bconn *b, enum bconn_state st)
 {
 	struct pool *p = b->pool;
 	if (b->state == st)
 		return;
-	log_debug("pool=%s backend=%s conn=%llu: %s -> %s", p->name, b->be->name, (unsigned long long)b->id,
-	          bconn_state_names[b->state], bconn_state_names[st]);
+	bconn_log(b, LOG_DEBUG, "%s -> %s", bconn_state_names[b->state], bconn_state_names[st]);
 	if (b->state < BCONN_NLISTS) {
 		list_remove(&b->be->conns[b->state], &b->node);
 		p->n_conns[b->state]--;
@@ -283,10 +336,20 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 	if (st < BCONN_NLISTS) {
 		list_push_back(&b->be->conns[st], &b->node);
 		p->n_conns[st]++;
-	} else {
+	} else if (st == BCONN_CLOSED) {
 		list_push_back(&p->eng->dead_conns, &b->node);
 	}
 	engine_changed(p->eng);
+}
+
+/* The only reordering within a state's list: an idle connection that just
+ * greeted, or a fresh one while none has, goes to the front (the file
+ * comment says why). */
+static void bconn_move_front(struct bconn *b)
+{
+	struct list *l = &b->be->conns[b->state];
+	list_remove(l, &b->node);
+	list_push_front(l, &b->node);
 }
 
 /* A foreign socket's SO_LINGER is whatever the process that checked it in
@@ -301,8 +364,7 @@ static void bconn_unlinger(struct bconn *b)
 {
 	struct linger off = {.l_onoff = 0, .l_linger = 0};
 	if (setsockopt(b->fd, SOL_SOCKET, SO_LINGER, &off, sizeof off) < 0)
-		log_warning("pool=%s backend=%s conn=%llu: cannot switch SO_LINGER off before close: %s",
-		            b->pool->name, b->be->name, (unsigned long long)b->id, strerror(errno));
+		bconn_log(b, LOG_WARNING, "cannot switch SO_LINGER off before close: %s", strerror(errno));
 }
 
 void bconn_close(struct bconn *b)
@@ -329,7 +391,7 @@ void bconn_close(struct bconn *b)
 	bconn_set_state(b, BCONN_CLOSED);
 }
 
-void bconn_free(struct bconn *b)
+static void bconn_free(struct bconn *b)
 {
 	if (!b)
 		return;
@@ -337,29 +399,39 @@ void bconn_free(struct bconn *b)
 	free(b);
 }
 
-static void bconn_failed(struct bconn *b, enum backend_reason why, int err)
+void bconn_reap(struct engine *eng)
+{
+	/* closed -> freed: the graveyard is left only here. No line is logged:
+	 * at shutdown the pool a connection names is freed already. */
+	struct list_node *pos;
+	while ((pos = list_first(&eng->dead_conns))) {
+		list_remove(&eng->dead_conns, pos);
+		bconn_free(container_of(pos, struct bconn, node));
+	}
+}
+
+static void bconn_failed(struct bconn *b, enum backend_reason reason, int err)
 {
 	struct pool *p = b->pool;
 	if (p->eng->stopping) { /* shutting down: nothing to retry or report */
 		bconn_close(b);
 		return;
 	}
-	backend_attempt_failed(b->be, b->id, b->started_at, why, err);
+	backend_attempt_failed(b, reason, err);
 	bconn_close(b);
 	pool_refill(p);
 }
 
-void bconn_lost(struct bconn *b, enum backend_reason why, int err)
+void bconn_lost(struct bconn *b, enum backend_reason reason, int err)
 {
 	struct pool *p = b->pool;
 	if (!b->proven) {
-		bconn_failed(b, why, err);
+		bconn_failed(b, reason, err);
 		return;
 	}
 	if (b->state == BCONN_IDLE) {
 		p->stats.idle_lost++;
-		log_debug("pool=%s backend=%s conn=%llu: idle connection %s, replacing", p->name, b->be->name,
-		          (unsigned long long)b->id, backend_reason_str(why));
+		bconn_log(b, LOG_DEBUG, "idle connection %s, replacing", backend_reason_str(reason));
 	}
 	bconn_close(b);
 	pool_refill(p);
@@ -392,11 +464,10 @@ static void bconn_stray_bytes(struct bconn *b, size_t n)
 {
 	struct pool *p = b->pool;
 	p->stats.conns_reuse_refused++;
-	log_info(
-	    "pool=%s backend=%s conn=%llu: %zu%s unprompted bytes on a reused connection, idle for %.3fs "
-	    "(a late reply of its last session?): closed, never passed to the next client",
-	    p->name, b->be->name, (unsigned long long)b->id, n, n == BCONN_GREETING_MAX ? "+" : "",
-	    ev_now(p->eng->loop) - b->idle_since);
+	bconn_log(b, LOG_INFO,
+	          "%zu%s unprompted bytes on a reused connection, idle for %.3fs "
+	          "(a late reply of its last session?): closed, never passed to the next client",
+	          n, n == BCONN_GREETING_MAX ? "+" : "", ev_now(p->eng->loop) - b->idle_since);
 	bconn_close(b);
 	pool_refill_soon(p);
 }
@@ -418,8 +489,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (n > 0) {
 		unsigned char *g = realloc(b->greeting, b->greeting_len + (size_t)n);
 		if (!g) {
-			log_error("pool=%s conn=%llu: out of memory for greeting", b->pool->name,
-			          (unsigned long long)b->id);
+			bconn_log(b, LOG_ERR, "out of memory for greeting");
 			bconn_lost(b, REASON_OTHER, ENOMEM);
 			return;
 		}
@@ -427,8 +497,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 		b->greeting = g;
 		if (b->greeting_len == 0) {
 			/* First sign of life from the backend: hand this one out next. */
-			list_remove(&b->be->conns[BCONN_IDLE], &b->node);
-			list_push_front(&b->be->conns[BCONN_IDLE], &b->node);
+			bconn_move_front(b);
 			b->greeted = 1;
 			b->had_greeting = 1;
 			b->be->n_greeted_idle++;
@@ -475,8 +544,7 @@ static void bconn_become_idle(struct bconn *b)
 		/* No greeting to prefer: the youngest goes first (LIFO), so the
 		 * oldest age at the back, where a server's idle timeout or
 		 * max_idle_time replaces them without a client near. */
-		list_remove(&b->be->conns[BCONN_IDLE], &b->node);
-		list_push_front(&b->be->conns[BCONN_IDLE], &b->node);
+		bconn_move_front(b);
 	}
 	pool_janitor_soon(p, bconn_idle_deadline(b));
 	if (p->may_hand_back && pool_backend_preferred(p, b->be))
@@ -494,7 +562,7 @@ static void bconn_established(struct bconn *b)
 	wp_histogram_observe(&p->h_connect, b->opened_at - b->started_at);
 	ev_timer_set(&b->settle, BCONN_SETTLE, 0.);
 	ev_timer_start(loop, &b->settle);
-	log_debug("pool=%s backend=%s conn=%llu: connected", p->name, b->be->name, (unsigned long long)b->id);
+	bconn_log(b, LOG_DEBUG, "connected");
 	bconn_become_idle(b); /* placed in the idle list as the file comment says */
 	pool_dispatch(p);
 }
@@ -525,11 +593,10 @@ static void bconn_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	bconn_failed(b, REASON_TIMEOUT, ETIMEDOUT);
 }
 
-static void set_opt(const struct pool *p, const struct backend *be, int fd, int level, int opt, int val,
-                    const char *name)
+static void set_opt(const struct backend *be, int fd, int level, int opt, int val, const char *name)
 {
 	if (setsockopt(fd, level, opt, &val, sizeof val) < 0)
-		log_warning("pool=%s backend=%s: %s: %s", p->name, be->name, name, strerror(errno));
+		backend_log(be, LOG_WARNING, "%s: %s", name, strerror(errno));
 }
 
 /* TCP_NODELAY, keepalive and TCP_USER_TIMEOUT: a dead peer or path is found
@@ -538,15 +605,15 @@ static void set_opt(const struct pool *p, const struct backend *be, int fd, int 
 static void bconn_set_options(const struct pool *p, const struct backend *be, int fd)
 {
 	const struct cfg_keepalive *ka = &p->cfg->keepalive;
-	set_opt(p, be, fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
+	set_opt(be, fd, IPPROTO_TCP, TCP_NODELAY, 1, "TCP_NODELAY");
 	if (ka->enabled) {
-		set_opt(p, be, fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
-		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)ka->idle_s, "TCP_KEEPIDLE");
-		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)ka->interval_s, "TCP_KEEPINTVL");
-		set_opt(p, be, fd, IPPROTO_TCP, TCP_KEEPCNT, (int)ka->count, "TCP_KEEPCNT");
+		set_opt(be, fd, SOL_SOCKET, SO_KEEPALIVE, 1, "SO_KEEPALIVE");
+		set_opt(be, fd, IPPROTO_TCP, TCP_KEEPIDLE, (int)ka->idle_s, "TCP_KEEPIDLE");
+		set_opt(be, fd, IPPROTO_TCP, TCP_KEEPINTVL, (int)ka->interval_s, "TCP_KEEPINTVL");
+		set_opt(be, fd, IPPROTO_TCP, TCP_KEEPCNT, (int)ka->count, "TCP_KEEPCNT");
 	}
 	if (p->cfg->tcp_user_timeout_ms)
-		set_opt(p, be, fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)p->cfg->tcp_user_timeout_ms,
+		set_opt(be, fd, IPPROTO_TCP, TCP_USER_TIMEOUT, (int)p->cfg->tcp_user_timeout_ms,
 		        "TCP_USER_TIMEOUT");
 }
 
@@ -555,32 +622,25 @@ static void bconn_set_options(const struct pool *p, const struct backend *be, in
 static int bconn_connect(struct pool *p, struct backend *be)
 {
 	struct ev_loop *loop = p->eng->loop;
-	struct bconn *b = calloc(1, sizeof *b);
-	if (!b) {
-		log_error("pool=%s: out of memory for a connection", p->name);
+	int fd = socket(be->cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		backend_log(be, LOG_ERR, "socket: %s", strerror(errno));
 		return -1;
 	}
-	b->pool = p;
-	b->be = be;
-	b->id = engine_next_id(p->eng);
-	b->fd = socket(be->cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (b->fd < 0) {
-		log_error("pool=%s backend=%s: socket: %s", p->name, be->name, strerror(errno));
-		free(b);
+	struct bconn *b = bconn_new(p, be, fd);
+	if (!b) {
+		log_error("pool=%s: out of memory for a connection", p->name);
+		close(fd);
 		return -1;
 	}
 	bconn_set_options(p, be, b->fd);
-	b->jitter = (float)engine_random(p->eng);
 	ev_io_init(&b->io, bconn_connect_cb, b->fd, EV_WRITE);
 	ev_timer_init(&b->timer, bconn_timeout_cb, (double)p->cfg->connect_timeout_ms / 1000.0, 0.);
 	ev_timer_init(&b->settle, bconn_settle_cb, 0., 0.);
 	be->n_unproven++;
 	/* Account for the attempt before connect() so an immediate failure
 	 * goes through the same path as a later one. */
-	b->state = BCONN_CONNECTING;
-	list_push_back(&be->conns[BCONN_CONNECTING], &b->node);
-	p->n_conns[BCONN_CONNECTING]++;
-	engine_changed(p->eng);
+	bconn_set_state(b, BCONN_CONNECTING);
 
 	b->started_at = ev_now(loop);
 	int r;
@@ -606,8 +666,7 @@ static void bconn_reuse_refused(struct bconn *b, const char *why)
 {
 	struct pool *p = b->pool;
 	p->stats.conns_reuse_refused++;
-	log_debug("pool=%s backend=%s conn=%llu: not reused: %s", p->name, b->be->name, (unsigned long long)b->id,
-	          why);
+	bconn_log(b, LOG_DEBUG, "not reused: %s", why);
 	bconn_close(b);
 	pool_refill_soon(p);
 }
@@ -615,15 +674,14 @@ static void bconn_reuse_refused(struct bconn *b, const char *why)
 static void bconn_reuse_done(struct bconn *b)
 {
 	struct pool *p = b->pool;
-	char c;
 	/* Nothing may follow the reset's answer: a later byte would be the next client's. */
-	if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) {
+	if (sock_peek(b->fd) != SOCK_QUIET) {
 		bconn_reuse_refused(b, "bytes or EOF after the reset");
 		return;
 	}
 	ev_timer_stop(p->eng->loop, &b->timer);
 	p->stats.conns_reused++;
-	log_debug("pool=%s backend=%s conn=%llu: reused", p->name, b->be->name, (unsigned long long)b->id);
+	bconn_log(b, LOG_DEBUG, "reused");
 	bconn_become_idle(b);
 	pool_dispatch(p);
 }
@@ -673,7 +731,6 @@ void bconn_reuse(struct bconn *b)
 	struct ev_loop *loop = p->eng->loop;
 	const struct cfg_reuse *r = &p->cfg->reuse;
 	ev_tstamp now = ev_now(loop);
-	char c;
 
 	ev_io_stop(loop, &b->io);
 	bconn_set_state(b, BCONN_RESETTING);
@@ -686,7 +743,7 @@ void bconn_reuse(struct bconn *b)
 	else if (p->cfg->max_lifetime_ms &&
 	         now >= b->opened_at + (double)p->cfg->max_lifetime_ms / 1000.0 * (1.0 - LIFETIME_JITTER * b->jitter))
 		why = "past max_lifetime";
-	else if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+	else if (sock_peek(b->fd) != SOCK_QUIET)
 		why = "unread bytes or EOF from the backend";
 	else if (r->reset_send && send(b->fd, r->reset_send, r->reset_send_len, MSG_NOSIGNAL | MSG_DONTWAIT) !=
 	                              (ssize_t)r->reset_send_len)
@@ -720,7 +777,7 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const str
 	return 0;
 }
 
-void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
+void pool_checkin(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
 {
 	struct sockaddr_storage sa;
 	socklen_t len = sizeof sa;
@@ -742,35 +799,26 @@ void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
 		why = "not connected to one of the pool's backends";
 	else if (!why && c.idle + c.active + c.connecting + c.other >= p->cfg->max_connections)
 		why = "max_connections reached";
-	struct bconn *b = why ? NULL : calloc(1, sizeof *b);
+	struct bconn *b = why ? NULL : bconn_new(p, be, fd);
 	if (!why && !b)
 		why = "out of memory";
 	if (why) {
 		p->stats.conns_reuse_refused++;
-		log_debug("pool=%s: a socket handed back is closed: %s", p->name, why);
+		log_debug("pool=%s: a socket checked in is closed: %s", p->name, why);
 		close(fd);
 		return;
 	}
 	int fl = fcntl(fd, F_GETFL);
 	if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-		log_warning("pool=%s: O_NONBLOCK on a socket handed back: %s", p->name, strerror(errno));
-	b->pool = p;
-	b->be = be;
-	b->id = engine_next_id(p->eng);
-	b->fd = fd;
+		bconn_log(b, LOG_WARNING, "O_NONBLOCK on a socket checked in: %s", strerror(errno));
 	b->proven = 1;
 	b->foreign = 1;
 	b->owner_uid = owner;
 	b->opened_at = opened_at; /* from the lease: max_lifetime still counts from the connect */
-	b->jitter = (float)engine_random(p->eng);
-	ev_init(&b->io, NULL);
-	ev_init(&b->timer, NULL);
-	ev_init(&b->settle, NULL);
-	b->state = BCONN_ACTIVE;
-	list_push_back(&be->conns[BCONN_ACTIVE], &b->node);
-	p->n_conns[BCONN_ACTIVE]++;
-	log_debug("pool=%s backend=%s conn=%llu: handed back by uid %u", p->name, be->name, (unsigned long long)b->id,
-	          (unsigned)owner);
+	bconn_log(b, LOG_DEBUG, "checked in by uid %u", (unsigned)owner);
+	/* Born active, as the connection it was when it left, so it goes
+	 * through the same reset (or quiet period) as any session's end. */
+	bconn_set_state(b, BCONN_ACTIVE);
 	bconn_reuse(b);
 }
 
@@ -784,13 +832,14 @@ void pool_take_back(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
  * call checks both. */
 static int bconn_alive(struct bconn *b)
 {
-	char c;
-	ssize_t n = recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-	if (n > 0)
+	switch (sock_peek(b->fd)) {
+	case SOCK_QUIET:
+		return 1;
+	case SOCK_DATA:
 		return !b->served;
-	if (n == 0)
+	default:
 		return 0;
-	return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR;
+	}
 }
 
 /* The first waiting client can get none of the idle connections: those
@@ -812,9 +861,8 @@ static void pool_close_foreign_for(struct pool *p, struct session *s)
 			uid_t uid = 0;
 			long shown = pool_session_uid(s, &uid) == 0 ? (long)uid : -1L; /* -1: not known (TCP) */
 			p->stats.conns_reuse_refused++;
-			log_info("pool=%s backend=%s conn=%llu client=%llu: closed: checked in by uid %u, not for "
-			         "the waiting client (uid %ld)", p->name, be->name, (unsigned long long)b->id,
-			         (unsigned long long)s->id, (unsigned)b->owner_uid, shown);
+			bconn_log_for(b, s, LOG_INFO, "closed: checked in by uid %u, not for the waiting client (uid %ld)",
+			              (unsigned)b->owner_uid, shown);
 			/* Its owner may hold a copy: out of epoll before our fd goes. */
 			ev_io_stop(p->eng->loop, &b->io);
 			handoff_forget_fd(p->eng->loop, b->fd);
@@ -839,8 +887,7 @@ void pool_dispatch(struct pool *p)
 		struct bconn *b = pool_conn_for(be, s);
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
-			log_info("pool=%s backend=%s conn=%llu: dead at checkout, discarded", p->name,
-			         b->be->name, (unsigned long long)b->id);
+			bconn_log(b, LOG_INFO, "dead at checkout, discarded");
 			bconn_close(b);
 			continue;
 		}
@@ -886,7 +933,7 @@ void pool_refill(struct pool *p)
 	int probing = 0;
 	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
 		struct backend *be = &p->backends[i];
-		int failing = be->state == BACKEND_DOWN || (be->state == BACKEND_UP && be->failures > 0);
+		int failing = be->state == BACKEND_DOWN || (be->state == BACKEND_UP && be->connect_failures > 0);
 		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven)
 			continue;
 		probing = 1;
@@ -951,8 +998,7 @@ static void pool_recycle(struct bconn *b, const char *why)
 {
 	struct pool *p = b->pool;
 	p->stats.conns_recycled++;
-	log_debug("pool=%s backend=%s conn=%llu: %s, recycling", p->name, b->be->name,
-	          (unsigned long long)b->id, why);
+	bconn_log(b, LOG_DEBUG, "%s, recycling", why);
 	bconn_close(b);
 }
 
@@ -979,8 +1025,7 @@ static ev_tstamp pool_janitor_sweep(struct pool *p, ev_tstamp now)
 			ev_tstamp early = 1.0 - LIFETIME_JITTER * b->jitter, t;
 			if (!preferred && be->state == BACKEND_UP && idle >= c->min_idle) {
 				p->stats.conns_handed_back++;
-				log_debug("pool=%s backend=%s conn=%llu: preferred backends are warm, handing back",
-				          p->name, be->name, (unsigned long long)b->id);
+				bconn_log(b, LOG_DEBUG, "preferred backends are warm, handing back");
 				bconn_close(b);
 				continue;
 			}
@@ -1007,8 +1052,7 @@ static ev_tstamp pool_janitor_sweep(struct pool *p, ev_tstamp now)
 				t = b->idle_since + (double)c->idle_timeout_ms / 1000.0;
 				if (now >= t) {
 					p->stats.conns_idle_closed++;
-					log_debug("pool=%s backend=%s conn=%llu: idle_timeout above the floor, closing",
-					          p->name, be->name, (unsigned long long)b->id);
+					bconn_log(b, LOG_DEBUG, "idle_timeout above the floor, closing");
 					bconn_close(b);
 					idle--;
 					continue;
@@ -1057,7 +1101,7 @@ void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state
 	if (old == BACKEND_UP) {
 		size_t n = pool_close_idle(be);
 		if (n)
-			log_info("pool=%s backend=%s: closed %zu idle connections", p->name, be->name, n);
+			backend_log(be, LOG_INFO, "closed %zu idle connections", n);
 		if (!be->cfg->backup && p->n_up_primary == 0 && p->n_up_backup > 0)
 			log_warning("pool=%s: no primary backend up, using %u backup(s)", p->name,
 			            p->n_up_backup);
@@ -1223,7 +1267,7 @@ void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old)
 		char err[512];
 		/* Never chmod(path): the path may be a symlink renamed over our socket. */
 		if (l->us.created && from->cfg->mode != l->cfg->mode &&
-		    unix_chmod_ours(&l->us, l->cfg->mode, err, sizeof err) < 0)
+		    sock_unix_chmod_ours(&l->us, l->cfg->mode, err, sizeof err) < 0)
 			log_warning("pool=%s: cannot apply mode %04o: %s", p->name, (unsigned)l->cfg->mode, err);
 	}
 }
@@ -1243,9 +1287,9 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 		if (be->state == BACKEND_UP)
 			*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
 		if (health_changed) {
-			health_free(be);
+			health_destroy(be);
 			if (health_init(be) < 0)
-				log_error("pool=%s backend=%s: out of memory for its health check", p->name, be->name);
+				backend_log(be, LOG_ERR, "out of memory for its health check");
 			else
 				health_start(be);
 		}
@@ -1269,9 +1313,7 @@ void pool_retire(struct pool *p, struct pool *successor)
 			session_close(s, "pool removed by reload");
 			continue;
 		}
-		list_remove(&p->waiting, &s->node);
-		list_push_back(&successor->waiting, &s->node);
-		s->pool = successor;
+		session_move_to(s, successor);
 	}
 	pool_stop(p);
 }
@@ -1328,7 +1370,7 @@ void pool_destroy(struct pool *p)
 	if (p->refill_node.next != &p->refill_node)
 		list_remove(&p->eng->refill_soon, &p->refill_node);
 	for (size_t i = 0; p->backends && i < p->n_backends; i++)
-		health_free(&p->backends[i]);
+		health_destroy(&p->backends[i]);
 	free(p->backends);
 	free(p->listeners);
 	free(p);

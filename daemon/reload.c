@@ -10,8 +10,9 @@
  *              config's copy of its settings.
  *   changed    same listen paths and the same backend addresses in the same
  *              order: changed in place (limits, timeouts, balance, weights,
- *              backups, health checks, lifetimes), warm connections kept.
- *              Health checks restart only if their settings changed.
+ *              backups, health checks, lifetimes, reuse, idle timeouts),
+ *              warm connections kept. Health checks restart only if their
+ *              settings changed.
  *   replaced   listen paths or the backend list changed: a new pool object
  *              starts warming; it takes over the listening sockets whose
  *              paths stay (no moment without a listener) and the waiting
@@ -38,68 +39,21 @@ enum pool_change { POOL_ADDED, POOL_UNCHANGED, POOL_CHANGED, POOL_REPLACED };
 
 /* ---- comparing pool configs --------------------------------------------- */
 
-static int bytes_equal(const void *a, size_t an, const void *b, size_t bn)
+/* What the key table (config/keys.c, cfg_pool_diff) says a changed value
+ * costs: the change classes of this file, counted in the summary. */
+static enum pool_change classify(const struct cfg_pool *old, const struct cfg_pool *cur, int *health_changed)
 {
-	return an == bn && (an == 0 || memcmp(a, b, an) == 0);
-}
+	bool health = false;
 
-static int str_equal(const char *a, const char *b)
-{
-	return (!a && !b) || (a && b && strcmp(a, b) == 0);
-}
-
-static int health_equal(const struct cfg_health *a, const struct cfg_health *b)
-{
-	return a->type == b->type && bytes_equal(a->send, a->send_len, b->send, b->send_len) &&
-	       bytes_equal(a->expect, a->expect_len, b->expect, b->expect_len) &&
-	       str_equal(a->expect_regex, b->expect_regex) && str_equal(a->path, b->path) &&
-	       a->interval_ms == b->interval_ms && a->timeout_ms == b->timeout_ms &&
-	       a->fast_interval_ms == b->fast_interval_ms && a->down_interval_ms == b->down_interval_ms &&
-	       a->rise == b->rise && a->fall == b->fall;
-}
-
-static int allow_equal(const struct cfg_allow *a, const struct cfg_allow *b)
-{
-	return a->enabled == b->enabled && bytes_equal(a->uids, a->n_uids * sizeof *a->uids, b->uids,
-	                                               b->n_uids * sizeof *b->uids) &&
-	       bytes_equal(a->gids, a->n_gids * sizeof *a->gids, b->gids, b->n_gids * sizeof *b->gids);
-}
-
-/* Same sockets and the same backends (by address, in order): the pool
- * object can be kept. */
-static int same_shape(const struct cfg_pool *a, const struct cfg_pool *b)
-{
-	if (a->n_listen != b->n_listen || a->n_backends != b->n_backends ||
-	    !str_equal(a->handoff.path, b->handoff.path) || a->handoff.mode != b->handoff.mode)
-		return 0;
-	for (size_t i = 0; i < a->n_listen; i++)
-		if (strcmp(a->listen[i].path, b->listen[i].path) != 0 || a->listen[i].mode != b->listen[i].mode)
-			return 0;
-	for (size_t i = 0; i < a->n_backends; i++)
-		if (strcmp(a->backends[i].name, b->backends[i].name) != 0 ||
-		    !bytes_equal(&a->backends[i].addr, a->backends[i].addrlen, &b->backends[i].addr,
-		                 b->backends[i].addrlen))
-			return 0;
-	return 1;
-}
-
-static int settings_equal(const struct cfg_pool *a, const struct cfg_pool *b)
-{
-	for (size_t i = 0; i < a->n_listen; i++)
-		if (!allow_equal(&a->listen[i].allow, &b->listen[i].allow))
-			return 0;
-	if (!allow_equal(&a->allow, &b->allow) || !allow_equal(&a->handoff.allow, &b->handoff.allow))
-		return 0;
-	for (size_t i = 0; i < a->n_backends; i++)
-		if (a->backends[i].weight != b->backends[i].weight || a->backends[i].backup != b->backends[i].backup)
-			return 0;
-	return a->min_idle == b->min_idle && a->max_connections == b->max_connections &&
-	       a->max_clients == b->max_clients && a->connect_timeout_ms == b->connect_timeout_ms &&
-	       a->queue_timeout_ms == b->queue_timeout_ms && !memcmp(&a->backoff, &b->backoff, sizeof a->backoff) &&
-	       a->balance == b->balance && a->max_connecting == b->max_connecting && a->fail_fast == b->fail_fast &&
-	       health_equal(&a->health, &b->health) && !memcmp(&a->keepalive, &b->keepalive, sizeof a->keepalive) &&
-	       a->tcp_user_timeout_ms == b->tcp_user_timeout_ms && a->max_lifetime_ms == b->max_lifetime_ms &&
-	       a->idle_timeout_ms == b->idle_timeout_ms && a->max_idle_time_ms == b->max_idle_time_ms;
+	switch (cfg_pool_diff(old, cur, &health)) {
+	case CFG_RELOAD_SAME:
+		return POOL_UNCHANGED;
+	case CFG_RELOAD_IN_PLACE:
+		*health_changed = health;
+		return POOL_CHANGED;
+	default: /* no pool key is restart-only: a new pool object is the dearest */
+		return POOL_REPLACED;
+	}
 }
 
 static struct pool *find_old(struct engine *eng, const char *name)
@@ -117,6 +71,7 @@ struct plan_item {
 	struct pool *old;           /* NULL when added */
 	struct pool *fresh;         /* added or replaced: the new object */
 	enum pool_change change;
+	int health_changed; /* changed in place: its health checks restart */
 };
 
 /* Create the new pool objects and bind their new sockets; on failure undo
@@ -215,14 +170,7 @@ int engine_reload(struct engine *eng, struct wp_buf *out)
 		struct plan_item *it = &items[i];
 		it->cfg = &nc->pools[i];
 		it->old = find_old(eng, it->cfg->name);
-		if (!it->old)
-			it->change = POOL_ADDED;
-		else if (!same_shape(it->old->cfg, it->cfg))
-			it->change = POOL_REPLACED;
-		else if (!settings_equal(it->old->cfg, it->cfg))
-			it->change = POOL_CHANGED;
-		else
-			it->change = POOL_UNCHANGED;
+		it->change = it->old ? classify(it->old->cfg, it->cfg, &it->health_changed) : POOL_ADDED;
 		counts[it->change]++;
 	}
 	if (plan_prepare(eng, items, n, err, sizeof err) < 0) {
@@ -265,7 +213,7 @@ int engine_reload(struct engine *eng, struct wp_buf *out)
 			break;
 		case POOL_CHANGED:
 			log_notice("pool=%s: settings changed, applied in place", it->cfg->name);
-			pool_rebind(it->old, it->cfg, !health_equal(&it->old->cfg->health, &it->cfg->health));
+			pool_rebind(it->old, it->cfg, it->health_changed);
 			pools[i] = it->old;
 			break;
 		case POOL_REPLACED:
@@ -282,8 +230,7 @@ int engine_reload(struct engine *eng, struct wp_buf *out)
 		}
 	}
 	const struct cfg_daemon *od = &eng->cfg->daemon, *nd = &nc->daemon;
-	if (!str_equal(od->admin.path, nd->admin.path) || od->admin.mode != nd->admin.mode ||
-	    !str_equal(od->admin_ro.path, nd->admin_ro.path) || !str_equal(od->metrics.name, nd->metrics.name))
+	if (cfg_daemon_diff(od, nd) == CFG_RELOAD_RESTART)
 		log_warning("reload: admin_socket, admin_socket_readonly and metrics_listen changes take effect at "
 		            "the next restart");
 	log_set_level(nd->log_level);

@@ -2,7 +2,10 @@
  * daemon/session.c — one local client, from accept to close.
  *
  * A session waits on pool->waiting (FIFO, queue_timeout armed) until the pool
- * hands it an idle connection, then relays bytes both ways:
+ * hands it an idle connection, then relays bytes both ways (on
+ * pool->relaying); closed, it waits in the graveyard for session_reap().
+ * Every such move, birth and death included, goes through
+ * session_set_state() (session_move()), which logs "old -> new" at debug.
  *
  *   client ──up──▶ backend        backend ──down──▶ client
  *
@@ -51,6 +54,72 @@
  * once drained, before relay_fill() could want a SESSION_BUF buffer there. */
 _Static_assert(BCONN_GREETING_MAX <= SESSION_BUF, "a greeting must fit the relay's buffered path");
 
+static const char *const session_state_names[] = {"waiting", "relaying", "closed", "new"};
+_Static_assert(sizeof session_state_names / sizeof *session_state_names == SESSION_NEW + 1, "a name per state");
+
+void session_log(const struct session *s, int prio, const char *fmt, ...)
+{
+	if (!log_enabled(prio))
+		return;
+	char ctx[LOG_CTX_MAX];
+	snprintf(ctx, sizeof ctx, "pool=%s client=%llu", s->pool->name, (unsigned long long)s->id);
+	va_list ap;
+	va_start(ap, fmt);
+	log_vmsg(prio, ctx, fmt, ap);
+	va_end(ap);
+}
+
+/* The list a session in state `st` of pool `p` sits on (NULL: none). */
+static struct list *session_list(struct pool *p, enum session_state st)
+{
+	switch (st) {
+	case SESSION_WAITING:
+		return &p->waiting;
+	case SESSION_RELAYING:
+		return &p->relaying;
+	case SESSION_CLOSED:
+		return &p->eng->dead_sessions;
+	case SESSION_NEW:
+		break;
+	}
+	return NULL;
+}
+
+/* The one transition: leave the list of the current state (in s->pool),
+ * join the one of `st` in `to`; `front` puts it at the head (a retried
+ * client keeps its place in the queue). */
+static void session_move(struct session *s, struct pool *to, enum session_state st, int front)
+{
+	struct list *from = session_list(s->pool, s->state);
+	if (s->state == st && s->pool == to)
+		return;
+	if (to != s->pool)
+		session_log(s, LOG_DEBUG, "%s -> %s, moved to pool %s", session_state_names[s->state],
+		            session_state_names[st], to->name);
+	else
+		session_log(s, LOG_DEBUG, "%s -> %s", session_state_names[s->state], session_state_names[st]);
+	if (from)
+		list_remove(from, &s->node);
+	s->pool = to;
+	s->state = st;
+	struct list *l = session_list(to, st);
+	if (l && front)
+		list_push_front(l, &s->node);
+	else if (l)
+		list_push_back(l, &s->node);
+	engine_changed(to->eng);
+}
+
+void session_set_state(struct session *s, enum session_state st)
+{
+	session_move(s, s->pool, st, 0);
+}
+
+void session_move_to(struct session *s, struct pool *to)
+{
+	session_move(s, to, SESSION_WAITING, 0);
+}
+
 static void session_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)loop;
@@ -58,8 +127,8 @@ static void session_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct session *s = container_of(w, struct session, timer);
 	struct pool *p = s->pool;
 	p->stats.clients_timed_out++;
-	log_warning("pool=%s client=%llu: no backend connection within queue_timeout (%.3fs), closing client",
-	            p->name, (unsigned long long)s->id, (double)p->cfg->queue_timeout_ms / 1000.0);
+	session_log(s, LOG_WARNING, "no backend connection within queue_timeout (%.3fs), closing client",
+	            (double)p->cfg->queue_timeout_ms / 1000.0);
 	session_close(s, "queue_timeout");
 }
 
@@ -69,17 +138,16 @@ struct session *session_new(struct pool *p, int cfd)
 	struct session *s = calloc(1, sizeof *s);
 	if (!s)
 		return NULL;
+	s->state = SESSION_NEW;
 	s->pool = p;
 	s->id = engine_next_id(p->eng);
 	s->cfd = cfd;
-	s->state = SESSION_WAITING;
 	s->accepted_at = ev_now(loop);
 	ev_io_init(&s->cio, NULL, cfd, EV_READ);
 	s->cio.data = s;
 	ev_timer_init(&s->timer, session_timeout_cb, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &s->timer);
-	list_push_back(&p->waiting, &s->node);
-	engine_changed(p->eng);
+	session_set_state(s, SESSION_WAITING);
 	return s;
 }
 
@@ -199,7 +267,7 @@ static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
  * has nothing, or -errno. */
 static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
 {
-	struct wp_pipe *p = d->bulk && !d->copy ? pipes_get(&eng->pipes) : NULL;
+	struct pipes_pipe *p = d->bulk && !d->copy ? pipes_get(&eng->pipes) : NULL;
 	ssize_t n;
 	if (p) {
 		*cap = p->size;
@@ -341,39 +409,34 @@ static void relay_dir_release(struct engine *eng, struct relay_dir *d)
 /* Put the session back at the head of the queue and bury its connection.
  * Client bytes read but never delivered stay pending for the next one; the
  * dead connection's undelivered greeting is dropped. */
-static void session_retry(struct session *s, enum backend_reason why, int err)
+static void session_retry(struct session *s, enum backend_reason reason, int err)
 {
 	struct pool *p = s->pool;
 	struct ev_loop *loop = p->eng->loop;
 	struct bconn *b = s->b;
 	s->retries++;
 	p->stats.clients_retried++;
-	log_info("pool=%s backend=%s conn=%llu client=%llu: connection %s before any byte was exchanged, "
-	         "pairing the client with another (retry %u)",
-	         p->name, b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
-	         err ? strerror(err) : backend_reason_str(why), s->retries);
+	bconn_log_for(b, s, LOG_INFO,
+	              "connection %s before any byte was exchanged, pairing the client with another (retry %u)",
+	              err ? strerror(err) : backend_reason_str(reason), s->retries);
 	s->b = NULL;
 	ev_io_stop(loop, &s->cio);
 	relay_dir_release(p->eng, &s->down);
 	memset(&s->down, 0, sizeof s->down);
-	list_remove(&p->relaying, &s->node);
-	list_push_front(&p->waiting, &s->node);
-	s->state = SESSION_WAITING;
+	session_move(s, p, SESSION_WAITING, 1); /* first in line again: it was served before */
 	ev_timer_stop(loop, &s->timer); /* it may be the idle timer */
 	ev_set_cb(&s->timer, session_timeout_cb);
 	ev_timer_set(&s->timer, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &s->timer);
-	bconn_lost(b, why, err); /* closes it; a client is waiting, so the refill starts now */
+	bconn_lost(b, reason, err); /* closes it; a client is waiting, so the refill starts now */
 	pool_dispatch(p);
 }
 
 /* A side failed: which one decides whether the backend is to blame. */
 static void session_fail(struct session *s, int backend_side, int err)
 {
-	struct pool *p = s->pool;
 	if (!backend_side) {
-		log_debug("pool=%s client=%llu: client error: %s", p->name, (unsigned long long)s->id,
-		          strerror(err));
+		session_log(s, LOG_DEBUG, "client error: %s", strerror(err));
 		session_close(s, "client error");
 		return;
 	}
@@ -382,8 +445,7 @@ static void session_fail(struct session *s, int backend_side, int err)
 		return;
 	}
 	struct bconn *b = s->b;
-	log_info("pool=%s backend=%s conn=%llu client=%llu: backend error during session: %s", p->name,
-	         b->be->name, (unsigned long long)b->id, (unsigned long long)s->id, strerror(err));
+	bconn_log_for(b, s, LOG_INFO, "backend error during session: %s", strerror(err));
 	s->b = NULL;
 	session_close(s, "backend error");
 	bconn_lost(b, backend_reason_from_errno(err), err);
@@ -403,13 +465,11 @@ static int session_stray_reply(struct session *s)
 {
 	struct pool *p = s->pool;
 	struct bconn *b = s->b;
-	char c;
-	if (recv(b->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+	if (sock_peek(b->fd) != SOCK_DATA)
 		return 0; /* nothing, or EOF / an error: the relay handles those */
 	p->stats.conns_reuse_refused++;
-	log_info("pool=%s backend=%s conn=%llu client=%llu: a reused connection spoke before the client did "
-	         "(a late reply of its last session?): closed, its bytes never passed on",
-	         p->name, b->be->name, (unsigned long long)b->id, (unsigned long long)s->id);
+	bconn_log_for(b, s, LOG_INFO, "a reused connection spoke before the client did "
+	                              "(a late reply of its last session?): closed, its bytes never passed on");
 	if (session_can_retry(s)) {
 		session_retry(s, REASON_BAD_REPLY, 0);
 		return 1;
@@ -445,8 +505,7 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	}
 	if (r == -ENOMEM) {
 		/* bytes were dropped: neither side is to blame, and no retry */
-		log_error("pool=%s client=%llu: out of memory buffering the relay, closing the session",
-		          s->pool->name, (unsigned long long)s->id);
+		session_log(s, LOG_ERR, "out of memory buffering the relay, closing the session");
 		session_close(s, "out of memory");
 		return -1;
 	}
@@ -551,9 +610,8 @@ static void session_idle_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	if (ev_now(loop) >= at) {
 		struct pool *p = s->pool;
 		p->stats.sessions_idle_closed++;
-		log_info("pool=%s client=%llu: nothing moved on the %s side for %s, closing the session", p->name,
-		         (unsigned long long)s->id, strcmp(which, "client_idle_timeout") == 0 ? "client" : "backend",
-		         which);
+		session_log(s, LOG_INFO, "nothing moved on the %s side for %s, closing the session",
+		            strcmp(which, "client_idle_timeout") == 0 ? "client" : "backend", which);
 		session_close(s, which);
 		return;
 	}
@@ -616,8 +674,7 @@ static void session_hand_off(struct session *s, struct bconn *b)
 		 * fd anew (its cached state says it is in the set already). */
 		ev_io_set(&b->io, b->fd, EV_READ);
 		ev_io_start(p->eng->loop, &b->io);
-		log_info("pool=%s client=%llu: handoff failed: %s; the connection stays idle", p->name,
-		         (unsigned long long)s->id, strerror(err));
+		session_log(s, LOG_INFO, "handoff failed: %s; the connection stays idle", strerror(err));
 		session_close(s, "handoff failed");
 		return;
 	}
@@ -630,9 +687,8 @@ static void session_hand_off(struct session *s, struct bconn *b)
 	uid_t uid;
 	int leased = p->handoff && pool_session_uid(s, &uid) == 0 &&
 	             handoff_lease(p->handoff, b->fd, uid, b->opened_at) == 0;
-	log_debug("pool=%s backend=%s conn=%llu client=%llu: handed off (%u greeting bytes)%s", p->name, b->be->name,
-	          (unsigned long long)b->id, (unsigned long long)s->id, b->greeting_len,
-	          leased ? "" : ", no lease: it cannot be checked in");
+	bconn_log_for(b, s, LOG_DEBUG, "handed off (%u greeting bytes)%s", b->greeting_len,
+	              leased ? "" : ", no lease: it cannot be checked in");
 	bconn_set_state(b, BCONN_ACTIVE);
 	bconn_close(b); /* our copy: the client holds the socket now */
 	session_close(s, "handed off");
@@ -648,9 +704,7 @@ void session_start(struct session *s, struct bconn *b)
 		return;
 	}
 	ev_timer_stop(loop, &s->timer);
-	list_remove(&p->waiting, &s->node);
-	list_push_back(&p->relaying, &s->node);
-	s->state = SESSION_RELAYING;
+	session_set_state(s, SESSION_RELAYING);
 
 	/* The connection's greeting goes out first: its buffer becomes the
 	 * down direction's pending bytes, no copy. */
@@ -681,9 +735,7 @@ void session_start(struct session *s, struct bconn *b)
 		s->started_at = ev_now(loop);
 		wp_histogram_observe(&p->h_wait, s->started_at - s->accepted_at);
 	}
-	log_debug("pool=%s backend=%s conn=%llu client=%llu: session start (waited %.3fs)", p->name,
-	          b->be->name, (unsigned long long)b->id, (unsigned long long)s->id,
-	          ev_now(loop) - s->accepted_at);
+	bconn_log_for(b, s, LOG_DEBUG, "session start (waited %.3fs)", ev_now(loop) - s->accepted_at);
 	/* The greeting, optimistically: a new client socket almost always has
 	 * room, which saves arming (and then disarming) write interest. */
 	if (s->down.len) {
@@ -713,11 +765,11 @@ void session_close(struct session *s, const char *why)
 	}
 	relay_dir_release(eng, &s->up);
 	relay_dir_release(eng, &s->down);
-	list_remove(s->state == SESSION_WAITING ? &p->waiting : &p->relaying, &s->node);
-	s->state = SESSION_CLOSED;
-	list_push_back(&eng->dead_sessions, &s->node);
+	session_set_state(s, SESSION_CLOSED);
 	if (s->b) {
 		wp_histogram_observe(&p->h_session, ev_now(eng->loop) - s->started_at);
+		/* Not session_log(): this line's form (no backend=) is one that
+		 * tests and users' scripts match. */
 		log_debug("pool=%s conn=%llu client=%llu: session end (%s): %llu bytes up, %llu down",
 		          p->name, (unsigned long long)s->b->id, (unsigned long long)s->id,
 		          why ? why : "done", (unsigned long long)s->up.bytes,
@@ -726,14 +778,24 @@ void session_close(struct session *s, const char *why)
 		s->b = NULL;
 		pool_refill_soon(p);
 	}
-	engine_changed(eng);
 }
 
-void session_free(struct session *s)
+static void session_free(struct session *s)
 {
 	if (!s)
 		return;
 	free(s->up.buf); /* released at close already; kept for safety */
 	free(s->down.buf);
 	free(s);
+}
+
+void session_reap(struct engine *eng)
+{
+	/* closed -> freed: the graveyard is left only here. No line is logged:
+	 * at shutdown the pool a session names is freed already. */
+	struct list_node *pos;
+	while ((pos = list_first(&eng->dead_sessions))) {
+		list_remove(&eng->dead_sessions, pos);
+		session_free(container_of(pos, struct session, node));
+	}
 }

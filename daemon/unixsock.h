@@ -1,47 +1,51 @@
 /*
- * daemon/unixsock.h — binding a listening Unix socket file the careful way,
- * for pools' listeners and the admin sockets.
+ * daemon/unixsock.h — the daemon's side of the socket toolkit (lib/sock.h):
+ * what the primitives leave to their caller, said once for every listening
+ * socket the daemon owns (pools' listeners and handoff sockets, the admin
+ * sockets and the metrics endpoint).
  *
- * A socket file left by a previous run is replaced only when nothing answers
- * on it (connect() is refused); a live one, or a path that is not a socket,
- * is an error naming the path. Missing parent directories are created
- * with mode 0755 whatever the umask. The directory the socket goes into
- * must be owned by root or the daemon's euid and writable by neither group
- * nor others, and each directory above it owned by root or the euid and
- * sticky if others may write it: anyone else could swap the socket (or the
- * directory holding it) for one of their own. The mode is given to the socket before bind (fchmod on the
- * socket, and the umask), so the file is born with exactly that mode and is
- * never chmod'ed by path: a path may be a symlink by the time we look. A
- * later mode change (reload) goes through unix_chmod_ours(), which checks
- * the file is still the one we bound. At close the file is removed only if
- * it is still the one we bound (same device and inode).
+ * Binding a Unix socket file is sock_unix_listen() (every check on the
+ * directories and the mode is there); unix_listen() adds the log line for a
+ * stale file it replaced. Accepting is one wake-up of sock_accept_batch()
+ * (SOCK_ACCEPT_BATCH connections at most); when the process is out of file
+ * descriptors or memory the socket stays readable, so the watcher is
+ * stopped for UNIX_ACCEPT_PAUSE seconds instead of spinning the loop, with
+ * one warning line per pause. Access rules and what to do with a client stay
+ * with each caller (its accept callback).
  */
 #ifndef WARMPOOL_UNIXSOCK_H
 #define WARMPOOL_UNIXSOCK_H
 
+#include <ev.h>
 #include <stddef.h>
 #include <sys/types.h>
 
-struct unix_sock {
-	int fd;
-	const char *path; /* not owned */
-	dev_t dev;        /* identity of the file we created */
-	ino_t ino;
-	unsigned created : 1;
-};
+#include "sock.h"
 
-/* Bind and listen (non-blocking, close-on-exec); 0, or -1 with a message in err. */
-int unix_listen(const char *path, mode_t mode, struct unix_sock *us, char *err, size_t errlen)
+/* Seconds a listening socket is not watched after accept failed for want
+ * of descriptors or memory: long enough for sessions to end and free some,
+ * short enough that clients queued in the backlog barely notice. */
+#define UNIX_ACCEPT_PAUSE 0.1
+
+/* sock_unix_listen(), plus an info line when a stale socket file was
+ * replaced; 0, or -1 with a message in err. */
+int unix_listen(const char *path, mode_t mode, int type, struct sock_unix *us, char *err, size_t errlen)
     __attribute__((warn_unused_result));
-/* The same for another socket type (SOCK_SEQPACKET for handoff sockets). */
-int unix_listen_type(const char *path, mode_t mode, int type, struct unix_sock *us, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-/* Change the mode of the socket file we bound (reload), only if the path
- * still names that very file (same device and inode, not followed through a
- * symlink); 0, or -1 with a message in err and the mode left alone. */
-int unix_chmod_ours(const struct unix_sock *us, mode_t mode, char *err, size_t errlen)
-    __attribute__((warn_unused_result));
-/* Remove the socket file if we created it and it is still ours. Does not close the fd. */
-void unix_unlink_ours(struct unix_sock *us);
+
+/* Set up a listening socket's watcher `io` on fd with callback cb (which
+ * calls unix_accept()) and its pause timer, whose callback restarts `io`.
+ * Neither is started; the timer must be stopped wherever io is (close, move). */
+void unix_accept_init(ev_io *io, ev_timer *pause, void (*cb)(struct ev_loop *, ev_io *, int), int fd);
+
+/*
+ * Handle one wake-up of the listening watcher `io`: accept a batch from its
+ * fd, handing each connection to fn(arg, fd). When accepting must pause, `io`
+ * is stopped and the one-shot timer `pause` (unix_accept_init()) started
+ * for UNIX_ACCEPT_PAUSE seconds,
+ * with a warning "pool=POOL: accept on WHERE: WHY; pausing accepts for
+ * 100ms" (or "WHAT: accept on ..." when pool is NULL).
+ */
+void unix_accept(struct ev_loop *loop, ev_io *io, ev_timer *pause, sock_accept_fn fn, void *arg,
+                 const char *pool, const char *what, const char *where);
 
 #endif

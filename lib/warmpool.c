@@ -12,32 +12,10 @@
 #include <unistd.h>
 
 #include "handoff_proto.h"
+#include "sock.h"
 
 #define WP_API           __attribute__((visibility("default")))
 #define DEFAULT_TIMEOUT  10000 /* ms */
-
-static long long now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Wait for `events` until the deadline: 0 ready, or -errno. */
-static int wait_for(int fd, short events, long long deadline)
-{
-	for (;;) {
-		long long left = deadline - now_ms();
-		if (left <= 0)
-			return -ETIMEDOUT;
-		struct pollfd p = {.fd = fd, .events = events};
-		int r = poll(&p, 1, left > 0x7fffffff ? 0x7fffffff : (int)left);
-		if (r > 0)
-			return 0;
-		if (r < 0 && errno != EINTR)
-			return -errno;
-	}
-}
 
 static int set_blocking(int fd)
 {
@@ -45,39 +23,6 @@ static int set_blocking(int fd)
 	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
 		return -errno;
 	return 0;
-}
-
-/* A non-blocking connect of a `type` socket to path: the fd, or -errno. */
-static int connect_unix(const char *path, int type, long long deadline)
-{
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof sa.sun_path)
-		return -ENAMETOOLONG;
-	memcpy(sa.sun_path, path, strlen(path) + 1);
-	int fd = socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	int r;
-	do
-		r = connect(fd, (const struct sockaddr *)&sa, sizeof sa);
-	while (r < 0 && errno == EINTR);
-	if (r < 0 && errno == EAGAIN) { /* the listener's backlog is full: wait for room */
-		r = wait_for(fd, POLLOUT, deadline);
-		if (r == 0) {
-			int err = 0;
-			socklen_t len = sizeof err;
-			r = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0 ? -errno : -err;
-		}
-		if (r < 0) {
-			close(fd);
-			return r;
-		}
-	} else if (r < 0) {
-		r = -errno;
-		close(fd);
-		return r;
-	}
-	return fd;
 }
 
 /*
@@ -121,7 +66,7 @@ static int receive_handoff(int hfd, long long deadline, struct wp_lease *lease)
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2, .msg_control = ctl.buf, .msg_controllen = sizeof ctl.buf};
 	ssize_t n;
 	for (;;) {
-		int r = wait_for(hfd, POLLIN, deadline);
+		int r = sock_wait(hfd, POLLIN, deadline);
 		if (r < 0)
 			return r;
 		n = recvmsg(hfd, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
@@ -158,9 +103,9 @@ WP_API int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease
 	lease->greeting = lease->greeting_buf_;
 	lease->greeting_len = 0;
 	lease->where_[0] = '\0';
-	long long deadline = now_ms() + (timeout_ms < 0 ? DEFAULT_TIMEOUT : timeout_ms);
+	long long deadline = sock_now_ms() + (timeout_ms < 0 ? DEFAULT_TIMEOUT : timeout_ms);
 
-	int fd = connect_unix(where, SOCK_SEQPACKET, deadline);
+	int fd = sock_unix_connect(where, SOCK_SEQPACKET, deadline);
 	if (fd >= 0) {
 		int r = send_request(fd, WP_HANDOFF_CHECKOUT, -1);
 		if (r == 0)
@@ -172,7 +117,7 @@ WP_API int wp_checkout(const char *where, int timeout_ms, struct wp_lease *lease
 			memcpy(lease->where_, where, strlen(where) + 1);
 	} else if (fd == -EPROTOTYPE) {
 		/* A stream socket: the pool's proxy. */
-		fd = connect_unix(where, SOCK_STREAM, deadline);
+		fd = sock_unix_connect(where, SOCK_STREAM, deadline);
 		if (fd < 0)
 			return fd;
 		lease->fd = fd;
@@ -193,13 +138,13 @@ WP_API int wp_checkin(struct wp_lease *lease)
 		return -EBADF;
 	int r = 0;
 	if (lease->direct && lease->where_[0] && lease->greeting_len == 0) {
-		long long deadline = now_ms() + DEFAULT_TIMEOUT;
-		int hfd = connect_unix(lease->where_, SOCK_SEQPACKET, deadline);
+		long long deadline = sock_now_ms() + DEFAULT_TIMEOUT;
+		int hfd = sock_unix_connect(lease->where_, SOCK_SEQPACKET, deadline);
 		r = hfd < 0 ? hfd : send_request(hfd, WP_HANDOFF_CHECKIN, lease->fd);
 		if (r == 0) {
 			/* Wait for the answer: the daemon holds its copy by then. */
 			struct wp_handoff_hdr hdr;
-			r = wait_for(hfd, POLLIN, deadline);
+			r = sock_wait(hfd, POLLIN, deadline);
 			if (r == 0) {
 				ssize_t n = recv(hfd, &hdr, sizeof hdr, 0);
 				r = n == (ssize_t)sizeof hdr && memcmp(hdr.magic, WP_HANDOFF_MAGIC, 4) == 0 ? 0

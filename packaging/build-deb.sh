@@ -18,10 +18,10 @@ out=${1:?usage: build-deb.sh OUTDIR}
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
 
-version=$(sed -n 's/^#define WARMPOOL_VERSION "\(.*\)"/\1/p' daemon/version.h)
+version=$(sed -n 's/^#define WARMPOOL_VERSION "\(.*\)"/\1/p' lib/version.h)
 debversion=$(dpkg-parsechangelog -l packaging/debian/changelog -S Version)
 if [ "${debversion%%-*}" != "$version" ]; then
-	echo "build-deb: packaging/debian/changelog is at $debversion but daemon/version.h says $version:" >&2
+	echo "build-deb: packaging/debian/changelog is at $debversion but lib/version.h says $version:" >&2
 	echo "build-deb: add a changelog entry (dch -c packaging/debian/changelog -v $version)" >&2
 	exit 1
 fi

@@ -17,6 +17,7 @@ import time
 
 from conftest import (
     IO_TIMEOUT,
+    WARMPOOLCTL,
     WARMPOOLD,
     AdminConn,
     admin,
@@ -533,6 +534,58 @@ def test_warmpoolctl_when_the_daemon_does_not_answer(sockdir):
         r = warmpoolctl(None, "-s", path, "-T", "0.5", "version")
         assert r.returncode == 2 and "no answer in time" in r.stderr, r
     finally:
+        srv.close()
+
+
+def test_warmpoolctl_waits_for_room_in_a_full_backlog(sockdir):
+    """An admin socket whose backlog is full (a daemon busy elsewhere):
+    warmpoolctl waits for room until -T, as libwarmpool does (both use
+    sock_unix_connect in lib/sock.c), rather than failing at once with
+    "Resource temporarily unavailable"; once the daemon takes connections
+    again it is answered."""
+    path = sockdir / "busy.sock"
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fillers, proc = [], None
+    try:
+        srv.bind(str(path))
+        srv.listen(0)
+        for _ in range(64):
+            try:
+                fillers.append(connect_unix(path, timeout=0))  # non-blocking: refused once full
+            except BlockingIOError:
+                break
+        assert 0 < len(fillers) < 64, "the backlog did not fill"
+        proc = subprocess.Popen([str(WARMPOOLCTL), "-s", str(path), "-T", "30", "version"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # Waiting, not failed (the exit it would make comes within milliseconds).
+        try:
+            proc.wait(timeout=1.0)
+            raise AssertionError(f"warmpoolctl gave up on a full backlog: {proc.communicate()}")
+        except subprocess.TimeoutExpired:
+            pass
+        # Make room: take the fillers (first in the queue), then warmpoolctl's connection.
+        srv.settimeout(IO_TIMEOUT)
+        taken = [srv.accept()[0] for _ in fillers]
+        conn = srv.accept()[0]
+        taken.append(conn)
+        conn.settimeout(IO_TIMEOUT)
+        got = b""
+        while not got.endswith(b"\n"):
+            chunk = conn.recv(100)
+            assert chunk, got
+            got += chunk
+        assert got == b"version\n", got
+        conn.sendall(b"warmpoold 9.9.9\n\n")
+        out, err = proc.communicate(timeout=IO_TIMEOUT)
+        assert (proc.returncode, out) == (0, "warmpoold 9.9.9\n"), (proc.returncode, out, err)
+        for c in taken:
+            c.close()
+    finally:
+        if proc and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for c in fillers:
+            c.close()
         srv.close()
 
 

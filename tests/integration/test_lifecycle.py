@@ -7,7 +7,7 @@ import signal
 import socket
 import time
 
-from conftest import connect_unix, recv_exact, recv_until_closed, wait_until
+from conftest import connect_unix, echo_once, recv_exact, recv_until_closed, wait_until
 
 
 def _index(notify, line):
@@ -172,3 +172,34 @@ def test_journal_stream_gets_priority_prefixes(start_backend, start_daemon, pool
     assert pd.stop() == 0
     lines = [l for l in pd.log().splitlines() if l]
     assert lines and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \w+: ", l) for l in lines), lines
+
+
+def test_debug_log_traces_every_state_change_births_and_deaths_included(start_backend, start_daemon, pool):
+    """Every connection and session changes state in one function, which logs
+    `old -> new` at debug with the object's context: one session's
+    connection and client can be followed from birth to death, and every
+    connection born is seen closed by the time the daemon exits."""
+    be = start_backend()
+    d = start_daemon(pools={"t": pool("t", [be], min_idle=2, max_connections=8)},
+                     daemon={"log_level": "debug"})
+    be.wait_open(2)
+    assert echo_once(d.socket_path("t"), b"trace") == b"trace"
+    start = d.wait_log(r"pool=t backend=\S+ conn=\d+ client=\d+: session start")[0]
+    conn, client = re.search(r"conn=(\d+) client=(\d+)", start).groups()
+    d.wait_log(rf"pool=t client={client}: relaying -> closed")
+    assert d.stop() == 0
+    log = d.log()
+
+    def in_order(prefix, steps):
+        pos = 0
+        for step in steps:
+            m = re.compile(rf"{prefix}: {step}$", re.M).search(log, pos)
+            assert m, f"no '{prefix}: {step}' after offset {pos}\n{log}"
+            pos = m.end()
+
+    in_order(rf"pool=t backend={re.escape(be.addr)} conn={conn}",
+             ["new -> connecting", "connecting -> idle", "idle -> active", "active -> closed"])
+    in_order(rf"pool=t client={client}", ["new -> waiting", "waiting -> relaying", "relaying -> closed"])
+    born = set(re.findall(r"conn=(\d+): new -> connecting$", log, re.M))
+    died = set(re.findall(r"conn=(\d+): \w+ -> closed$", log, re.M))
+    assert len(born) >= 3 and born == died, (born, died)

@@ -4,6 +4,7 @@ is a clear error from `warmpoold --check-config` (exit 1, a FILE:LINE:COL
 line naming the key) or, at the limit itself, a file that loads (exit 0);
 never a crash, a sanitizer report or a hang (every run has a timeout)."""
 
+import json
 import os
 import re
 import resource
@@ -17,14 +18,23 @@ from conftest import SANITIZER_MARKERS, WARMPOOLD, at
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?:(?P<path>[^:\s]+): )?(?P<msg>.+)$")
 RUN_TIMEOUT = 60  # seconds: a hang fails the test (ASan build included)
 
-# Limits of config/config.h.
-MAX_FILE = 1024 * 1024
-MAX_DEPTH = 32
-MAX_POOLS = 1024
-MAX_BACKENDS = 256
-MAX_LISTEN = 16
-MAX_NAME = 64
-MAX_ERRORS = 100
+
+def dump_schema():
+    """The key table and the limits of config/config.h, as the daemon prints them."""
+    p = subprocess.run([str(WARMPOOLD), "--dump-schema"], stdin=subprocess.DEVNULL, capture_output=True,
+                       timeout=RUN_TIMEOUT, check=True)
+    return json.loads(p.stdout)
+
+
+SCHEMA = dump_schema()
+LIMITS = SCHEMA["limits"]
+MAX_FILE = LIMITS["file_size"]
+MAX_DEPTH = LIMITS["depth"]
+MAX_POOLS = LIMITS["pools"]
+MAX_BACKENDS = LIMITS["backends"]
+MAX_LISTEN = LIMITS["listen"]
+MAX_NAME = LIMITS["name"]
+MAX_ERRORS = LIMITS["errors"]
 
 NEVER = "/tmp/wp-limits-never-created"  # listen paths: --check-config binds nothing
 
@@ -208,57 +218,52 @@ def test_nesting_at_the_limit_is_not_a_nesting_error(tmp_path):
 
 ABSURD = ["1e400", "99999999999999999999999", "-1"]
 
-# (yaml key path as written, the snippet with VALUE, error key path, extra absurd values)
-# The snippet is placed in a pool (P), under daemon: (D) or defaults: (F).
-INT_KEYS = [
-    ("P", "    min_idle: VALUE\n", "pools.p.min_idle"),
-    ("P", "    max_connections: VALUE\n", "pools.p.max_connections"),
-    ("P", "    max_clients: VALUE\n", "pools.p.max_clients"),
-    ("P", "    max_connecting: VALUE\n", "pools.p.max_connecting"),
-    ("P", "    health_check:\n      rise: VALUE\n", "pools.p.health_check.rise"),
-    ("P", "    health_check:\n      fall: VALUE\n", "pools.p.health_check.fall"),
-    ("P", "    keepalive:\n      count: VALUE\n", "pools.p.keepalive.count"),
-    ("F", "  min_idle: VALUE\n", "defaults.min_idle"),
-]
-WEIGHT_KEY = ("B", "      - address: 127.0.0.1:2\n        weight: VALUE\n", "pools.p.backends")
-ID_KEYS = [
-    ("P", "    allow:\n      uids:\n        - VALUE\n", "pools.p.allow.uids"),
-    ("P", "    allow:\n      gids:\n        - VALUE\n", "pools.p.allow.gids"),
-]
-DURATION_KEYS = [
-    ("P", "    connect_timeout: VALUE\n", "pools.p.connect_timeout"),
-    ("P", "    queue_timeout: VALUE\n", "pools.p.queue_timeout"),
-    ("P", "    tcp_user_timeout: VALUE\n", "pools.p.tcp_user_timeout"),
-    ("P", "    max_lifetime: VALUE\n", "pools.p.max_lifetime"),
-    ("P", "    idle_timeout: VALUE\n", "pools.p.idle_timeout"),
-    ("P", "    max_idle_time: VALUE\n", "pools.p.max_idle_time"),
-    ("P", "    client_idle_timeout: VALUE\n", "pools.p.client_idle_timeout"),
-    ("P", "    server_idle_timeout: VALUE\n", "pools.p.server_idle_timeout"),
-    ("P", "    backoff:\n      initial: VALUE\n", "pools.p.backoff.initial"),
-    ("P", "    backoff:\n      max: VALUE\n", "pools.p.backoff.max"),
-    ("P", "    health_check:\n      interval: VALUE\n", "pools.p.health_check.interval"),
-    ("P", "    health_check:\n      timeout: VALUE\n", "pools.p.health_check.timeout"),
-    ("P", "    health_check:\n      fast_interval: VALUE\n", "pools.p.health_check.fast_interval"),
-    ("P", "    health_check:\n      down_interval: VALUE\n", "pools.p.health_check.down_interval"),
-    ("P", "    keepalive:\n      idle: VALUE\n", "pools.p.keepalive.idle"),
-    ("P", "    keepalive:\n      interval: VALUE\n", "pools.p.keepalive.interval"),
-    ("P", "    reuse:\n      reset_timeout: VALUE\n", "pools.p.reuse.reset_timeout"),
-    ("D", "  shutdown_timeout: VALUE\n", "daemon.shutdown_timeout"),
-]
-FLOAT_KEYS = [
-    ("P", "    backoff:\n      multiplier: VALUE\n", "pools.p.backoff.multiplier"),
-    ("P", "    backoff:\n      jitter: VALUE\n", "pools.p.backoff.jitter"),
-]
-MODE_KEYS = [
-    ("D", "  admin_socket_mode: VALUE\n", "daemon.admin_socket_mode"),
-    ("L", "      - path: " + NEVER + "/m.sock\n        mode: VALUE\n", "pools.p.listen"),
-    ("P", "    handoff:\n      listen: " + NEVER + "/h.sock\n      mode: VALUE\n", "pools.p.handoff.mode"),
-]
-# An address is one value: the error points at its start.
-PORT_KEYS = [
-    ("B", "      - VALUE\n", "pools.p.backends"),
-    ("D", "  metrics_listen: VALUE\n", "daemon.metrics_listen"),
-]
+# The numeric keys come from the key table (warmpoold --dump-schema): each
+# is (where, the snippet with VALUE, the error's key path). The snippet is
+# placed in a pool (P), under daemon: (D), defaults: (F), as a listen item (L)
+# or as a backend item (B).
+KIND_OF_TYPE = {"integer": "int", "ids": "id", "duration": "duration", "duration_or_0": "duration",
+                "seconds": "duration", "number": "float", "mode": "mode", "address": "port"}
+# Keys a block needs beside the one under test, so that the file differs
+# from a valid one only in VALUE.
+BLOCK_NEEDS = {"handoff": f"      listen: {NEVER}/h.sock\n"}
+ITEM_SNIPPETS = {  # keys of list items: their snippets and the list's key path
+    "listen[].mode": ("L", "      - path: " + NEVER + "/m.sock\n        mode: VALUE\n", "pools.p.listen"),
+    "backends[].weight": ("B", "      - address: 127.0.0.1:2\n        weight: VALUE\n", "pools.p.backends"),
+    # An address is one value: the error points at its start.
+    "backends[].address": ("B", "      - VALUE\n", "pools.p.backends"),
+}
+
+
+def pool_snippet(key):
+    """A pool's snippet for a key path "a" or "a.b" (a list of ids for type ids)."""
+    path = key["path"]
+    if path in ITEM_SNIPPETS:
+        return ITEM_SNIPPETS[path]
+    value = "\n        - VALUE\n" if key["type"] == "ids" else " VALUE\n"
+    if "." not in path:
+        return ("P", f"    {path}:{value}", f"pools.p.{path}")
+    block, name = path.split(".")
+    return ("P", f"    {block}:\n" + BLOCK_NEEDS.get(block, "") + f"      {name}:{value}", f"pools.p.{path}")
+
+
+def numeric_keys():
+    """{kind: [(where, snippet, key path)]} for every numeric key of the table."""
+    kinds = {}
+    for key in SCHEMA["keys"]:
+        kind = KIND_OF_TYPE.get(key["type"])
+        if kind is None:
+            continue
+        if "daemon" in key["where"]:
+            kinds.setdefault(kind, []).append(("D", f"  {key['path']}: VALUE\n", f"daemon.{key['path']}"))
+            continue
+        kinds.setdefault(kind, []).append(pool_snippet(key))
+        if "defaults" in key["where"] and kind == "int" and "." not in key["path"]:
+            kinds[kind].append(("F", f"  {key['path']}: VALUE\n", f"defaults.{key['path']}"))
+    return kinds
+
+
+NUMERIC_KEYS = numeric_keys()
 
 DURATION_ABSURD = ABSURD + [f"{v}{u}" for v in ABSURD for u in ("ms", "s", "h")] + [
     "18446744073709551615ms", "18446744073709551616ms", "5124095576030432h", "18446744073709551615h",
@@ -291,18 +296,20 @@ def build(where, snippet, value):
     return text, line, col
 
 
+ABSURD_OF_KIND = {"int": INT_ABSURD, "id": ID_ABSURD, "duration": DURATION_ABSURD, "float": FLOAT_ABSURD,
+                  "mode": MODE_ABSURD, "port": PORT_ABSURD}
 CASES = []
-for kind, keys, values in [
-    ("int", INT_KEYS + [WEIGHT_KEY], INT_ABSURD),
-    ("id", ID_KEYS, ID_ABSURD),
-    ("duration", DURATION_KEYS, DURATION_ABSURD),
-    ("float", FLOAT_KEYS, FLOAT_ABSURD),
-    ("mode", MODE_KEYS, MODE_ABSURD),
-    ("port", PORT_KEYS, PORT_ABSURD),
-]:
-    for where, snippet, key_path in keys:
+for kind, values in ABSURD_OF_KIND.items():
+    for where, snippet, key_path in NUMERIC_KEYS.get(kind, []):
         for v in values:
             CASES.append(pytest.param(where, snippet, key_path, v, id=f"{kind}-{key_path}={v}"))
+
+
+def test_every_kind_of_number_has_keys():
+    """The table's numeric keys cover every kind of absurd value above (a
+    type renamed in the table must not silently drop its cases)."""
+    assert sorted(NUMERIC_KEYS) == sorted(ABSURD_OF_KIND), sorted(NUMERIC_KEYS)
+    assert {k["type"] for k in SCHEMA["keys"]} >= set(KIND_OF_TYPE), "a type of KIND_OF_TYPE left the table"
 
 
 @pytest.mark.parametrize("where,snippet,key_path,value", CASES)

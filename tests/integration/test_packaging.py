@@ -7,6 +7,7 @@ Fast checks only. The .deb is built, linted and installed by `make package`
 (packaging/build-deb.sh), which needs root and takes longer.
 """
 
+import json
 import os
 import re
 import shutil
@@ -185,15 +186,31 @@ def test_man_page_renders_without_warnings(page):
 
 
 def config_keys():
-    """Every key the loader accepts, from the key tables of config/config.c,
-    by table name."""
+    """Every key the loader accepts, by block: the sections of config/config.c
+    (top_keys) and the key table as `warmpoold --dump-schema` prints it."""
     src = (REPO / "config" / "config.c").read_text()
-    tables = {
-        m.group(1): re.findall(r'"([a-z_]+)"', m.group(2))
-        for m in re.finditer(r"static const char \*const (\w+)_keys\[\w*\] = \{(.*?)\};", src, re.S)
-    }
+    top = re.search(r"static const char \*const top_keys\[\w*\] = \{(.*?)\};", src, re.S)
+    assert top, "config/config.c: no top_keys table (renamed? update this test)"
+    tables = {"top": re.findall(r'"([a-z_]+)"', top.group(1))}
+    schema = json.loads(subprocess.run([str(BUILD / "warmpoold"), "--dump-schema"], capture_output=True,
+                                       check=True, timeout=60).stdout)
+    blocks = {"health_check": "health", "listen[]": "listen", "backends[]": "backend"}
+    for key in schema["keys"]:
+        if "daemon" in key["where"]:
+            table, name = "daemon", key["path"]
+        elif "." in key["path"]:
+            block, name = key["path"].rsplit(".", 1)
+            table = blocks.get(block, block)
+        else:
+            table, name = "pool", key["path"]
+        if table != "daemon":  # a block's own name is a key of the pool
+            first = re.split(r"[.\[]", key["path"])[0]
+            if first not in tables.setdefault("pool", []):
+                tables["pool"].append(first)
+        if name not in tables.setdefault(table, []):
+            tables[table].append(name)
     for t in ("top", "daemon", "pool", "health", "listen"):
-        assert tables.get(t), f"config/config.c: no {t}_keys table (renamed? update this test)"
+        assert tables.get(t), f"--dump-schema: no {t} keys (renamed? update this test)"
     return tables
 
 
@@ -315,6 +332,28 @@ def test_install_layout(tmp_path):
     pc = got["usr/local/lib/pkgconfig/warmpool.pc"].read_text()
     assert "libdir=/usr/local/lib\n" in pc and "includedir=/usr/local/include\n" in pc, pc
     assert re.search(r"^Version: \d+\.\d+\.\d+$", pc, re.M), pc
+
+
+def test_version_lives_in_lib_version_h():
+    """lib/version.h holds the version; everything that shows one says the
+    same: both programs, the built warmpool.pc, and the two package files
+    that must carry it literally (the .deb's changelog, the RPM spec)."""
+    m = re.search(r'^#define WARMPOOL_VERSION "(\d+\.\d+\.\d+)"$', (REPO / "lib" / "version.h").read_text(), re.M)
+    assert m, "lib/version.h defines no WARMPOOL_VERSION"
+    version = m.group(1)
+    for prog in ("warmpoold", "warmpoolctl"):
+        out = subprocess.run([str(BUILD / prog), "--version"], capture_output=True, text=True, timeout=10)
+        assert out.returncode == 0 and out.stdout == f"{prog} {version}\n", out
+    pc = (BUILD / "warmpool.pc").read_text()
+    assert re.search(rf"^Version: {re.escape(version)}$", pc, re.M), pc
+    changelog = (REPO / "packaging" / "debian" / "changelog").read_text().splitlines()[0]
+    assert changelog.startswith(f"warmpool ({version}-") or changelog.startswith(f"warmpool ({version})"), changelog
+    spec = (REPO / "packaging" / "rpm" / "warmpool.spec").read_text()
+    assert re.search(rf"^Version:\s+{re.escape(version)}$", spec, re.M), "warmpool.spec: Version differs"
+    # No second copy of the version anywhere in the sources.
+    for src in [*REPO.glob("daemon/*.[ch]"), *REPO.glob("config/*.[ch]"), *REPO.glob("tools/*.[ch]"), *REPO.glob("lib/*.[ch]")]:
+        if src.name != "version.h":
+            assert "#define WARMPOOL_VERSION" not in src.read_text(), src
 
 
 def test_install_prefix_and_dirs(tmp_path):

@@ -435,3 +435,38 @@ def test_socket_files_removed_at_exit_after_a_reload(start_backend, start_daemon
     assert d.stop() == 0, d.log()
     left = sorted(p.name for p in sockdir.iterdir() if p.suffix == ".sock")
     assert left == [], f"socket files left after exit: {left}"
+
+
+def test_reload_reuse_and_idle_timeouts_change_in_place(start_backend, start_daemon, pool):
+    """Turning on reuse: and setting client_idle_timeout and
+    server_idle_timeout is a change in place: the summary says so (it used
+    to say "1 unchanged": reload compared a hand copy of the keys that
+    lacked these three) and the running pool applies the new values."""
+    from test_handoff import stats
+
+    be = start_backend()
+    d = start_daemon(pools={"A": pool("A", [be], min_idle=1)})
+    be.wait_open(1)
+    assert echo_once(d.socket_path("A"), b"before") == b"before"
+    assert stats(d, "A")["connections_reused"] == 0  # reuse is off: the connection was closed
+    rewrite(d, {"A": pool("A", [be], min_idle=1, reuse=True, client_idle_timeout="300ms",
+                          server_idle_timeout="20s")})
+    r = warmpoolctl(d, "reload")
+    summary = "1 pools (0 unchanged, 1 changed in place, 0 replaced, 0 added, 0 removed)"
+    assert r.returncode == 0 and r.stdout == f"reloaded {d.config_path}: {summary}\n", r
+    d.wait_log(rf"reloaded {re.escape(str(d.config_path))}: {re.escape(summary)}")
+    d.wait_log(r"pool=A: settings changed, applied in place")
+    # reuse: a clean session's connection goes back to idle.
+    assert echo_once(d.socket_path("A"), b"after") == b"after"
+    wait_until(lambda: stats(d, "A")["connections_reused"] == 1, what="the connection reused")
+    # client_idle_timeout: a session with nothing moving is closed.
+    with connect_unix(d.socket_path("A")) as s:
+        s.sendall(b"x")
+        assert recv_exact(s, 1) == b"x"
+        d.wait_log(r"pool=A client=\d+: nothing moved on the client side for client_idle_timeout")
+        s.settimeout(IO_TIMEOUT)
+        assert s.recv(1) == b""
+    assert stats(d, "A")["sessions_idle_closed"] == 1
+    # The same file again: now nothing differs.
+    r = warmpoolctl(d, "reload")
+    assert r.returncode == 0 and "1 pools (1 unchanged, 0 changed in place" in r.stdout, r

@@ -2374,6 +2374,139 @@ static int group_teardown(void **state)
 	return rmdir(tmpdir);
 }
 
+/* ------------------------------------------------------------------ */
+/* Reload's diff (cfg_pool_diff, cfg_daemon_diff): each key class        */
+
+#define LISTEN_P   "    listen: /tmp/wp-test/p.sock\n"
+#define BACKEND_P  "    backends: 127.0.0.1:6379\n"
+#define POOL_P     "pools:\n  p:\n"
+
+struct diff_case {
+	const char *name;
+	const char *old, *cur; /* whole documents with one pool p */
+	enum cfg_reload want;
+	bool health;           /* the health checks must restart */
+};
+
+static const struct diff_case diff_cases[] = {
+    {"unchanged", HEAD, HEAD, CFG_RELOAD_SAME, false},
+    {"unchanged with every block", HEAD "    reuse: {reset_send: a, reset_expect: b}\n    allow: {uids: [1, 2]}\n"
+     "    health_check: {type: send_expect, send: x, expect_regex: '^y'}\n",
+     HEAD "    reuse: {reset_send: a, reset_expect: b}\n    allow: {uids: [1, 2]}\n"
+     "    health_check: {type: send_expect, send: x, expect_regex: '^y'}\n", CFG_RELOAD_SAME, false},
+    {"min_idle", HEAD, HEAD "    min_idle: 3\n", CFG_RELOAD_IN_PLACE, false},
+    {"reuse on", HEAD, HEAD "    reuse: true\n", CFG_RELOAD_IN_PLACE, false},
+    {"reuse reset", HEAD "    reuse: true\n", HEAD "    reuse: {reset_send: a, reset_expect: b}\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"reuse reset_timeout", HEAD "    reuse: {reset_timeout: 1s}\n", HEAD "    reuse: {reset_timeout: 2s}\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"client_idle_timeout", HEAD, HEAD "    client_idle_timeout: 5s\n", CFG_RELOAD_IN_PLACE, false},
+    {"server_idle_timeout", HEAD, HEAD "    server_idle_timeout: 5s\n", CFG_RELOAD_IN_PLACE, false},
+    {"backoff jitter", HEAD, HEAD "    backoff: {jitter: 0.5}\n", CFG_RELOAD_IN_PLACE, false},
+    {"keepalive off", HEAD, HEAD "    keepalive: false\n", CFG_RELOAD_IN_PLACE, false},
+    {"balance", HEAD, HEAD "    balance: first\n", CFG_RELOAD_IN_PLACE, false},
+    {"allow", HEAD, HEAD "    allow: {uids: 0}\n", CFG_RELOAD_IN_PLACE, false},
+    {"allow ids", HEAD "    allow: {uids: 0}\n", HEAD "    allow: {uids: [0, 1]}\n", CFG_RELOAD_IN_PLACE, false},
+    {"health interval", HEAD "    health_check: {interval: 1s}\n", HEAD "    health_check: {interval: 2s}\n",
+     CFG_RELOAD_IN_PLACE, true},
+    {"health on", HEAD, HEAD "    health_check: {type: redis}\n", CFG_RELOAD_IN_PLACE, true},
+    {"health expect", HEAD "    health_check: {type: send_expect, send: a, expect: b}\n",
+     HEAD "    health_check: {type: send_expect, send: a, expect_hex: '63'}\n", CFG_RELOAD_IN_PLACE, true},
+    {"health regex", HEAD "    health_check: {type: send_expect, send: a, expect_regex: b}\n",
+     HEAD "    health_check: {type: send_expect, send: a, expect_regex: c}\n", CFG_RELOAD_IN_PLACE, true},
+    {"backend weight", HEAD, POOL_P LISTEN_P "    backends: [{address: 127.0.0.1:6379, weight: 2}]\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"backend backup", POOL_P LISTEN_P "    backends: [127.0.0.1:6379, 127.0.0.1:6380]\n",
+     POOL_P LISTEN_P "    backends: [127.0.0.1:6379, {address: 127.0.0.1:6380, backup: true}]\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"listen item allow", HEAD, POOL_P "    listen: [{path: /tmp/wp-test/p.sock, allow: {uids: 0}}]\n" BACKEND_P,
+     CFG_RELOAD_IN_PLACE, false},
+    {"listen path", HEAD, POOL_P "    listen: /tmp/wp-test/q.sock\n" BACKEND_P, CFG_RELOAD_REPLACE, false},
+    {"listen mode", HEAD, POOL_P "    listen: [{path: /tmp/wp-test/p.sock, mode: '0600'}]\n" BACKEND_P,
+     CFG_RELOAD_REPLACE, false},
+    {"listen added", HEAD, POOL_P "    listen: [/tmp/wp-test/p.sock, /tmp/wp-test/q.sock]\n" BACKEND_P,
+     CFG_RELOAD_REPLACE, false},
+    {"backend address", HEAD, POOL_P LISTEN_P "    backends: 127.0.0.1:6380\n", CFG_RELOAD_REPLACE, false},
+    {"backend added", HEAD, POOL_P LISTEN_P "    backends: [127.0.0.1:6379, 127.0.0.1:6380]\n",
+     CFG_RELOAD_REPLACE, false},
+    {"handoff added", HEAD, HEAD "    handoff: {listen: /tmp/wp-test/h.sock}\n", CFG_RELOAD_REPLACE, false},
+    {"handoff mode", HEAD "    handoff: {listen: /tmp/wp-test/h.sock}\n",
+     HEAD "    handoff: {listen: /tmp/wp-test/h.sock, mode: '0600'}\n", CFG_RELOAD_REPLACE, false},
+    {"replace beats in place", HEAD, POOL_P LISTEN_P "    backends: 127.0.0.1:6380\n    min_idle: 3\n",
+     CFG_RELOAD_REPLACE, false},
+};
+
+static void test_pool_diff(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < sizeof diff_cases / sizeof diff_cases[0]; i++) {
+		const struct diff_case *c = &diff_cases[i];
+		struct wp_config *a = load_ok(c->old), *b = load_ok(c->cur);
+		bool health = !c->health;
+
+		print_message("  case: %s\n", c->name);
+		assert_int_equal(cfg_pool_diff(&a->pools[0], &b->pools[0], &health), c->want);
+		if (c->want == CFG_RELOAD_IN_PLACE)
+			assert_int_equal(health, c->health);
+		/* Symmetric: the way back costs the same. */
+		assert_int_equal(cfg_pool_diff(&b->pools[0], &a->pools[0], NULL), c->want);
+		cfg_free(a);
+		cfg_free(b);
+	}
+}
+
+static void test_daemon_diff(void **state)
+{
+	static const struct {
+		const char *old, *cur;
+		enum cfg_reload want;
+	} cases[] = {
+	    {"", "", CFG_RELOAD_SAME},
+	    {"", "daemon: {log_level: debug}\n", CFG_RELOAD_IN_PLACE},
+	    {"", "daemon: {shutdown_timeout: 5s}\n", CFG_RELOAD_IN_PLACE},
+	    {"", "daemon: {admin_socket: /tmp/wp-test/a.sock}\n", CFG_RELOAD_RESTART},
+	    {"", "daemon: {admin_socket: false}\n", CFG_RELOAD_RESTART},
+	    {"", "daemon: {admin_socket_mode: '0660'}\n", CFG_RELOAD_RESTART},
+	    {"", "daemon: {admin_socket_readonly: /tmp/wp-test/r.sock}\n", CFG_RELOAD_RESTART},
+	    {"", "daemon: {metrics_listen: '127.0.0.1:9100', log_level: debug}\n", CFG_RELOAD_RESTART},
+	};
+	char a_doc[512], b_doc[512];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		snprintf(a_doc, sizeof a_doc, "%s%s", cases[i].old, HEAD);
+		snprintf(b_doc, sizeof b_doc, "%s%s", cases[i].cur, HEAD);
+		struct wp_config *a = load_ok(a_doc), *b = load_ok(b_doc);
+		assert_int_equal(cfg_daemon_diff(&a->daemon, &b->daemon), cases[i].want);
+		cfg_free(a);
+		cfg_free(b);
+	}
+}
+
+/* --dump-schema is valid enough to parse: one object per key, and the
+ * limits of config.h. */
+static void test_dump_schema(void **state)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	(void)state;
+	assert_non_null(f);
+	assert_int_equal(cfg_dump_schema(f), 0);
+	fclose(f);
+	assert_non_null(strstr(text, "\"file_size\": 1048576"));
+	assert_non_null(strstr(text, "{\"path\": \"client_idle_timeout\", \"type\": \"duration_or_0\", \"min\": 10, "
+	                             "\"max\": 604800000, \"unit\": \"ms\", \"default\": 0, "
+	                             "\"where\": [\"defaults\", \"pool\"], \"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"admin_socket\", \"type\": \"socket\", "
+	                             "\"default\": \"/run/warmpool/admin.sock\", \"where\": [\"daemon\"], "
+	                             "\"reload\": \"restart\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"listen[].path\", \"type\": \"socket\", \"default\": null, "
+	                             "\"where\": [\"pool\"], \"reload\": \"replace\"}"));
+	free(text);
+}
+
 int main(void)
 {
 	static const struct CMUnitTest fixed[] = {
@@ -2417,6 +2550,9 @@ int main(void)
 	    cmocka_unit_test(test_allow_names_resolved),
 	    cmocka_unit_test(test_allow_merge),
 	    cmocka_unit_test(test_allow_too_many),
+	    cmocka_unit_test(test_pool_diff),
+	    cmocka_unit_test(test_daemon_diff),
+	    cmocka_unit_test(test_dump_schema),
 	};
 	size_t n_fixed = sizeof fixed / sizeof fixed[0];
 	size_t n_cases = sizeof err_cases / sizeof err_cases[0];

@@ -480,7 +480,7 @@ static void test_connect_skips_backoff(void **state)
 	(void)state;
 	struct fake f;
 	fake_init(&f, 3, CFG_BALANCE_ROUND_ROBIN);
-	f.be[1].failures = 2;
+	f.be[1].connect_failures = 2;
 	f.be[1].next_attempt = 15.0;
 	set_idle(&f, 0, 5); /* 1 would be the least loaded */
 	set_idle(&f, 2, 5);
@@ -489,7 +489,7 @@ static void test_connect_skips_backoff(void **state)
 	/* Once its delay has passed it is tried again. */
 	assert_int_equal(pool_pick_connect(&f.p, 15.0), 1);
 	/* Backoff applies even with no failure counted. */
-	f.be[1].failures = 0;
+	f.be[1].connect_failures = 0;
 	assert_int_not_equal(pool_pick_connect(&f.p, 14.9), 1);
 }
 
@@ -498,7 +498,7 @@ static void test_connect_one_probe_while_failing(void **state)
 	(void)state;
 	struct fake f;
 	fake_init(&f, 2, CFG_BALANCE_ROUND_ROBIN);
-	f.be[0].failures = 1;
+	f.be[0].connect_failures = 1;
 	f.be[0].next_attempt = 1.0;
 	set_idle(&f, 1, 9);
 	assert_int_equal(pool_pick_connect(&f.p, 2.0), 0);
@@ -506,7 +506,7 @@ static void test_connect_one_probe_while_failing(void **state)
 	assert_int_equal(pool_pick_connect(&f.p, 2.0), 1);
 	assert_int_equal(pool_pick_connect(&f.p, 2.0), 1);
 	/* A healthy backend is not limited that way. */
-	f.be[0].failures = 0;
+	f.be[0].connect_failures = 0;
 	f.be[0].n_unproven = 3;
 	assert_int_equal(pool_pick_connect(&f.p, 2.0), 0);
 }
@@ -550,7 +550,7 @@ static void test_connect_first_in_order(void **state)
 	for (int i = 0; i < 3; i++)
 		assert_int_equal(connect_one(&f, 5.0), 0);
 	/* In backoff: the next one in order, until the delay has passed. */
-	f.be[0].failures = 1;
+	f.be[0].connect_failures = 1;
 	f.be[0].next_attempt = 6.0;
 	assert_int_equal(pool_pick_connect(&f.p, 5.0), 1);
 	f.be[1].next_attempt = 7.0;
@@ -560,7 +560,7 @@ static void test_connect_first_in_order(void **state)
 	f.be[0].n_unproven = 1;
 	assert_int_equal(pool_pick_connect(&f.p, 6.0), 2);
 	/* Down: skipped as well. */
-	f.be[0].failures = 0;
+	f.be[0].connect_failures = 0;
 	f.be[0].n_unproven = 0;
 	f.be[0].state = BACKEND_DOWN;
 	fake_recount(&f);
@@ -600,7 +600,7 @@ static void test_connect_backups_only_without_primary(void **state)
 		for (int i = 0; i < 3; i++)
 			assert_int_equal(connect_one(&f, 1.0), 1);
 		/* The primary is up but in backoff: wait for it, not the backup. */
-		f.be[1].failures = 1;
+		f.be[1].connect_failures = 1;
 		f.be[1].next_attempt = 2.0;
 		assert_int_equal(pool_pick_connect(&f.p, 1.0), -1);
 		/* No primary up: the backup. */
@@ -616,7 +616,7 @@ static void test_connect_none_qualifies(void **state)
 	struct fake f;
 	fake_init(&f, 3, CFG_BALANCE_ROUND_ROBIN);
 	f.be[0].next_attempt = 100.0;
-	f.be[1].failures = 1;
+	f.be[1].connect_failures = 1;
 	f.be[1].n_unproven = 1;
 	f.be[2].state = BACKEND_DOWN;
 	fake_recount(&f);

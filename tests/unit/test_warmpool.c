@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +18,7 @@
 #include <sys/un.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -31,6 +33,8 @@ struct fixture {
 	int lfd;
 	pid_t child;
 	int pair[2]; /* pair[0] is handed off; the test talks to pair[1] */
+	int queued;   /* connections ahead of the library's in the backlog: the child takes and drops them first */
+	int delay_ms; /* the child waits this long before accepting (a daemon busy elsewhere) */
 };
 
 static int listen_at(struct fixture *f, int type)
@@ -52,6 +56,9 @@ static void serve(struct fixture *f, enum answer a, const char *greeting)
 	assert_true(f->child >= 0);
 	if (f->child > 0)
 		return;
+	poll(NULL, 0, f->delay_ms);
+	for (int i = 0; i < f->queued; i++)
+		close(accept(f->lfd, NULL, NULL));
 	int c = accept(f->lfd, NULL, NULL);
 	if (c < 0)
 		_exit(1);
@@ -237,6 +244,43 @@ static void test_no_answer_times_out(void **state)
 	assert_int_equal(lease.fd, -1);
 }
 
+/* The daemon's handoff backlog is full for a moment: the library waits for
+ * room (until its deadline), then gets its connection, rather than failing
+ * at once or going on with a socket that never connected. */
+static void test_full_backlog_waits_for_room(void **state)
+{
+	struct fixture *f = *state;
+	struct wp_lease lease;
+	int fillers[64];
+	f->lfd = listen_at(f, SOCK_SEQPACKET);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	memcpy(sa.sun_path, f->path, strlen(f->path) + 1);
+	for (f->queued = 0; f->queued < 64; f->queued++) {
+		int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK, 0);
+		assert_true(fd >= 0);
+		if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+			assert_int_equal(errno, EAGAIN);
+			close(fd);
+			break;
+		}
+		fillers[f->queued] = fd;
+	}
+	assert_in_range(f->queued, 1, 63);
+	f->delay_ms = 300;
+	serve(f, ANSWER_HANDOFF, "hi");
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	assert_int_equal(wp_checkout(f->path, 10000, &lease), 0);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long waited = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	assert_true(waited >= 250); /* it did wait for the child to make room */
+	assert_int_equal(lease.greeting_len, 2);
+	assert_memory_equal(lease.greeting, "hi", 2);
+	wp_release(&lease);
+	for (int i = 0; i < f->queued; i++)
+		close(fillers[i]);
+}
+
 static void test_no_socket(void **state)
 {
 	struct fixture *f = *state;
@@ -257,6 +301,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_closed_without_a_connection_is_eagain, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_garbage_answer_is_eproto, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_answer_times_out, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_full_backlog_waits_for_room, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_no_socket, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

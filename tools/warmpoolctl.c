@@ -1,6 +1,7 @@
 /*
- * daemon/warmpoolctl.c — the admin client: sends one command to warmpoold's
- * admin socket and prints the answer.
+ * tools/warmpoolctl.c — the admin client: sends one command to warmpoold's
+ * admin socket and prints the answer. It stands on lib/ alone (the socket
+ * toolkit, buffers, the client library), never on config/ or daemon/.
  *
  *   warmpoolctl [-s SOCKET] [--json] [-T SECONDS] COMMAND [ARG...]
  *
@@ -11,17 +12,16 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "buf.h"
-#include "config.h"
+#include "sock.h"
 #include "version.h"
 #include "warmpool.h"
 
@@ -46,50 +46,23 @@ static void usage(FILE *f)
 	           "\n"
 	           "connect POOL bridges stdin/stdout to a connection from the pool (its handoff\n"
 	           "socket when it has one, as libwarmpool's wp_checkout does).\n",
-	           CFG_DEFAULT_ADMIN_SOCKET);
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* Wait for `events` on fd until the deadline; 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, double deadline)
-{
-	for (;;) {
-		double left = deadline - now_s();
-		if (left <= 0)
-			return 0;
-		struct pollfd p = {.fd = fd, .events = events};
-		int r = poll(&p, 1, (int)(left * 1000) + 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		return r < 0 ? -1 : r > 0;
-	}
+	           WARMPOOL_ADMIN_SOCKET);
 }
 
 /* Send one command line and read its answer (without the final empty line)
  * into ans. 0, or -1 after printing why. */
-static int ask(const char *path, const struct wp_buf *line, double timeout, struct wp_buf *ans)
+static int ask(const char *path, const struct wp_buf *line, int timeout_ms, struct wp_buf *ans)
 {
-	struct sockaddr_un sa = {.sun_family = AF_UNIX};
-	if (strlen(path) >= sizeof sa.sun_path) {
-		fprintf(stderr, "warmpoolctl: %s: path too long\n", path);
-		return -1;
-	}
-	memcpy(sa.sun_path, path, strlen(path) + 1);
 	int rc = -1;
-	double deadline = now_s() + timeout;
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0 || connect(fd, (const struct sockaddr *)&sa, sizeof sa) < 0) {
-		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(errno));
+	long long deadline = sock_now_ms() + timeout_ms;
+	/* A daemon whose admin backlog is full is waited for, up to the deadline. */
+	int fd = sock_unix_connect(path, SOCK_STREAM, deadline);
+	if (fd < 0) {
+		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(-fd));
 		goto out;
 	}
 	for (size_t off = 0; off < line->len;) {
-		if (wait_fd(fd, POLLOUT, deadline) <= 0) {
+		if (sock_wait(fd, POLLOUT, deadline) < 0) {
 			fprintf(stderr, "warmpoolctl: %s: timed out sending the command\n", path);
 			goto out;
 		}
@@ -106,9 +79,9 @@ static int ask(const char *path, const struct wp_buf *line, double timeout, stru
 	while (!(ans->len >= 2 && memcmp(ans->data + ans->len - 2, "\n\n", 2) == 0) &&
 	       !(ans->len == 1 && ans->data[0] == '\n')) {
 		char chunk[65536];
-		int w = wait_fd(fd, POLLIN, deadline);
-		if (w <= 0) {
-			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == 0 ? "no answer in time" : strerror(errno));
+		int w = sock_wait(fd, POLLIN, deadline);
+		if (w < 0) {
+			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == -ETIMEDOUT ? "no answer in time" : strerror(-w));
 			goto out;
 		}
 		ssize_t n = recv(fd, chunk, sizeof chunk, 0);
@@ -152,7 +125,7 @@ static int write_all(int fd, const void *buf, size_t len)
 /* `connect POOL`: the answer to `where POOL` names the pool's sockets; take
  * a connection (the handoff socket when the pool has one) and bridge
  * stdin/stdout to it until both directions ended. */
-static int connect_pool(const char *where, double timeout)
+static int connect_pool(const char *where, int timeout_ms)
 {
 	char path[256] = "";
 	if (strncmp(where, "error: ", 7) == 0) {
@@ -164,7 +137,7 @@ static int connect_pool(const char *where, double timeout)
 		return EXIT_ERROR_ANSWER;
 	}
 	struct wp_lease lease;
-	int r = wp_checkout(path, (int)(timeout * 1000), &lease);
+	int r = wp_checkout(path, timeout_ms, &lease);
 	if (r < 0) {
 		fprintf(stderr, "warmpoolctl: %s: %s\n", path, wp_strerror(r));
 		return EXIT_ERROR_ANSWER;
@@ -216,7 +189,7 @@ int main(int argc, char **argv)
 	    {"timeout", required_argument, NULL, 'T'}, {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
 	};
-	const char *path = CFG_DEFAULT_ADMIN_SOCKET;
+	const char *path = WARMPOOL_ADMIN_SOCKET;
 	double timeout = 10.0;
 	int json = 0, c;
 	char *end;
@@ -283,9 +256,12 @@ int main(int argc, char **argv)
 
 	struct wp_buf ans;
 	wp_buf_init(&ans, ANSWER_MAX);
-	int rc = ask(path, &line, timeout, &ans);
+	/* Milliseconds, as the client library takes them; a longer wait than
+	 * INT_MAX ms (24 days) is as good as none. */
+	int timeout_ms = timeout * 1000 >= INT_MAX ? INT_MAX : timeout * 1000 < 1 ? 1 : (int)(timeout * 1000);
+	int rc = ask(path, &line, timeout_ms, &ans);
 	if (rc == 0 && strcmp(argv[optind], "connect") == 0 && argc - optind == 2)
-		rc = connect_pool(ans.data, timeout);
+		rc = connect_pool(ans.data, timeout_ms);
 	else if (rc == 0) {
 		fwrite(ans.data, 1, ans.len, stdout);
 		rc = strncmp(ans.data, "error: ", 7) == 0 ? EXIT_ERROR_ANSWER : 0;

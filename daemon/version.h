@@ -1,4 +1,0 @@
-#ifndef WARMPOOL_VERSION_H
-#define WARMPOOL_VERSION_H
-#define WARMPOOL_VERSION "0.1.0"
-#endif
