@@ -689,13 +689,15 @@ def test_connection_flood_logs_a_bounded_number_of_lines(start_backend, start_da
     held = open_tricklers(port, TRICKLERS)
     try:
         d.wait_log(REFUSED_RE)
-        flood = 0
+        flood = failed = 0
         while flood < FLOOD and time.monotonic() - t0 < FLOOD_TIME_MAX:
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=1.0):
                     flood += 1
             except OSError:
-                pass
+                # Given up by the client, but the kernel may have completed it
+                # into the backlog: the daemon may still accept and refuse it.
+                failed += 1
         assert flood >= 100, flood
         expected = flood + TRICKLERS - HTTP_CONNS
 
@@ -710,4 +712,4 @@ def test_connection_flood_logs_a_bounded_number_of_lines(start_backend, start_da
             s.close()
     total, lines = refused_counts(d)
     assert lines <= elapsed + 2, f"{lines} lines in {elapsed:.1f}s for {total} refusals"
-    assert total == expected, (total, expected)
+    assert expected <= total <= expected + failed, (total, expected, failed)
