@@ -101,6 +101,7 @@ struct ctl_conn {
 
 struct admin {
 	struct engine *eng;
+	admin_reload_fn *reload; /* the `reload` command: the engine's, set by admin_create */
 	struct ctl_listener l[CTL_NKINDS];
 	struct list conns;
 	struct list ready; /* connections with a buffered command, nothing pending to write */
@@ -256,7 +257,7 @@ static void cmd_backend(struct engine *eng, const char *verb, char *arg, int kil
 	enum backend_state st = strcmp(verb, "drain") == 0     ? BACKEND_DRAINING
 	                        : strcmp(verb, "disable") == 0 ? BACKEND_DISABLED
 	                                                       : BACKEND_UP;
-	size_t killed = backend_admin(be, st, kill);
+	size_t killed = pool_backend_admin(be, st, kill);
 	wp_buf_printf(out, "%s/%s: %s", be->pool->name, be->name, backend_state_str(be->state));
 	if (kill)
 		wp_buf_printf(out, " (%zu sessions closed)", killed);
@@ -315,7 +316,7 @@ void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out
 			if (argc != 1)
 				reply_error(out, "reload takes no arguments");
 			else
-				engine_reload(eng, out);
+				eng->admin->reload(eng, out);
 		} else if (argc != 2 || (kill && strcmp(cmd, "disable") != 0)) {
 			reply_error(out, "usage: %s POOL/BACKEND%s", cmd, strcmp(cmd, "disable") == 0 ? " [--kill]" : "");
 		} else {
@@ -618,12 +619,13 @@ static int ctl_listen_tcp(struct ctl_listener *l, const struct cfg_backend *addr
 	return 0;
 }
 
-struct admin *admin_create(struct engine *eng)
+struct admin *admin_create(struct engine *eng, admin_reload_fn *reload)
 {
 	struct admin *a = calloc(1, sizeof *a);
 	if (!a)
 		return NULL;
 	a->eng = eng;
+	a->reload = reload;
 	list_init(&a->conns);
 	list_init(&a->ready);
 	ev_check_init(&a->turn, ctl_turn_cb);

@@ -9,8 +9,8 @@
  * connection proves nothing: a frozen server's kernel still accepts). The
  * admin states draining and disabled are never left by health outcomes.
  *
- * Backoff is plain data on the backend (failures, next_attempt), never a
- * sleep: the pool's refill simply skips a backend whose next_attempt is in
+ * Backoff is plain data on the backend (failures, next_attempt), counted
+ * by bconn.c when an attempt fails (bconn_attempt_failed), never a sleep: the pool's refill simply skips a backend whose next_attempt is in
  * the future and arms one timer for the earliest of them. While a backend is
  * failing, only one attempt at a time is made to it (a probe: connecting, or
  * connected but not yet proven), so a pool that wants many connections does
@@ -103,7 +103,7 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
 		            why);
 	}
 	engine_changed(p->eng);
-	pool_backend_changed(p, be, old);
+	be->on_change(p, be, old);
 }
 
 void backend_health_ok(struct backend *be, const char *how)
@@ -146,35 +146,6 @@ int backend_can_connect(const struct backend *be, ev_tstamp now)
 	return 1;
 }
 
-void backend_attempt_failed(const struct bconn *b, enum backend_reason reason, int err)
-{
-	struct backend *be = b->be;
-	struct pool *p = be->pool;
-	struct engine *eng = p->eng;
-	ev_tstamp now = ev_now(eng->loop);
-	const char *what =
-	    reason == REASON_OTHER || reason == REASON_UNREACHABLE ? strerror(err) : backend_reason_str(reason);
-
-	be->connects_failed++;
-	p->stats.conns_failed++;
-	p->warm = 0;
-	/* <=: attempts started in the same loop iteration as the failure that
-	 * was counted (one ev_now) belong to its round too. */
-	if (be->connect_failures > 0 && b->started_at <= be->failed_at) {
-		bconn_log(b, LOG_INFO, "connect failed: %s (same round as attempt %u)", what, be->connect_failures);
-		return;
-	}
-	be->connect_failures++;
-	be->failed_at = now;
-	be->last_reason = reason;
-	be->backoff_ms = wp_backoff_delay(&p->cfg->backoff, be->connect_failures - 1, engine_random, eng);
-	be->next_attempt = now + (double)be->backoff_ms / 1000.0;
-	bconn_log(b, LOG_WARNING, "connect failed: %s (attempt %u, next in %.1fs)", what, be->connect_failures,
-	          (double)be->backoff_ms / 1000.0);
-	snprintf(be->last_error, sizeof be->last_error, "connect failed: %s", what);
-	backend_health_failed(be, be->last_error);
-}
-
 void backend_attempt_succeeded(struct backend *be)
 {
 	if (be->connect_failures)
@@ -185,31 +156,4 @@ void backend_attempt_succeeded(struct backend *be)
 	be->last_reason = REASON_NONE;
 	if (be->pool->cfg->health.type == CFG_CHECK_NONE)
 		backend_health_ok(be, "connection proven");
-}
-
-size_t backend_admin(struct backend *be, enum backend_state st, int kill)
-{
-	size_t killed = 0;
-	if (st == BACKEND_UP) {
-		/* Enabled again: health starts from scratch (checks resume; with
-		 * none, its own connections tell). */
-		be->health_fails = be->health_rises = 0;
-		be->last_error[0] = '\0';
-		int was_disabled = be->state == BACKEND_DISABLED;
-		backend_set_state(be, BACKEND_UP, "enabled by admin");
-		if (was_disabled)
-			health_start(be);
-		return 0;
-	}
-	backend_set_state(be, st, st == BACKEND_DRAINING ? "drained by admin" : "disabled by admin");
-	if (kill) {
-		struct list_node *pos, *tmp;
-		list_for_each_safe (pos, tmp, &be->conns[BCONN_ACTIVE]) {
-			struct bconn *b = container_of(pos, struct bconn, node);
-			session_close(b->io.data, "backend disabled by admin (--kill)");
-			killed++;
-		}
-		backend_log(be, LOG_NOTICE, "%zu sessions closed by admin", killed);
-	}
-	return killed;
 }

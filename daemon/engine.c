@@ -33,28 +33,6 @@
 
 #define STATUS_INTERVAL 1.0
 
-uint64_t engine_next_id(struct engine *eng)
-{
-	return ++eng->next_id;
-}
-
-/* xorshift64*: plenty for jitter, and no process-global state. */
-double engine_random(void *ctx)
-{
-	struct engine *eng = ctx;
-	uint64_t x = eng->rng;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	eng->rng = x;
-	return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0; /* [0, 1) */
-}
-
-void engine_changed(struct engine *eng)
-{
-	eng->status_dirty = 1;
-}
-
 static size_t engine_active_sessions(const struct engine *eng)
 {
 	size_t n = 0;
@@ -131,7 +109,7 @@ static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
 	struct engine *eng = container_of(w, struct engine, reaper);
 	pool_run_deferred_refills(eng);
 	engine_reap(eng);
-	engine_reap_retired(eng);
+	reload_reap_retired(eng);
 	if (eng->stopping && engine_active_sessions(eng) == 0) {
 		log_info("drained: no active sessions left, exiting");
 		ev_break(loop, EVBREAK_ALL);
@@ -176,6 +154,20 @@ static void sigint_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	eng->stopping = 1;
 	systemd_stopping("stopping: SIGINT");
 	ev_break(loop, EVBREAK_ALL);
+}
+
+int engine_reload(struct engine *eng, struct wp_buf *out)
+{
+	if (eng->stopping) { /* systemd already heard STOPPING=1: no RELOADING/READY now */
+		log_warning("reload refused: shutting down");
+		wp_buf_printf(out, "error: reload failed: shutting down\n");
+		return -1;
+	}
+	systemd_reloading("reloading the configuration");
+	int r = reload_run(eng, out);
+	engine_refresh_status(eng);
+	systemd_ready(eng->status); /* READY=1 with the new STATUS=, one message */
+	return r;
 }
 
 static void sighup_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -232,7 +224,7 @@ struct engine *engine_create(struct wp_config *cfg)
 		}
 		eng->n_pools++;
 	}
-	eng->admin = admin_create(eng);
+	eng->admin = admin_create(eng, engine_reload);
 	if (!eng->admin) {
 		engine_destroy(eng);
 		return NULL;
@@ -246,7 +238,7 @@ int engine_listen(struct engine *eng, char *err, size_t errlen)
 	if (systemd_listen_init(err, errlen) < 0)
 		return -1;
 	for (size_t i = 0; i < eng->n_pools; i++)
-		if (listener_adopt_passed(eng->pools[i], err, errlen) < 0)
+		if (listener_adopt_passed(eng->pools[i], pool_client_arrived, err, errlen) < 0)
 			return -1;
 	for (size_t i = 0; i < eng->n_pools; i++)
 		if (pool_open_listeners(eng->pools[i], err, errlen) < 0)

@@ -18,6 +18,13 @@
  * changes only in backend_set_state(). Log lines about one of these objects
  * go through bconn_log(), session_log() or backend_log(), which print its
  * context ("pool=%s backend=%s conn=%llu ...").
+ *
+ * Calls go down the module picture in docs/ARCHITECTURE.md; the one cycle is
+ * pool ↔ bconn ↔ session. Lower modules hand events up only through
+ * function pointers their owner sets: listener.on_accept and the handoff
+ * socket's on_client/on_checkin (clients and checkins for the pool),
+ * backend.on_change (pool_backend_changed), and admin's reload
+ * (engine_reload, given to admin_create).
  */
 #ifndef WARMPOOL_ENGINE_H
 #define WARMPOOL_ENGINE_H
@@ -38,7 +45,7 @@ struct engine;
 struct pool;
 struct session;
 
-/* ---- backend connections (pool.c) ------------------------------------- */
+/* ---- backend connections (bconn.c) ------------------------------------ */
 
 enum bconn_state {
 	BCONN_CONNECTING,            /* non-blocking connect() in flight, connect_timeout armed */
@@ -74,7 +81,7 @@ struct bconn {
 	unsigned foreign : 1;    /* came back from another process (checkin): that process may keep a
 	                          * copy sharing this file description (O_NONBLOCK, SO_LINGER) */
 	unsigned served : 1;     /* has carried a session: an unprompted byte now is a late reply of
-	                          * that session, never a greeting (closed, pool.c bconn_idle_cb) */
+	                          * that session, never a greeting (closed, bconn.c bconn_idle_cb) */
 	uid_t owner_uid;         /* foreign: the uid that checked it in (its lease's); only a client of
 	                          * that uid may get it, as that uid may still hold a copy */
 	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
@@ -124,8 +131,14 @@ struct health {
 	uint64_t n_failed[REASON_N]; /* by reason */
 };
 
+/* What a backend tells its pool when its state changed (from `old`): set by
+ * the pool that creates it, so backend.c does not call up into pool.c. */
+struct backend;
+typedef void backend_changed_fn(struct pool *p, struct backend *be, enum backend_state old);
+
 struct backend {
 	struct pool *pool;
+	backend_changed_fn *on_change; /* pool_backend_changed, set by pool_create */
 	const struct cfg_backend *cfg;
 	const char *name; /* "host:port" as configured */
 	enum backend_state state;
@@ -157,14 +170,6 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
  * `rise` successes in a row bring a down backend up, `fall` failures take an up one down. */
 void backend_health_ok(struct backend *be, const char *how);
 void backend_health_failed(struct backend *be, const char *why);
-/* The connection attempt `b` failed: count it for its backend, pick the next
- * delay, log. Attempts that were already in flight when an earlier failure was
- * counted belong to the same round and do not grow the backoff again. */
-void backend_attempt_failed(const struct bconn *b, enum backend_reason reason, int err);
-/* The admin's drain / disable / enable: move to DRAINING, DISABLED or (enable)
- * UP with fresh health counters. With `kill`, sessions on the backend are
- * closed too; returns how many. */
-size_t backend_admin(struct backend *be, enum backend_state st, int kill);
 /* A connection was proven: reset the backoff. */
 void backend_attempt_succeeded(struct backend *be);
 /* May a new connection be started to this backend at time `now` (backoff
@@ -210,8 +215,16 @@ struct peer_gate {
 int listener_admit(struct pool *p, const struct cfg_allow *allow, struct peer_gate *g, const char *path,
                    int cfd) __attribute__((warn_unused_result));
 
+/* What a listener or the handoff socket does with a client it admitted, and
+ * the handoff socket with a connection checked in: the owning pool sets
+ * them when it creates the listener, so listener.c and handoff.c hand
+ * clients up without calling into pool.c. */
+typedef void listener_accept_fn(struct pool *p, int cfd);
+typedef void handoff_checkin_fn(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at);
+
 struct listener {
 	struct pool *pool;
+	listener_accept_fn *on_accept; /* called with `pool` for each admitted client */
 	const struct cfg_listen *cfg;
 	int fd;
 	ev_io io;
@@ -236,13 +249,16 @@ void listener_move(struct listener *dst, struct listener *src);
  * call it while preparing, before dst's listeners start, since the array
  * moves), then, when committing, move them over (cannot fail). Extras sit
  * after the configured listeners: index < cfg->n_listen is configured. */
-int listener_reserve_extras(struct pool *dst, const struct pool *src, char *err, size_t errlen)
+int listener_reserve_extras(struct pool *dst, const struct pool *src, listener_accept_fn *on_accept,
+                            char *err, size_t errlen)
     __attribute__((warn_unused_result));
 void listener_take_extras(struct pool *dst, struct pool *src);
 /* Socket activation, before pool_open_listeners(): take the fds systemd
  * passed under the pool's name (systemd.h). One at a listen path replaces
- * binding it; others become extra listeners appended to p->listeners. */
-int listener_adopt_passed(struct pool *p, char *err, size_t errlen) __attribute__((warn_unused_result));
+ * binding it; others become extra listeners appended to p->listeners,
+ * handing their clients to `on_accept`. */
+int listener_adopt_passed(struct pool *p, listener_accept_fn *on_accept, char *err, size_t errlen)
+    __attribute__((warn_unused_result));
 
 /* ---- handoff sockets (handoff.c) ---------------------------------------- */
 
@@ -264,8 +280,11 @@ int handoff_lease(struct handoff *h, int fd, uid_t uid, ev_tstamp opened_at) __a
  * events then reach libev for an fd it no longer knows, and libev rebuilds
  * its whole epoll set each time. A no-op on other backends. */
 void handoff_forget_fd(struct ev_loop *loop, int fd);
-/* Bind the pool's SOCK_SEQPACKET handoff socket; NULL with a message in err. */
-struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen);
+/* Bind the pool's SOCK_SEQPACKET handoff socket; NULL with a message in err.
+ * Checkout requests go to `on_client`, checkins to `on_checkin`, with the
+ * socket's pool (which handoff_move changes). */
+struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, listener_accept_fn *on_client,
+                             handoff_checkin_fn *on_checkin, char *err, size_t errlen);
 void handoff_start(struct handoff *h);
 const char *handoff_path(const struct handoff *h);
 /* A reload's new pool takes the socket over (start it again after). */
@@ -273,7 +292,7 @@ void handoff_move(struct handoff *h, struct pool *to);
 /* Stop, close, remove the socket file if still ours. Accepts NULL. */
 void handoff_close(struct handoff *h);
 
-/* ---- sessions (session.c) --------------------------------------------- */
+/* ---- the byte mover (relay.c) ------------------------------------------ */
 
 #define SESSION_BUF  16384 /* a copied read: at most this much; a full one makes the direction bulk */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
@@ -299,6 +318,30 @@ struct relay_dir {
 	uint64_t bytes;       /* delivered in this direction */
 	uint64_t read;        /* read from the source (client_/server_idle_timeout activity) */
 };
+
+/* Whether d has bytes not yet delivered (buffered or in its pipe). */
+int relay_pending(const struct relay_dir *d);
+/* Send what is pending in d to dst: the buffer first (it holds older bytes,
+ * e.g. the greeting), then the pipe; both are given back once empty.
+ * 0, or -errno from dst. */
+int relay_flush(struct engine *eng, struct relay_dir *d, int dst);
+/* Which side a relay_flow() error came from. */
+enum relay_side { RELAY_SIDE_SRC, RELAY_SIDE_DST };
+/* relay_flow()'s `hold_eof`: pass EOF on, keep it back while no byte went
+ * this way (the caller may re-pair instead), or always keep it (reuse:). */
+enum { RELAY_HOLD_NONE, RELAY_HOLD_IF_EMPTY, RELAY_HOLD_ALWAYS };
+/* relay_flow()'s answer when `src_gone` and the source is gone both ways. */
+#define RELAY_SRC_GONE 1
+/* Move bytes src -> dst (at most RELAY_ROUNDS reads), then pass EOF on per
+ * `hold_eof` (not when `last`: the caller closes, close() sends the FIN).
+ * Nothing is left in the engine's scratch on return. 0, RELAY_SRC_GONE, or
+ * -errno with *side set (-ENOMEM: no buffer for undelivered bytes). */
+int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
+               int src_gone, enum relay_side *side);
+/* Give back d's pipe (reusable only if empty) and free its buffer. */
+void relay_dir_release(struct engine *eng, struct relay_dir *d);
+
+/* ---- sessions (session.c) --------------------------------------------- */
 
 #define SESSION_RETRIES 3 /* re-pairings per client when a connection dies before any byte */
 
@@ -439,6 +482,30 @@ struct pool_counts {
 /* How many new connections to start now: enough for the floor plus every
  * waiting client, never beyond max_connections in total. */
 size_t pool_plan_connects(const struct pool_counts *c);
+/* The counts of `p` now: idle and connecting on preferred backends. */
+struct pool_counts pool_counts(const struct pool *p);
+/* For `first`: the index of the first serving backend usable right now
+ * (backends after it are not preferred); n_backends for other balances. */
+size_t pool_first_cutoff(const struct pool *p);
+/* Serves, and (for `first`) not after `cutoff`: its connections count
+ * toward the floor and are never handed back. */
+int pool_backend_preferred_at(const struct pool *p, const struct backend *be, size_t cutoff);
+int pool_backend_preferred(const struct pool *p, const struct backend *be);
+/* May session `s` (NULL: anyone) get connection `b`? Foreign connections
+ * only go to a client of the uid that checked them in. */
+int bconn_usable_by(const struct bconn *b, struct session *s);
+/* The first idle connection of `be` that `s` may get, or NULL. */
+struct bconn *pool_conn_for(struct backend *be, struct session *s);
+
+/* ---- the janitor (janitor.c) --------------------------------------------- */
+
+/* Make sure the pool's janitor runs no later than `at` (not for a stopping
+ * engine or a retiring pool; an infinite `at` changes nothing). */
+void janitor_soon(struct pool *p, ev_tstamp at);
+/* A started pool's first sweep, JANITOR_PERIOD from now. */
+void janitor_start(struct pool *p);
+/* The janitor timer's callback (pool_create sets it): sweep, re-arm, refill. */
+void janitor_cb(struct ev_loop *loop, ev_timer *w, int revents);
 
 struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg);
 void pool_destroy(struct pool *p);
@@ -457,9 +524,9 @@ void pool_retire(struct pool *p, struct pool *successor);
 void pool_start(struct pool *p);
 /* Stop accepting and warming; close idle/connecting and waiting clients. */
 void pool_stop(struct pool *p);
+/* A client was accepted (the listeners' on_accept): admit it to the queue,
+ * or close it (max_clients, fail_fast). */
 void pool_client_arrived(struct pool *p, int cfd);
-/* The same; `handoff` for a client of the handoff socket. */
-void pool_client_arrived_as(struct pool *p, int cfd, int handoff);
 /* A handed-off socket came back (wp_checkin) from a client of `owner`
  * (its lease, handoff.c, was already checked and removed): reuse it if the
  * pool has reuse: on, it is connected to one of the pool's backends and
@@ -480,8 +547,16 @@ void pool_dispatch(struct pool *p);
 void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state old);
 /* Close one backend's idle connections (it left `up`); returns how many. */
 size_t pool_close_idle(struct backend *be);
+/* The admin's drain / disable / enable of `be`: move to DRAINING, DISABLED
+ * or (enable) UP with fresh health counters, restarting its health checks
+ * when it was disabled. With `kill`, sessions on the backend are closed too
+ * (pool_kill_sessions); returns how many. */
+size_t pool_backend_admin(struct backend *be, enum backend_state st, int kill);
+/* Close every session relaying on `be` (the admin's --kill) with reason
+ * `why`; their connections close with them. Returns how many. */
+size_t pool_kill_sessions(struct backend *be, const char *why);
 
-/* The one place a connection changes state, and so list (births from
+/* (bconn.c) The one place a connection changes state, and so list (births from
  * BCONN_NEW and deaths to BCONN_CLOSED included): leaves the list of its
  * state, joins the back of the one of `st` and logs "old -> new" at debug. */
 void bconn_set_state(struct bconn *b, enum bconn_state st);
@@ -504,6 +579,12 @@ void bconn_reuse(struct bconn *b);
 /* An established connection died (idle, or under a session): a failed
  * attempt for the backend if it was not yet proven, else just replaced. */
 void bconn_lost(struct bconn *b, enum backend_reason reason, int err);
+/* A connection in BCONN_NEW for `fd` on `be` (not yet on a list), or NULL
+ * when out of memory (fd untouched). */
+struct bconn *bconn_new(struct pool *p, struct backend *be, int fd);
+/* Start a non-blocking connect to `be`; the connection goes CONNECTING. 0,
+ * or -1 when there was no socket or no memory for it (nothing counted). */
+int bconn_connect(struct pool *p, struct backend *be);
 
 /* ---- the engine (engine.c) --------------------------------------------- */
 
@@ -518,7 +599,7 @@ struct engine {
 	ev_timer watchdog;      /* WATCHDOG=1 every half $WATCHDOG_USEC, when systemd asks for it */
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
 	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
-	unsigned char scratch[SESSION_BUF]; /* copied reads pass through here (session.c) */
+	unsigned char scratch[SESSION_BUF]; /* copied reads pass through here (relay.c) */
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */
@@ -542,19 +623,47 @@ int engine_listen(struct engine *eng, char *err, size_t errlen) __attribute__((w
 /* READY=1, start warming, run the loop until shutdown; returns the exit code. */
 int engine_run(struct engine *eng);
 void engine_destroy(struct engine *eng);
-uint64_t engine_next_id(struct engine *eng);
-double engine_random(void *eng); /* wp_random_fn */
-/* Re-read the config file and apply it as a diff (reload.c). Every error or
- * the summary goes to `out` as lines; 0 applied, -1 kept the old config. */
+/* The engine's services to every module below it. Inline: they are plain
+ * data on struct engine, so using them is no call up into engine.c. */
+/* A fresh id for a connection or a client (the conn= / client= in logs). */
+static inline uint64_t engine_next_id(struct engine *eng)
+{
+	return ++eng->next_id;
+}
+/* xorshift64*: plenty for jitter, and no process-global state; a
+ * wp_random_fn, in [0, 1). */
+static inline double engine_random(void *ctx)
+{
+	struct engine *eng = ctx;
+	uint64_t x = eng->rng;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	eng->rng = x;
+	return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
+/* Mark STATUS= as stale (the loop recomputes it, and checks whether a
+ * graceful drain just finished, once per iteration). */
+static inline void engine_changed(struct engine *eng)
+{
+	eng->status_dirty = 1;
+}
+/* Re-read the config file and apply it (SIGHUP, the admin's `reload`):
+ * RELOADING=1, reload_run(), then READY=1 with the new STATUS=; refused
+ * without a word to systemd while stopping. Every error or the summary goes
+ * to `out` as lines; 0 applied, -1 kept the old config. */
 struct wp_buf;
 int engine_reload(struct engine *eng, struct wp_buf *out);
-void engine_reap_retired(struct engine *eng);
+/* (reload.c) Read, validate and apply the config file as a diff; the same
+ * answer and lines as engine_reload, without telling systemd. */
+int reload_run(struct engine *eng, struct wp_buf *out);
+/* (reload.c) Free the retired pools whose last session ended, and the old
+ * config with the last pool that used it (from the reaper). */
+void reload_reap_retired(struct engine *eng);
 /* Recompute STATUS= now (force: send it even if unchanged). */
 void engine_update_status(struct engine *eng, int force);
 /* Recompute eng->status without sending it, for a message that carries it
  * (systemd_ready/stopping/reloading): one datagram, not STATUS= then READY=1. */
 void engine_refresh_status(struct engine *eng);
-/* Mark STATUS= as stale and check whether a graceful drain just finished. */
-void engine_changed(struct engine *eng);
 
 #endif

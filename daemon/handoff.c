@@ -74,6 +74,8 @@ struct handoff_lease {
 
 struct handoff {
 	struct pool *pool;
+	listener_accept_fn *on_client;  /* a checkout request: a client for the pool */
+	handoff_checkin_fn *on_checkin; /* a checkin: a connection for the pool */
 	struct sock_unix us;
 	char path[128]; /* own copy: the file's name outlives a reload's config */
 	ev_io io;
@@ -247,7 +249,7 @@ static void handoff_checkin(struct handoff *h, uid_t uid, pid_t pid, int cfd, in
 	}
 	ev_tstamp opened_at = l->opened_at;
 	lease_free(h, l); /* once: a second checkin of this socket, or of a copy, finds no lease */
-	pool_checkin(p, bfd, uid, opened_at);
+	h->on_checkin(p, bfd, uid, opened_at);
 }
 
 /* Read the client's request and act on it. 0 when it has not arrived yet
@@ -280,7 +282,7 @@ static int handoff_req_read(struct handoff_req *r)
 	int good = n == (ssize_t)sizeof req && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) &&
 	           memcmp(req.magic, WP_HANDOFF_REQ_MAGIC, 4) == 0;
 	if (good && req.op == WP_HANDOFF_CHECKOUT && bfd < 0) {
-		pool_client_arrived_as(h->pool, cfd, 1);
+		h->on_client(h->pool, cfd);
 		return 1;
 	}
 	if (good && req.op == WP_HANDOFF_CHECKIN && bfd >= 0) {
@@ -378,7 +380,8 @@ static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	unix_accept(loop, &h->io, &h->pause, handoff_take, h, h->pool->name, NULL, h->path);
 }
 
-struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char *err, size_t errlen)
+struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, listener_accept_fn *on_client,
+                             handoff_checkin_fn *on_checkin, char *err, size_t errlen)
 {
 	struct handoff *h = calloc(1, sizeof *h);
 	if (!h) {
@@ -386,6 +389,8 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, char 
 		return NULL;
 	}
 	h->pool = p;
+	h->on_client = on_client;
+	h->on_checkin = on_checkin;
 	list_init(&h->reqs);
 	list_init(&h->leases);
 	snprintf(h->path, sizeof h->path, "%s", cfg->path);

@@ -151,7 +151,7 @@ static void listener_adopt(struct listener *l, int fd)
 	         allow_summary(listener_allow(l), allow, sizeof allow));
 }
 
-int listener_adopt_passed(struct pool *p, char *err, size_t errlen)
+int listener_adopt_passed(struct pool *p, listener_accept_fn *on_accept, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < p->n_listeners; i++) {
 		struct listener *l = &p->listeners[i];
@@ -176,6 +176,7 @@ int listener_adopt_passed(struct pool *p, char *err, size_t errlen)
 		struct listener *l = &p->listeners[p->n_listeners++];
 		memset(l, 0, sizeof *l);
 		l->pool = p;
+		l->on_accept = on_accept;
 		snprintf(l->passed_path, sizeof l->passed_path, "%s", systemd_listen_fd_address(fd));
 		l->passed_cfg.path = l->passed_path;
 		l->cfg = &l->passed_cfg;
@@ -240,7 +241,7 @@ static int listener_take(void *arg, int cfd)
 {
 	struct listener *l = arg;
 	if (listener_admit(l->pool, listener_allow(l), &l->gate, l->cfg->path, cfd))
-		pool_client_arrived(l->pool, cfd);
+		l->on_accept(l->pool, cfd);
 	return l->fd < 0;
 }
 
@@ -277,7 +278,8 @@ static int is_reserved(const struct listener *l)
 	return l->cfg == &l->passed_cfg;
 }
 
-int listener_reserve_extras(struct pool *dst, const struct pool *src, char *err, size_t errlen)
+int listener_reserve_extras(struct pool *dst, const struct pool *src, listener_accept_fn *on_accept,
+                            char *err, size_t errlen)
 {
 	size_t extra = 0;
 	for (size_t i = 0; i < src->n_listeners; i++)
@@ -292,6 +294,7 @@ int listener_reserve_extras(struct pool *dst, const struct pool *src, char *err,
 	memset(ls + dst->n_listeners, 0, extra * sizeof *ls);
 	for (size_t i = dst->n_listeners; i < dst->n_listeners + extra; i++) {
 		ls[i].pool = dst;
+		ls[i].on_accept = on_accept;
 		ls[i].fd = -1;
 		ls[i].cfg = &ls[i].passed_cfg; /* path set when taken; an untaken one is never opened */
 		ls[i].passed_cfg.path = ls[i].passed_path;

@@ -25,6 +25,8 @@
  * that cannot be bound fails the reload with the old config intact. No
  * active session is ever cut. A retired pool is freed by the reaper once its
  * last session ended, and the old config with the last pool that used it.
+ * This file only applies: telling systemd (RELOADING=1, then READY=1 with
+ * the new STATUS=) is engine_reload()'s, in engine.c, around reload_run().
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +35,6 @@
 #include "buf.h"
 #include "engine.h"
 #include "log.h"
-#include "systemd.h"
 
 enum pool_change { POOL_ADDED, POOL_UNCHANGED, POOL_CHANGED, POOL_REPLACED };
 
@@ -90,7 +91,7 @@ static int plan_prepare(struct engine *eng, struct plan_item *items, size_t n, c
 		/* Sockets an old pool (this one's predecessor, or a removed or
 		 * renamed pool) has at the same path are taken over at commit;
 		 * only the others are bound now. */
-		if (it->change == POOL_REPLACED && listener_reserve_extras(it->fresh, it->old, err, errlen) < 0)
+		if (it->change == POOL_REPLACED && listener_reserve_extras(it->fresh, it->old, pool_client_arrived, err, errlen) < 0)
 			goto fail; /* sockets systemd passed beyond the listen paths move too */
 		if (pool_open_listeners_except(it->fresh, eng->pools, eng->n_pools, err, errlen) < 0)
 			goto fail;
@@ -123,23 +124,15 @@ static void reload_failed(struct engine *eng, struct wp_buf *out, const char *wh
 		log_error("%s", errs->msg[i]);
 		wp_buf_printf(out, "%s\n", errs->msg[i]);
 	}
-	engine_refresh_status(eng);
-	systemd_ready(eng->status); /* READY=1 with the new STATUS=, one message */
 }
 
-int engine_reload(struct engine *eng, struct wp_buf *out)
+int reload_run(struct engine *eng, struct wp_buf *out)
 {
 	struct wp_config *nc = NULL;
 	struct cfg_errors errs = {0};
 	char err[512];
 	const char *path = eng->cfg->path; /* the old config's: not used after the commit */
 
-	if (eng->stopping) { /* systemd already heard STOPPING=1: no RELOADING/READY now */
-		log_warning("reload refused: shutting down");
-		wp_buf_printf(out, "error: reload failed: shutting down\n");
-		return -1;
-	}
-	systemd_reloading("reloading the configuration");
 	log_notice("reloading %s", path);
 	if (cfg_load_file(path, &nc, &errs) < 0) {
 		snprintf(err, sizeof err, "%s: configuration is invalid (%zu errors)", path, errs.n + errs.truncated);
@@ -258,14 +251,12 @@ int engine_reload(struct engine *eng, struct wp_buf *out)
 	         removed);
 	log_notice("%s", err);
 	wp_buf_printf(out, "%s\n", err);
-	engine_refresh_status(eng);
-	systemd_ready(eng->status); /* READY=1 with the new STATUS=, one message */
 	return 0;
 }
 
 /* A retired pool whose last session ended: free it, and its config with
  * the last pool that used it. Called from the reaper. */
-void engine_reap_retired(struct engine *eng)
+void reload_reap_retired(struct engine *eng)
 {
 	struct list_node *pos, *tmp;
 	list_for_each_safe (pos, tmp, &eng->retired) {

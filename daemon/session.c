@@ -9,25 +9,10 @@
  *
  *   client ──up──▶ backend        backend ──down──▶ client
  *
- * Small reads are copied: recv into the engine's one scratch buffer and sent
- * straight on, which costs less than two splices for a request or a reply.
- * A read that fills the scratch (SESSION_BUF) makes its direction bulk: from
- * then on bytes move with splice(2) through a pipe borrowed from the
- * engine's pool only while they are in flight, so they never enter user
- * space. Bytes the destination cannot take yet (and a greeting, read while
- * the connection was idle) wait in a buffer of the session's own, freed as
- * soon as it drains, so a held, quiet session owns no buffer and no pipe. A
- * side is read only while its direction has nothing pending, so a slow
- * reader stops the other side (backpressure) and memory per session is
- * bounded.
- * Every recv/send says MSG_DONTWAIT rather than trusting O_NONBLOCK: a
- * socket that came back through checkin (bconn.foreign) shares its file
- * description, and so its O_NONBLOCK, with whatever copy the client kept,
- * and a client that cleared it would otherwise block the whole loop in
- * recv(). splice(2) has no such per-call flag for the socket side
- * (SPLICE_F_NONBLOCK is only about the pipe; tcp_splice_read and
- * sendpage wait by the file's O_NONBLOCK), so a foreign connection's
- * directions always copy (relay_dir.copy).
+ * The bytes themselves are moved by relay.c (copy or splice, buffers,
+ * half-close); this file decides what the outcome means. A side is read only
+ * while its direction has nothing pending, so a slow reader stops the other
+ * side (backpressure) and memory per session is bounded.
  * EOF is passed on as shutdown(SHUT_WR) once everything before it is
  * delivered (half-close); the session ends when both directions have passed
  * EOF on, or at the first error, closing both sides. A client that closed
@@ -39,7 +24,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -48,7 +32,6 @@
 #include "engine.h"
 #include "handoff_proto.h"
 #include "log.h"
-#include "pipes.h"
 
 /* A greeting's buffer becomes the down direction's pending bytes; it is freed
  * once drained, before relay_fill() could want a SESSION_BUF buffer there. */
@@ -151,11 +134,6 @@ struct session *session_new(struct pool *p, int cfd)
 	return s;
 }
 
-static int dir_pending(const struct relay_dir *d)
-{
-	return d->len || d->in_pipe;
-}
-
 /* Watch exactly `events` on w; never touches an active watcher's fd. */
 static void io_want(struct ev_loop *loop, ev_io *w, int events)
 {
@@ -173,211 +151,16 @@ static void session_update_watchers(struct session *s)
 {
 	struct ev_loop *loop = s->pool->eng->loop;
 	int cev = 0, bev = 0;
-	if (!dir_pending(&s->up) && !s->up.eof)
+	if (!relay_pending(&s->up) && !s->up.eof)
 		cev |= EV_READ;
-	if (dir_pending(&s->down))
+	if (relay_pending(&s->down))
 		cev |= EV_WRITE;
-	if (!dir_pending(&s->down) && !s->down.eof)
+	if (!relay_pending(&s->down) && !s->down.eof)
 		bev |= EV_READ;
-	if (dir_pending(&s->up))
+	if (relay_pending(&s->up))
 		bev |= EV_WRITE;
 	io_want(loop, &s->cio, cev);
 	io_want(loop, &s->b->io, bev);
-}
-
-/* Relay directions report failures with the side that failed. */
-enum relay_side { SIDE_SRC, SIDE_DST };
-
-/* Pending bytes still in the engine's scratch buffer get a buffer of their
- * own before relay_flow returns: the next read of any session reuses the
- * scratch. 0, or -ENOMEM. */
-static int relay_own(struct relay_dir *d)
-{
-	if (!d->scratch)
-		return 0;
-	d->scratch = 0;
-	if (!d->len) {
-		d->buf = NULL;
-		return 0;
-	}
-	unsigned char *b = malloc(d->len);
-	if (!b) {
-		d->buf = NULL;
-		d->len = 0;
-		return -ENOMEM;
-	}
-	memcpy(b, d->buf + d->off, d->len);
-	d->buf = b;
-	d->off = 0;
-	return 0;
-}
-
-/* Send what is pending in d to dst: the buffer first (it holds older bytes,
- * e.g. the greeting), then the pipe. Buffer and pipe are given back as soon
- * as they are empty. 0, or -errno from dst. */
-static int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
-{
-	while (d->len) {
-		ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0) {
-			d->off += (uint32_t)n;
-			d->len -= (uint32_t)n;
-			d->bytes += (uint64_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			return 0;
-		} else {
-			return n < 0 ? -errno : -EIO;
-		}
-	}
-	if (d->scratch) {
-		d->scratch = 0;
-		d->buf = NULL;
-	} else if (d->buf) {
-		free(d->buf);
-		d->buf = NULL;
-	}
-	/* Never reached for a `copy` direction: relay_fill fills no pipe there. */
-	while (d->in_pipe) {
-		ssize_t n =
-		    splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		if (n > 0) {
-			d->in_pipe -= (uint32_t)n;
-			d->bytes += (uint64_t)n;
-		} else if (n < 0 && errno == EINTR) {
-			continue;
-		} else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			return 0;
-		} else {
-			return n < 0 ? -errno : -EIO;
-		}
-	}
-	if (d->pipe) {
-		pipes_put(&eng->pipes, d->pipe, 1);
-		d->pipe = NULL;
-	}
-	return 0;
-}
-
-/* Read once from src: a bulk direction through a pooled pipe (zero-copy),
- * otherwise (or when no pipe can be had) into the engine's scratch buffer,
- * from which relay_flush sends it on; *cap is the most that one read could
- * have moved. Returns bytes read, 0 at EOF (d->eof set), -EAGAIN when src
- * has nothing, or -errno. */
-static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
-{
-	struct pipes_pipe *p = d->bulk && !d->copy ? pipes_get(&eng->pipes) : NULL;
-	ssize_t n;
-	if (p) {
-		*cap = p->size;
-		do
-			n = splice(src, NULL, p->wfd, NULL, p->size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-		while (n < 0 && errno == EINTR);
-		if (n > 0) {
-			d->pipe = p;
-			d->in_pipe = (uint32_t)n;
-			d->read += (uint64_t)n;
-			return n;
-		}
-		pipes_put(&eng->pipes, p, 1);
-	} else {
-		*cap = sizeof eng->scratch;
-		do
-			n = recv(src, eng->scratch, sizeof eng->scratch, MSG_DONTWAIT);
-		while (n < 0 && errno == EINTR);
-		if (n > 0) {
-			d->buf = eng->scratch;
-			d->scratch = 1;
-			d->off = 0;
-			d->len = (uint32_t)n;
-			d->read += (uint64_t)n;
-			if ((size_t)n == sizeof eng->scratch)
-				d->bulk = 1;
-			return n;
-		}
-	}
-	if (n == 0) {
-		d->eof = 1;
-		return 0;
-	}
-	return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-}
-
-/* relay_flow's answer when `src_gone` and the source is gone both ways. */
-#define RELAY_SRC_GONE 1
-
-/* Whether a socket's peer has closed it entirely (POLLHUP: it can neither
- * send nor receive), as opposed to a half-close after which it still reads. */
-static int peer_gone(int fd)
-{
-	struct pollfd pfd = {.fd = fd, .events = 0};
-	int n;
-	do
-		n = poll(&pfd, 1, 0);
-	while (n < 0 && errno == EINTR);
-	return n == 1 && (pfd.revents & POLLHUP);
-}
-
-/* Move bytes src -> dst until src is drained, dst blocks, or RELAY_ROUNDS
- * reads (so one busy session cannot starve the loop); then pass EOF on once
- * everything before it is delivered. When the other direction is already
- * done (`last`), the session closes right after this and close() passes the
- * EOF on: both receive queues are drained by then, so it is a clean FIN.
- * With `hold_eof` HOLD_IF_EMPTY, an EOF before any byte went this way is kept
- * back (the caller may re-pair the session instead); with HOLD_ALWAYS any
- * EOF is (reuse: the backend connection must not be half-closed). With
- * `src_gone`, a source that closed outright instead of half-closing makes
- * it return RELAY_SRC_GONE, with nothing passed on. 0, or -errno with *side
- * set (-ENOMEM: no buffer for bytes the destination could not take). */
-enum { HOLD_NONE, HOLD_IF_EMPTY, HOLD_ALWAYS };
-static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
-                           int hold_eof, int src_gone, enum relay_side *side)
-{
-	int r;
-	*side = SIDE_DST;
-	if ((r = relay_flush(eng, d, dst)) < 0)
-		return r;
-	for (int i = 0; i < RELAY_ROUNDS && !dir_pending(d) && !d->eof; i++) {
-		size_t cap;
-		ssize_t n = relay_fill(eng, d, src, &cap);
-		if (n == -EAGAIN)
-			break;
-		if (n < 0) {
-			*side = SIDE_SRC;
-			return (int)n;
-		}
-		if ((r = relay_flush(eng, d, dst)) < 0)
-			return r;
-		if (n > 0 && (size_t)n < cap / 2)
-			break; /* a short read: src is most likely drained, skip the EAGAIN */
-	}
-	if (d->eof && !dir_pending(d) && !d->shut && hold_eof != HOLD_ALWAYS &&
-	    !(hold_eof == HOLD_IF_EMPTY && d->bytes == 0)) {
-		/* A source that closed outright will read no answer: the session
-		 * can end now, which saves the half-close and the wake-ups that
-		 * wait for the other side's EOF (close() sends the FIN). */
-		if (src_gone && !last && peer_gone(src))
-			return RELAY_SRC_GONE;
-		d->shut = 1;
-		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
-			return -errno;
-	}
-	return 0;
-}
-
-static int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
-                      int src_gone, enum relay_side *side)
-{
-	int r = relay_flow_once(eng, d, src, dst, last, hold_eof, src_gone, side);
-	/* Bytes the destination did not take stay pending (a retry hands the
-	 * client's to the next connection): off the shared scratch first. */
-	int o = relay_own(d);
-	if (o < 0 && r == 0) {
-		*side = SIDE_DST;
-		r = o;
-	}
-	return r;
 }
 
 /* The pool returns connections of cleanly ended sessions (reuse:). */
@@ -394,16 +177,6 @@ static int session_can_retry(const struct session *s)
 	/* A pool retired by a reload opens no connections: nothing to retry with. */
 	return s->up.bytes == 0 && s->down.bytes == 0 && !s->up.eof && s->retries < SESSION_RETRIES &&
 	       !s->pool->retiring;
-}
-
-static void relay_dir_release(struct engine *eng, struct relay_dir *d)
-{
-	pipes_put(&eng->pipes, d->pipe, d->in_pipe == 0);
-	d->pipe = NULL;
-	d->in_pipe = 0;
-	free(d->buf);
-	d->buf = NULL;
-	d->len = 0;
 }
 
 /* Put the session back at the head of the queue and bury its connection.
@@ -454,7 +227,7 @@ static void session_fail(struct session *s, int backend_side, int err)
 /* A connection that carried an earlier session (reuse:) has nothing to say
  * before this client's first byte reaches it: anything it sends then is a
  * late reply of that session (one that came after the connection was
- * handed out, so the idle check in pool.c did not see it), and must not
+ * handed out, so the idle check in bconn.c did not see it), and must not
  * reach this client. The connection is closed and counted with the refused
  * reuses; the client, which has lost nothing, is paired with another (or
  * closed when it cannot be). Returns 1 when it did that, else 0. (Once the
@@ -488,14 +261,14 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	int src = from_backend ? s->b->fd : s->cfd;
 	int dst = from_backend ? s->cfd : s->b->fd;
 	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
-	int hold = from_backend ? (session_can_retry(s) ? HOLD_IF_EMPTY : HOLD_NONE)
-	                        : (session_reuses(s) ? HOLD_ALWAYS : HOLD_NONE);
+	int hold = from_backend ? (session_can_retry(s) ? RELAY_HOLD_IF_EMPTY : RELAY_HOLD_NONE)
+	                        : (session_reuses(s) ? RELAY_HOLD_ALWAYS : RELAY_HOLD_NONE);
 	uint64_t before = d->bytes;
 	if (from_backend && s->b->served && s->up.bytes == 0 && before == 0 && session_stray_reply(s))
 		return -1;
 	/* The client going away entirely (not a half-close) ends the session
 	 * at once; with reuse its EOF already does. */
-	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, !from_backend && hold == HOLD_NONE, &side);
+	int r = relay_flow(s->pool->eng, d, src, dst, other->shut, hold, !from_backend && hold == RELAY_HOLD_NONE, &side);
 	*(from_backend ? &s->pool->stats.bytes_down : &s->pool->stats.bytes_up) += d->bytes - before;
 	if (from_backend && before == 0 && d->bytes && s->up.bytes == 0)
 		s->b->had_greeting = 1; /* it spoke first: a greeting the next client would miss (reuse) */
@@ -511,7 +284,7 @@ static int session_flow(struct session *s, struct relay_dir *d, int from_backend
 	}
 	if (r < 0) {
 		/* the backend's side is the source going down, the destination going up */
-		session_fail(s, (side == SIDE_SRC) == from_backend, -r);
+		session_fail(s, (side == RELAY_SIDE_SRC) == from_backend, -r);
 		return -1;
 	}
 	if (hold && d->eof && d->bytes == 0) {
@@ -525,7 +298,7 @@ static void session_after_io(struct session *s)
 {
 	/* reuse: the client is done and nothing is in flight either way: the
 	 * connection goes to its reset (or quiet period) instead of closing. */
-	if (session_reuses(s) && s->up.eof && !dir_pending(&s->up) && !dir_pending(&s->down)) {
+	if (session_reuses(s) && s->up.eof && !relay_pending(&s->up) && !relay_pending(&s->down)) {
 		struct pool *p = s->pool;
 		struct bconn *b = s->b;
 		if (s->down.eof) { /* the backend closed too: nothing to reuse */
@@ -724,7 +497,7 @@ void session_start(struct session *s, struct bconn *b)
 	ev_set_cb(&s->cio, session_client_cb);
 	ev_io_modify(&s->cio, 0);
 	s->b = b;
-	/* A foreign socket is never spliced (see the top). A retry onto one has
+	/* A foreign socket is never spliced (see relay.c). A retry onto one has
 	 * no pipe pending: the retry needs up.bytes == 0, and up fills a pipe
 	 * only after a full scratch read was entirely delivered. */
 	s->up.copy = s->down.copy = b->foreign;
