@@ -24,7 +24,7 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import (
+from wp import (
     IO_TIMEOUT,
     WARMPOOLD,
     admin_json,

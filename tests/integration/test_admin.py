@@ -15,7 +15,7 @@ import stat
 import subprocess
 import time
 
-from conftest import (
+from wp import (
     IO_TIMEOUT,
     WARMPOOLCTL,
     WARMPOOLD,
@@ -724,7 +724,7 @@ def test_drain_disable_enable_unknown_targets(start_backend, start_daemon, pool)
 
 
 # ---------------------------------------------------------------------------
-# one command at a time (issue 12, 2.7): a single write of many commands
+# one command at a time (a pipelining peer cannot flood the daemon): a single write of many commands
 # runs one command per loop iteration, nothing more is run or read while an
 # answer waits for the peer, and no answer is lost to a later one's size
 

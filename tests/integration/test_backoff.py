@@ -5,7 +5,7 @@ import re
 import socket
 import time
 
-from conftest import connect_unix, echo_once, free_port, recv_until_closed, wait_until
+from wp import connect_unix, echo_once, free_port, recv_until_closed, wait_until
 
 BACKOFF = {"initial": "100ms", "max": "2s", "multiplier": 2.0, "jitter": 0.1}
 

@@ -4,7 +4,7 @@ client is read from the backend's own event log (bytes per connection)."""
 
 import re
 
-from conftest import connect_unix, echo_once, recv_exact, recv_until_closed, wait_until
+from wp import connect_unix, echo_once, recv_exact, recv_until_closed, wait_until
 
 CHECK = {"type": "connect", "interval": "100ms", "fast_interval": "50ms", "down_interval": "100ms",
          "timeout": "200ms", "fall": 2, "rise": 2}

@@ -1,10 +1,23 @@
-"""Client limits and queueing: max_clients closes the extra client at once;
-clients waiting for a connection are served first come, first served."""
+"""Client limits and queueing: max_clients closes the extra client at once,
+and clients that connect and send nothing, up to max_clients, tie up neither
+the daemon nor other pools; clients waiting for a connection are served
+first come, first served."""
 
 import select
 import time
 
-from conftest import connect_unix, recv_exact, recv_until_closed, wait_until
+from wp import (
+    SLOW,
+    admin_json,
+    alive,
+    connect_unix,
+    echo_once,
+    pool_row,
+    recv_exact,
+    recv_until_closed,
+    stats,
+    wait_until,
+)
 
 
 def _readable(sock, wait=0.05):
@@ -59,3 +72,52 @@ def test_max_clients_closes_the_extra_client_at_once(start_backend, start_daemon
 
     wait_until(served, what="a new client served once a slot is free")
     b.close()
+
+
+# ---------------------------------------------------------------------------
+# clients that connect and send nothing, up to max_clients
+
+
+def test_silent_clients_up_to_max_clients(start_backend, start_daemon, pool):
+    """200 clients connect to a pool with max_clients 200 and send nothing:
+    the admin socket answers, another pool serves, the 201st client of that
+    pool is closed at once, and the 200 are still held (each still echoes)."""
+    n = 200
+    be, other_be = start_backend(), start_backend()
+    d = start_daemon(pools={
+        "slow": pool("slow", [be], min_idle=4, max_connections=n + 16, max_clients=n, queue_timeout="30s"),
+        "other": pool("other", [other_be], min_idle=2),
+    })
+    d.wait_log(r"pool=slow: warm:")
+    d.wait_log(r"pool=other: warm:")
+    path = d.socket_path("slow")
+    silent = []
+    try:
+        for _ in range(n):
+            silent.append(connect_unix(path))
+        wait_until(lambda: pool_row(d, "slow")["active"] == n, timeout=30,
+                   what=f"{n} silent clients paired (show pools)")
+        # The daemon is not tied up by them.
+        alive(d)
+        assert admin_json(d, "show pools")["pools"]
+        for i in range(20):
+            assert echo_once(d.socket_path("other"), b"other %02d" % i) == b"other %02d" % i
+        # One more: closed at once, counted, logged.
+        t0 = time.monotonic()
+        with connect_unix(path) as extra:
+            got, how = recv_until_closed(extra, timeout=5)
+        assert got == b"", got
+        closed_after = time.monotonic() - t0
+        d.wait_log(rf"pool=slow: max_clients \({n}\) reached, closing new client")
+        st = stats(d, "slow")
+        assert st["clients_refused"] == 1 and st["clients_accepted"] == n + 1, st
+        # The silent ones were held, not dropped: each still gets its echo.
+        for i, s in enumerate(silent):
+            s.sendall(b"late %03d" % i)
+        for i, s in enumerate(silent):
+            assert recv_exact(s, 8) == b"late %03d" % i
+    finally:
+        for s in silent:
+            s.close()
+    print(f"the {n + 1}st client was closed {closed_after * 1000:.0f} ms after connecting ({how})")
+    assert closed_after < 2.0 * SLOW

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, WARMPOOLD, at
+from wp import SANITIZER_MARKERS, WARMPOOLD, at
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\s]+): (?P<msg>.+)$")
 

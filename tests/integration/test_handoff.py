@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from conftest import BUILD, REPO, WARMPOOLCTL, Procs, admin, recv_exact, wait_until
+from wp import BUILD, REPO, WARMPOOLCTL, Procs, admin, recv_exact, wait_until
 
 
 CHECKOUT = b"WPQ1O\0\0\0"
@@ -222,9 +222,9 @@ def test_checkin_of_a_foreign_socket_is_refused(start_backend, start_daemon, poo
 
 
 # ---------------------------------------------------------------------------
-# Checkin trusts only sockets the daemon handed out (issue 12, 2.1), handed
-# out sockets leave the daemon's epoll set (2.6), and one uid's silent
-# connections cannot lock the others out of the handoff socket (2.5).
+# Checkin trusts only sockets the daemon handed out (no forged or repeated
+# checkin), handed out sockets leave the daemon's epoll set, and one uid's
+# silent connections cannot lock the others out of the handoff socket.
 
 NOBODY = 65534
 

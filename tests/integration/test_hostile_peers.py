@@ -1,5 +1,5 @@
 """A socket that came back through checkin shares its open file description
-with any copy the client kept (issue 12, finding 2.2): O_NONBLOCK and
+with any copy the client kept (a hostile client holds it): O_NONBLOCK and
 SO_LINGER set on that copy are the daemon's too. Neither may stop the
 event loop: every recv/send says MSG_DONTWAIT, a foreign connection is never
 spliced (splice waits by the file's O_NONBLOCK), and SO_LINGER is switched
@@ -12,7 +12,7 @@ import socket
 import struct
 import time
 
-from conftest import admin, connect_unix, echo_once, recv_exact, wait_until
+from wp import admin, connect_unix, echo_once, recv_exact, wait_until
 from test_handoff import handoff_checkin, handoff_checkout, stats
 
 SESSION_BUF = 16384  # daemon/engine.h: a read this long makes a direction bulk (spliced before the fix)

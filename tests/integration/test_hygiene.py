@@ -1,7 +1,8 @@
 """Connection hygiene: idle connections a backend (or a middlebox) drops
 after a while never reach a client, max_lifetime recycles connections spread
-out in time and never cuts a session, and backend sockets carry TCP
-keepalive."""
+out in time and never cuts a session, backend sockets carry TCP keepalive,
+and a session where nothing moves on one side for client_idle_timeout or
+server_idle_timeout is closed."""
 
 import re
 import signal
@@ -10,7 +11,19 @@ import time
 
 import pytest
 
-from conftest import connect_unix, echo_once, recv_exact, wait_until
+from wp import (
+    KIB,
+    MIB,
+    SourceChecker,
+    alive,
+    connect_unix,
+    echo_once,
+    other_pool_serves,
+    recv_exact,
+    recv_until_closed,
+    stats,
+    wait_until,
+)
 
 
 def _spread_sessions(path, n, seconds):
@@ -103,11 +116,83 @@ def test_keepalive_off(start_backend, start_daemon, pool):
     assert len(lines) == 2 and all("keepalive" not in ln for ln in lines), out
 
 
-def test_client_idle_timeout_closes_a_silent_session(start_backend, start_daemon, pool):
+# ---------------------------------------------------------------------------
+# session idle timeouts: a session where nothing moves on one side is closed
+
+
+def test_frozen_backend_session_ends_by_server_idle_timeout(start_backend, start_daemon, pool):
+    """A session whose backend froze is closed by server_idle_timeout: both
+    a quiet echo session (300 ms: the client sees a clean EOF) and one pushing
+    to a frozen sink (1 s: the push ends in an error); a pool with the same
+    timeout whose sessions keep moving is not affected. (It absorbed
+    test_server_idle_timeout_closes_a_session_whose_backend_froze.)"""
+    sink = start_backend(mode="sink")
+    echo = start_backend()
+    frozen_echo = start_backend()
+    d = start_daemon(pools={"si": pool("si", [sink], min_idle=1, server_idle_timeout="1s"),
+                            "other": pool("other", [echo], min_idle=2, server_idle_timeout="1s"),
+                            "frozen": pool("frozen", [frozen_echo], min_idle=1, server_idle_timeout="300ms")})
+    d.wait_log(r"pool=si: warm:")
+    d.wait_log(r"pool=other: warm:")
+    frozen_echo.wait_open(1)
+
+    # A quiet session whose echo backend froze: the client gets EOF.
+    with connect_unix(d.socket_path("frozen")) as c:
+        c.sendall(b"a")
+        assert recv_exact(c, 1) == b"a"
+        frozen_echo.proc.send_signal(signal.SIGSTOP)
+        try:
+            c.sendall(b"b")  # lands in the frozen backend's socket buffer: then nothing moves
+            assert c.recv(10) == b""
+        finally:
+            frozen_echo.proc.send_signal(signal.SIGCONT)
+    d.wait_log(r"pool=frozen client=\d+: nothing moved on the backend side for server_idle_timeout")
+
+    # A session pushing to a frozen sink, next to a pool that keeps moving.
+    with connect_unix(d.socket_path("si"), timeout=30) as s:
+        s.sendall(b"x" * MIB)
+        sink.proc.send_signal(signal.SIGSTOP)
+        try:
+            s.setblocking(False)
+            pushed = MIB
+            end = time.monotonic() + 30
+            closed_by = None
+            while closed_by is None:  # push until the daemon closes the session
+                assert time.monotonic() < end, f"the session was not closed ({pushed} bytes pushed)"
+                try:
+                    pushed += s.send(b"y" * (64 * KIB))
+                except BlockingIOError:
+                    time.sleep(0.05)
+                except (BrokenPipeError, ConnectionResetError) as e:
+                    closed_by = type(e).__name__
+                # An echo session of the other pool keeps moving meanwhile.
+                other_pool_serves(d, "other", n=1)
+        finally:
+            sink.proc.send_signal(signal.SIGCONT)
+    line = d.wait_log(r"pool=si client=\d+: nothing moved on the backend side for server_idle_timeout")[0]
+    assert "closing the session" in line
+    assert stats(d, "si")["sessions_idle_closed"] == 1
+    assert stats(d, "other")["sessions_idle_closed"] == 0
+    alive(d)
+    assert echo_once(d.socket_path("other"), b"still here") == b"still here"
+
+
+def test_stalled_client_session_ends_by_client_idle_timeout(start_backend, start_daemon, pool):
+    """A session whose client moves nothing is closed by client_idle_timeout:
+    a client that connects and stays silent (300 ms) while an active client
+    of the same pool keeps its session, and a client that stops reading an
+    endless stream (1 s), whose bytes got before are exact. (It absorbed
+    test_client_idle_timeout_closes_a_silent_session.)"""
+    seed = 5
     be = start_backend()
-    d = start_daemon(pools={"ci": pool("ci", [be], min_idle=1, client_idle_timeout="300ms")})
+    src = start_backend(mode="source", source_bytes=0, seed=seed)
+    d = start_daemon(pools={"silent": pool("silent", [be], min_idle=1, client_idle_timeout="300ms"),
+                            "ci": pool("ci", [src], min_idle=1, client_idle_timeout="1s")})
     be.wait_open(1)
-    with connect_unix(d.socket_path("ci")) as active, connect_unix(d.socket_path("ci")) as silent:
+    d.wait_log(r"pool=ci: warm:")
+
+    # A silent client is closed; an active one of the same pool is not.
+    with connect_unix(d.socket_path("silent")) as active, connect_unix(d.socket_path("silent")) as silent:
         for i in range(8):  # the active one keeps moving bytes for longer than the timeout
             active.sendall(b"k%d" % i)
             assert recv_exact(active, 2) == b"k%d" % i
@@ -115,21 +200,21 @@ def test_client_idle_timeout_closes_a_silent_session(start_backend, start_daemon
         assert silent.recv(10) == b""  # closed by the daemon
         active.sendall(b"ok")
         assert recv_exact(active, 2) == b"ok"
-    line = d.wait_log(r"pool=ci client=\d+: nothing moved on the client side for client_idle_timeout")[0]
+    line = d.wait_log(r"pool=silent client=\d+: nothing moved on the client side for client_idle_timeout")[0]
     assert "closing the session" in line
 
-
-def test_server_idle_timeout_closes_a_session_whose_backend_froze(start_backend, start_daemon, pool):
-    be = start_backend()
-    d = start_daemon(pools={"si": pool("si", [be], min_idle=1, server_idle_timeout="300ms")})
-    be.wait_open(1)
-    with connect_unix(d.socket_path("si")) as c:
-        c.sendall(b"a")
-        assert recv_exact(c, 1) == b"a"
-        be.proc.send_signal(signal.SIGSTOP)
-        try:
-            c.sendall(b"b")  # lands in the frozen backend's socket buffer: then nothing moves
-            assert c.recv(10) == b""
-        finally:
-            be.proc.send_signal(signal.SIGCONT)
-    d.wait_log(r"pool=si client=\d+: nothing moved on the backend side for server_idle_timeout")
+    # A client that stops reading an endless stream.
+    chk = SourceChecker(seed)
+    with connect_unix(d.socket_path("ci"), timeout=30) as s:
+        s.sendall(b"G")
+        while chk.offset < 4 * MIB:
+            chk.feed(recv_exact(s, 64 * KIB))
+        line = d.wait_log(r"pool=ci client=\d+: nothing moved on the client side for client_idle_timeout",
+                          timeout=30)[0]
+        assert "closing the session" in line
+        # What was in flight is still exact, then the stream ends.
+        rest, how = recv_until_closed(s, timeout=30, limit=1 << 30)
+        chk.feed(rest)
+    assert stats(d, "ci")["sessions_idle_closed"] == 1
+    src.wait_close_where(lambda c: c.bytes_in == 1, what="the source connection to close")
+    alive(d)

@@ -1,58 +1,33 @@
-"""Process lifecycle: graceful drain on SIGTERM, prompt SIGINT, sd_notify
-messages, socket files created, replaced when stale, refused when live, and
+"""Process lifecycle: graceful drain on SIGTERM (sessions streaming on until
+their clients end them), prompt SIGINT, sd_notify messages, socket files
+created, replaced when stale (also after a SIGKILL), refused when live, and
 removed on exit."""
 
 import re
 import signal
 import socket
+import threading
 import time
 
-from conftest import connect_unix, echo_once, recv_exact, recv_until_closed, wait_until
+import pytest
+
+from wp import (
+    KIB,
+    Daemon,
+    alive,
+    connect_unix,
+    echo_once,
+    echo_rounds,
+    recv_exact,
+    recv_until_closed,
+    run_threads,
+    stats,
+    wait_until,
+)
 
 
 def _index(notify, line):
     return next(i for i, m in enumerate(notify) if line in m.split("\n"))
-
-
-def test_sigterm_drains_active_session(start_backend, start_daemon, pool):
-    be = start_backend()
-    d = start_daemon(pools={"drain": pool("drain", [be], min_idle=2)}, daemon={"shutdown_timeout": "10s"})
-    be.wait_open(2)
-    path = d.socket_path("drain")
-
-    with connect_unix(path) as s:
-        s.sendall(b"before")
-        assert recv_exact(s, 6) == b"before"
-
-        d.send_signal(signal.SIGTERM)
-        wait_until(lambda: d.notify_has("STOPPING=1"), what="STOPPING=1 after SIGTERM")
-        # Draining: the session in progress still works ...
-        s.sendall(b"during the drain")
-        assert recv_exact(s, 16) == b"during the drain"
-        assert d.proc.poll() is None, "exited before the active session ended"
-
-        # ... while a new client gets no session.
-        try:
-            late = connect_unix(path, timeout=2)
-        except (ConnectionRefusedError, FileNotFoundError):
-            late = None
-        if late is not None:
-            with late:
-                try:
-                    late.sendall(b"late")
-                    late.settimeout(1.0)
-                    data = late.recv(100)
-                except (socket.timeout, ConnectionResetError, BrokenPipeError):
-                    data = b""
-                assert data == b"", "a new client was served during the drain"
-
-        s.sendall(b"last")
-        assert recv_exact(s, 4) == b"last"
-    # The client ended the session: the daemon finishes well before
-    # shutdown_timeout (10 s), exits 0 and says it drained.
-    assert d.wait_exit(timeout=8) == 0, d.log()
-    assert "drain" in d.log().lower(), d.log()
-    assert not path.exists(), "socket file left behind"
 
 
 def test_sigterm_shutdown_timeout_closes_lingering_session(start_backend, start_daemon, pool):
@@ -203,3 +178,103 @@ def test_debug_log_traces_every_state_change_births_and_deaths_included(start_ba
     born = set(re.findall(r"conn=(\d+): new -> connecting$", log, re.M))
     died = set(re.findall(r"conn=(\d+): \w+ -> closed$", log, re.M))
     assert len(born) >= 3 and born == died, (born, died)
+
+
+# ---------------------------------------------------------------------------
+# the daemon itself killed, or stopped while sessions run
+
+
+def test_sigkill_and_restart_with_the_same_config(procs, tmp_path, sockdir, start_backend, start_daemon, pool):
+    """SIGKILL leaves the socket files behind; a new daemon on the same
+    config replaces them (nothing answers there), warms again and serves."""
+    be = start_backend()
+    d1 = start_daemon(pools={"r": pool("r", [be], min_idle=3)})
+    d1.wait_log(r"pool=r: warm:")
+    path = d1.socket_path("r")
+    assert echo_once(path, b"first life") == b"first life"
+    d1.proc.kill()
+    assert d1.wait_exit() == -signal.SIGKILL
+    assert path.exists() and d1.admin_path.exists(), "the killed daemon's socket files are gone?"
+    be.wait_open(0)  # the kernel closed its connections
+    with pytest.raises(ConnectionRefusedError):
+        connect_unix(path, timeout=2)
+
+    d2 = Daemon(procs, tmp_path, sockdir, d1.config_path.read_text(), name="warmpoold-again")
+    d2.admin_path = d1.admin_path
+    try:
+        d2.start()
+        log = d2.log()
+        for p in (path, d1.admin_path):
+            assert f"{p}: removed stale socket file" in log, log
+        d2.wait_log(r"pool=r: warm: 3 idle connections")
+        be.wait_open(3)
+        assert echo_once(path, b"second life") == b"second life"
+        alive(d2)
+        assert stats(d2, "r")["clients_served"] == 1
+        assert d2.stop() == 0, d2.log()
+        assert not path.exists()
+    finally:
+        d2.close()
+
+
+def test_sigterm_drains_streaming_sessions_within_shutdown_timeout(start_backend, start_daemon, pool):
+    """SIGTERM while three sessions stream: the daemon says STOPPING=1 and
+    keeps running; each session keeps streaming for a while (exact echo),
+    ends by itself, and the daemon then exits 0 before shutdown_timeout,
+    removing its socket file; a client arriving meanwhile gets nothing.
+    (It absorbed test_sigterm_drains_active_session, which checked the same
+    with one session.)"""
+    be = start_backend()
+    timeout_s = 8.0
+    d = start_daemon(pools={"dr": pool("dr", [be], min_idle=4)}, daemon={"shutdown_timeout": f"{timeout_s:g}s"})
+    d.wait_log(r"pool=dr: warm:")
+    path = d.socket_path("dr")
+    n = 3
+    stop = [threading.Event() for _ in range(n)]
+    progress = [0] * n
+
+    def stream(i):
+        with connect_unix(path) as s:
+            total, crc = echo_rounds(s, 50 + i, stop[i], progress, i)
+            s.shutdown(socket.SHUT_WR)
+            rest, how = recv_until_closed(s)
+            assert rest == b"" and how == "eof", (rest[:20], how)
+            return total, crc
+
+    res = {}
+    runner = threading.Thread(target=lambda: res.setdefault("r", run_threads(stream, [(i,) for i in range(n)])),
+                              daemon=True)
+    runner.start()
+    wait_until(lambda: all(progress), what="every session streaming")
+    at_term = list(progress)
+    t_term = time.monotonic()
+    d.send_signal(signal.SIGTERM)
+    d.wait_log(r"SIGTERM: shutting down: no new clients, draining 3 active sessions")
+    wait_until(lambda: d.notify_has("STOPPING=1"), what="STOPPING=1 after SIGTERM")
+    # A client arriving now is not served.
+    try:
+        with connect_unix(path, timeout=2) as late:
+            late.sendall(b"late")
+            got, _ = recv_until_closed(late, timeout=5)
+            assert got == b"", "a new client was served during the drain"
+    except (ConnectionRefusedError, FileNotFoundError):
+        pass
+    # The sessions stream on, then end one after the other.
+    for i in range(n):
+        wait_until(lambda: progress[i] >= at_term[i] + 16 * 64 * KIB, what=f"session {i} to stream on")
+        assert d.proc.poll() is None, f"exited before session {i} ended\n{d.log()[-3000:]}"
+        stop[i].set()
+        time.sleep(0.3)
+    runner.join(60)
+    results = res["r"]
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    rc = d.wait_exit(timeout=timeout_s + 5)
+    took = time.monotonic() - t_term
+    assert rc == 0, d.log()[-3000:]
+    assert took < timeout_s, f"exited {took:.1f}s after SIGTERM: the drain waited for shutdown_timeout"
+    assert "drained: no active sessions left, exiting" in d.log()
+    assert "shutdown_timeout: closing" not in d.log()
+    assert not path.exists(), "socket file left behind"
+    wait_until(lambda: len([c for c in be.closes() if c.bytes_in]) == n, what="the backend connections closed")
+    assert sorted((c.bytes_in, c.crc32) for c in be.closes() if c.bytes_in) == sorted(results)
+    print(f"drained {n} streaming sessions ({sum(r[0] for r in results)} bytes) in {took:.1f}s")

@@ -1,4 +1,4 @@
-"""Config limits (issue 7, hostile input): huge files, deep nesting, absurd
+"""Config limits (hostile input): huge files, deep nesting, absurd
 numbers, thousands of pools, long names, invalid UTF-8 and NUL bytes. Each
 is a clear error from `warmpoold --check-config` (exit 1, a FILE:LINE:COL
 line naming the key) or, at the limit itself, a file that loads (exit 0);
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from conftest import SANITIZER_MARKERS, WARMPOOLD, at
+from wp import SANITIZER_MARKERS, WARMPOOLD, at
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?:(?P<path>[^:\s]+): )?(?P<msg>.+)$")
 RUN_TIMEOUT = 60  # seconds: a hang fails the test (ASan build included)

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import (
+from wp import (
     IO_TIMEOUT,
     admin,
     admin_json,
@@ -578,7 +578,7 @@ def test_http_head(start_backend, start_daemon, pool):
 
 
 # ---------------------------------------------------------------------------
-# the endpoint under attack (issue 12, 2.5): it has its own budget of
+# the endpoint under attack (a peer that trickles or floods): it has its own budget of
 # connections, a deadline for the whole request, and a bounded log
 
 

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BUILD, REPO
+from wp import BUILD, REPO
 
 UNIT = REPO / "packaging" / "systemd" / "warmpoold.service"
 SOCKET_UNIT = REPO / "packaging" / "systemd" / "warmpoold.socket"
 SYSUSERS = REPO / "packaging" / "sysusers.d" / "warmpool.conf"
 SAMPLE_CONFIG = REPO / "config" / "warmpool.yaml"
 MAN_PAGES = ("warmpoold.8", "warmpoolctl.8", "warmpool.yaml.5", "warmpool.3")
-MAX_EXPOSURE = 2.0  # issue 5: `systemd-analyze security` must score the unit at most this
+MAX_EXPOSURE = 2.0  # the unit's sandboxing: `systemd-analyze security` must score it at most this
 
 
 def need(tool):

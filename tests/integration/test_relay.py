@@ -1,23 +1,41 @@
-"""The relay: byte-exact in each direction, half-close, independent sessions."""
+"""The relay: byte-exact in each direction, half-close, independent sessions;
+a backend that dies mid-stream (reset, close, stopped) costs only its own
+session; a side that stops reading stalls the other (backpressure) without
+the daemon's memory growing."""
 
 import os
+import random
+import signal
 import socket
 import threading
 import time
 import zlib
 
-from conftest import (
+import pytest
+
+from wp import (
+    HEAVY,
+    IO_TIMEOUT,
+    KIB,
+    MIB,
+    RSS_CEILING,
+    SourceChecker,
+    alive,
     connect_unix,
+    echo_rounds,
     exchange,
+    other_pool_serves,
     pool_row,
     recv_exact,
     recv_until_closed,
+    rss_bytes,
     run_threads,
+    seeded_chunks,
     splitmix_bytes,
+    stats,
+    try_session,
     wait_until,
 )
-
-MIB = 1 << 20
 
 
 def test_1mib_round_trip_byte_exact(start_backend, start_daemon, pool):
@@ -273,3 +291,278 @@ def test_small_reads_pending_behind_a_stalled_client_keep_their_bytes(start_back
     finally:
         a.close()
         b.close()
+
+
+# ---------------------------------------------------------------------------
+# the backend dies while a session streams
+
+
+def _victim_echo(sock, progress, deadline_s):
+    """Stream to an echo backend that is about to die: each chunk's echo
+    must be exact; when the session ends, what came of the last chunk must
+    be a prefix of it. Returns (bytes verified, how it ended)."""
+    rng = random.Random(99)
+    verified = 0
+    end = time.monotonic() + deadline_s
+    while True:
+        assert time.monotonic() < end, f"victim session still alive after {deadline_s}s ({verified} bytes)"
+        data = rng.randbytes(64 * KIB)
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError) as e:
+            return verified, "send: " + type(e).__name__
+        got = bytearray()
+        while len(got) < len(data):
+            try:
+                c = sock.recv(len(data) - len(got))
+            except ConnectionResetError:
+                c = None
+            except socket.timeout:
+                raise AssertionError(f"victim: no data and no close within {IO_TIMEOUT}s") from None
+            if not c:
+                assert data.startswith(bytes(got)), f"victim: wrong bytes before the close, after {verified}"
+                return verified + len(got), "eof" if c is not None else "reset"
+            got += c
+        assert got == data, f"victim: echo differs after {verified} bytes"
+        verified += len(data)
+        progress[0] = verified
+
+
+def _victim_source(sock, seed, progress, deadline_s):
+    """Read an endless source stream until the backend's death ends it."""
+    sock.sendall(b"G")
+    chk = SourceChecker(seed)
+    end = time.monotonic() + deadline_s
+    while True:
+        assert time.monotonic() < end, f"victim session still alive after {deadline_s}s ({chk.offset} bytes)"
+        try:
+            c = sock.recv(MIB)
+        except ConnectionResetError:
+            return chk.offset, "reset"
+        except socket.timeout:
+            raise AssertionError(f"victim: no data and no close within {IO_TIMEOUT}s") from None
+        if not c:
+            return chk.offset, "eof"
+        chk.feed(c)
+        progress[0] = chk.offset
+
+
+@pytest.mark.parametrize(
+    "how,mode",
+    [("usr1", "echo"), ("usr1", "source"), ("sigterm", "echo"), ("sigkill", "source")],
+    ids=["reset-usr1-echo", "close-usr1-source", "close-sigterm-echo", "close-sigkill-source"],
+)
+def test_backend_dies_mid_stream(start_backend, start_daemon, pool, how, mode):
+    """A session streams through backend V when V's connections die
+    (SIGUSR1: wpbackend closes them all, an RST when input is unread; SIGTERM:
+    it closes them and exits; SIGKILL: the kernel closes them). Meanwhile
+    six sessions of another pool stream through backend S."""
+    seed = 4242
+    victim_be = start_backend(mode=mode, seed=seed, source_bytes=0) if mode == "source" else start_backend()
+    steady_be = start_backend()
+    d = start_daemon(pools={
+        "v": pool("v", [victim_be], min_idle=2),
+        "s": pool("s", [steady_be], min_idle=6, max_connections=16),
+    })
+    d.wait_log(r"pool=v: warm:")
+    d.wait_log(r"pool=s: warm:")
+    time.sleep(0.3)  # every floor connection proven (200 ms): the victim's is not counted as a failed attempt
+    n_steady = 6
+    stop = threading.Event()
+    progress = [0] * n_steady
+    vprog = [0]
+    victim_result = {}
+
+    def victim():
+        with connect_unix(d.socket_path("v")) as s:
+            if mode == "echo":
+                victim_result["r"] = _victim_echo(s, vprog, 60)
+            else:
+                victim_result["r"] = _victim_source(s, seed, vprog, 60)
+
+    def steady(i):
+        with connect_unix(d.socket_path("s")) as s:
+            return echo_rounds(s, 1000 + i, stop, progress, i)
+
+    vt = threading.Thread(target=victim, daemon=True)
+    runner = threading.Thread(
+        target=lambda: victim_result.setdefault("steady", run_threads(steady, [(i,) for i in range(n_steady)])),
+        daemon=True)
+    runner.start()
+    vt.start()
+    wait_until(lambda: vprog[0] >= MIB and all(p > 0 for p in progress), timeout=30,
+               what="the victim and every steady session to be streaming")
+    at_signal = list(progress)
+    if how == "usr1":
+        victim_be.proc.send_signal(signal.SIGUSR1)
+    elif how == "sigterm":
+        victim_be.stop(signal.SIGTERM)
+    else:
+        victim_be.proc.kill()
+        victim_be.proc.wait(10)
+    vt.join(70)
+    assert not vt.is_alive(), "the victim session did not end"
+    assert "r" in victim_result, "the victim thread failed (see the exception above)"
+    got, ended = victim_result["r"]
+    # The steady sessions go on after the death: each moves more bytes.
+    wait_until(lambda: all(p >= a + 4 * 64 * KIB for p, a in zip(progress, at_signal)), timeout=30,
+               what="each steady session to stream on after the backend died")
+    stop.set()
+    runner.join(130)
+    results = victim_result["steady"]
+    bad = [r for r in results if isinstance(r, BaseException)]
+    assert not bad, f"steady sessions failed: {bad}"
+    alive(d)
+
+    # The steady pool: every byte of every session went to its backend and back.
+    sent = sum(r[0] for r in results)
+    st = stats(d, "s")
+    assert st["clients_accepted"] == st["clients_served"] == n_steady, st
+    assert st["bytes_to_backend"] == st["bytes_to_client"] == sent, (st, sent)
+    assert st["clients_retried"] == st["clients_timed_out"] == st["connections_lost"] == 0, st
+    wait_until(lambda: len([c for c in steady_be.closes() if c.bytes_in]) == n_steady,
+               what="the steady sessions' backend connections to close")
+    assert sorted((c.bytes_in, c.crc32) for c in steady_be.closes() if c.bytes_in) == sorted(results)
+
+    # The victim pool: one client, served once, not re-paired (bytes had crossed).
+    vst = stats(d, "v")
+    assert vst["clients_served"] == 1 and vst["clients_retried"] == 0, vst
+    assert vst["bytes_to_client"] >= got, (vst, got)
+    if how == "usr1":
+        # Every connection wpbackend closed was the session's or an idle one;
+        # the idle ones are counted lost (proven) or failed (younger than 200 ms).
+        usr1 = len([c for c in victim_be.closes() if c.reason == "usr1"])
+        wait_until(lambda: stats(d, "v")["connections_lost"] + stats(d, "v")["connections_failed"] == usr1 - 1,
+                   what=f"{usr1 - 1} idle connections counted lost or failed (show stats: {stats(d, 'v')})")
+    else:
+        victim_be.restart()
+    # The pool serves again once its backend is back (re-warmed after backoff).
+    wait_until(lambda: try_session(d.socket_path("v"), mode, seed), timeout=15, interval=0.2,
+               what="pool v to serve again")
+    alive(d)
+    print(f"{how}/{mode}: victim got {got} bytes then {ended}; steady sessions moved {sent} bytes")
+
+
+# ---------------------------------------------------------------------------
+# one side stops reading: backpressure keeps the daemon's memory bounded
+
+
+def _stalled(counter, quiet=1.0, timeout=30.0, what="the stream to stall"):
+    """Wait until counter() stops changing for `quiet` seconds; return its value."""
+    last, since = counter(), time.monotonic()
+    end = time.monotonic() + timeout
+    while True:
+        time.sleep(0.05)
+        now = counter()
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return now
+        assert time.monotonic() < end, f"timed out after {timeout:.0f}s waiting for {what} (at {now})"
+
+
+def _next_to_other(start_daemon, pool, name, be, echo):
+    """A daemon with pool `name` on backend `be` and pool "other" on `echo`,
+    both warm; returns it and its RSS then."""
+    d = start_daemon(pools={name: pool(name, [be], min_idle=1), "other": pool("other", [echo], min_idle=2)})
+    d.wait_log(rf"pool={name}: warm:")
+    d.wait_log(r"pool=other: warm:")
+    return d, rss_bytes(d.proc.pid)
+
+
+def test_backend_stops_reading_memory_bounded(start_backend, start_daemon, pool):
+    """A client pushes HEAVY['push_bytes'] to a sink backend that is frozen
+    (SIGSTOP) a quarter of the way: the push stalls, the daemon's RSS does not
+    grow with it, another pool serves; after SIGCONT every byte arrives."""
+    total = HEAVY["push_bytes"]
+    sink = start_backend(mode="sink")
+    echo = start_backend()
+    d, rss0 = _next_to_other(start_daemon, pool, "bulk", sink, echo)
+    pid = d.proc.pid
+    sent = [0]
+    res = {}
+
+    def push():
+        crc = 0
+        with connect_unix(d.socket_path("bulk"), timeout=120) as s:
+            for chunk in seeded_chunks(7, total):
+                view = memoryview(chunk)
+                while view:
+                    n = s.send(view)
+                    view = view[n:]
+                    sent[0] += n
+                crc = zlib.crc32(chunk, crc)
+        res["crc"] = crc
+
+    t = threading.Thread(target=push, daemon=True)
+    t.start()
+    frozen = False
+    try:
+        wait_until(lambda: sent[0] >= total // 4 or not t.is_alive(), timeout=120, what="a quarter pushed")
+        assert t.is_alive(), "the push ended before the freeze"
+        sink.proc.send_signal(signal.SIGSTOP)
+        frozen = True
+        stalled_at = _stalled(lambda: sent[0], what="the push to stall behind the frozen backend")
+        rss1 = rss_bytes(pid)
+        other_pool_serves(d, "other")
+        alive(d)
+        rss2 = rss_bytes(pid)
+        assert stalled_at < total, "the whole stream was accepted while the backend was frozen"
+    finally:
+        if frozen:
+            sink.proc.send_signal(signal.SIGCONT)
+    t.join(300)
+    assert not t.is_alive() and "crc" in res, "the push did not finish after SIGCONT"
+    c = sink.wait_close_where(lambda c: c.bytes_in > 0, timeout=120, what="the sink connection to close")
+    assert c.bytes_in == total and c.crc32 == res["crc"], (c, total)
+    st = stats(d, "bulk")
+    assert st["bytes_to_backend"] == total, st
+    rss3 = rss_bytes(pid)
+    print(f"pushed {total >> 20} MiB; stalled at {stalled_at >> 20} MiB; daemon RSS "
+          f"{rss0 >> 10} -> {rss1 >> 10} (stalled) -> {rss2 >> 10} -> {rss3 >> 10} KiB (end)")
+    for r in (rss1, rss2, rss3):
+        assert r - rss0 < RSS_CEILING, f"daemon RSS grew by {(r - rss0) >> 20} MiB"
+
+
+def test_client_stops_reading_memory_bounded(start_backend, start_daemon, pool):
+    """A source backend pushes HEAVY['push_bytes'] to a client that stops
+    reading a quarter of the way: the stream stalls (bytes_to_client stops),
+    the daemon's RSS does not grow, another pool serves; when the client reads
+    again the whole stream arrives, exact."""
+    total, seed = HEAVY["push_bytes"], 31337
+    src = start_backend(mode="source", source_bytes=total, seed=seed)
+    echo = start_backend()
+    d, rss0 = _next_to_other(start_daemon, pool, "down", src, echo)
+    pid = d.proc.pid
+    chk = SourceChecker(seed)
+    with connect_unix(d.socket_path("down"), timeout=60) as s:
+        s.sendall(b"G")
+        while chk.offset < total // 4:
+            c = s.recv(MIB)
+            assert c, f"EOF after {chk.offset} bytes"
+            chk.feed(c)
+        # Stop reading: the daemon must stop reading the backend too.
+        stalled_at = _stalled(lambda: stats(d, "down")["bytes_to_client"],
+                              what="bytes_to_client to stop growing")
+        rss1 = rss_bytes(pid)
+        other_pool_serves(d, "other")
+        alive(d)
+        in_flight = stalled_at - chk.offset  # in the client's socket buffer
+        # Read the rest.
+        deadline = time.monotonic() + 300
+        while True:
+            assert time.monotonic() < deadline, f"stream not finished: {chk.offset} of {total}"
+            c = s.recv(MIB)
+            if not c:
+                break
+            chk.feed(c)
+    assert chk.offset == total, (chk.offset, total)
+    c = src.wait_close_where(lambda c: c.bytes_out > 0, timeout=60, what="the source connection to close")
+    assert c.bytes_out == total and c.bytes_in == 1, c
+    assert stats(d, "down")["bytes_to_client"] == total
+    rss2 = rss_bytes(pid)
+    print(f"streamed {total >> 20} MiB; stalled with {in_flight >> 10} KiB in the client's buffer; daemon RSS "
+          f"{rss0 >> 10} -> {rss1 >> 10} (stalled) -> {rss2 >> 10} KiB (end)")
+    assert stalled_at < total
+    for r in (rss1, rss2):
+        assert r - rss0 < RSS_CEILING, f"daemon RSS grew by {(r - rss0) >> 20} MiB"

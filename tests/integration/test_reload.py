@@ -18,7 +18,7 @@ import zlib
 
 import pytest
 
-from conftest import (
+from wp import (
     IO_TIMEOUT,
     admin,
     admin_json,

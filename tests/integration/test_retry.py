@@ -5,7 +5,7 @@ so the moment of death is the test's choice."""
 
 import signal
 
-from conftest import connect_unix, recv_exact, recv_until_closed, wait_until
+from wp import connect_unix, recv_exact, recv_until_closed, wait_until
 
 
 def _usr1_closes(be):

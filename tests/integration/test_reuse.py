@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from conftest import connect_unix, echo_once, recv_exact, wait_until
+from wp import connect_unix, echo_once, recv_exact, wait_until
 from test_handoff import stats
 
 

@@ -18,7 +18,7 @@ import stat
 
 import pytest
 
-from conftest import admin, make_config, pool_config
+from wp import admin, make_config, pool_config
 
 NOBODY = 65534
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (
+from wp import (
     _SCRUB_ENV,
     START_TIMEOUT,
     STOP_TIMEOUT,

@@ -4,7 +4,7 @@ sessions, carry the backend's greeting, and are never handed out dead."""
 import os
 import time
 
-from conftest import connect_unix, echo_once, recv_exact, run_threads, wait_until
+from wp import connect_unix, echo_once, recv_exact, run_threads, wait_until
 
 
 def _stays(pred, duration=0.5, interval=0.05):
