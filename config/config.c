@@ -548,7 +548,7 @@ static void level_free(struct level *l)
 }
 
 /* The owned parts of a pool's health check (free() and regfree()). */
-static void health_free(struct cfg_health *h)
+static void cfg_health_free(struct cfg_health *h)
 {
 	free(h->send);
 	free(h->expect);
@@ -1291,7 +1291,7 @@ static void check_defaults(struct ld *ld, const struct cfg_pool *base, const str
 
 	apply_level(ld, &merged, dl);
 	check_level(ld, &merged, dl, "defaults");
-	health_free(&merged.health);
+	cfg_health_free(&merged.health);
 	allow_free(&merged.allow);
 }
 
@@ -1514,7 +1514,7 @@ void cfg_free(struct wp_config *cfg)
 		free(p->reuse.reset_send);
 		free(p->reuse.reset_expect);
 		allow_free(&p->handoff.allow);
-		health_free(&p->health);
+		cfg_health_free(&p->health);
 		allow_free(&p->allow);
 	}
 	free(cfg->pools);
