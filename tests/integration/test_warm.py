@@ -87,7 +87,10 @@ def test_greeted_connection_handed_out_before_fresh_one(start_backend, start_dae
             assert recv_exact(s, len(msg)) == msg, f"session {i}"
         # The session's connection closed and a fresh one (not greeted for
         # another 1.5 s) replaced it before the next client arrives.
-        be.wait_open(2)
+        # (The backend logs the session's close and the replacement's accept
+        # a moment after the client's exchange: wait for both.)
+        wait_until(lambda: len(be.accepts()) >= 3 + i and be.open_count() == 2,
+                   what=f"the replacement connection {3 + i} open at the backend")
         assert len(be.accepts()) == 3 + i
     used = {c.id for c in be.closes() if c.bytes_in > 0}
     assert used == warm_ids, f"sessions used {used}, the greeted connections were {warm_ids}"
