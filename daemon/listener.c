@@ -151,6 +151,31 @@ static void listener_adopt(struct listener *l, int fd)
 	         allow_summary(listener_allow(l), allow, sizeof allow));
 }
 
+/* Grow p's listeners by `extra` slots for extra sockets systemd passed, each
+ * closed (fd -1) with cfg at its own passed_cfg, whose path is set when a
+ * socket is taken into it (an empty slot is never opened). The listeners
+ * move: none may be started yet. 0, or -1 with a message in err. */
+static int add_passed_slots(struct pool *p, size_t extra, listener_accept_fn *on_accept, char *err,
+                            size_t errlen)
+{
+	struct listener *ls = realloc(p->listeners, (p->n_listeners + extra) * sizeof *ls);
+	if (!ls) {
+		snprintf(err, errlen, "pool=%s: out of memory for %zu passed sockets", p->name, extra);
+		return -1;
+	}
+	memset(ls + p->n_listeners, 0, extra * sizeof *ls);
+	for (size_t i = p->n_listeners; i < p->n_listeners + extra; i++) {
+		ls[i].pool = p;
+		ls[i].on_accept = on_accept;
+		ls[i].fd = -1;
+		ls[i].cfg = &ls[i].passed_cfg;
+		ls[i].passed_cfg.path = ls[i].passed_path;
+	}
+	p->listeners = ls;
+	p->n_listeners += extra;
+	return 0;
+}
+
 int listener_adopt_passed(struct pool *p, listener_accept_fn *on_accept, char *err, size_t errlen)
 {
 	for (size_t i = 0; i < p->n_listeners; i++) {
@@ -163,23 +188,14 @@ int listener_adopt_passed(struct pool *p, listener_accept_fn *on_accept, char *e
 	if (extra == 0)
 		return 0;
 	/* Nothing is started yet: moving the listeners is safe. */
-	struct listener *ls = realloc(p->listeners, (p->n_listeners + extra) * sizeof *ls);
-	if (!ls) {
-		snprintf(err, errlen, "pool=%s: out of memory for %zu passed sockets", p->name, extra);
+	if (add_passed_slots(p, extra, on_accept, err, errlen) < 0)
 		return -1;
-	}
-	p->listeners = ls;
-	for (size_t k = 0; k < extra; k++) {
+	for (size_t i = p->n_listeners - extra; i < p->n_listeners; i++) {
 		int fd = systemd_take_listen_fd(p->name);
 		if (fd < 0)
 			break; /* cannot happen: counted above */
-		struct listener *l = &p->listeners[p->n_listeners++];
-		memset(l, 0, sizeof *l);
-		l->pool = p;
-		l->on_accept = on_accept;
+		struct listener *l = &p->listeners[i];
 		snprintf(l->passed_path, sizeof l->passed_path, "%s", systemd_listen_fd_address(fd));
-		l->passed_cfg.path = l->passed_path;
-		l->cfg = &l->passed_cfg;
 		listener_adopt(l, fd); /* owned from here on: listener_close() closes it */
 		if (!systemd_listen_fd_is_unix(fd)) {
 			snprintf(err, errlen,
@@ -286,22 +302,7 @@ int listener_reserve_extras(struct pool *dst, const struct pool *src, listener_a
 		extra += is_passed_extra(&src->listeners[i]);
 	if (extra == 0)
 		return 0;
-	struct listener *ls = realloc(dst->listeners, (dst->n_listeners + extra) * sizeof *ls);
-	if (!ls) {
-		snprintf(err, errlen, "pool=%s: out of memory for %zu passed sockets", dst->name, extra);
-		return -1;
-	}
-	memset(ls + dst->n_listeners, 0, extra * sizeof *ls);
-	for (size_t i = dst->n_listeners; i < dst->n_listeners + extra; i++) {
-		ls[i].pool = dst;
-		ls[i].on_accept = on_accept;
-		ls[i].fd = -1;
-		ls[i].cfg = &ls[i].passed_cfg; /* path set when taken; an untaken one is never opened */
-		ls[i].passed_cfg.path = ls[i].passed_path;
-	}
-	dst->listeners = ls;
-	dst->n_listeners += extra;
-	return 0;
+	return add_passed_slots(dst, extra, on_accept, err, errlen);
 }
 
 void listener_take_extras(struct pool *dst, struct pool *src)

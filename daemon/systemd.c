@@ -263,12 +263,8 @@ size_t systemd_notify_pending(void)
 /* One line for STATUS=: a newline would start another assignment. */
 static const char *one_line(const char *in, char *out, size_t cap)
 {
-	size_t n = 0;
-	for (; in && in[n] && n + 1 < cap; n++)
-		out[n] = (unsigned char)in[n] < 0x20 || in[n] == 0x7f ? ' ' : in[n];
-	out[n] = '\0';
-	if (in && in[n] && cap > 4)
-		memcpy(out + cap - 4, "...", 4);
+	in = in ? in : "";
+	wp_escape_as((const unsigned char *)in, strlen(in), SIZE_MAX, out, cap, WP_ESC_LINE);
 	return out;
 }
 

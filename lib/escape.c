@@ -2,6 +2,8 @@
 #include "escape.h"
 
 #include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
 #include <string.h>
 
 int wp_hexval(char c)
@@ -15,62 +17,61 @@ int wp_hexval(char c)
 	return -1;
 }
 
+/* The bytes each style shows as a backslash and a letter. */
+static const char named[WP_ESC_STYLE + 1][0x80] = {
+    [WP_ESC_BYTES] = {['\r'] = 'r', ['\n'] = 'n', ['\t'] = 't', ['\0'] = '0', ['\\'] = '\\'},
+    [WP_ESC_TEXT] = {['\n'] = 'n', ['\t'] = 't', ['"'] = '"', ['\\'] = '\\'},
+};
+
+/* The byte `letter` stands for after a backslash in the log style (the
+ * escapes wp_unescape reads), or -1. */
+static int named_byte(char letter)
+{
+	for (int c = 0; letter && c < 0x80; c++)
+		if (named[WP_ESC_BYTES][c] == letter)
+			return c;
+	return -1;
+}
+
 ssize_t wp_unescape(const char *in, unsigned char *out, size_t cap)
 {
 	size_t n = 0;
+	int c, hi, lo;
 	while (*in) {
 		if (n == cap)
 			return -ENOSPC;
-		if (in[0] != '\\' || !in[1]) {
-			out[n++] = (unsigned char)*in++;
-			continue;
+		if (in[0] == '\\' && (c = named_byte(in[1])) >= 0) {
+			out[n++] = (unsigned char)c;
+			in += 2;
+		} else if (in[0] == '\\' && in[1] == 'x' && (hi = wp_hexval(in[2])) >= 0 &&
+		           (lo = wp_hexval(in[3])) >= 0) {
+			out[n++] = (unsigned char)(hi << 4 | lo);
+			in += 4;
+		} else {
+			out[n++] = (unsigned char)*in++; /* a backslash that is no escape stays as written */
 		}
-		int hi, lo;
-		switch (in[1]) {
-		case 'r':
-			out[n++] = '\r';
-			break;
-		case 'n':
-			out[n++] = '\n';
-			break;
-		case 't':
-			out[n++] = '\t';
-			break;
-		case '0':
-			out[n++] = '\0';
-			break;
-		case '\\':
-			out[n++] = '\\';
-			break;
-		case 'x':
-			if ((hi = wp_hexval(in[2])) >= 0 && (lo = wp_hexval(in[3])) >= 0) {
-				out[n++] = (unsigned char)(hi << 4 | lo);
-				in += 4;
-				continue;
-			}
-			__attribute__((fallthrough)); /* not an escape after all */
-		default:
-			out[n++] = '\\'; /* kept as written; the next char follows */
-			in++;
-			continue;
-		}
-		in += 2;
 	}
 	return (ssize_t)n;
 }
 
-/* Writes the escape for c into e (at most 4 bytes); returns its length. */
-static size_t escape_one(unsigned char c, char *e)
+#define ESC_MAX 4 /* the longest way one byte is shown: \xHH */
+
+/* Writes how c is shown in `style` into e (at most ESC_MAX bytes); returns
+ * its length. */
+static size_t escape_one(unsigned char c, unsigned style, char *e)
 {
 	static const char hex[] = "0123456789abcdef";
-	static const char named[] = {['\r'] = 'r', ['\n'] = 'n', ['\t'] = 't', ['\0'] = '0', ['\\'] = '\\'};
-	if (c < sizeof named && named[c]) {
+	if (c < 0x80 && named[style][c]) {
 		e[0] = '\\';
-		e[1] = named[c];
+		e[1] = named[style][c];
 		return 2;
 	}
-	if (c >= 0x20 && c < 0x7f) {
+	if ((c >= 0x20 && c < 0x7f) || (c >= 0x80 && (style == WP_ESC_TEXT || style == WP_ESC_LINE))) {
 		e[0] = (char)c;
+		return 1;
+	}
+	if (style == WP_ESC_MASK || style == WP_ESC_LINE) {
+		e[0] = style == WP_ESC_MASK ? '?' : ' ';
 		return 1;
 	}
 	e[0] = '\\';
@@ -80,27 +81,60 @@ static size_t escape_one(unsigned char c, char *e)
 	return 4;
 }
 
-size_t wp_escape(const unsigned char *in, size_t n, char *out, size_t cap)
+/* Where a cut before in[i] goes: in the styles that keep UTF-8, back to
+ * the start of the sequence in[i] continues. */
+static size_t cut_at(const unsigned char *in, size_t i, unsigned style)
 {
-	char e[4];
-	size_t total = 0, o = 0, i;
+	if (style == WP_ESC_TEXT || style == WP_ESC_LINE)
+		while (i > 0 && (in[i] & 0xc0) == 0x80)
+			i--;
+	return i;
+}
+
+size_t wp_escape_as(const unsigned char *in, size_t n, size_t max, char *out, size_t cap, unsigned how)
+{
+	unsigned style = how & WP_ESC_STYLE;
+	size_t quotes = how & WP_ESC_QUOTE ? 2 : 0;
+	size_t m = n > max ? cut_at(in, max, style) : n;
+	size_t total = quotes, body = 0, room, i;
+	char e[ESC_MAX];
+
 	if (cap == 0)
 		return 0;
-	for (i = 0; i < n; i++)
-		total += escape_one(in[i], e);
+	for (i = 0; i < m; i++)
+		total += escape_one(in[i], style, e);
 	/* All of it when it fits; otherwise as much as leaves room for "...". */
-	size_t limit = total < cap ? cap : (cap > 3 ? cap - 3 : 0);
-	for (i = 0; i < n; i++) {
-		size_t len = escape_one(in[i], e);
-		if (o + len >= limit)
-			break;
-		memcpy(out + o, e, len);
-		o += len;
+	bool cut = m < n || total >= cap;
+	if (cap - 1 < quotes + (cut ? 3 : 0)) {
+		out[0] = '\0';
+		return 0;
 	}
-	if (i < n && o + 3 < cap) {
-		memcpy(out + o, "...", 3);
+	room = cap - 1 - quotes - (cut ? 3 : 0);
+	char *o = out + (quotes ? 1 : 0);
+	for (i = 0; i < m; i++) {
+		size_t len = escape_one(in[i], style, e);
+		if (body + len > room)
+			break;
+		memcpy(o + body, e, len);
+		body += len;
+	}
+	if (i < m)
+		for (size_t keep = cut_at(in, i, style); i > keep;)
+			body -= escape_one(in[--i], style, e);
+	o += body;
+	if (quotes) {
+		out[0] = '"';
+		*o++ = '"';
+	}
+	if (cut) {
+		memcpy(o, "...", 3);
 		o += 3;
 	}
-	out[o] = '\0';
+	*o = '\0';
 	return i;
+}
+
+size_t wp_escape(const unsigned char *in, size_t n, char *out, size_t cap)
+{
+	return wp_escape_as(in, n, SIZE_MAX, out, cap, WP_ESC_BYTES);
 }

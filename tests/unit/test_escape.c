@@ -1,5 +1,6 @@
 /* tests/unit/test_escape.c — lib/escape: the command-line byte-string escapes,
- * decoded (wp_unescape) and shown in log lines (wp_escape). */
+ * decoded (wp_unescape) and shown in log lines (wp_escape), config messages,
+ * admin replies and sd_notify status lines (wp_escape_as). */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -219,6 +220,179 @@ static void test_escape_round_trip(void **state)
 	assert_memory_equal(back, in, 256);
 }
 
+/* ---- wp_escape_as: the styles of the one sanitiser ---------------------- */
+
+/* Like check_esc, for wp_escape_as with an input limit and a style. */
+static void check_as(const void *in, size_t n, size_t max, size_t cap, unsigned how, const char *want,
+                     size_t want_shown)
+{
+	char out[1100];
+	assert_true(cap < sizeof out);
+	memset(out, CANARY, sizeof out);
+	size_t shown = wp_escape_as(in, n, max, out, cap, how);
+	for (size_t i = cap; i < sizeof out; i++)
+		if (out[i] != CANARY)
+			fail_msg("cap %zu: byte %zu written", cap, i);
+	assert_int_equal(shown, want_shown);
+	if (cap == 0) {
+		assert_string_equal(want, ""); /* nothing written at all */
+		return;
+	}
+	assert_non_null(memchr(out, '\0', cap));
+	assert_string_equal(out, want);
+}
+
+/* The config's messages (config/errors.c show()): UTF-8 text kept, '"' and
+ * '\' after a backslash, only \n and \t named, other control bytes \xHH. */
+static void test_text_style(void **state)
+{
+	(void)state;
+	const unsigned T = WP_ESC_TEXT, TQ = WP_ESC_TEXT | WP_ESC_QUOTE;
+	check_as("many", 4, 60, 256, TQ, "\"many\"", 4);
+	check_as("many", 4, 60, 256, T, "many", 4);
+	check_as("", 0, 60, 256, TQ, "\"\"", 0);
+	check_as("a\"b\\c", 5, 60, 256, TQ, "\"a\\\"b\\\\c\"", 5);
+	check_as("a\"b", 3, 60, 256, T, "a\\\"b", 3); /* '"' escaped without quotes too */
+	check_as("a\nb\tc", 5, 60, 256, TQ, "\"a\\nb\\tc\"", 5);
+	/* \r and \0 are not named in this style, unlike the log style. */
+	check_as("\r\0\x01\x1f\x7f", 5, 60, 256, T, "\\x0d\\x00\\x01\\x1f\\x7f", 5);
+	check_as("caf\xc3\xa9 \xe2\x82\xac", 9, 60, 256, TQ, "\"caf\xc3\xa9 \xe2\x82\xac\"", 9);
+}
+
+/* At most `max` input bytes, then "..." after the closing quote; the cut
+ * never splits a UTF-8 sequence. */
+static void test_text_input_limit(void **state)
+{
+	(void)state;
+	const unsigned TQ = WP_ESC_TEXT | WP_ESC_QUOTE;
+	check_as("abcdef", 6, 6, 256, TQ, "\"abcdef\"", 6);
+	check_as("abcdefg", 7, 6, 256, TQ, "\"abcdef\"...", 6);
+	check_as("abcdefg", 7, 6, 256, WP_ESC_TEXT, "abcdef...", 6);
+	/* "ab" then é (2 bytes) then € (3 bytes): a limit inside either backs off. */
+	static const char u[] = "ab\xc3\xa9\xe2\x82\xac!";
+	check_as(u, 8, 3, 256, TQ, "\"ab\"...", 2);
+	check_as(u, 8, 4, 256, TQ, "\"ab\xc3\xa9\"...", 4);
+	check_as(u, 8, 5, 256, TQ, "\"ab\xc3\xa9\"...", 4);
+	check_as(u, 8, 6, 256, TQ, "\"ab\xc3\xa9\"...", 4);
+	check_as(u, 8, 7, 256, TQ, "\"ab\xc3\xa9\xe2\x82\xac\"...", 7);
+	/* The config's own sizes: 60 bytes of \xHH, quotes and "..." fit in 256. */
+	unsigned char ctl[100];
+	memset(ctl, 0x01, sizeof ctl);
+	char out[256];
+	assert_int_equal(wp_escape_as(ctl, sizeof ctl, 60, out, sizeof out, TQ), 60);
+	assert_int_equal(strlen(out), 1 + 60 * 4 + 1 + 3);
+	assert_memory_equal(out + strlen(out) - 4, "\"...", 4);
+}
+
+/* A cap cut keeps the frame whole: opening quote, what fits, closing quote,
+ * "..."; in the text style it backs off to the start of a UTF-8 sequence. */
+static void test_cap_cut_with_quotes_and_utf8(void **state)
+{
+	(void)state;
+	const unsigned TQ = WP_ESC_TEXT | WP_ESC_QUOTE;
+	check_as("abcdef", 6, SIZE_MAX, 9, TQ, "\"abcdef\"", 6);
+	check_as("abcdef", 6, SIZE_MAX, 8, TQ, "\"ab\"...", 2);
+	check_as("abcdef", 6, SIZE_MAX, 7, TQ, "\"a\"...", 1);
+	check_as("abcdef", 6, SIZE_MAX, 6, TQ, "\"\"...", 0);
+	check_as("abcdef", 6, SIZE_MAX, 5, TQ, "", 0); /* no room for the frame */
+	check_as("abcdef", 6, SIZE_MAX, 1, TQ, "", 0);
+	check_as("abcdef", 6, SIZE_MAX, 0, TQ, "", 0);
+	/* é is two bytes shown as two: room for one of them is room for neither. */
+	check_as("a\xc3\xa9zzzz", 7, SIZE_MAX, 8, TQ, "\"a\"...", 1);
+	check_as("a\xc3\xa9zzzz", 7, SIZE_MAX, 9, TQ, "\"a\xc3\xa9\"...", 3);
+	/* The log style has no sequences to keep: \xc3 alone is a whole escape. */
+	check_as("a\xc3\xa9zzzz", 7, SIZE_MAX, 10, WP_ESC_BYTES, "a\\xc3...", 2);
+	check_as("a\"b", 3, SIZE_MAX, 64, WP_ESC_BYTES | WP_ESC_QUOTE, "\"a\"b\"", 3);
+}
+
+/* The admin socket's replies: printable ASCII as is, anything else '?', at
+ * most 40 bytes echoed (then "..."). */
+static void test_mask_style(void **state)
+{
+	(void)state;
+	check_as("frobnicate", 10, 40, 44, WP_ESC_MASK, "frobnicate", 10);
+	check_as("\x01\x02\xff\xfe\x7f", 5, 40, 44, WP_ESC_MASK, "?????", 5);
+	check_as("a\\b\"c\td\xc3\xa9", 9, 40, 44, WP_ESC_MASK, "a\\b\"c?d??", 9);
+	char in[50];
+	memset(in, 'x', sizeof in);
+	char want[50];
+	memset(want, 'x', 40);
+	want[40] = '\0';
+	check_as(in, 40, 40, 44, WP_ESC_MASK, want, 40);
+	strcpy(want + 40, "...");
+	check_as(in, 41, 40, 44, WP_ESC_MASK, want, 40);
+	check_as(in, 50, 40, 44, WP_ESC_MASK, want, 40);
+	check_as(in, 50, 40, 8, WP_ESC_MASK, "xxxx...", 4);
+}
+
+static void test_bytes_style_is_wp_escape(void **state)
+{
+	(void)state;
+	static const unsigned char in[] = "x\r\n\x01\\y\"\0\xfe end";
+	size_t n = sizeof in - 1;
+	char a[64], b[64];
+	for (size_t cap = 0; cap < sizeof a; cap++) {
+		memset(a, CANARY, sizeof a);
+		memset(b, CANARY, sizeof b);
+		assert_int_equal(wp_escape(in, n, a, cap),
+		                 wp_escape_as(in, n, SIZE_MAX, b, cap, WP_ESC_BYTES));
+		assert_memory_equal(a, b, sizeof a);
+	}
+	/* An input limit in the log style: the cut is marked like a cap's. */
+	check_as("abcdef", 6, 3, 64, WP_ESC_BYTES, "abc...", 3);
+	check_as("\r\n\r\n", 4, 2, 64, WP_ESC_BYTES, "\\r\\n...", 2);
+	check_as("abc", 3, 0, 64, WP_ESC_BYTES, "...", 0);
+	check_as("", 0, 0, 64, WP_ESC_BYTES, "", 0);
+}
+
+/* sd_notify's STATUS= (daemon/systemd.c): one line, control bytes as
+ * spaces, nothing escaped; a cut ends in "..." within the cap. */
+static void test_line_style(void **state)
+{
+	(void)state;
+	check_as("3 pools, 12 idle", 16, SIZE_MAX, 64, WP_ESC_LINE, "3 pools, 12 idle", 16);
+	check_as("a\nb\r\tc\x7f\x01" "d", 9, SIZE_MAX, 64, WP_ESC_LINE, "a b  c  d", 9);
+	check_as("\\ \"q\" caf\xc3\xa9", 11, SIZE_MAX, 64, WP_ESC_LINE, "\\ \"q\" caf\xc3\xa9", 11);
+	check_as("abcdefgh", 8, SIZE_MAX, 9, WP_ESC_LINE, "abcdefgh", 8);
+	check_as("abcdefgh", 8, SIZE_MAX, 8, WP_ESC_LINE, "abcd...", 4);
+	check_as("ab\ncdefgh", 9, SIZE_MAX, 8, WP_ESC_LINE, "ab c...", 4);
+	/* Kept UTF-8 is never cut inside a sequence. */
+	check_as("abc\xc3\xa9" "fgh", 8, SIZE_MAX, 8, WP_ESC_LINE, "abc...", 3);
+}
+
+/* For every style, frame and cap: a terminated prefix of the whole, cut
+ * only between escapes, and "..." exactly when not everything was shown. */
+static void test_every_style_every_cap(void **state)
+{
+	(void)state;
+	static const unsigned char in[] = "x\r\n\x01\\y\"\0\xc3\xa9\xfe end";
+	size_t n = sizeof in - 1;
+	for (unsigned style = 0; style <= WP_ESC_STYLE; style++) {
+		for (unsigned q = 0; q <= WP_ESC_QUOTE; q += WP_ESC_QUOTE) {
+			char full[128], buf[128], part[128];
+			assert_int_equal(wp_escape_as(in, n, SIZE_MAX, full, sizeof full, style | q), n);
+			size_t full_len = strlen(full);
+			for (size_t cap = 1; cap <= full_len + 1; cap++) {
+				size_t shown = wp_escape_as(in, n, SIZE_MAX, buf, cap, style | q);
+				size_t len = strlen(buf);
+				assert_true(len < cap);
+				if (shown == n) {
+					assert_string_equal(buf, full);
+					continue;
+				}
+				if (len == 0)
+					continue; /* too small for the frame */
+				assert_int_equal(wp_escape_as(in, shown, SIZE_MAX, part, sizeof part, style | q),
+				                 shown);
+				assert_true(len >= 3);
+				assert_memory_equal(buf + len - 3, "...", 3);
+				assert_int_equal(len - 3, strlen(part));
+				assert_memory_equal(buf, part, len - 3);
+			}
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +408,13 @@ int main(void)
 	    cmocka_unit_test(test_escape_tiny_caps),
 	    cmocka_unit_test(test_escape_shown_matches_output),
 	    cmocka_unit_test(test_escape_round_trip),
+	    cmocka_unit_test(test_text_style),
+	    cmocka_unit_test(test_text_input_limit),
+	    cmocka_unit_test(test_cap_cut_with_quotes_and_utf8),
+	    cmocka_unit_test(test_mask_style),
+	    cmocka_unit_test(test_bytes_style_is_wp_escape),
+	    cmocka_unit_test(test_line_style),
+	    cmocka_unit_test(test_every_style_every_cap),
 	};
 	return cmocka_run_group_tests_name("escape", tests, NULL, NULL);
 }
