@@ -1,16 +1,19 @@
 """Packaging: the systemd unit (systemd-analyze security and verify), the man
-pages (man --warnings, every configuration key documented) and `make install`
+pages (man --warnings, every configuration key documented), `make install`
 (layout, PREFIX/DESTDIR, an existing configuration never overwritten,
-uninstall).
-
-Fast checks only. The .deb is built, linted and installed by `make package`
-(packaging/build-deb.sh), which needs root and takes longer.
+uninstall) and the .deb packages: built and linted as `make package` does,
+then installed, upgraded and purged in a throwaway root, never on the host
+(test_deb_*, about a minute, as root).
 """
 
+import functools
 import json
 import os
 import re
+import select
+import shlex
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -22,7 +25,7 @@ UNIT = REPO / "packaging" / "systemd" / "warmpoold.service"
 SOCKET_UNIT = REPO / "packaging" / "systemd" / "warmpoold.socket"
 SYSUSERS = REPO / "packaging" / "sysusers.d" / "warmpool.conf"
 SAMPLE_CONFIG = REPO / "config" / "warmpool.yaml"
-MAN_PAGES = ("warmpoold.8", "warmpoolctl.8", "warmpool.yaml.5", "warmpool.3")
+MAN_PAGES = ("warmpoold.8", "warmpoolctl.1", "warmpool.yaml.5", "warmpool.3")
 MAX_EXPOSURE = 2.0  # the unit's sandboxing: `systemd-analyze security` must score it at most this
 
 
@@ -39,11 +42,35 @@ def make_env():
     return env
 
 
+def make_cmd(*args):
+    return ["make", "--no-print-directory", "-C", str(REPO), f"BUILD={BUILD}", *args]
+
+
+@functools.lru_cache(maxsize=None)
+def install_inputs():
+    """The files `make install` copies out of the build, as make lists them
+    (the install rule's prerequisites, from its database: -p prints it, -q
+    runs no recipe)."""
+    p = subprocess.run(make_cmd("-pq", "install"), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=60, env=make_env())
+    # "install: A B" is the rule; "install: VAR := value" a target-specific variable.
+    rules = [ln for ln in p.stdout.splitlines() if re.match(r"install:(?!\s+\S+\s+(::?=|:::=|[+?!]?=))", ln)]
+    assert len(rules) == 1, f"make -pq install: no single install rule: {rules}\n{p.stderr}"
+    inputs = [f for f in rules[0].partition(":")[2].split() if f != "|"]
+    missing = [f for f in inputs if not Path(f).exists()]
+    assert inputs and not missing, f"the build under test lacks {missing}: make BUILD={BUILD} all"
+    return tuple(inputs)
+
+
 def make(*args, timeout=120):
-    """`make` in the repository against the build under test (already built:
-    install only copies)."""
+    """`make` in the repository against the build under test, installing it
+    as it is: every input of install is named with -o (--assume-old), so make
+    never rebuilds one. A rebuild would use this make's variables, not the
+    ones the build was made with (SAN=1, CFLAGS): a source changed since the
+    build would relink a different variant into the build under test."""
+    old = [f"--assume-old={f}" for f in install_inputs()]
     p = subprocess.run(
-        ["make", "--no-print-directory", "-C", str(REPO), f"BUILD={BUILD}", "POST_INSTALL=no", *args],
+        make_cmd("POST_INSTALL=no", *old, *args),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -255,9 +282,9 @@ def test_warmpool_yaml_5_documents_every_key():
     assert not missing, "warmpool.yaml(5) does not describe: " + ", ".join(missing)
 
 
-def test_warmpoolctl_8_documents_every_command():
+def test_warmpoolctl_1_documents_every_command():
     need("man")
-    text = rendered("warmpoolctl.8")
+    text = rendered("warmpoolctl.1")
     for cmd in (
         "show pools",
         "show backends",
@@ -269,9 +296,9 @@ def test_warmpoolctl_8_documents_every_command():
         "reload",
         "version",
     ):
-        assert re.search(rf"^ {{7}}{cmd}\b", text, re.M), f"warmpoolctl(8): no entry for `{cmd}`"
+        assert re.search(rf"^ {{7}}{cmd}\b", text, re.M), f"warmpoolctl(1): no entry for `{cmd}`"
     for opt in ("-s, --socket", "--json", "-T, --timeout"):
-        assert opt in text, f"warmpoolctl(8): option {opt} undocumented"
+        assert opt in text, f"warmpoolctl(1): option {opt} undocumented"
 
 
 # ---------------------------------------------------------------------------
@@ -281,18 +308,17 @@ def test_warmpoolctl_8_documents_every_command():
 def expected_layout(prefix="usr/local", etc="etc"):
     files = {
         f"{prefix}/sbin/warmpoold": 0o755,
-        f"{prefix}/sbin/warmpoolctl": 0o755,
+        f"{prefix}/bin/warmpoolctl": 0o755,
         f"{prefix}/lib/libwarmpool.a": 0o644,
         f"{prefix}/lib/pkgconfig/warmpool.pc": 0o644,
         f"{prefix}/lib/systemd/system/warmpoold.service": 0o644,
         f"{prefix}/lib/sysusers.d/warmpool.conf": 0o644,
         f"{prefix}/share/man/man3/warmpool.3": 0o644,
         f"{prefix}/share/man/man5/warmpool.yaml.5": 0o644,
+        f"{prefix}/share/man/man1/warmpoolctl.1": 0o644,
         f"{prefix}/share/man/man8/warmpoold.8": 0o644,
-        f"{prefix}/share/man/man8/warmpoolctl.8": 0o644,
         f"{prefix}/share/doc/warmpool/examples/warmpool.yaml": 0o644,
         f"{prefix}/share/doc/warmpool/examples/warmpoold.socket": 0o644,
-        f"{etc}/warmpool/warmpool.yaml": 0o644,
     }
     if (REPO / "lib" / "warmpool.h").exists():
         files[f"{prefix}/include/warmpool.h"] = 0o644
@@ -323,7 +349,8 @@ def test_install_layout(tmp_path):
         else:
             assert got[rel].stat().st_mode & 0o777 == mode, f"{rel}: mode {got[rel].stat().st_mode & 0o777:o}"
     assert got["usr/local/sbin/warmpoold"].read_bytes() == (BUILD / "warmpoold").read_bytes()
-    assert got["etc/warmpool/warmpool.yaml"].read_text() == SAMPLE_CONFIG.read_text()
+    assert not any(f.startswith("etc/") for f in got), "make install wrote a live configuration"
+    assert got["usr/local/share/doc/warmpool/examples/warmpool.yaml"].read_text() == SAMPLE_CONFIG.read_text()
     # The unit names this install's paths, not the package's /usr/sbin.
     unit = unit_settings(got["usr/local/lib/systemd/system/warmpoold.service"])
     assert unit[("Service", "ExecStart")] == ["/usr/local/sbin/warmpoold -c /etc/warmpool/warmpool.yaml"]
@@ -365,28 +392,32 @@ def test_install_prefix_and_dirs(tmp_path):
         "LIBDIR=/usr/lib/x86_64-linux-gnu",
         "SYSTEMD_UNITDIR=/lib/systemd/system",
         "SYSUSERSDIR=/usr/lib/sysusers.d",
-        "INSTALL_CONFIG=no",
     )
     got = set(installed_files(dest))
-    assert "usr/sbin/warmpoold" in got and "usr/sbin/warmpoolctl" in got
+    assert "usr/sbin/warmpoold" in got and "usr/bin/warmpoolctl" in got
     assert "usr/lib/x86_64-linux-gnu/libwarmpool.a" in got
     assert "usr/lib/x86_64-linux-gnu/pkgconfig/warmpool.pc" in got
     assert "lib/systemd/system/warmpoold.service" in got
     assert "usr/lib/sysusers.d/warmpool.conf" in got
-    assert not any(f.startswith("etc/") for f in got), "INSTALL_CONFIG=no installed a configuration"
+    assert not any(f.startswith("etc/") for f in got), "make install wrote a configuration"
     # With PREFIX=/usr the installed unit is the packaged one, byte for byte.
     assert (dest / "lib/systemd/system/warmpoold.service").read_text() == UNIT.read_text()
 
 
-def test_install_never_overwrites_the_configuration(tmp_path):
+def test_install_never_writes_the_configuration(tmp_path):
+    """make install says how to make a configuration when there is none,
+    and never touches one the operator made."""
     dest = tmp_path / "dest"
-    make("install", f"DESTDIR={dest}")
+    p = make("install", f"DESTDIR={dest}")
+    assert "make install: no configuration installed" in p.stdout
     conf = dest / "etc" / "warmpool" / "warmpool.yaml"
+    assert not os.path.lexists(conf)
+    conf.parent.mkdir(parents=True)
     mine = "# edited by the administrator\npools:\n  x:\n    listen: /run/warmpool/x.sock\n    backends: 127.0.0.1:1\n"
     conf.write_text(mine)
     p = make("install", f"DESTDIR={dest}")
     assert conf.read_text() == mine
-    assert "keeping the existing" in p.stdout
+    assert "no configuration installed" not in p.stdout
     # The sample stays available next to the documentation.
     assert (dest / "usr/local/share/doc/warmpool/examples/warmpool.yaml").read_text() == SAMPLE_CONFIG.read_text()
     # A symlinked configuration (e.g. to a config-management checkout) is kept too.
@@ -399,6 +430,9 @@ def test_install_never_overwrites_the_configuration(tmp_path):
 def test_uninstall_removes_all_but_the_configuration(tmp_path):
     dest = tmp_path / "dest"
     make("install", f"DESTDIR={dest}")
+    conf = dest / "etc" / "warmpool" / "warmpool.yaml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text("# the operator's\n")
     make("uninstall", f"DESTDIR={dest}")
     assert sorted(installed_files(dest)) == ["etc/warmpool/warmpool.yaml"]
 
@@ -409,7 +443,7 @@ def test_installed_library_links(tmp_path):
         pytest.skip("lib/warmpool.h (the client library's header) does not exist yet")
     need("pkg-config")
     dest = tmp_path / "dest"
-    make("install", f"DESTDIR={dest}", "PREFIX=/usr", "INSTALL_CONFIG=no")
+    make("install", f"DESTDIR={dest}", "PREFIX=/usr")
     env = dict(os.environ, PKG_CONFIG_PATH=str(dest / "usr/lib/pkgconfig"), PKG_CONFIG_SYSROOT_DIR=str(dest))
     flags = subprocess.run(
         ["pkg-config", "--cflags", "--libs", "warmpool"], capture_output=True, text=True, env=env, timeout=30, check=True
@@ -429,3 +463,280 @@ def test_installed_library_links(tmp_path):
         run_env = dict(os.environ, LD_LIBRARY_PATH=str(dest / "usr/lib"))
         out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30, env=run_env)
         assert out.returncode == 0 and out.stdout.strip(), f"{kind}: {out.stdout}{out.stderr}"
+
+
+# ---------------------------------------------------------------------------
+# the .deb, installed in a throwaway root
+#
+# `make package` (packaging/build-deb.sh) builds and lints; it installs
+# nothing. Installing, upgrading and purging are checked here, never on the
+# host: dpkg runs chrooted into an overlay of / whose upper layer is a tmpfs,
+# mounted in a mount namespace of its own (unshare --mount --propagation
+# private). The maintainer scripts really run (systemd-sysusers,
+# deb-systemd-helper) and write only into the overlay. The chroot gets a /run
+# of its own (an empty tmpfs: no /run/systemd/system, so the scripts call no
+# systemctl and start nothing, as in any chroot) and a /dev holding only null,
+# zero and urandom. When the one process holding the namespace exits, its
+# mounts and all they hold are gone.
+
+# Sockets of other daemons under /run/warmpool (another warmpoold, or
+# systemd's socket units): the package did not create them, so purging it
+# must leave them, and the directories holding them, in place.
+OTHER_SOCKETS = ("run/warmpool/other.sock", "run/warmpool/second/pool.sock")
+# What a run in the root may take: dpkg -i of one package with its scripts
+# takes about a second here; cc and the client a few.
+ROOT_CMD_TIMEOUT = 300
+ROOT_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C.UTF-8", "HOME": "/root",
+            "DEBIAN_FRONTEND": "noninteractive"}
+
+
+@pytest.fixture(scope="module")
+def debs(tmp_path_factory):
+    """The packages of this tree as `make package` builds them (its recipe
+    without package-deps, which installs build tools): {package: .deb}."""
+    if os.geteuid() != 0:
+        pytest.skip("the throwaway root needs root (mount namespaces, overlayfs, chroot)")
+    for tool in ("dpkg-buildpackage", "dh", "lintian", "unshare", "nsenter", "chroot"):
+        need(tool)
+    out = tmp_path_factory.mktemp("deb") / "package"
+    p = subprocess.run([str(REPO / "packaging" / "build-deb.sh"), str(out)], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=900, env=make_env())
+    assert p.returncode == 0, f"packaging/build-deb.sh failed:\n{p.stdout}\n{p.stderr}"
+    debs = {f.name.split("_")[0]: f for f in out.glob("*.deb")}
+    assert {"warmpool", "libwarmpool0", "libwarmpool-dev"} <= set(debs), sorted(debs)
+    return debs
+
+
+class ThrowawayRoot:
+    """An overlay of / in a private mount namespace (see above). `path` is
+    its / as seen from here, through /proc/PID/root of the process holding
+    the namespace; run() runs a command chrooted into it."""
+
+    def __init__(self, tmp):
+        self.layers, self.mnt = tmp / "layers", tmp / "root"
+        self.layers.mkdir()
+        self.mnt.mkdir()
+        layers, mnt = shlex.quote(str(self.layers)), shlex.quote(str(self.mnt))
+        script = f"""
+            mount -t tmpfs -o mode=0755 warmpool-test {layers}
+            mkdir {layers}/upper {layers}/work
+            mount -t overlay -o lowerdir=/,upperdir={layers}/upper,workdir={layers}/work warmpool-test {mnt}
+            mount -t tmpfs -o mode=0755 warmpool-test {mnt}/run
+            mount -t tmpfs -o mode=0755 warmpool-test {mnt}/dev
+            for d in null zero urandom; do
+                touch {mnt}/dev/$d && mount --bind /dev/$d {mnt}/dev/$d
+            done
+            echo ready
+            exec cat
+        """
+        # cat holds the namespace until stdin closes (close()).
+        self.proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-euc", script],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        # The script either says ready or exits (EOF); mounting takes milliseconds.
+        ready = select.select([self.proc.stdout], [], [], 30)[0]
+        if not ready or self.proc.stdout.readline() != "ready\n":
+            pytest.fail(f"no throwaway root: {self.close()}")
+        self.path = Path(f"/proc/{self.proc.pid}/root{self.mnt}")
+
+    def run(self, *cmd, check=True):
+        p = subprocess.run(["nsenter", f"--target={self.proc.pid}", "--mount", "--", "chroot", str(self.mnt), *cmd],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=ROOT_CMD_TIMEOUT,
+                           env=ROOT_ENV)
+        assert not check or p.returncode == 0, \
+            f"in the root: {' '.join(cmd)}: exit {p.returncode}\n{p.stdout}\n{p.stderr}"
+        return p
+
+    def dpkg(self, *args):
+        return self.run("dpkg", *args)
+
+    def status(self, package):
+        """dpkg's Status and Version of package in the root ("" when unknown)."""
+        p = self.run("dpkg-query", "-W", "-f=${Status} ${Version}", package, check=False)
+        return p.stdout if p.returncode == 0 else ""
+
+    def copy_in(self, src):
+        dest = self.path / "tmp" / "warmpool-test" / Path(src).name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, dest)
+        return f"/tmp/warmpool-test/{dest.name}"
+
+    def close(self):
+        """End the namespace, and with it the mounts and all they hold;
+        return what the holding process wrote to stderr."""
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return err
+
+
+@pytest.fixture
+def throwaway_root(tmp_path):
+    root = ThrowawayRoot(tmp_path)
+    try:
+        yield root
+    finally:
+        root.close()
+    # The mount points, seen from the host: nothing was ever written there.
+    assert not any(root.mnt.iterdir()) and not any(root.layers.iterdir())
+
+
+def host_package_state():
+    """What the host's dpkg says of the packages, and whether their files
+    exist on the host: none of it may change while they go through a root."""
+    state = {}
+    for package in ("warmpool", "libwarmpool0", "libwarmpool-dev"):
+        p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, timeout=30)
+        state[package] = p.stdout if p.returncode == 0 else "unknown"
+    for f in ("/usr/sbin/warmpoold", "/usr/bin/warmpoolctl", "/usr/sbin/warmpoolctl",
+              "/lib/systemd/system/warmpoold.service", "/etc/warmpool", "/usr/include/warmpool.h"):
+        state[f] = os.path.lexists(f)
+    return state
+
+
+def deb_paths(deb):
+    """The paths a .deb ships (files, links and directories), relative."""
+    out = subprocess.run(["dpkg-deb", "--fsys-tarfile", str(deb)], capture_output=True, check=True, timeout=60).stdout
+    names = subprocess.run(["tar", "-t"], input=out, capture_output=True, check=True, timeout=60).stdout.decode()
+    return [n.removeprefix("./").rstrip("/") for n in names.splitlines() if n.removeprefix("./").rstrip("/")]
+
+
+def assert_purged(root, deb):
+    """Nothing the package shipped is left in the root, except what the
+    host (the overlay's lower layer) has itself (/usr, /etc, ...)."""
+    left = [p for p in deb_paths(deb) if os.path.lexists(root.path / p) and not os.path.lexists(Path("/") / p)]
+    assert not left, f"left behind by {deb.name}: {left}"
+
+
+def bumped(deb, tmp_path):
+    """A copy of deb with a higher version, as the next release would be."""
+    tree = tmp_path / "bumped"
+    subprocess.run(["dpkg-deb", "-R", str(deb), str(tree)], check=True, timeout=60)
+    control = tree / "DEBIAN" / "control"
+    text = control.read_text()
+    version = re.search(r"^Version: (\S+)$", text, re.M).group(1)
+    control.write_text(text.replace(f"Version: {version}\n", f"Version: {version}+next1\n"))
+    out = tmp_path / deb.name.replace(f"_{version}_", f"_{version}+next1_")
+    subprocess.run(["dpkg-deb", "--root-owner-group", "-b", str(tree), str(out)], check=True, timeout=120,
+                   capture_output=True)
+    return out, f"{version}+next1"
+
+
+def make_socket(root, rel):
+    """A Unix socket file at /rel in the root, bound by a process that then
+    exits (the file stays, as a daemon's does while it runs)."""
+    root.run("python3", "-c", "import os, socket, sys; os.makedirs(os.path.dirname(sys.argv[1]), exist_ok=True); "
+             "socket.socket(socket.AF_UNIX).bind(sys.argv[1])", f"/{rel}")
+    assert is_socket(root.path / rel), rel
+
+
+def is_socket(path):
+    return os.path.lexists(path) and stat.S_ISSOCK(os.lstat(path).st_mode)
+
+
+def test_deb_install_upgrade_purge_in_a_throwaway_root(debs, throwaway_root, tmp_path):
+    root, deb = throwaway_root, debs["warmpool"]
+    host_before = host_package_state()
+    version = subprocess.run(["dpkg-deb", "-f", str(deb), "Version"], capture_output=True, text=True,
+                             check=True, timeout=30).stdout.strip()
+    next_deb, next_version = bumped(deb, tmp_path)
+    first, second = root.copy_in(deb), root.copy_in(next_deb)
+    installed = ["usr/sbin/warmpoold", "usr/bin/warmpoolctl", "lib/systemd/system/warmpoold.service",
+                 "usr/lib/sysusers.d/warmpool.conf", "usr/share/man/man8/warmpoold.8.gz",
+                 "usr/share/man/man5/warmpool.yaml.5.gz", "usr/share/man/man1/warmpoolctl.1.gz",
+                 "usr/share/doc/warmpool/examples/warmpool.yaml", "usr/share/doc/warmpool/examples/warmpoold.socket"]
+    enabled = root.path / "etc/systemd/system/multi-user.target.wants/warmpoold.service"
+    conf = root.path / "etc/warmpool/warmpool.yaml"
+
+    # Install: the files in place, the user made, the unit enabled, no live
+    # configuration (the service stays inactive until the operator writes one).
+    root.dpkg("-i", first)
+    assert root.status("warmpool") == f"install ok installed {version}"
+    missing = [f for f in installed if not (root.path / f).is_file()]
+    assert not missing, f"not installed: {missing}"
+    for exe in ("usr/sbin/warmpoold", "usr/bin/warmpoolctl"):
+        assert os.access(root.path / exe, os.X_OK), exe
+    # warmpoolctl is for monitoring users too (the read-only admin socket).
+    assert not os.path.lexists(root.path / "usr/sbin/warmpoolctl")
+    assert (root.path / "etc/warmpool").is_dir() and not os.path.lexists(conf)
+    assert re.search(r"^warmpool:", (root.path / "etc/passwd").read_text(), re.M), "postinst made no warmpool user"
+    assert re.search(r"^warmpool:", (root.path / "etc/group").read_text(), re.M), "postinst made no warmpool group"
+    assert enabled.is_symlink() and os.readlink(enabled) == "/lib/systemd/system/warmpoold.service"
+    unit = unit_settings(root.path / "lib/systemd/system/warmpoold.service")
+    assert unit[("Service", "ExecStart")] == ["/usr/sbin/warmpoold -c /etc/warmpool/warmpool.yaml"]
+    assert root.run("warmpoold", "--version").stdout == f"warmpoold {version.split('-')[0]}\n"
+    assert root.run("warmpoolctl", "--version").stdout == f"warmpoolctl {version.split('-')[0]}\n"
+    root.run("warmpoold", "--check-config", "-c", "/usr/share/doc/warmpool/examples/warmpool.yaml")
+    assert root.run("systemctl", "is-enabled", "warmpoold.service").stdout == "enabled\n"
+    # The installed unit as systemd reads it: ExecStart= and every
+    # Documentation=man: page (warmpoolctl(1) included) exist in the root.
+    p = root.run("systemd-analyze", "verify", "/lib/systemd/system/warmpoold.service")
+    assert not p.stdout.strip() and not p.stderr.strip(), p.stdout + p.stderr
+    # Without a configuration systemd skips the start (inactive, not failed).
+    p = root.run("systemd-analyze", "condition", "--unit=warmpoold.service", check=False)
+    assert p.returncode != 0 and "ConditionPathExists=/etc/warmpool/warmpool.yaml failed" in p.stdout + p.stderr, \
+        p.stdout + p.stderr
+
+    # Other daemons' sockets appear under /run/warmpool.
+    for rel in OTHER_SOCKETS:
+        make_socket(root, rel)
+
+    # The same version again, then the next one over it.
+    root.dpkg("-i", first)
+    assert root.status("warmpool") == f"install ok installed {version}"
+    root.dpkg("-i", second)
+    assert root.status("warmpool") == f"install ok installed {next_version}"
+    assert enabled.is_symlink() and not os.path.lexists(conf)
+
+    # Remove, then purge: the package's files go, other daemons' sockets stay.
+    root.dpkg("-r", "warmpool")
+    assert not any(os.path.lexists(root.path / f) for f in installed[:3])
+    root.dpkg("-P", "warmpool")
+    assert root.status("warmpool") in ("", "unknown ok not-installed ")
+    survivors = [rel for rel in OTHER_SOCKETS if is_socket(root.path / rel)]
+    assert survivors == list(OTHER_SOCKETS), f"the purge removed other daemons' sockets: only {survivors} left"
+    assert not os.path.lexists(enabled) and not os.path.lexists(root.path / "etc/warmpool")
+    assert_purged(root, deb)
+
+    # An operator's configuration is theirs: an upgrade and a purge leave it
+    # (dpkg keeps /etc/warmpool for it, and says so).
+    root.dpkg("-i", first)
+    conf.write_text((root.path / "usr/share/doc/warmpool/examples/warmpool.yaml").read_text())
+    mine = conf.read_bytes()
+    root.run("systemd-analyze", "condition", "--unit=warmpoold.service")  # now it would start
+    root.dpkg("-i", second)
+    root.dpkg("-P", "warmpool")
+    assert conf.read_bytes() == mine
+    assert all(is_socket(root.path / rel) for rel in OTHER_SOCKETS)
+
+    # And the host never saw any of it.
+    assert host_package_state() == host_before
+
+
+def test_deb_library_builds_a_client_in_a_throwaway_root(debs, throwaway_root):
+    """libwarmpool0 and libwarmpool-dev: a program builds with pkg-config,
+    links libwarmpool.so.0 and runs; the purge takes the header along."""
+    need("cc")
+    root = throwaway_root
+    host_before = host_package_state()
+    root.dpkg("-i", root.copy_in(debs["libwarmpool0"]), root.copy_in(debs["libwarmpool-dev"]))
+    src = root.path / "tmp/warmpool-test/client.c"
+    src.write_text(
+        "#include <stdio.h>\n#include <warmpool.h>\n"
+        "int main(void)\n{\n\tstruct wp_lease lease;\n"
+        '\tint r = wp_checkout("/nonexistent/warmpool.sock", 100, &lease);\n'
+        '\tprintf("%s\\n", wp_strerror(r));\n\treturn r < 0 ? 0 : 1;\n}\n'
+    )
+    root.run("sh", "-c", "cc -o /tmp/warmpool-test/client /tmp/warmpool-test/client.c "
+             "$(pkg-config --cflags --libs warmpool)")
+    assert re.search(r"NEEDED.*libwarmpool\.so\.0\b", root.run("readelf", "-d", "/tmp/warmpool-test/client").stdout)
+    assert root.run("/tmp/warmpool-test/client").stdout.strip()
+    root.dpkg("-P", "libwarmpool-dev", "libwarmpool0")
+    assert_purged(root, debs["libwarmpool-dev"])
+    assert_purged(root, debs["libwarmpool0"])
+    assert host_package_state() == host_before
