@@ -10,7 +10,7 @@
 BUILD    ?= build
 SAN      ?= 0
 CC       ?= cc
-PKGS     := yaml-0.1 libsystemd
+PKGS     := yaml-0.1 libsystemd openssl
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
@@ -32,7 +32,9 @@ INC_tests  := -Ilib
 FLOOR_test_config := config
 FLOOR_test_pool   := daemon
 FLOOR_test_health := daemon
+FLOOR_test_tls    := daemon
 FLOOR_fuzz_config := config
+FLOOR_fuzz_tls    := config
 FLOOR_fuzz_admin  := daemon
 floor = $(or $(FLOOR_$(basename $(notdir $1))),$(firstword $(subst /, ,$1)))
 floor_inc = $(or $(INC_$(call floor,$1)),$(error $1: no floor (set FLOOR_$(basename $(notdir $1)) in the Makefile)))
@@ -57,8 +59,8 @@ DAEMON_OBJ := $(DAEMON_SRC:%.c=$(BUILD)/obj/%.o)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/pic/%.o)
 
-DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev \
-            python3 python3-pytest socat iproute2 valgrind redis-server memcached
+DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev libssl-dev openssl \
+            python3 python3-pytest socat iproute2 valgrind redis-server memcached postgresql python3-cryptography
 
 .PHONY: all deps demo check floors unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
@@ -117,10 +119,10 @@ $(BUILD)/warmpoolctl: $(BUILD)/obj/tools/warmpoolctl.o $(BUILD)/libwarmpool.a $(
 	$(CC) $(LDFLAGS) -o $@ $^
 
 $(BUILD)/wpbackend: $(BUILD)/obj/tests/backend/wpbackend.o $(BUILD)/libwpcore.a
-	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl) -lev -lm
 
 $(BUILD)/wpload: $(BUILD)/obj/tests/bench/wpload.o $(BUILD)/libwarmpool.a $(BUILD)/libwpcore.a
-	$(CC) $(LDFLAGS) -o $@ $^ -lev -lm
+	$(CC) $(LDFLAGS) -o $@ $^ $(shell pkg-config --libs openssl) -lev -lm
 
 # What a unit test links, by the floor it tests (lib tests: libwarmpool for
 # test_warmpool, libwpcore for the rest).
@@ -182,9 +184,10 @@ check: deps
 	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
 	$(MAKE) --no-print-directory valgrind
 	$(MAKE) --no-print-directory fuzz-smoke
+	$(MAKE) --no-print-directory systemd-check
 
 # Benchmarks are never part of check: they measure, they do not assert.
-BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps
+BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps stunnel4
 bench-deps: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BENCH_PKGS)"
 
@@ -196,12 +199,14 @@ clean:
 
 # ---------------------------------------------------------------------------
 # Man pages, install and packages (packaging/).
-#   make man        build/man/*.5, *.8 from packaging/man/*.scd (part of `make`)
+#   make man        build/man/*.1, *.3, *.5, *.8 from packaging/man/*.scd (part of `make`)
 #   make install    PREFIX=/usr/local DESTDIR= (see the variables below); never
 #                   overwrites an existing $(SYSCONFDIR)/warmpool/warmpool.yaml
 #   make uninstall  removes what install put there, except the configuration
-#   make package    a .deb in build/package/ via dpkg-buildpackage, then lintian and an
-#                   install/remove/purge check (packaging/build-deb.sh)
+#   make package    the .debs (warmpool, libwarmpool0, libwarmpool-dev) in $(BUILD)/package/
+#                   via dpkg-buildpackage, then lintian (packaging/build-deb.sh). Installs
+#                   nothing on this machine; test_packaging.py installs, upgrades and purges
+#                   them in a throwaway root
 #   make dist       build/warmpool-VERSION.tar.gz of the committed tree (HEAD), with
 #                   the RPM spec inside: rpmbuild -ta build/warmpool-VERSION.tar.gz
 
@@ -214,6 +219,9 @@ DEB_NO_RECOMMENDS := prometheus
 DEB_PKGS += scdoc man-db systemd
 
 PREFIX          ?= /usr/local
+# warmpoold goes to sbin, warmpoolctl to bin: it serves monitoring users who
+# are not root too (daemon.admin_socket_readonly).
+BINDIR          ?= $(PREFIX)/bin
 SBINDIR         ?= $(PREFIX)/sbin
 LIBDIR          ?= $(PREFIX)/lib
 INCLUDEDIR      ?= $(PREFIX)/include
@@ -225,8 +233,9 @@ DOCDIR          ?= $(DATADIR)/doc/warmpool
 SYSCONFDIR      ?= /etc
 SYSTEMD_UNITDIR ?= $(PREFIX)/lib/systemd/system
 SYSUSERSDIR     ?= $(PREFIX)/lib/sysusers.d
-# no: leave $(SYSCONFDIR)/warmpool/warmpool.yaml alone (the .deb ships none).
-INSTALL_CONFIG  ?= yes
+# make install never writes $(SYSCONFDIR)/warmpool/warmpool.yaml: the sample
+# goes to $(DOCDIR)/examples/, and the unit stays inactive until the
+# operator makes a configuration (ConditionPathExists=).
 # yes: after a real install (empty DESTDIR), create the warmpool user with
 # systemd-sysusers, run ldconfig and reload systemd, so that
 # `systemctl start warmpoold` and programs linked with -lwarmpool work.
@@ -236,7 +245,8 @@ INSTALL         ?= install
 
 MAN_SRC := $(wildcard packaging/man/*.scd)
 MAN_OUT := $(MAN_SRC:packaging/man/%.scd=$(BUILD)/man/%)
-INSTALL_SBIN := $(BUILD)/warmpoold $(BUILD)/warmpoolctl
+INSTALL_BIN  := $(BUILD)/warmpoolctl
+INSTALL_SBIN := $(BUILD)/warmpoold
 # The client library: the shared one (with its soname and development links,
 # when the build makes one: WP_SOFILE/WP_SONAME above) and the static one.
 INSTALL_SOLIB := $(if $(WP_SOFILE),$(BUILD)/$(WP_SOFILE))
@@ -255,10 +265,11 @@ $(BUILD)/man/%: packaging/man/%.scd
 	@mkdir -p $(dir $@)
 	scdoc < $< > $@.tmp && mv $@.tmp $@
 
-install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
-	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
-	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
+install: $(INSTALL_BIN) $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	  $(DESTDIR)$(PKGCONFIGDIR) $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man3 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8 \
 	  $(DESTDIR)$(DOCDIR)/examples $(DESTDIR)$(SYSTEMD_UNITDIR) $(DESTDIR)$(SYSUSERSDIR)
+	$(INSTALL) -m 0755 $(INSTALL_BIN) $(DESTDIR)$(BINDIR)/
 	$(INSTALL) -m 0755 $(INSTALL_SBIN) $(DESTDIR)$(SBINDIR)/
 	$(INSTALL) -m 0644 $(BUILD)/libwarmpool.a $(DESTDIR)$(LIBDIR)/
 	$(if $(INSTALL_SOLIB),$(INSTALL) -m 0644 $(INSTALL_SOLIB) $(DESTDIR)$(LIBDIR)/)
@@ -268,6 +279,7 @@ install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
 	  -e 's|@VERSION@|$(WARMPOOL_VERSION_STR)|' packaging/warmpool.pc.in > $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
 	chmod 0644 $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc
+	$(INSTALL) -m 0644 $(filter %.1,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man1/
 	$(INSTALL) -m 0644 $(filter %.3,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man3/
 	$(INSTALL) -m 0644 $(filter %.5,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man5/
 	$(INSTALL) -m 0644 $(filter %.8,$(MAN_OUT)) $(DESTDIR)$(MANDIR)/man8/
@@ -275,14 +287,11 @@ install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
 	chmod 0644 $(DESTDIR)$(SYSTEMD_UNITDIR)/warmpoold.service
 	$(INSTALL) -m 0644 packaging/sysusers.d/warmpool.conf $(DESTDIR)$(SYSUSERSDIR)/warmpool.conf
 	$(INSTALL) -m 0644 config/warmpool.yaml packaging/systemd/warmpoold.socket $(DESTDIR)$(DOCDIR)/examples/
-	@if [ "$(INSTALL_CONFIG)" = yes ]; then \
-	  conf=$(DESTDIR)$(SYSCONFDIR)/warmpool/warmpool.yaml; \
-	  if [ -e "$$conf" ] || [ -L "$$conf" ]; then \
-	    echo "make install: keeping the existing $$conf (the sample is in $(DOCDIR)/examples/)"; \
-	  else \
-	    echo "$(INSTALL) -D -m 0644 config/warmpool.yaml $$conf"; \
-	    $(INSTALL) -D -m 0644 config/warmpool.yaml "$$conf"; \
-	  fi; \
+	@conf=$(DESTDIR)$(SYSCONFDIR)/warmpool/warmpool.yaml; \
+	if [ ! -e "$$conf" ] && [ ! -L "$$conf" ]; then \
+	  echo "make install: no configuration installed (the service stays inactive until one exists):"; \
+	  echo "  cp $(DOCDIR)/examples/warmpool.yaml $(SYSCONFDIR)/warmpool/warmpool.yaml, edit it, then"; \
+	  echo "  systemctl enable --now warmpoold"; \
 	fi
 	@if [ -z "$(DESTDIR)" ] && [ "$(POST_INSTALL)" = yes ]; then \
 	  if command -v systemd-sysusers >/dev/null; then \
@@ -293,9 +302,11 @@ install: $(INSTALL_SBIN) $(BUILD)/libwarmpool.a $(INSTALL_SOLIB) $(MAN_OUT)
 	fi
 
 uninstall:
-	rm -f $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(INSTALL_SBIN))) $(DESTDIR)$(LIBDIR)/libwarmpool.a \
+	rm -f $(addprefix $(DESTDIR)$(BINDIR)/,$(notdir $(INSTALL_BIN))) \
+	  $(addprefix $(DESTDIR)$(SBINDIR)/,$(notdir $(INSTALL_SBIN))) $(DESTDIR)$(LIBDIR)/libwarmpool.a \
 	  $(if $(INSTALL_SOLIB),$(addprefix $(DESTDIR)$(LIBDIR)/,$(WP_SOFILE) $(WP_SONAME) libwarmpool.so)) \
 	  $(addprefix $(DESTDIR)$(INCLUDEDIR)/,$(notdir $(INSTALL_HDR))) $(DESTDIR)$(PKGCONFIGDIR)/warmpool.pc \
+	  $(addprefix $(DESTDIR)$(MANDIR)/man1/,$(notdir $(filter %.1,$(MAN_OUT)))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man3/,$(notdir $(filter %.3,$(MAN_OUT)))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man5/,$(notdir $(filter %.5,$(MAN_OUT)))) \
 	  $(addprefix $(DESTDIR)$(MANDIR)/man8/,$(notdir $(filter %.8,$(MAN_OUT)))) \
@@ -321,8 +332,8 @@ dist:
 # ---------------------------------------------------------------------------
 # Fuzzing (tests/fuzz/): libFuzzer targets, built with clang and ASan+UBSan
 # into build/fuzz/, one per input format: config (cfg_load_buffer), admin
-# (admin_exec on a real engine) and handoff (the client library's parsing of
-# the daemon's answer). tests/fuzz/<target>/corpus holds the seeds,
+# (admin_exec on a real engine), handoff (the client library's parsing of
+# the daemon's answer) and tls (a pool's tls: block, its files and SSL_CTX). tests/fuzz/<target>/corpus holds the seeds,
 # tests/fuzz/<target>/regressions every input that once crashed, and
 # tests/fuzz/<target>/dict the tokens of the format.
 #   make fuzz        fuzz each target for FUZZ_SECONDS (default 60) from the seeds and what
@@ -337,7 +348,7 @@ FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
 FUZZ_SMOKE_SECONDS ?= 10
 FUZZ_ARGS          ?=
-FUZZ_TARGETS       := config admin handoff
+FUZZ_TARGETS       := config admin handoff tls
 FUZZ_BUILD         := $(BUILD)/fuzz
 FUZZ_BINS          := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 FUZZ_SAN           := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
@@ -367,6 +378,10 @@ $(FUZZ_BUILD)/obj/%.o: %.c
 
 $(FUZZ_BUILD)/fuzz_config: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_config.o $(FUZZ_CORE_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS) -ldl
+
+# tls: a pool's tls: block (the loader, its files and the SSL_CTX), seeds naming tests/fuzz/tls/files/.
+$(FUZZ_BUILD)/fuzz_tls: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_tls.o $(FUZZ_CORE_OBJ)
+	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
 
 $(FUZZ_BUILD)/fuzz_admin: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_admin.o $(FUZZ_DAEMON_OBJ) $(FUZZ_CORE_OBJ)
 	$(FUZZ_CC) -fsanitize=fuzzer $(FUZZ_SAN) -o $@ $^ $(LIBS)
@@ -412,3 +427,22 @@ fuzz-smoke: fuzz-deps
 	  fi; \
 	done; \
 	exit $$status
+
+# ---------------------------------------------------------------------------
+# The packaged unit under a real systemd (tests/systemd/test_real_systemd.py):
+# systemd 252 booted as PID 1 of a systemd-nspawn container on a throwaway
+# overlay of /, the .deb of `make package` installed there with dpkg, then
+# start/READY, STATUS=, reload, watchdog, socket activation, the sandbox as
+# the running daemon sees it, and stop, each checked against systemd itself.
+#   make systemd-check   (the end of `make check`; about 15 s after the package)
+# Skips (exit 0, saying why) where it cannot run: not root, no overlayfs.
+# systemd-container without its recommended libnss-mymachines, which would
+# edit the host's /etc/nsswitch.conf.
+SYSTEMD_CHECK_PKGS := systemd-container
+DEB_PKGS           += $(SYSTEMD_CHECK_PKGS)
+DEB_NO_RECOMMENDS  += $(SYSTEMD_CHECK_PKGS)
+
+.PHONY: systemd-check
+systemd-check: package
+	WARMPOOL_DEB_DIR=$(abspath $(BUILD))/package \
+	  /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/systemd

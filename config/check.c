@@ -96,7 +96,7 @@ void check_sockets(struct ld *ld)
 
 /*
  * Host names are resolved with getaddrinfo_a() (glibc runs each lookup in a
- * helper thread) and waited for with gai_suspend() until one deadline for
+ * helper thread) and polled with gai_error() until one deadline for
  * the whole load, CFG_RESOLVE_TIMEOUT_MS: a reload runs inside the event
  * loop, and a DNS server that never answers must not stop it for
  * resolv.conf's timeout x attempts x servers. Numeric addresses skip all
@@ -108,6 +108,15 @@ void check_sockets(struct ld *ld)
  * and freed by a later load once finished. This list is the only state the
  * loader keeps between calls; it is bounded by the names of the loads that
  * timed out while their lookups hang.
+ *
+ * Two glibc 2.36 races shape this (both seen as a crash in the helper
+ * thread's __gai_notify, about one load in 15 under ASan): the thread stores
+ * a request's result before it takes the lock under which it notifies the
+ * waiters and dequeues it. So gai_suspend() is not used (a caller it wakes
+ * may see the result, skip removing its waiter record, which lives on the
+ * caller's stack, and return: the thread then writes through it), and a
+ * finished request is freed only once gai_cancel() (which takes that lock)
+ * says EAI_ALLDONE; until then it is parked like a hanging one.
  */
 struct resolve_req {
 	struct gaicb cb; /* first: cb.ar_name etc. point into this struct */
@@ -119,12 +128,18 @@ struct resolve_req {
 
 static struct resolve_req *abandoned;
 
+/* Has glibc's helper thread let go of `q` (done, notified, dequeued)? */
+static bool resolve_released(struct resolve_req *q)
+{
+	return gai_error(&q->cb) != EAI_INPROGRESS && gai_cancel(&q->cb) == EAI_ALLDONE;
+}
+
 /* Free the parked requests whose lookups have returned. */
 static void reap_abandoned(void)
 {
 	for (struct resolve_req **pp = &abandoned; *pp;) {
 		struct resolve_req *q = *pp;
-		if (gai_error(&q->cb) == EAI_INPROGRESS) {
+		if (!resolve_released(q)) {
 			pp = &q->next;
 			continue;
 		}
@@ -142,23 +157,26 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Wait until every request in v[0..n) is done or the deadline passes.
- * gai_suspend() returns at once when any request it is given has already
- * finished, so each round passes only the pending ones (in `pend`, n
- * slots), which keeps this a wait, not a spin. */
-static void resolve_wait(struct gaicb **v, size_t n, struct gaicb **pend, int64_t deadline)
+#define RESOLVE_NAP_MIN_US 100   /* first pause between polls: a cached answer comes back this fast */
+#define RESOLVE_NAP_MAX_US 10000 /* pauses double up to this: a wait, not a spin */
+
+/* Wait until every request in v[0..n) is done or the deadline passes,
+ * polling gai_error() (not gai_suspend(): see above). */
+static void resolve_wait(struct gaicb **v, size_t n, int64_t deadline)
 {
+	long nap = RESOLVE_NAP_MIN_US;
 	for (;;) {
 		size_t k = 0;
 		for (size_t i = 0; i < n; i++)
 			if (gai_error(v[i]) == EAI_INPROGRESS)
-				pend[k++] = v[i];
+				k++;
 		int64_t left = deadline - mono_ms();
 		if (!k || left <= 0)
 			return;
-		struct timespec ts = {.tv_sec = left / 1000, .tv_nsec = (left % 1000) * 1000000};
-		/* 0: one finished; EAI_AGAIN: timed out; EAI_INTR: a signal: look again. */
-		(void)gai_suspend((const struct gaicb *const *)pend, (int)k, &ts);
+		long us = left * 1000 < nap ? (long)(left * 1000) : nap;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = us * 1000};
+		(void)nanosleep(&ts, NULL); /* EINTR: look again */
+		nap = nap * 2 > RESOLVE_NAP_MAX_US ? RESOLVE_NAP_MAX_US : nap * 2;
 	}
 }
 
@@ -187,11 +205,10 @@ void resolve_backends(struct ld *ld)
 	size_t n = ld->backends.n, k = 0;
 	struct resolve_req **reqs = calloc(n ? n : 1, sizeof *reqs);
 	struct gaicb **list = calloc(n ? n : 1, sizeof *list);
-	struct gaicb **pend = calloc(n ? n : 1, sizeof *pend);
 	size_t *which = calloc(n ? n : 1, sizeof *which);
 
 	reap_abandoned();
-	if (!reqs || !list || !pend || !which) {
+	if (!reqs || !list || !which) {
 		ld->oom = true;
 		goto out;
 	}
@@ -236,7 +253,7 @@ void resolve_backends(struct ld *ld)
 	/* On failure some requests may still have been queued: wait for those;
 	 * one never queued reads as finished without a result. */
 	int e = getaddrinfo_a(GAI_NOWAIT, list, (int)k, NULL);
-	resolve_wait(list, k, pend, mono_ms() + CFG_RESOLVE_TIMEOUT_MS);
+	resolve_wait(list, k, mono_ms() + CFG_RESOLVE_TIMEOUT_MS);
 	for (size_t j = 0; j < k; j++) {
 		struct resolve_req *q = reqs[j];
 		const struct ref *r = &ld->backends.v[which[j]];
@@ -255,6 +272,11 @@ void resolve_backends(struct ld *ld)
 		if (st == 0 && !q->cb.ar_result && e != 0)
 			st = e;
 		resolve_store(ld, r, st, q->cb.ar_result);
+		if (!resolve_released(q)) { /* finished, but its thread has not let go yet */
+			q->next = abandoned;
+			abandoned = q;
+			reqs[j] = NULL;
+		}
 	}
 out:
 	for (size_t j = 0; reqs && j < k; j++) {
@@ -264,7 +286,6 @@ out:
 	}
 	free(reqs);
 	free(list);
-	free(pend);
 	free(which);
 }
 
@@ -275,8 +296,7 @@ out:
  * not meant: a warning, with the fix. */
 void collect_warnings(struct ld *ld)
 {
-	struct cfg_errors *w = &ld->cfg->warnings;
-	char name[SHOW_BUF];
+	char name[SHOW_BUF], path[PATH_BUF];
 
 	for (size_t i = 0; i < ld->cfg->n_pools; i++) {
 		const struct cfg_pool *p = &ld->cfg->pools[i];
@@ -286,24 +306,14 @@ void collect_warnings(struct ld *ld)
 		for (size_t j = 0; j < p->n_listen && with == p->n_listen; j++)
 			if (p->listen[j].allow.enabled)
 				with = j;
-		if (with == p->n_listen || w->n >= CFG_MAX_ERRORS)
+		if (with == p->n_listen)
 			continue;
-		char **v = realloc(w->msg, (w->n + 1) * sizeof *v);
-		if (!v) {
-			ld->oom = true;
-			return;
-		}
-		w->msg = v;
 		show(p->name, strlen(p->name), false, name);
-		if (asprintf(&v[w->n], "%s:%u:%u: pools.%s.handoff: warning: the handoff socket %s has no allow: "
-		             "while listen[%zu] has one: any user who can reach the socket file can take "
-		             "connections; put allow: on the pool itself, which covers the handoff socket and "
-		             "every listen item",
-		             ld->file, p->handoff.pos.line, p->handoff.pos.col, name, p->handoff.path, with) < 0) {
-			ld->oom = true;
-			return;
-		}
-		w->n++;
+		snprintf(path, sizeof path, "pools.%s.handoff", name);
+		add_warning(ld, p->handoff.pos, path,
+		            "the handoff socket %s has no allow: while listen[%zu] has one: any user who can reach "
+		            "the socket file can take connections; put allow: on the pool itself, which covers the "
+		            "handoff socket and every listen item",
+		            p->handoff.path, with);
 	}
 }
-

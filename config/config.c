@@ -16,12 +16,14 @@
  *      (get_key: type and range), the others by their parsers here; a pool
  *      starts from the table's built-in values (builtin_pool), then takes
  *      what `defaults:` gave, then its own keys (struct level, merged row by
- *      row in apply_level), blocks (backoff, health_check, keepalive) included;
- *      `allow:` is the exception: it replaces as a whole block, and a listen
- *      item's own `allow:` replaces the pool's. The defaults level is applied
- *      to each pool anew, so every pool owns its copies of health-check
- *      bytes, path, compiled regex and allowed ids. User and group names in
- *      `allow:` are resolved as they are read (getpwnam_r, getgrnam_r).
+ *      row in apply_level), blocks (backoff, health_check, keepalive, tls)
+ *      included; `allow:` and `reuse:` are the exceptions: each replaces as a
+ *      whole block, and a listen item's own `allow:` replaces the pool's. The
+ *      defaults level is applied to each pool anew, so every pool owns its
+ *      copies of health-check bytes, path, compiled regex, allowed ids, reset
+ *      bytes and tls strings. User and group names in `allow:` are resolved
+ *      as they are read (getpwnam_r, getgrnam_r). A merged tls: block gets
+ *      its SSL_CTX and digest (finish_tls; tls.c reads its files).
  *   3. Cross-checks (check.c: check_sockets, resolve_backends): socket paths unique
  *      across pools, host names resolved within CFG_RESOLVE_TIMEOUT_MS for
  *      all of them (getaddrinfo_a). A valid config may still earn warnings
@@ -260,22 +262,68 @@ static void parse_health(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 	parse_rows(ld, "health_check", &ks, vals, path, l);
 }
 
+/*
+ * The head of a block that is also a switch (keepalive, tls; row r): true
+ * or false sets *on; a mapping (or an empty value) turns it on, and only then
+ * is true returned: its keys are to be walked. The row is marked at `at`.
+ */
+static bool switch_block(struct ld *ld, const yaml_node_t *n, const yaml_node_t *at, const char *path, int r,
+                         bool *on, struct level *l)
+{
+	if (n->type != YAML_MAPPING_NODE && !is_null(n)) {
+		mark(l, r, at, cfg_keys[r].path, get_bool(ld, n, path, cfg_keys[r].what, on));
+		return false;
+	}
+	*on = true;
+	mark(l, r, at, cfg_keys[r].path, true);
+	return true;
+}
+
 /* keepalive: true/false, or a mapping (which turns it on) of idle, interval, count. */
 static void parse_keepalive(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
                             struct level *l)
 {
 	yaml_node_t *vals[CFG_MAX_CHILD], *knodes[CFG_MAX_CHILD];
-	int r = row("keepalive");
 	struct cfg_keyset ks;
 
-	if (n->type != YAML_MAPPING_NODE && !is_null(n)) {
-		mark(l, r, n, "keepalive", get_bool(ld, n, path, cfg_keys[r].what, &l->v.keepalive.enabled));
+	if (!switch_block(ld, n, n, path, row("keepalive"), &l->v.keepalive.enabled, l))
 		return;
-	}
-	l->v.keepalive.enabled = true;
-	mark(l, r, n, "keepalive", true);
 	walk_block(ld, doc, n, path, "keepalive", &ks, vals, knodes);
 	parse_rows(ld, "keepalive", &ks, vals, path, l);
+}
+
+/*
+ * tls: true/false, or a mapping (which turns TLS on) of the tls rows' keys,
+ * merged key by key with defaults: (apply_level). The tls row is marked at
+ * its key, which messages about the block as a whole point at.
+ */
+static void parse_tls(struct ld *ld, yaml_document_t *doc, const yaml_node_t *key, const yaml_node_t *n,
+                      const char *path, struct level *l)
+{
+	yaml_node_t *vals[CFG_MAX_CHILD], *knodes[CFG_MAX_CHILD], *v;
+	struct cfg_keyset ks;
+	char kpath[PATH_BUF];
+
+	l->v.tls.pos = node_pos(key);
+	if (!switch_block(ld, n, key, path, row("tls"), &l->v.tls.enabled, l))
+		return;
+	walk_block(ld, doc, n, path, "tls", &ks, vals, knodes);
+	for (size_t i = 0; i < cfg_n_keys; i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+		const char *name = cfg_key_name(k);
+		char *base = (char *)&l->v;
+		bool ok;
+
+		if (!cfg_key_under(k, "tls") || !(v = val_of(&ks, vals, name)))
+			continue;
+		path_key(kpath, path, name, strlen(name));
+		if (k->type == CFG_T_ALPN)
+			ok = get_alpn(ld, doc, k, v, kpath, (unsigned char **)(void *)(base + k->off),
+			              (size_t *)(void *)(base + k->len_off));
+		else
+			ok = get_key(ld, k, v, kpath, base);
+		mark(l, (int)i, v, k->path, ok);
+	}
 }
 
 /* ---- allow: {users, groups, uids, gids} ---------------------------------- */
@@ -285,6 +333,8 @@ _Static_assert(sizeof(uid_t) == sizeof(uint32_t) && sizeof(gid_t) == sizeof(uint
 
 static size_t list_items(struct ld *ld, const yaml_node_t *n, const char *path, size_t max,
                          const char *expected, const char *nonempty, const char *noun);
+static void parse_reuse(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                        struct cfg_pool *p);
 
 static void allow_free(struct cfg_allow *a)
 {
@@ -508,10 +558,11 @@ fail:
 }
 
 /* The settings of `defaults:` (where CFG_IN_DEFAULTS) or of a pool
- * (CFG_IN_POOL): the rows `where` allows, vals/ks from walk_map over a
- * pool's keys. `inherited`: a health_check block was given in defaults. */
-static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals, const struct cfg_keyset *ks,
-                        const char *path, unsigned where, bool inherited, struct level *l)
+ * (CFG_IN_POOL): the rows `where` allows, vals/knodes/ks from walk_map over
+ * a pool's keys. `inherited`: a health_check block was given in defaults. */
+static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals, yaml_node_t **knodes,
+                        const struct cfg_keyset *ks, const char *path, unsigned where, bool inherited,
+                        struct level *l)
 {
 	char kpath[PATH_BUF];
 	yaml_node_t *v;
@@ -535,6 +586,72 @@ static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals,
 		path_key(kpath, path, "allow", 5);
 		mark(l, row("allow"), v, "allow", parse_allow(ld, doc, v, kpath, &l->v.allow));
 	}
+	if ((v = val_of(ks, vals, "reuse"))) {
+		path_key(kpath, path, "reuse", 5);
+		parse_reuse(ld, doc, v, kpath, &l->v);
+		mark(l, row("reuse"), v, "reuse", true);
+	}
+	if ((v = val_of(ks, vals, "tls"))) {
+		path_key(kpath, path, "tls", 3);
+		parse_tls(ld, doc, knodes[cfg_keyset_find(ks, "tls")], v, kpath, l);
+	}
+}
+
+/* Free the owned values of `p` (cfg_key_owned rows) whose path starts with
+ * `block` ("" for all of them). */
+static void free_owned(struct cfg_pool *p, const char *block)
+{
+	for (size_t i = 0; i < cfg_n_keys; i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+		void *ptr;
+
+		if (!cfg_key_owned(k) || strncmp(k->path, block, strlen(block)) != 0)
+			continue;
+		memcpy(&ptr, (char *)p + k->off, sizeof ptr);
+		free(ptr);
+		memset((char *)p + k->off, 0, sizeof ptr);
+		if (k->type == CFG_T_ALPN)
+			memset((char *)p + k->len_off, 0, sizeof(size_t));
+	}
+}
+
+/* Row k's owned value of `src` copied into `dst` (whose own is freed). */
+static void copy_owned(struct ld *ld, struct cfg_pool *dst, const struct cfg_pool *src, const struct cfg_key *k)
+{
+	void *from, *to = NULL, *old;
+	size_t len = 0;
+
+	memcpy(&from, (const char *)src + k->off, sizeof from);
+	if (k->type == CFG_T_ALPN)
+		memcpy(&len, (const char *)src + k->len_off, sizeof len);
+	if (from && k->type == CFG_T_ALPN)
+		to = dup_bytes(ld, from, len);
+	else if (from && !(to = strdup(from)))
+		ld->oom = true;
+	memcpy(&old, (char *)dst + k->off, sizeof old);
+	free(old);
+	memcpy((char *)dst + k->off, &to, sizeof to);
+	if (k->type == CFG_T_ALPN) {
+		len = to ? len : 0;
+		memcpy((char *)dst + k->len_off, &len, sizeof len);
+	}
+}
+
+static void reuse_free(struct cfg_reuse *r)
+{
+	free(r->reset_send);
+	free(r->reset_expect);
+	r->reset_send = r->reset_expect = NULL;
+	r->reset_send_len = r->reset_expect_len = 0;
+}
+
+/* A reuse: block replaces the one before as a whole. */
+static void reuse_copy(struct ld *ld, struct cfg_reuse *dst, const struct cfg_reuse *src)
+{
+	reuse_free(dst);
+	*dst = *src;
+	dst->reset_send = src->reset_send ? dup_bytes(ld, src->reset_send, src->reset_send_len) : NULL;
+	dst->reset_expect = src->reset_expect ? dup_bytes(ld, src->reset_expect, src->reset_expect_len) : NULL;
 }
 
 static void level_free(struct level *l)
@@ -544,6 +661,8 @@ static void level_free(struct level *l)
 	free(l->v.health.path);
 	free(l->v.health.expect_regex);
 	allow_free(&l->v.allow);
+	reuse_free(&l->v.reuse);
+	free_owned(&l->v, "");
 	memset(l, 0, sizeof *l);
 }
 
@@ -611,6 +730,13 @@ static void apply_level(struct ld *ld, struct cfg_pool *p, const struct level *l
 		allow_free(&p->allow);
 		allow_copy(ld, &p->allow, &l->v.allow);
 	}
+	if (l->set[row("reuse")]) /* a whole block too */
+		reuse_copy(ld, &p->reuse, &l->v.reuse);
+	for (size_t i = 0; i < cfg_n_keys; i++)
+		if (l->set[i] && cfg_key_owned(&cfg_keys[i]))
+			copy_owned(ld, p, &l->v, &cfg_keys[i]);
+	if (l->set[row("tls")])
+		p->tls.pos = l->v.tls.pos;
 }
 
 /*
@@ -681,6 +807,11 @@ static void check_health(struct ld *ld, const struct cfg_pool *p, const struct l
 	if (h->type != CFG_CHECK_HTTP && l->set[f_path])
 		blame(ld, l, f_path, path, "expected only with type: http (type is %s)", type);
 }
+
+/* A relative socket path would resolve against whatever directory warmpoold
+ * was started in (/ under systemd): refused, with the reason. */
+#define RELATIVE_SOCKET "an absolute socket path (a relative one resolves against the directory warmpoold " \
+                        "starts in, / under systemd)"
 
 /*
  * Relations between values of the merged pool `p`, checked only when level
@@ -776,6 +907,10 @@ static void parse_listen_item(struct ld *ld, yaml_document_t *doc, const yaml_no
 	}
 	if (slen(pn) > SUN_PATH_MAX) {
 		bad_value(ld, pn, kpath, "a socket path of at most %zu bytes", SUN_PATH_MAX);
+		goto fail;
+	}
+	if (sval(pn)[0] != '/') {
+		bad_value(ld, pn, kpath, "%s", RELATIVE_SOCKET);
 		goto fail;
 	}
 	l = &p->listen[p->n_listen];
@@ -918,7 +1053,11 @@ static const yaml_node_t *parse_backend(struct ld *ld, yaml_document_t *doc, con
 	}
 	be = &p->backends[p->n_backends];
 	be->name = strdup(sval(an));
-	if (!be->name) {
+	be->host = strdup(host);
+	if (!be->name || !be->host) {
+		free(be->name);
+		free(be->host);
+		be->name = be->host = NULL;
 		ld->oom = true;
 		return backup_node;
 	}
@@ -928,6 +1067,43 @@ static const yaml_node_t *parse_backend(struct ld *ld, yaml_document_t *doc, con
 	p->n_backends++;
 	refs_add(ld, &ld->backends, apath, be->name, be->pos, be, NULL);
 	return backup_node;
+}
+
+#define LIST_HINT_MAX 160 /* bytes of a list hint in a message */
+
+/* "a:1, b:2" written as the YAML list it was meant to be: "\"a:1\", \"b:2\"",
+ * cut to fit `out` (LIST_HINT_MAX bytes), for a message. */
+static const char *list_hint(const char *s, size_t len, char out[LIST_HINT_MAX])
+{
+	size_t o = 0;
+	const size_t room = LIST_HINT_MAX - 8; /* a loop step adds 4 at most; then a quote, "..." and NUL */
+	int open = 0;
+	for (size_t i = 0; i < len && o < room; i++) {
+		char c = s[i];
+		if (c == ',') {
+			if (open)
+				out[o++] = '"';
+			open = 0;
+			continue;
+		}
+		if (c == ' ' || c == '\t' || (unsigned char)c < 0x20 || c == '"' || c == '\\')
+			continue;
+		if (!open) {
+			if (o && o + 2 < room) {
+				out[o++] = ',';
+				out[o++] = ' ';
+			}
+			out[o++] = '"';
+			open = 1;
+		}
+		out[o++] = c;
+	}
+	if (open)
+		out[o++] = '"';
+	if (o >= room)
+		memcpy(out + o, "...", 3), o += 3;
+	out[o] = 0;
+	return out;
 }
 
 static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
@@ -948,6 +1124,11 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		return;
 	}
 	if (n->type == YAML_SCALAR_NODE) {
+		if (memchr(sval(n), ',', slen(n))) { /* "a:1, b:2": a list was meant */
+			char hint[LIST_HINT_MAX];
+			bad_value(ld, n, path, "a list of addresses, like [%s]", list_hint(sval(n), slen(n), hint));
+			return;
+		}
 		parse_backend(ld, doc, n, path, p);
 		return;
 	}
@@ -979,6 +1160,10 @@ static void socket_path(struct ld *ld, const yaml_node_t *v, const char *path, s
 		return;
 	if (slen(v) == 0 || is_null(v) || slen(v) > SUN_PATH_MAX) {
 		bad_value(ld, v, path, "a socket path of 1 to %zu bytes%s", SUN_PATH_MAX, expected);
+		return;
+	}
+	if (sval(v)[0] != '/') {
+		bad_value(ld, v, path, "%s", RELATIVE_SOCKET);
 		return;
 	}
 	free(l->path);
@@ -1054,6 +1239,45 @@ static void parse_handoff(struct ld *ld, yaml_document_t *doc, const yaml_node_t
 	socket_path(ld, v, kpath, &p->handoff, p->name, "");
 }
 
+/*
+ * After merging: a pool without TLS holds no TLS settings; one with TLS
+ * cannot have a handoff socket, and gets its SSL_CTX and digest (tls.c),
+ * each problem blamed on the value that caused it: the pool's own, else the
+ * one of defaults: (reported once for all the pools that inherit it).
+ */
+static void finish_tls(struct ld *ld, struct cfg_pool *p, const struct level *l, const struct level *dl,
+                       const char *path, const yaml_node_t *handoff_key)
+{
+	static const char no_handoff[] = "tls cannot be used with handoff: a TLS connection's state lives in "
+	                                 "warmpoold and cannot be handed to another process";
+	int r_tls = row("tls");
+	struct origin o[TK_N];
+	struct cfg_pool builtin;
+	char kpath[PATH_BUF];
+
+	if (!p->tls.enabled) {
+		free_owned(p, "tls.");
+		builtin_pool(&builtin);
+		p->tls = builtin.tls;
+		return;
+	}
+	if (p->handoff.path && l->set[r_tls]) {
+		path_key(kpath, path, "tls", 3);
+		add_err(ld, node_pos(l->node[r_tls]), kpath, "%s", no_handoff);
+	} else if (p->handoff.path && handoff_key) {
+		path_key(kpath, path, "handoff", 7);
+		add_err(ld, node_pos(handoff_key), kpath, "%s", no_handoff);
+	}
+	for (int t = 0; t < TK_N; t++) {
+		int r = t == TK_TLS ? r_tls : row_in("tls", tls_key_names[t]);
+		const struct level *from = l->set[r] ? l : dl->set[r] ? dl : NULL;
+
+		o[t].pos = from ? node_pos(from->node[r]) : (struct cfg_pos){0, 0};
+		path_key(o[t].path, from == dl ? "defaults" : path, cfg_keys[r].path, strlen(cfg_keys[r].path));
+	}
+	tls_build(ld, &p->tls, o);
+}
+
 static bool valid_pool_name(const char *s, size_t len)
 {
 	if (len == 0 || len > CFG_MAX_NAME || strlen(s) != len)
@@ -1112,14 +1336,11 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 		path_key(kpath, path, "handoff", 7);
 		parse_handoff(ld, doc, v, kpath, p);
 	}
-	if ((v = val_of(&ks, vals, "reuse"))) {
-		path_key(kpath, path, "reuse", 5);
-		parse_reuse(ld, doc, v, kpath, p);
-	}
-	parse_level(ld, doc, vals, &ks, path, CFG_IN_POOL, dl->set[row("health_check.type")], &l);
+	parse_level(ld, doc, vals, knodes, &ks, path, CFG_IN_POOL, dl->set[row("health_check.type")], &l);
 	apply_level(ld, p, &l);
 	check_level(ld, p, &l, path);
 	finish_health(ld, &p->health);
+	finish_tls(ld, p, &l, dl, path, knodes[cfg_keyset_find(&ks, "handoff")]);
 	inherit_allow(ld, p);
 	level_free(&l);
 }
@@ -1274,7 +1495,8 @@ static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 			return;
 		}
 		d->metrics.name = strdup(sval(v));
-		if (!d->metrics.name) {
+		d->metrics.host = strdup(host);
+		if (!d->metrics.name || !d->metrics.host) {
 			ld->oom = true;
 			return;
 		}
@@ -1293,6 +1515,8 @@ static void check_defaults(struct ld *ld, const struct cfg_pool *base, const str
 	check_level(ld, &merged, dl, "defaults");
 	cfg_health_free(&merged.health);
 	allow_free(&merged.allow);
+	reuse_free(&merged.reuse);
+	free_owned(&merged, "");
 }
 
 static void walk_root(struct ld *ld, yaml_document_t *doc)
@@ -1300,6 +1524,7 @@ static void walk_root(struct ld *ld, yaml_document_t *doc)
 	yaml_node_t *root = yaml_document_get_root_node(doc);
 	yaml_node_t *vals[T_N], *knodes[T_N];
 	yaml_node_t *dvals[CFG_MAX_CHILD], *dknodes[CFG_MAX_CHILD];
+	char kpath[PATH_BUF];
 	struct cfg_pool base;
 	struct cfg_keyset ks;
 	struct level dl;
@@ -1321,17 +1546,17 @@ static void walk_root(struct ld *ld, yaml_document_t *doc)
 	memset(&dl, 0, sizeof dl);
 	if (vals[T_DEFAULTS] && want_map(ld, vals[T_DEFAULTS], "defaults", "a mapping of pool settings")) {
 		/* A pool's keys are known here; those not listed (before the first
-		 * defaults: key) are reported when they are listen or backends. The
-		 * pool-only handoff and reuse are accepted and, as ever, ignored. */
+		 * defaults: key: listen, backends, handoff, which name each pool's
+		 * own sockets and backends) are reported. */
 		cfg_key_children(CFG_IN_POOL, "", &ks);
 		walk_map(ld, doc, vals[T_DEFAULTS], "defaults", ks.v, ks.n, ks.listed, dvals, dknodes);
-		for (int k = 0; k < (int)ks.n; k++) {
-			if (dknodes[k] && (strcmp(ks.v[k], "listen") == 0 || strcmp(ks.v[k], "backends") == 0))
-				add_err(ld, node_pos(dknodes[k]),
-				        strcmp(ks.v[k], "listen") == 0 ? "defaults.listen" : "defaults.backends",
-				        "not allowed in defaults, set it in each pool");
+		for (size_t k = 0; k < ks.listed; k++) {
+			if (dknodes[k]) {
+				path_key(kpath, "defaults", ks.v[k], strlen(ks.v[k]));
+				add_err(ld, node_pos(dknodes[k]), kpath, "not allowed in defaults, set it in each pool");
+			}
 		}
-		parse_level(ld, doc, dvals, &ks, "defaults", CFG_IN_DEFAULTS, false, &dl);
+		parse_level(ld, doc, dvals, dknodes, &ks, "defaults", CFG_IN_DEFAULTS, false, &dl);
 		check_defaults(ld, &base, &dl);
 	}
 	if (vals[T_POOLS])
@@ -1346,6 +1571,7 @@ static void ld_done(struct ld *ld)
 {
 	refs_free(&ld->sockets);
 	refs_free(&ld->backends);
+	tls_done(ld);
 	free(ld->errs);
 }
 
@@ -1507,20 +1733,24 @@ void cfg_free(struct wp_config *cfg)
 			allow_free(&p->listen[j].allow);
 		}
 		free(p->listen);
-		for (size_t j = 0; j < p->n_backends; j++)
+		for (size_t j = 0; j < p->n_backends; j++) {
 			free(p->backends[j].name);
+			free(p->backends[j].host);
+		}
 		free(p->backends);
 		free(p->handoff.path);
-		free(p->reuse.reset_send);
-		free(p->reuse.reset_expect);
+		reuse_free(&p->reuse);
 		allow_free(&p->handoff.allow);
 		cfg_health_free(&p->health);
 		allow_free(&p->allow);
+		tls_ctx_free(&p->tls);
+		free_owned(p, "");
 	}
 	free(cfg->pools);
 	free(cfg->daemon.admin.path);
 	free(cfg->daemon.admin_ro.path);
 	free(cfg->daemon.metrics.name);
+	free(cfg->daemon.metrics.host);
 	free(cfg->path);
 	cfg_errors_free(&cfg->warnings);
 	free(cfg);

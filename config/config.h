@@ -52,6 +52,14 @@
 #define CFG_MAX_CHECK_BYTES 1024 /* health_check send / expect, after unescaping */
 #define CFG_MAX_CHECK_PATH  1024 /* health_check path (http) */
 #define CFG_MAX_ALLOW       256  /* entries in each list of an allow: block */
+/* TLS (config/tls.c): every file the loader reads for a pool's tls: block is
+ * bounded, so a path pointing at a huge file or directory cannot stall a
+ * reload or exhaust memory. A system CA bundle is about 200 KiB; /etc/ssl/certs
+ * holds a few hundred entries. */
+#define CFG_MAX_TLS_FILE        (8 * 1024 * 1024)  /* bytes of ca_file, cert_file or key_file */
+#define CFG_MAX_TLS_DIR_ENTRIES 4096               /* names in a ca_path directory */
+#define CFG_MAX_TLS_DIR_BYTES   (64 * 1024 * 1024) /* bytes of all files of a ca_path together */
+#define CFG_MAX_ALPN            32                 /* protocol names in tls.alpn */
 
 /* Where a value came from in the file, for messages after loading. */
 struct cfg_pos {
@@ -76,7 +84,7 @@ struct cfg_allow {
 };
 
 struct cfg_listen {
-	char *path;  /* absolute or relative Unix socket path (< sizeof sun_path) */
+	char *path;  /* absolute Unix socket path (< sizeof sun_path) */
 	mode_t mode; /* permission bits applied after bind, default 0660 */
 	struct cfg_pos pos;
 	struct cfg_allow allow; /* pools: the item's own allow:, else a copy of the pool's */
@@ -86,6 +94,7 @@ struct cfg_backend {
 	char *name;                   /* as written: "host:port" or "[v6]:port" (the address: key of a map item) */
 	uint32_t weight;              /* 1..CFG_MAX_WEIGHT, default 1 */
 	bool backup;                  /* used only while no primary backend of the pool is up */
+	char *host;                   /* the host part of name, without [] (TLS: SNI and the name verified) */
 	struct sockaddr_storage addr; /* first getaddrinfo() result, resolved at load */
 	socklen_t addrlen;
 	struct cfg_pos pos;
@@ -128,6 +137,36 @@ struct cfg_health {
 	uint32_t fall;             /* consecutive failures (checks or connects) to go down, default 3, >= 1 */
 };
 
+/* TLS to the backends of a pool (tls:, merged key by key with defaults:).
+ * The loader builds the client SSL_CTX from these settings (config/tls.c),
+ * reading every file, so --check-config and a reload fail exactly where the
+ * daemon would; the daemon adds its per-connection parts (SNI, host check,
+ * session callbacks). */
+enum cfg_starttls {
+	CFG_STARTTLS_NONE,     /* the handshake starts at once (default) */
+	CFG_STARTTLS_POSTGRES, /* SSLRequest first; the server answers 'S', then the handshake */
+};
+
+struct cfg_tls {
+	bool enabled;             /* tls: present (a mapping, or true) */
+	bool verify;              /* chain and host name, default true (false: warned at load) */
+	char *ca_file;            /* NULL: OpenSSL's default verify paths (unless ca_path is set) */
+	char *ca_path;            /* hashed directory, or NULL */
+	char *server_name;        /* SNI and the name verified; NULL: each backend's host (an IP: no SNI) */
+	char *cert_file;          /* client certificate (mTLS) and its key: both or neither */
+	char *key_file;
+	int min_version;          /* TLS1_2_VERSION (default) or TLS1_3_VERSION (OpenSSL's values) */
+	char *ciphers;            /* OpenSSL cipher list (TLS <= 1.2), or NULL: OpenSSL's default */
+	char *ciphersuites;       /* TLS 1.3 suites, or NULL: OpenSSL's default */
+	unsigned char *alpn;      /* ALPN protocol list in wire format (length-prefixed), or NULL */
+	size_t alpn_len;
+	bool session_resumption;  /* default true: a per-backend session cache (daemon/tls.c) */
+	enum cfg_starttls starttls;
+	void *ctx;                /* SSL_CTX * built at load from the above (owned, freed by cfg_free), NULL unless enabled */
+	unsigned char digest[32]; /* SHA-256 of the settings and of every file's contents: equal digests, same TLS */
+	struct cfg_pos pos;       /* the tls: key that applies (pool or defaults:) */
+};
+
 struct cfg_keepalive {
 	bool enabled;         /* default true; `keepalive: false` turns it off */
 	uint32_t idle_s;      /* TCP_KEEPIDLE, default 30 */
@@ -161,6 +200,7 @@ struct cfg_pool {
 	bool fail_fast;              /* close a client at once while no backend is up, default false */
 	struct cfg_health health;
 	struct cfg_keepalive keepalive;
+	struct cfg_tls tls;           /* tls: (enabled false: plain TCP) */
 	uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT, 0 = kernel default; default 30000 */
 	uint64_t max_lifetime_ms;     /* recycle connections older than this (jittered), 0 = never (default) */
 	uint64_t idle_timeout_ms;     /* close idle connections above min_idle after this, 0 = never; default 600000 */

@@ -3,7 +3,9 @@
  * settings changed: compare two loaded configs row by row of the key table
  * (keys.h), each row carrying its own reload class. There is no list of
  * fields here to keep in step with config.h: a new row is compared as soon
- * as it is declared. Types with pointers compare what they point to.
+ * as it is declared. Types with pointers compare what they point to. One
+ * value is not a key: the TLS digest, which changes with the contents of the
+ * files a tls: block names.
  */
 #include "keys.h"
 
@@ -32,7 +34,8 @@ static bool field_equal(const struct cfg_key *k, const void *a, const void *b)
 	const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
 
 	switch (k->type) {
-	case CFG_T_BYTES: {
+	case CFG_T_BYTES:
+	case CFG_T_ALPN: {
 		const unsigned char *pa, *pb;
 		size_t la, lb;
 		memcpy(&pa, fa, sizeof pa);
@@ -43,6 +46,8 @@ static bool field_equal(const struct cfg_key *k, const void *a, const void *b)
 	}
 	case CFG_T_REGEX:
 	case CFG_T_TEXT:
+	case CFG_T_STRING:
+	case CFG_T_PATH:
 	case CFG_T_SOCKET:
 	case CFG_T_ADDRESS: {
 		const char *sa, *sb;
@@ -118,6 +123,10 @@ enum cfg_reload cfg_pool_diff(const struct cfg_pool *old, const struct cfg_pool 
 	if (old->handoff.path && cur->handoff.path && !allow_equal(&old->handoff.allow, &cur->handoff.allow) &&
 	    how < CFG_RELOAD_IN_PLACE)
 		how = CFG_RELOAD_IN_PLACE; /* a copy of the pool's allow: (inherit_allow), compared for safety */
+	/* The same tls settings may read files whose contents changed (a new CA,
+	 * a renewed client certificate): the digest covers both. */
+	if (memcmp(old->tls.digest, cur->tls.digest, sizeof old->tls.digest) != 0 && how < CFG_RELOAD_IN_PLACE)
+		how = CFG_RELOAD_IN_PLACE;
 	if (health_changed)
 		*health_changed = health;
 	return how;

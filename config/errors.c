@@ -91,6 +91,66 @@ void add_err(struct ld *ld, struct cfg_pos pos, const char *path, const char *fm
 	va_end(ap);
 }
 
+/* add_err, unless the very same line was collected before: a value from
+ * defaults: that several pools inherit is reported once. */
+void add_err_once(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+{
+	size_t before = ld->n_errs;
+	va_list ap;
+
+	va_start(ap, fmt);
+	add_errv(ld, pos, path, fmt, ap);
+	va_end(ap);
+	if (ld->n_errs != before + 1)
+		return;
+	for (size_t i = 0; i < before; i++) {
+		if (strcmp(ld->errs[i].msg, ld->errs[before].msg) == 0) {
+			free(ld->errs[before].msg);
+			ld->n_errs = before;
+			return;
+		}
+	}
+}
+
+/* A line "file:line:col: path: warning: ..." in cfg->warnings (once, at
+ * most CFG_MAX_ERRORS of them): a valid config that is likely not what was
+ * meant. */
+void add_warning(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+{
+	struct cfg_errors *w = &ld->cfg->warnings;
+	char *body = NULL, *line = NULL, **v;
+	va_list ap;
+	int r;
+
+	va_start(ap, fmt);
+	r = vasprintf(&body, fmt, ap);
+	va_end(ap);
+	if (r < 0 || asprintf(&line, "%s:%u:%u: %s: warning: %s", ld->file, pos.line, pos.col, path, body) < 0) {
+		free(body);
+		ld->oom = true;
+		return;
+	}
+	free(body);
+	for (size_t i = 0; i < w->n; i++) {
+		if (strcmp(w->msg[i], line) == 0) {
+			free(line);
+			return;
+		}
+	}
+	if (w->n >= CFG_MAX_ERRORS) {
+		w->truncated++;
+		free(line);
+		return;
+	}
+	if (!(v = realloc(w->msg, (w->n + 1) * sizeof *v))) {
+		free(line);
+		ld->oom = true;
+		return;
+	}
+	w->msg = v;
+	v[w->n++] = line;
+}
+
 bool failed(const struct ld *ld)
 {
 	return ld->n_errs || ld->truncated || ld->oom;
@@ -99,43 +159,13 @@ bool failed(const struct ld *ld)
 /*
  * Quote `len` bytes for a message: printable text as is (UTF-8 included,
  * libyaml has validated it), '"' and '\' escaped, control bytes as \n, \t
- * or \xHH, at most SHOW_MAX bytes followed by "...". `out` has SHOW_BUF bytes.
+ * or \xHH, at most SHOW_MAX bytes followed by "..." (lib/escape's text
+ * style). `out` has SHOW_BUF bytes.
  */
 void show(const char *s, size_t len, bool quotes, char *out)
 {
-	size_t o = 0, n = len;
-
-	if (n > SHOW_MAX) {
-		n = SHOW_MAX;
-		while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-			n--; /* do not cut a UTF-8 sequence */
-	}
-	if (quotes)
-		out[o++] = '"';
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\') {
-			out[o++] = '\\';
-			out[o++] = (char)c;
-		} else if (c == '\n') {
-			out[o++] = '\\';
-			out[o++] = 'n';
-		} else if (c == '\t') {
-			out[o++] = '\\';
-			out[o++] = 't';
-		} else if (c < 0x20 || c == 0x7f) {
-			o += (size_t)snprintf(out + o, SHOW_BUF - o, "\\x%02x", c);
-		} else {
-			out[o++] = (char)c;
-		}
-	}
-	if (quotes)
-		out[o++] = '"';
-	if (n < len) {
-		memcpy(out + o, "...", 3);
-		o += 3;
-	}
-	out[o] = '\0';
+	wp_escape_as((const unsigned char *)s, len, SHOW_MAX, out, SHOW_BUF,
+	             WP_ESC_TEXT | (quotes ? WP_ESC_QUOTE : 0));
 }
 
 const char *sval(const yaml_node_t *n)

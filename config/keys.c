@@ -14,6 +14,8 @@
  */
 #include "keys.h"
 
+#include <limits.h>
+#include <openssl/tls1.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -41,6 +43,14 @@ static const char *const check_names[] = {
     [CFG_CHECK_MYSQL] = "mysql",
     [CFG_CHECK_SMTP] = "smtp",
 };
+static const char *const tls_version_names[] = {"1.2", "1.3"};
+static const int tls_version_values[] = {TLS1_2_VERSION, TLS1_3_VERSION};
+static const char *const starttls_names[] = {
+    [CFG_STARTTLS_NONE] = "none",
+    [CFG_STARTTLS_POSTGRES] = "postgres",
+};
+#define SERVER_NAME_MAX 253 /* bytes of a DNS name (RFC 1035), the longest SNI */
+#define CIPHERS_MAX     4096 /* bytes of a cipher list or ciphersuites */
 static const char *const log_level_names[] = {"debug", "info", "notice", "warning", "error"};
 static const int log_level_values[] = {CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_NOTICE, CFG_LOG_WARNING, CFG_LOG_ERROR};
 
@@ -68,12 +78,13 @@ const struct cfg_key cfg_keys[] = {
     {"backends[].backup", CFG_T_BOOL, CFG_IN_POOL, KEEP, BACKEND(backup), .what = "true or false"},
     {"handoff.listen", CFG_T_SOCKET, CFG_IN_POOL, NEW, POOL(handoff.path)},
     {"handoff.mode", CFG_T_MODE, CFG_IN_POOL, NEW, POOL(handoff.mode), .def = 0660},
-    {"reuse", CFG_T_BOOL, CFG_IN_POOL, KEEP, POOL(reuse.enabled),
+    /* reuse: also from defaults:, as a whole block (a pool's own reuse: replaces it) */
+    {"reuse", CFG_T_BOOL, LEVEL, KEEP, POOL(reuse.enabled),
      .what = "true, false or a mapping of reset_send, reset_expect, reset_timeout"},
-    {"reuse.reset_send", CFG_T_BYTES, CFG_IN_POOL, KEEP, BYTES(reuse.reset_send)},
-    {"reuse.reset_expect", CFG_T_BYTES, CFG_IN_POOL, KEEP, BYTES(reuse.reset_expect)},
+    {"reuse.reset_send", CFG_T_BYTES, LEVEL, KEEP, BYTES(reuse.reset_send)},
+    {"reuse.reset_expect", CFG_T_BYTES, LEVEL, KEEP, BYTES(reuse.reset_expect)},
     /* 100ms: the quiet period without a reset exchange; with one, RESET_TIMEOUT_EXCHANGE in config.c */
-    {"reuse.reset_timeout", CFG_T_DURATION, CFG_IN_POOL, KEEP, POOL(reuse.reset_timeout_ms), .min = 1,
+    {"reuse.reset_timeout", CFG_T_DURATION, LEVEL, KEEP, POOL(reuse.reset_timeout_ms), .min = 1,
      .max = 5 * MS_M, .def = 100},
     /* pools.NAME and defaults: */
     {"min_idle", CFG_T_U32, LEVEL, KEEP, POOL(min_idle), .min = 0, .max = CFG_MAX_CONNECTIONS, .def = 2},
@@ -117,6 +128,26 @@ const struct cfg_key cfg_keys[] = {
     {"keepalive.interval", CFG_T_SECONDS, LEVEL, KEEP, POOL(keepalive.interval_s), .min = 1,
      .max = KEEPALIVE_MAX, .def = 10},
     {"keepalive.count", CFG_T_U32, LEVEL, KEEP, POOL(keepalive.count), .min = 1, .max = 127, .def = 3},
+    /* tls: a block that turns TLS on (or true/false); every key in place:
+     * the daemon recycles warm connections gradually when tls.digest differs */
+    {"tls", CFG_T_BOOL, LEVEL, KEEP, POOL(tls.enabled),
+     .what = "true, false or a mapping of verify, ca_file, ca_path, server_name, cert_file, key_file, "
+             "min_version, ciphers, ciphersuites, alpn, session_resumption, starttls"},
+    {"tls.verify", CFG_T_BOOL, LEVEL, KEEP, POOL(tls.verify), .def = true, .what = "true or false"},
+    {"tls.ca_file", CFG_T_PATH, LEVEL, KEEP, POOL(tls.ca_file), .min = 1, .max = PATH_MAX},
+    {"tls.ca_path", CFG_T_PATH, LEVEL, KEEP, POOL(tls.ca_path), .min = 1, .max = PATH_MAX},
+    {"tls.server_name", CFG_T_STRING, LEVEL, KEEP, POOL(tls.server_name), .min = 1, .max = SERVER_NAME_MAX},
+    {"tls.cert_file", CFG_T_PATH, LEVEL, KEEP, POOL(tls.cert_file), .min = 1, .max = PATH_MAX},
+    {"tls.key_file", CFG_T_PATH, LEVEL, KEEP, POOL(tls.key_file), .min = 1, .max = PATH_MAX},
+    {"tls.min_version", CFG_T_ENUM, LEVEL, KEEP, POOL(tls.min_version), ENUM(tls_version_names),
+     .values = tls_version_values, .def = TLS1_2_VERSION},
+    {"tls.ciphers", CFG_T_STRING, LEVEL, KEEP, POOL(tls.ciphers), .min = 1, .max = CIPHERS_MAX},
+    {"tls.ciphersuites", CFG_T_STRING, LEVEL, KEEP, POOL(tls.ciphersuites), .min = 1, .max = CIPHERS_MAX},
+    {"tls.alpn", CFG_T_ALPN, LEVEL, KEEP, POOL(tls.alpn), .len_off = offsetof(struct cfg_pool, tls.alpn_len),
+     .min = 1, .max = CFG_MAX_ALPN},
+    {"tls.session_resumption", CFG_T_BOOL, LEVEL, KEEP, POOL(tls.session_resumption), .def = true,
+     .what = "true or false"},
+    {"tls.starttls", CFG_T_ENUM, LEVEL, KEEP, POOL(tls.starttls), ENUM(starttls_names), .def = CFG_STARTTLS_NONE},
     {"tcp_user_timeout", CFG_T_DURATION_OR_0, LEVEL, KEEP, POOL(tcp_user_timeout_ms), .min = 0, .max = MS_H,
      .def = 30 * MS_S},
     {"max_lifetime", CFG_T_DURATION_OR_0, LEVEL, KEEP, POOL(max_lifetime_ms), .min = 100, .max = 7 * MS_D},
@@ -182,6 +213,11 @@ bool cfg_key_under(const struct cfg_key *k, const char *prefix)
 	size_t p = parent_len(k->path);
 
 	return p == strlen(prefix) && strncmp(k->path, prefix, p) == 0;
+}
+
+bool cfg_key_owned(const struct cfg_key *k)
+{
+	return k->item == CFG_ITEM_POOL && (k->type == CFG_T_STRING || k->type == CFG_T_PATH || k->type == CFG_T_ALPN);
 }
 
 bool cfg_key_scalar(const struct cfg_key *k)
@@ -251,7 +287,8 @@ static const char *type_name(enum cfg_type t)
 	    [CFG_T_ENUM] = "enum",        [CFG_T_BYTES] = "bytes",       [CFG_T_REGEX] = "regex",
 	    [CFG_T_TEXT] = "text",        [CFG_T_ALLOW] = "allow",       [CFG_T_IDS] = "ids",
 	    [CFG_T_NAMES] = "names",      [CFG_T_MODE] = "mode",         [CFG_T_SOCKET] = "socket",
-	    [CFG_T_ADDRESS] = "address",
+	    [CFG_T_ADDRESS] = "address",  [CFG_T_STRING] = "string",    [CFG_T_PATH] = "path",
+	    [CFG_T_ALPN] = "alpn",
 	};
 	return names[t];
 }
@@ -313,6 +350,10 @@ static void dump_key(FILE *f, const struct cfg_key *k)
 	fprintf(f, "    {\"path\": \"%s\", \"type\": \"%s\"", k->path, type_name(k->type));
 	if (ranged)
 		fprintf(f, ", \"min\": %llu, \"max\": %llu", (unsigned long long)k->min, (unsigned long long)k->max);
+	if (k->type == CFG_T_STRING || k->type == CFG_T_PATH)
+		fprintf(f, ", \"max_bytes\": %llu", (unsigned long long)k->max);
+	else if (k->type == CFG_T_ALPN)
+		fprintf(f, ", \"max_items\": %llu", (unsigned long long)k->max);
 	if (k->type == CFG_T_DURATION || k->type == CFG_T_DURATION_OR_0)
 		fputs(", \"unit\": \"ms\"", f);
 	else if (k->type == CFG_T_SECONDS)

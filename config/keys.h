@@ -16,7 +16,9 @@
  *     which tests/integration/test_limits.py generates its cases.
  * Values with structure (socket paths, addresses, health-check bytes, allow:
  * blocks) have a row too, for the lists, the diff and the schema; their
- * parsers in config.c know their shape.
+ * parsers in config.c know their shape. Strings, paths and ALPN lists of a
+ * pool (CFG_T_STRING, CFG_T_PATH, CFG_T_ALPN) are owned copies that the
+ * merge, the diff and cfg_free handle from the table alone.
  *
  * Paths are below the section: "min_idle", "health_check.rise",
  * "listen[].mode" (a field of each listen item), "log_level" (daemon:).
@@ -47,6 +49,9 @@ enum cfg_type {
 	CFG_T_MODE,         /* mode_t, octal text, at most 0777 */
 	CFG_T_SOCKET,       /* char * socket path (the path of a struct cfg_listen) */
 	CFG_T_ADDRESS,      /* char * "host:port" (the name of a struct cfg_backend) */
+	CFG_T_STRING,       /* char * text of 1..max bytes without NUL (server name, cipher lists) */
+	CFG_T_PATH,         /* char * a file or directory path of 1..max bytes, read at load (tls) */
+	CFG_T_ALPN,         /* unsigned char * + size_t at len_off: a list of 1..max names, in ALPN wire format */
 };
 
 /* Where a key may be written (bits). */
@@ -70,7 +75,7 @@ struct cfg_key {
 	enum cfg_item item;
 	size_t off, size;       /* the field: offsetof and sizeof in `item`'s struct */
 	size_t len_off;         /* CFG_T_BYTES: offset of its size_t length */
-	uint64_t min, max;      /* U32, durations (ms), SECONDS (s) */
+	uint64_t min, max;      /* U32, durations (ms), SECONDS (s); STRING, PATH: bytes; ALPN: names */
 	uint64_t def;           /* integer-like types: the built-in value */
 	double def_num;         /* NUMBER: the built-in value */
 	const char *def_text;   /* SOCKET, TEXT: the built-in value, or NULL */
@@ -109,5 +114,7 @@ const char *cfg_key_name(const struct cfg_key *k);
 bool cfg_key_under(const struct cfg_key *k, const char *prefix);
 /* A value parsed by the table's generic parser (get_key in config.c). */
 bool cfg_key_scalar(const struct cfg_key *k);
+/* A pool field the loader allocates from the row alone (STRING, PATH, ALPN). */
+bool cfg_key_owned(const struct cfg_key *k);
 
 #endif

@@ -12,6 +12,8 @@
  *   keys.c    the key table (keys.h);
  *   config.c  the spine: blocks (pools, listen, backends, allow, health
  *             checks), the merge of defaults:, relations inside a pool, load();
+ *   tls.c     a pool's tls: block after merging: its files read and hashed,
+ *             the client SSL_CTX built (cfg_tls.ctx, .digest);
  *   check.c   phase 3, cross-checks: unique socket paths, name resolution,
  *             warnings;
  *   diff.c    what a reload must do with a changed pool (cfg_pool_diff).
@@ -76,6 +78,7 @@ struct ld {
 	struct refs sockets;
 	struct refs backends;
 	struct wp_config *cfg;
+	struct tls_store *stores; /* tls.c: trust stores built by this load, shared by pools alike */
 };
 
 
@@ -84,6 +87,10 @@ struct ld {
 void add_errv(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, va_list ap)
     __attribute__((format(printf, 4, 0)));
 void add_err(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void add_err_once(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void add_warning(struct ld *ld, struct cfg_pos pos, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void bad_value(struct ld *ld, const yaml_node_t *n, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -128,7 +135,41 @@ void free_regex(regex_t *re);
 bool get_regex(struct ld *ld, const yaml_node_t *n, const char *path, char **src);
 bool get_http_path(struct ld *ld, const yaml_node_t *n, const char *path, char **out);
 bool get_key(struct ld *ld, const struct cfg_key *k, const yaml_node_t *n, const char *path, void *base);
+bool get_alpn(struct ld *ld, yaml_document_t *doc, const struct cfg_key *k, const yaml_node_t *n,
+              const char *path, unsigned char **out, size_t *len);
 bool get_mode(struct ld *ld, const yaml_node_t *n, const char *path, const char *example, mode_t *out);
+
+/* ---- TLS (tls.c) */
+
+/* The keys of a tls: block, in the order of the key table. */
+enum tls_key {
+	TK_TLS, /* the tls: key itself */
+	TK_VERIFY,
+	TK_CA_FILE,
+	TK_CA_PATH,
+	TK_SERVER_NAME,
+	TK_CERT_FILE,
+	TK_KEY_FILE,
+	TK_MIN_VERSION,
+	TK_CIPHERS,
+	TK_CIPHERSUITES,
+	TK_ALPN,
+	TK_SESSION_RESUMPTION,
+	TK_STARTTLS,
+	TK_N
+};
+extern const char *const tls_key_names[TK_N]; /* "tls", "verify", "ca_file", ... */
+
+/* Where one setting of a merged block came from, for a message about it:
+ * the pool's own value, else the one of defaults:. */
+struct origin {
+	struct cfg_pos pos;  /* the value (the tls: key for TK_TLS); line 0: a built-in value */
+	char path[PATH_BUF]; /* "pools.p.tls.ca_file" or "defaults.tls.ca_file" */
+};
+
+void tls_build(struct ld *ld, struct cfg_tls *t, const struct origin *o);
+void tls_ctx_free(struct cfg_tls *t);
+void tls_done(struct ld *ld); /* drop the load's trust stores (contexts keep their references) */
 
 /* ---- Phase 3: cross-checks (check.c) */
 

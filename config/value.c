@@ -112,6 +112,55 @@ void path_index(char *out, const char *parent, size_t i)
  * that are not scalars and repeated keys are reported; the message lists
  * keys[listed..nkeys) as the allowed ones.
  */
+/* Typo distance (optimal string alignment: insertions, deletions,
+ * substitutions and swaps of neighbours) between two short names. */
+#define KEY_NEAR_MAX 64 /* longer names are not compared */
+static size_t key_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+	unsigned char d[KEY_NEAR_MAX + 1][KEY_NEAR_MAX + 1]; /* distances <= 2 * KEY_NEAR_MAX fit */
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (unsigned char)i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = (unsigned char)j;
+	for (size_t i = 1; i <= la; i++)
+		for (size_t j = 1; j <= lb; j++) {
+			size_t v = d[i - 1][j - 1] + (size_t)(a[i - 1] != b[j - 1]);
+			size_t del = (size_t)d[i - 1][j] + 1, ins = (size_t)d[i][j - 1] + 1;
+			v = del < v ? del : v;
+			v = ins < v ? ins : v;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] && (size_t)d[i - 2][j - 2] + 1 < v)
+				v = (size_t)d[i - 2][j - 2] + 1;
+			d[i][j] = (unsigned char)v;
+		}
+	return d[la][lb];
+}
+
+/* The one key `name` is most likely a typo of (at most 2 edits, and fewer
+ * than half its letters), or NULL: then the message lists them all. */
+static const char *nearest_key(const char *const *keys, size_t n, const char *name, size_t len)
+{
+	const char *best = NULL;
+	size_t best_d = 3, ties = 0;
+	if (len == 0 || len > KEY_NEAR_MAX)
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t kl = strlen(keys[i]);
+		if (kl > KEY_NEAR_MAX)
+			continue;
+		size_t dist = key_distance(name, len, keys[i], kl);
+		if (dist * 2 >= kl || dist > 2)
+			continue;
+		if (dist < best_d) {
+			best = keys[i];
+			best_d = dist;
+			ties = 0;
+		} else if (dist == best_d) {
+			ties++;
+		}
+	}
+	return ties ? NULL : best; /* two keys as near: no guess */
+}
+
 void walk_map(struct ld *ld, yaml_document_t *doc, const yaml_node_t *map, const char *path,
                      const char *const *keys, size_t nkeys, size_t listed, yaml_node_t **vals,
                      yaml_node_t **knodes)
@@ -139,6 +188,11 @@ void walk_map(struct ld *ld, yaml_document_t *doc, const yaml_node_t *map, const
 				break;
 		}
 		if (i == nkeys) {
+			const char *near = nearest_key(keys + listed, nkeys - listed, sval(k), slen(k));
+			if (near) {
+				add_err(ld, node_pos(k), kpath, "unknown key, did you mean %s?", near);
+				continue;
+			}
 			char list[PATH_BUF];
 			size_t o = 0;
 			for (size_t j = listed; j < nkeys && o < sizeof list; j++)
@@ -696,7 +750,78 @@ static bool check_backoff_field(struct ld *ld, const yaml_node_t *n, const char 
 	return false;
 }
 
-/* A plain value (cfg_key_scalar) of row k into its field of `base`, with the
+/* Text of k->min..k->max bytes without NUL into a new string at *dst (a
+ * char *), for the rows of type STRING and PATH. */
+static bool get_string(struct ld *ld, const struct cfg_key *k, const yaml_node_t *n, const char *path, void *dst)
+{
+	const char *what = k->type == CFG_T_PATH ? "a path" : "a string";
+	char *copy;
+
+	if (!want_text(ld, n, path, what))
+		return false;
+	if (slen(n) < k->min || slen(n) > k->max || is_null(n)) {
+		bad_value(ld, n, path, "%s of %llu to %llu bytes", what, (unsigned long long)k->min,
+		          (unsigned long long)k->max);
+		return false;
+	}
+	copy = strdup(sval(n));
+	if (!copy) {
+		ld->oom = true;
+		return false;
+	}
+	memcpy(dst, &copy, sizeof copy);
+	return true;
+}
+
+/*
+ * An ALPN protocol list (row k, type ALPN): one name or a list of
+ * k->min..k->max names of 1..255 bytes each, stored in the wire format of
+ * RFC 7301 (each name after its length byte) at *out, *len.
+ */
+bool get_alpn(struct ld *ld, yaml_document_t *doc, const struct cfg_key *k, const yaml_node_t *n,
+              const char *path, unsigned char **out, size_t *len)
+{
+	unsigned char buf[CFG_MAX_ALPN * 256];
+	char ipath[PATH_BUF];
+	size_t count = 1, o = 0;
+	bool ok = true;
+
+	if (n->type == YAML_SEQUENCE_NODE)
+		count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	else if (n->type != YAML_SCALAR_NODE || is_null(n))
+		count = 0;
+	if (count < k->min || count > k->max) {
+		bad_value(ld, n, path, "a list of %llu to %llu protocol names", (unsigned long long)k->min,
+		          (unsigned long long)k->max);
+		return false;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = n;
+
+		if (n->type == YAML_SEQUENCE_NODE) {
+			if (!(item = node_at(doc, n->data.sequence.items.start[i])))
+				continue;
+			path_index(ipath, path, i);
+		} else {
+			snprintf(ipath, sizeof ipath, "%s", path);
+		}
+		if (item->type != YAML_SCALAR_NODE || slen(item) == 0 || slen(item) > 255) {
+			bad_value(ld, item, ipath, "a protocol name of 1 to 255 bytes");
+			ok = false;
+			continue;
+		}
+		buf[o++] = (unsigned char)slen(item);
+		memcpy(buf + o, sval(item), slen(item));
+		o += slen(item);
+	}
+	if (!ok)
+		return false;
+	*out = dup_bytes(ld, buf, o);
+	*len = o;
+	return *out != NULL;
+}
+
+/* A plain value (cfg_key_scalar), or the text of a STRING or PATH row, of row k into its field of `base`, with the
  * row's range; false when it was reported. */
 bool get_key(struct ld *ld, const struct cfg_key *k, const yaml_node_t *n, const char *path, void *base)
 {
@@ -726,11 +851,15 @@ bool get_key(struct ld *ld, const struct cfg_key *k, const yaml_node_t *n, const
 		i = k->values ? k->values[i] : i;
 		memcpy(dst, &i, sizeof i); /* enums are int-sized (checked below) */
 		return true;
+	case CFG_T_STRING:
+	case CFG_T_PATH:
+		return get_string(ld, k, n, path, dst);
 	default:
 		return false;
 	}
 }
-_Static_assert(sizeof(enum cfg_balance) == sizeof(int) && sizeof(enum cfg_check_type) == sizeof(int),
+_Static_assert(sizeof(enum cfg_balance) == sizeof(int) && sizeof(enum cfg_check_type) == sizeof(int) &&
+                   sizeof(enum cfg_starttls) == sizeof(int),
                "enum keys are stored as int");
 
 

@@ -6,7 +6,8 @@
  * Admin protocol: one command per line (at most CTL_LINE_MAX bytes),
  * several per connection, answered in order. Each answer is zero or more
  * lines followed by one empty line; an error answer starts with "error: "
- * (a failed reload adds the file's error lines after it). A line that is too long gets an error and the connection
+ * (a failed reload adds the file's error lines after it), or with --json is
+ * one object {"error": ..., "details": [...]}. A line that is too long gets an error and the connection
  * is closed after it.
  *
  * One command at a time: a connection runs its next command only once the
@@ -63,6 +64,8 @@
 /* At most one "too many connections" line per listener per this many seconds. */
 #define CTL_REFUSED_LOG_EVERY 1.0
 #define CTL_ARGS_MAX          8
+/* Bytes of an unknown command echoed back in the error (then "..."). */
+#define CTL_ECHO_MAX          40
 
 enum ctl_kind { CTL_ADMIN, CTL_ADMIN_RO, CTL_HTTP, CTL_NKINDS };
 static const char *const ctl_kind_name[CTL_NKINDS] = {"admin socket", "read-only admin socket",
@@ -216,6 +219,7 @@ static void cmd_help(struct wp_buf *out, int readonly)
 	wp_buf_printf(out, "commands:\n"
 	                   "  show pools [--json]\n"
 	                   "  show backends [POOL] [--json]\n"
+	                   "  show clients [POOL] [--json]\n"
 	                   "  show stats [--json]\n"
 	                   "  show metrics\n"
 	                   "  where POOL\n"
@@ -230,22 +234,25 @@ static void cmd_help(struct wp_buf *out, int readonly)
 static void cmd_show(struct engine *eng, char **argv, int argc, int json, struct wp_buf *out)
 {
 	if (argc < 2) {
-		reply_error(out, "show what? pools, backends, stats or metrics");
+		reply_error(out, "show what? pools, backends, clients, stats or metrics");
 	} else if (strcmp(argv[1], "pools") == 0 && argc == 2) {
 		metrics_show_pools(eng, out, json);
-	} else if (strcmp(argv[1], "backends") == 0 && argc <= 3) {
+	} else if ((strcmp(argv[1], "backends") == 0 || strcmp(argv[1], "clients") == 0) && argc <= 3) {
 		struct pool *p = NULL;
 		if (argc == 3 && !(p = find_pool(eng, argv[2]))) {
 			reply_error(out, "no pool named \"%s\"", argv[2]);
 			return;
 		}
-		metrics_show_backends(eng, p, out, json);
+		if (argv[1][0] == 'b')
+			metrics_show_backends(eng, p, out, json);
+		else
+			metrics_show_clients(eng, p, out, json);
 	} else if (strcmp(argv[1], "stats") == 0 && argc == 2) {
 		metrics_show_stats(eng, out, json);
 	} else if (strcmp(argv[1], "metrics") == 0 && argc == 2) {
 		metrics_render(eng, out);
 	} else {
-		reply_error(out, "unknown show command; try: show pools|backends [POOL]|stats|metrics");
+		reply_error(out, "unknown show command; try: show pools|backends [POOL]|clients [POOL]|stats|metrics");
 	}
 }
 
@@ -264,17 +271,17 @@ static void cmd_backend(struct engine *eng, const char *verb, char *arg, int kil
 	wp_buf_add(out, "\n", 1);
 }
 
-/* Run one command line; the answer (without its final empty line) goes to out
- * (admin.h). */
-void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out)
+/* Run one command line; the answer (without its final empty line) goes to
+ * out, *json set when the line asked for JSON. */
+static void admin_run(struct engine *eng, int readonly, char *line, struct wp_buf *out, int *json)
 {
 	char *argv[CTL_ARGS_MAX + 1];
-	int argc = 0, json = 0, kill = 0;
+	int argc = 0, kill = 0;
 	char *save = NULL;
 
 	for (char *t = strtok_r(line, " \t\r", &save); t; t = strtok_r(NULL, " \t\r", &save)) {
 		if (strcmp(t, "--json") == 0) {
-			json = 1;
+			*json = 1;
 		} else if (strcmp(t, "--kill") == 0) {
 			kill = 1;
 		} else if (argc == CTL_ARGS_MAX) {
@@ -305,7 +312,7 @@ void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out
 	} else if (strcmp(cmd, "version") == 0) {
 		wp_buf_printf(out, "warmpoold %s\n", WARMPOOL_VERSION);
 	} else if (strcmp(cmd, "show") == 0) {
-		cmd_show(eng, argv, argc, json, out);
+		cmd_show(eng, argv, argc, *json, out);
 	} else if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "disable") == 0 || strcmp(cmd, "enable") == 0 ||
 	           strcmp(cmd, "reload") == 0) {
 		if (readonly) {
@@ -328,13 +335,53 @@ void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out
 			cmd_backend(eng, cmd, argv[1], kill, out);
 		}
 	} else {
-		char shown[64];
-		snprintf(shown, sizeof shown, "%.40s%s", cmd, strlen(cmd) > 40 ? "..." : "");
-		for (char *p = shown; *p; p++)
-			if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
-				*p = '?';
+		char shown[CTL_ECHO_MAX + sizeof "..."];
+		wp_escape_as((const unsigned char *)cmd, strlen(cmd), CTL_ECHO_MAX, shown, sizeof shown,
+		             WP_ESC_MASK);
 		reply_error(out, "unknown command \"%s\"; try: help", shown);
 	}
+}
+
+/* With --json, an error answer is a JSON object too, so that a script's
+ * parser never meets plain text: {"error":"...","details":[...]} (details:
+ * the lines after the first, e.g. a refused reload's file errors). */
+static void error_as_json(struct wp_buf *out, size_t start)
+{
+	struct wp_buf j;
+	wp_buf_init(&j, CTL_OUT_MAX);
+	/* out->data is NUL-terminated (wp_buf); the lines are the answer's. */
+	char *msg = out->data + start + sizeof "error: " - 1;
+	char *nl = strchr(msg, '\n');
+	if (nl)
+		*nl = '\0';
+	wp_buf_add(&j, "{\"error\":\"", 10);
+	wp_buf_json_str(&j, msg);
+	wp_buf_add(&j, "\",\"details\":[", 13);
+	for (char *ln = nl ? nl + 1 : NULL, *end; ln && *ln; ln = end ? end + 1 : NULL) {
+		end = strchr(ln, '\n');
+		if (end)
+			*end = '\0';
+		wp_buf_printf(&j, "%s\"", ln == nl + 1 ? "" : ",");
+		wp_buf_json_str(&j, ln);
+		wp_buf_add(&j, "\"", 1);
+	}
+	wp_buf_add(&j, "]}\n", 3);
+	out->len = start;
+	if (out->data)
+		out->data[start] = '\0';
+	wp_buf_add(out, j.data ? j.data : "", j.len);
+	out->failed = out->failed || j.failed;
+	wp_buf_free(&j);
+}
+
+void admin_exec(struct engine *eng, int readonly, char *line, struct wp_buf *out)
+{
+	size_t start = out->len;
+	int json = 0;
+	admin_run(eng, readonly, line, out, &json);
+	if (json && !out->failed && out->len - start >= sizeof "error: " - 1 &&
+	    memcmp(out->data + start, "error: ", sizeof "error: " - 1) == 0)
+		error_as_json(out, start);
 }
 
 /* ---- HTTP metrics ------------------------------------------------------- */

@@ -8,6 +8,10 @@
  * connection that stayed open BCONN_SETTLE (with a check, an accepted TCP
  * connection proves nothing: a frozen server's kernel still accepts). The
  * admin states draining and disabled are never left by health outcomes.
+ * A backend starts `unknown`: it is tried as if up (nothing else can tell),
+ * but shown and counted as up only once one success proved it (a passed
+ * check; without checks, a completed connect, as a connect check counts it);
+ * `fall` failures take it down as they would an up one.
  *
  * Backoff is plain data on the backend (failures, next_attempt), counted
  * by bconn.c when an attempt fails (bconn_attempt_failed), never a sleep: the pool's refill simply skips a backend whose next_attempt is in
@@ -33,6 +37,7 @@ static const char *const reason_str[] = {
     [REASON_CLOSED] = "closed by backend",
     [REASON_UNREACHABLE] = "unreachable",
     [REASON_BAD_REPLY] = "bad reply",
+    [REASON_TLS] = "tls",
     [REASON_OTHER] = "error",
 };
 
@@ -41,6 +46,7 @@ static const char *const state_str[] = {
     [BACKEND_DOWN] = "down",
     [BACKEND_DRAINING] = "draining",
     [BACKEND_DISABLED] = "disabled",
+    [BACKEND_UNKNOWN] = "unknown",
 };
 
 const char *backend_state_str(enum backend_state st)
@@ -90,17 +96,24 @@ void backend_set_state(struct backend *be, enum backend_state st, const char *wh
 	if (old == st)
 		return;
 	be->state = st;
-	if (old == BACKEND_UP)
+	be->changed_at = ev_now(p->eng->loop);
+	if (backend_available(old))
 		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) -= 1;
-	if (st == BACKEND_UP) {
+	if (backend_available(st))
 		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
-		be->went_up++;
+	if (st == BACKEND_UP) {
+		if (old != BACKEND_UNKNOWN) /* proving a new backend is no recovery */
+			be->went_up++;
 		backend_log(be, LOG_INFO, "backend %s -> up: %s", backend_state_str(old), why);
 	} else {
-		if (st == BACKEND_DOWN)
+		if (st == BACKEND_DOWN && backend_available(old)) /* not an admin's enable */
 			be->went_down++;
-		backend_log(be, LOG_WARNING, "backend %s -> %s: %s", backend_state_str(old), backend_state_str(st),
-		            why);
+		/* An admin's drain, disable or enable is an operator's act, not a
+		 * fault: notice, not warning. */
+		int by_admin = st == BACKEND_DRAINING || st == BACKEND_DISABLED || old == BACKEND_DRAINING ||
+		               old == BACKEND_DISABLED;
+		backend_log(be, by_admin ? LOG_NOTICE : LOG_WARNING, "backend %s -> %s: %s", backend_state_str(old),
+		            backend_state_str(st), why);
 	}
 	engine_changed(p->eng);
 	be->on_change(p, be, old);
@@ -112,7 +125,10 @@ void backend_health_ok(struct backend *be, const char *how)
 	be->health_fails = 0;
 	if (be->health_rises < UINT_MAX)
 		be->health_rises++;
-	if (be->state == BACKEND_DOWN && be->health_rises >= be->pool->cfg->health.rise) {
+	if (be->state == BACKEND_UNKNOWN) {
+		snprintf(why, sizeof why, "%s", how); /* nothing to recover from: one proof is enough */
+		backend_set_state(be, BACKEND_UP, why);
+	} else if (be->state == BACKEND_DOWN && be->health_rises >= be->pool->cfg->health.rise) {
 		snprintf(why, sizeof why, "%s (%u in a row)", how, be->health_rises);
 		/* Healthy by its checks: connections may go at once, not after
 		 * the backoff the failures before built up. */
@@ -131,7 +147,8 @@ void backend_health_failed(struct backend *be, const char *why)
 		be->health_fails++;
 	if (why != be->last_error)
 		snprintf(be->last_error, sizeof be->last_error, "%s", why);
-	if (be->state == BACKEND_UP && be->health_fails >= be->pool->cfg->health.fall) {
+	be->error_at = ev_now(be->pool->eng->loop);
+	if (backend_available(be->state) && be->health_fails >= be->pool->cfg->health.fall) {
 		snprintf(msg, sizeof msg, "%s (%u failures in a row)", be->last_error, be->health_fails);
 		backend_set_state(be, BACKEND_DOWN, msg);
 	}

@@ -3,8 +3,8 @@
  *
  * Which backend a new connection goes to and which backend's idle connection
  * a client gets follow the pool's balance (round_robin by weight,
- * least_connections, first), among the backends that serve: up, and backups
- * only while no primary is up. Only connections on preferred backends count
+ * least_connections, first), among the backends that serve: up or unknown
+ * (not proven yet), and backups only while no primary is either. Only connections on preferred backends count
  * toward the floor (pool_counts), so when a primary (or, for `first`, an
  * earlier backend) is usable again, new connections go there and the others
  * are handed back by the janitor once the floor is met there.
@@ -33,8 +33,8 @@ size_t pool_plan_connects(const struct pool_counts *c)
 
 int pool_backend_serves(const struct pool *p, const struct backend *be)
 {
-	if (be->state != BACKEND_UP)
-		return 0;
+	if (!backend_available(be->state))
+		return 0; /* unknown serves: trying it is how it becomes known */
 	return be->cfg->backup ? p->n_up_primary == 0 : 1;
 }
 
@@ -88,6 +88,7 @@ int pool_session_uid(struct session *s, uid_t *uid)
 		if (getsockopt(s->cfd, SOL_SOCKET, SO_DOMAIN, &dom, &dlen) == 0 && dom == AF_UNIX &&
 		    getsockopt(s->cfd, SOL_SOCKET, SO_PEERCRED, &cr, &len) == 0 && len == sizeof cr) {
 			s->uid = cr.uid;
+			s->pid = cr.pid;
 			s->uid_known = 1;
 		}
 	}

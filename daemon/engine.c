@@ -120,7 +120,8 @@ static void shutdown_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
 	(void)revents;
 	struct engine *eng = container_of(w, struct engine, shutdown_timer);
-	log_warning("shutdown_timeout: closing %zu sessions still active", engine_active_sessions(eng));
+	size_t n = engine_active_sessions(eng);
+	log_warning("shutdown_timeout: closing %zu session%s still active", n, n == 1 ? "" : "s");
 	ev_break(loop, EVBREAK_ALL);
 }
 
@@ -129,14 +130,16 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 	(void)revents;
 	struct engine *eng = container_of(w, struct engine, sig_term);
 	if (eng->stopping) {
-		log_notice("SIGTERM again: closing %zu active sessions now", engine_active_sessions(eng));
+		size_t n = engine_active_sessions(eng);
+		log_notice("SIGTERM again: closing %zu active session%s now", n, n == 1 ? "" : "s");
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
 	eng->stopping = 1;
 	double limit = (double)eng->cfg->daemon.shutdown_timeout_ms / 1000.0;
-	log_notice("SIGTERM: shutting down: no new clients, draining %zu active sessions for up to %.1fs",
-	           engine_active_sessions(eng), limit);
+	size_t n = engine_active_sessions(eng);
+	log_notice("SIGTERM: shutting down: no new clients, draining %zu active session%s for up to %.1fs", n,
+	           n == 1 ? "" : "s", limit);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_stop(eng->pools[i]);
 	engine_refresh_status(eng); /* sent with STOPPING=1, in one message */
@@ -149,8 +152,8 @@ static void sigint_cb(struct ev_loop *loop, ev_signal *w, int revents)
 {
 	(void)revents;
 	struct engine *eng = container_of(w, struct engine, sig_int);
-	log_notice("SIGINT: closing everything and exiting (%zu active sessions)",
-	           engine_active_sessions(eng));
+	size_t n = engine_active_sessions(eng);
+	log_notice("SIGINT: closing everything and exiting (%zu active session%s)", n, n == 1 ? "" : "s");
 	eng->stopping = 1;
 	systemd_stopping("stopping: SIGINT");
 	ev_break(loop, EVBREAK_ALL);
@@ -187,6 +190,12 @@ struct engine *engine_create(struct wp_config *cfg)
 	struct engine *eng = calloc(1, sizeof *eng);
 	if (!eng) {
 		cfg_free(cfg);
+		return NULL;
+	}
+	if (tls_init() < 0) {
+		log_error("cannot initialise OpenSSL");
+		cfg_free(cfg);
+		free(eng);
 		return NULL;
 	}
 	eng->cfg = cfg;
@@ -274,7 +283,7 @@ int engine_run(struct engine *eng)
 		pool_start(eng->pools[i]);
 	engine_refresh_status(eng); /* sent with READY=1: the first message */
 	systemd_ready(eng->status);
-	log_info("ready: %zu pools", eng->n_pools);
+	log_info("ready: %zu pool%s", eng->n_pools, eng->n_pools == 1 ? "" : "s");
 	ev_run(loop, 0);
 	return 0;
 }

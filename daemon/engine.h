@@ -40,6 +40,7 @@
 #include "unixsock.h"
 #include "list.h"
 #include "pipes.h"
+#include "tls.h"
 
 struct engine;
 struct pool;
@@ -85,18 +86,48 @@ struct bconn {
 	uid_t owner_uid;         /* foreign: the uid that checked it in (its lease's); only a client of
 	                          * that uid may get it, as that uid may still hold a copy */
 	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
+	SSL *ssl;                /* tls: pools: the connection's TLS (tls.c), NULL for plain TCP */
+	enum tls_phase tls_phase; /* connecting: how far the starttls preamble and handshake are */
+	unsigned tls_sent;       /* starttls request bytes written */
+	ev_tstamp tcp_at;        /* the TCP connect completed (handshake time counts from here) */
+	ev_tstamp hs_at;         /* the TLS handshake completed */
+	uint32_t tls_gen;        /* the pool's tls_gen when opened: an older one is recycled gradually */
 	unsigned char *greeting; /* allocated on first unprompted byte */
 	uint32_t greeting_len;
 };
 
 /* ---- backends (backend.c) --------------------------------------------- */
 
+#define TLS_SESSIONS_MAX 8 /* resumable TLS sessions kept per backend (tls.c) */
+
+/* A backend's TLS: its cache of sessions, counters, and its newest
+ * connection's protocol, cipher and certificate expiry (tls.c). */
+struct backend_tls {
+	SSL_SESSION *sessions[TLS_SESSIONS_MAX]; /* the newest last */
+	size_t n_sessions;
+	uint64_t handshakes[TLS_R_N];  /* by result */
+	struct wp_histogram h_handshake; /* seconds from TCP established to a verified handshake */
+	char version[16];  /* e.g. "TLSv1.3"; "" before the first handshake */
+	char cipher[64];
+	int64_t cert_expiry; /* the server certificate's notAfter (Unix time), 0 before one */
+};
+
 enum backend_state {
 	BACKEND_UP,       /* takes handouts and new connections */
 	BACKEND_DOWN,     /* `fall` failures in a row: no handouts; probed until `rise` successes */
 	BACKEND_DRAINING, /* admin: no new handouts or connections; sessions run to their end */
 	BACKEND_DISABLED, /* admin: as draining, and not health-checked */
+	BACKEND_UNKNOWN,  /* nothing proved it yet (no check passed, no connection lived BCONN_SETTLE):
+	                   * serves as up does, since trying it is the only way to learn, but is not
+	                   * counted or shown as up; `fall` failures take it down, one proof up */
 };
+
+/* May a backend in state `st` be tried (up, or not yet proven either way)?
+ * The pool's failover (backups, fail_fast) counts these as available. */
+static inline int backend_available(enum backend_state st)
+{
+	return st == BACKEND_UP || st == BACKEND_UNKNOWN;
+}
 
 /* Why a connection attempt or a check failed (relayd's enum host_error model). */
 enum backend_reason {
@@ -107,6 +138,7 @@ enum backend_reason {
 	REASON_CLOSED,  /* closed by the backend before the connection was proven */
 	REASON_UNREACHABLE,
 	REASON_BAD_REPLY, /* a health check's reply did not match */
+	REASON_TLS,       /* the TLS preamble, handshake or verification failed (the log line says why) */
 	REASON_OTHER,     /* any other errno: see the log line */
 	REASON_N,
 };
@@ -115,7 +147,7 @@ enum backend_reason {
  * time, never one a client may get. */
 #define HEALTH_REPLY_MAX 512 /* reply bytes kept for matching and for the log */
 
-enum health_phase { HC_WAITING, HC_CONNECTING, HC_SENDING, HC_READING };
+enum health_phase { HC_WAITING, HC_CONNECTING, HC_HANDSHAKING, HC_SENDING, HC_READING };
 
 struct health {
 	enum health_phase phase;
@@ -126,9 +158,18 @@ struct health {
 	unsigned char *send; /* the request for this backend (presets: built at start) */
 	size_t send_len;
 	unsigned char *reply; /* HEALTH_REPLY_MAX bytes while a check runs */
+	SSL *ssl;             /* tls: pools: the check's TLS (a check is a full handshake) */
+	enum tls_phase tls_phase;
+	unsigned tls_sent;
+	ev_tstamp tcp_at;
 	size_t reply_len;
+	ev_tstamp began_at;  /* the running (or last) check started */
 	uint64_t n_ok;
 	uint64_t n_failed[REASON_N]; /* by reason */
+	unsigned done : 1;           /* a check has finished: the three fields below are set */
+	enum backend_reason last;    /* the last finished check's result (REASON_NONE: passed) */
+	ev_tstamp last_at;           /* when it finished (ev_now time) */
+	ev_tstamp last_took;         /* seconds it took */
 };
 
 /* What a backend tells its pool when its state changed (from `old`): set by
@@ -149,6 +190,8 @@ struct backend {
 	uint64_t went_up, went_down;     /* transitions, for metrics */
 	int64_t wrr_current;             /* smooth weighted round robin credit */
 	char last_error[160];            /* the last failure, as logged (bad replies show their bytes) */
+	ev_tstamp error_at;              /* when last_error was set (ev_now time; 0: never) */
+	ev_tstamp changed_at;            /* the last state change (ev_now time; the pool's start at first) */
 	struct health hc;
 	enum backend_reason last_reason; /* of the last failed connection attempt */
 	unsigned connect_failures;  /* consecutive failed connection attempts since the last success (backoff) */
@@ -157,6 +200,12 @@ struct backend {
 	uint64_t backoff_ms;        /* the delay chosen after the last failure */
 	unsigned n_unproven;        /* connecting, or established less than BCONN_SETTLE ago */
 	uint64_t connects_ok, connects_failed; /* established / failed attempts */
+	struct backend_tls tls;
+	/* The backend closes idle connections itself (a server idle timeout,
+	 * close_notify or FIN): the longest idle time seen at such a close, and
+	 * when. While recent, a connection idle nearly that long is not handed
+	 * out: the client's request would cross the backend's close. */
+	ev_tstamp idle_close_age, idle_close_seen;
 };
 
 const char *backend_reason_str(enum backend_reason r);
@@ -167,7 +216,8 @@ enum backend_reason backend_reason_from_errno(int err);
  * switch the pool to its backups; coming up starts a refill. */
 void backend_set_state(struct backend *be, enum backend_state st, const char *why);
 /* One health outcome: a check's, or a connection attempt's (see health_counts_connects).
- * `rise` successes in a row bring a down backend up, `fall` failures take an up one down. */
+ * `rise` successes in a row bring a down backend up, `fall` failures take an up
+ * (or unknown) one down; the first success proves an unknown one up. */
 void backend_health_ok(struct backend *be, const char *how);
 void backend_health_failed(struct backend *be, const char *why);
 /* A connection was proven: reset the backoff. */
@@ -319,12 +369,20 @@ struct relay_dir {
 	uint64_t read;        /* read from the source (client_/server_idle_timeout activity) */
 };
 
+/* One side of a relay: its socket, and its TLS when bytes are encrypted in
+ * user space (tls.c; NULL: plain). A TLS side is never spliced: this is
+ * the one seam a kernel TLS path would change (docs/TLS.md). */
+struct relay_end {
+	int fd;
+	SSL *tls;
+};
+
 /* Whether d has bytes not yet delivered (buffered or in its pipe). */
 int relay_pending(const struct relay_dir *d);
 /* Send what is pending in d to dst: the buffer first (it holds older bytes,
  * e.g. the greeting), then the pipe; both are given back once empty.
  * 0, or -errno from dst. */
-int relay_flush(struct engine *eng, struct relay_dir *d, int dst);
+int relay_flush(struct engine *eng, struct relay_dir *d, struct relay_end dst);
 /* Which side a relay_flow() error came from. */
 enum relay_side { RELAY_SIDE_SRC, RELAY_SIDE_DST };
 /* relay_flow()'s `hold_eof`: pass EOF on, keep it back while no byte went
@@ -336,10 +394,13 @@ enum { RELAY_HOLD_NONE, RELAY_HOLD_IF_EMPTY, RELAY_HOLD_ALWAYS };
  * `hold_eof` (not when `last`: the caller closes, close() sends the FIN).
  * Nothing is left in the engine's scratch on return. 0, RELAY_SRC_GONE, or
  * -errno with *side set (-ENOMEM: no buffer for undelivered bytes). */
-int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
-               int src_gone, enum relay_side *side);
+int relay_flow(struct engine *eng, struct relay_dir *d, struct relay_end src, struct relay_end dst, int last,
+               int hold_eof, int src_gone, enum relay_side *side);
 /* Give back d's pipe (reusable only if empty) and free its buffer. */
 void relay_dir_release(struct engine *eng, struct relay_dir *d);
+/* Whether the peer of the socket `fd` closed it entirely (POLLHUP), not just
+ * half-closed it (it may still read an answer then). */
+int relay_peer_gone(int fd);
 
 /* ---- sessions (session.c) --------------------------------------------- */
 
@@ -369,6 +430,7 @@ struct session {
 	unsigned uid_read : 1; /* uid below was looked up (SO_PEERCRED, lazily: pool_session_uid) */
 	unsigned uid_known : 1; /* ... and is the peer's (a Unix socket that told): else no foreign conn */
 	uid_t uid;             /* the client's uid, once uid_known */
+	pid_t pid;             /* ... and the pid that connected (show clients), once uid_known */
 	struct relay_dir up;   /* client -> backend */
 	struct relay_dir down; /* backend -> client */
 };
@@ -385,6 +447,11 @@ void session_set_state(struct session *s, enum session_state st);
 void session_move_to(struct session *s, struct pool *to);
 /* Pair a waiting session with an idle, liveness-checked connection. */
 void session_start(struct session *s, struct bconn *b);
+/* Before a handout: if the waiting client's hang-up is already known to the
+ * loop (its watcher's event is pending this iteration), handle it now:
+ * returns 1 when the client was gone and is closed (counted clients_gone),
+ * else 0. Costs no syscall when nothing is pending. */
+int session_gone_now(struct session *s);
 /* Close both sides and move the session to the graveyard. */
 void session_close(struct session *s, const char *why);
 /* Free the sessions in the graveyard (from the engine's reaper; touches no
@@ -401,6 +468,7 @@ struct pool_stats {
 	uint64_t clients_served;    /* paired with a connection */
 	uint64_t clients_refused;   /* over max_clients */
 	uint64_t clients_timed_out; /* waited queue_timeout */
+	uint64_t clients_gone;      /* hung up while waiting: dropped, never served nor timed out */
 	uint64_t sessions_idle_closed; /* closed by client_idle_timeout or server_idle_timeout */
 	uint64_t clients_retried;   /* re-paired: their connection died before any byte */
 	uint64_t clients_failed_fast; /* closed at once: no backend up and fail_fast set */
@@ -437,7 +505,7 @@ struct pool {
 	size_t n_backends;
 	size_t rr;                 /* round-robin cursor over backends */
 	size_t n_conns[BCONN_NLISTS]; /* connections per state, all backends */
-	unsigned n_up_primary, n_up_backup; /* backends in state up */
+	unsigned n_up_primary, n_up_backup; /* backends available (up or unknown: backend_available) */
 	struct list waiting; /* FIFO */
 	struct list relaying;
 	struct listener *listeners;
@@ -450,14 +518,15 @@ struct pool {
 	unsigned warm : 1;            /* the floor was reached since the last outage */
 	unsigned may_hand_back : 1;   /* has backups or balance first: connections can be misplaced */
 	unsigned retiring : 1;        /* replaced or removed by a reload: only its sessions run on */
+	uint32_t tls_gen;             /* bumped when a reload changes the tls: settings or files (tls.digest) */
 	struct pool_stats stats;
 	struct wp_histogram h_wait;    /* seconds a client waited for its connection */
 	struct wp_histogram h_connect; /* seconds a backend connect took */
 	struct wp_histogram h_session; /* seconds a session lasted */
 };
 
-/* May `be` take handouts and new connections now? Up, and a backup only
- * while no primary is up. */
+/* May `be` take handouts and new connections now? Up or unknown (it must
+ * be tried to be known), and a backup only while no primary is either. */
 int pool_backend_serves(const struct pool *p, const struct backend *be);
 /* Pick the backend whose idle connection the next client gets (by the
  * pool's balance), or -1 when no serving backend has one. */
@@ -548,8 +617,10 @@ void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state
 /* Close one backend's idle connections (it left `up`); returns how many. */
 size_t pool_close_idle(struct backend *be);
 /* The admin's drain / disable / enable of `be`: move to DRAINING, DISABLED
- * or (enable) UP with fresh health counters, restarting its health checks
- * when it was disabled. With `kill`, sessions on the backend are closed too
+ * or (enable, from draining or disabled only) DOWN with fresh health
+ * counters, so that it comes back through `rise` like any down backend
+ * (never taking traffic from a backup before it proved itself), restarting
+ * its health checks when it was disabled. With `kill`, sessions on the backend are closed too
  * (pool_kill_sessions); returns how many. */
 size_t pool_backend_admin(struct backend *be, enum backend_state st, int kill);
 /* Close every session relaying on `be` (the admin's --kill) with reason
@@ -576,9 +647,19 @@ void bconn_vlog(const struct bconn *b, const struct session *s, int prio, const 
 /* reuse: the connection's session ended cleanly; run the reset exchange (or
  * the quiet period) and return it to idle, or close it at the first doubt. */
 void bconn_reuse(struct bconn *b);
+/* Idle this long, is `b` likely to be closed by its backend any moment (it
+ * closes idle connections after about be->idle_close_age)? */
+int bconn_near_backend_close(const struct bconn *b, ev_tstamp now);
 /* An established connection died (idle, or under a session): a failed
  * attempt for the backend if it was not yet proven, else just replaced. */
 void bconn_lost(struct bconn *b, enum backend_reason reason, int err);
+/* The connection's bytes, plain or TLS alike: recv/send with MSG_DONTWAIT,
+ * or tls_read/tls_write. >0 bytes, 0 at EOF (recv; close_notify), -EAGAIN,
+ * -ECONNABORTED (TLS truncated), -EPROTO (TLS error) or -errno. */
+ssize_t bconn_recv(struct bconn *b, void *buf, size_t len);
+ssize_t bconn_send(struct bconn *b, const void *buf, size_t len);
+/* sock_peek() of the connection, through TLS for a TLS one (tls_peek). */
+enum sock_peek bconn_peek(struct bconn *b);
 /* A connection in BCONN_NEW for `fd` on `be` (not yet on a list), or NULL
  * when out of memory (fd untouched). */
 struct bconn *bconn_new(struct pool *p, struct backend *be, int fd);

@@ -1,13 +1,17 @@
 /*
  * daemon/health.c — active health checks, one backend at a time.
  *
- *   WAITING ──timer──▶ CONNECTING ──▶ SENDING ──▶ READING ──match──▶ WAITING
- *                          └──────── timeout, refused, reset, bad reply ──┘
+ *   WAITING ──timer──▶ CONNECTING ─[tls: HANDSHAKING]─▶ SENDING ──▶ READING ──match──▶ WAITING
+ *                          └──────── timeout, refused, reset, TLS, bad reply ──┘
  *
  * Each check opens its own short-lived connection (never one a client may
  * get), sends the request if the type has one and reads until the reply
  * matches, cannot match any more, fills HEALTH_REPLY_MAX, or the check's
- * `timeout` (which covers connect and exchange) expires. The outcome goes to
+ * `timeout` (which covers connect and exchange) expires. In a tls: pool the
+ * check connection does the starttls preamble and a verified handshake
+ * first (a `connect` check is then a full handshake, and the postgres
+ * preset, whose probe is the SSLRequest, is the preamble and handshake
+ * themselves); the probe and its reply go through TLS. The outcome goes to
  * backend_health_ok()/backend_health_failed(), which own rise/fall.
  *
  * Scheduling: the first check of each backend starts at a random point of
@@ -182,6 +186,8 @@ void health_stop(struct backend *be)
 	struct ev_loop *loop = be->pool->eng->loop;
 	ev_timer_stop(loop, &hc->timer);
 	ev_io_stop(loop, &hc->io);
+	tls_free(hc->ssl);
+	hc->ssl = NULL;
 	if (hc->fd >= 0) {
 		close(hc->fd);
 		hc->fd = -1;
@@ -207,6 +213,11 @@ static void health_done(struct backend *be, enum backend_reason reason, const ch
 		snprintf(msg, sizeof msg, "check failed: %s", detail ? detail : backend_reason_str(reason));
 	}
 	health_stop(be);
+	/* The outcome `show backends` reports (HAProxy's check_status, check_duration). */
+	hc->done = 1;
+	hc->last = reason < REASON_N ? reason : REASON_OTHER;
+	hc->last_at = ev_now(be->pool->eng->loop);
+	hc->last_took = hc->last_at - hc->began_at;
 	if (reason == REASON_NONE) {
 		hc->n_ok++;
 		backend_log(be, LOG_DEBUG, "check passed");
@@ -230,8 +241,23 @@ static void health_read(struct backend *be)
 {
 	struct health *hc = &be->hc;
 	for (;;) {
-		ssize_t n =
-		    recv(hc->fd, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len, MSG_DONTWAIT);
+		ssize_t n;
+		if (hc->ssl) {
+			n = tls_read(hc->ssl, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len);
+			if (n == -EAGAIN)
+				return;
+			if (n < 0) {
+				char why[160], text[128];
+				snprintf(why, sizeof why, "tls: %s",
+				         n == -EPROTO ? tls_error_text(text, sizeof text)
+				         : n == -ECONNABORTED ? "stream truncated (no close_notify)"
+				                              : strerror((int)-n));
+				health_done(be, REASON_TLS, why);
+				return;
+			}
+		} else {
+			n = recv(hc->fd, hc->reply + hc->reply_len, HEALTH_REPLY_MAX - hc->reply_len, MSG_DONTWAIT);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -268,8 +294,18 @@ static void health_send(struct backend *be)
 {
 	struct health *hc = &be->hc;
 	while (hc->sent < hc->send_len) {
-		ssize_t n =
-		    send(hc->fd, hc->send + hc->sent, hc->send_len - hc->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n;
+		if (hc->ssl) {
+			n = tls_write(hc->ssl, hc->send + hc->sent, hc->send_len - hc->sent);
+			if (n == -EAGAIN)
+				return; /* EV_WRITE stays armed */
+			if (n < 0) {
+				health_fail_errno(be, n == -EPROTO ? EPROTO : (int)-n);
+				return;
+			}
+		} else {
+			n = send(hc->fd, hc->send + hc->sent, hc->send_len - hc->sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+		}
 		if (n < 0) {
 			if (errno == EINTR)
 				continue;
@@ -282,10 +318,11 @@ static void health_send(struct backend *be)
 	health_start_reading(be);
 }
 
-static void health_connected(struct backend *be)
+static void health_exchange(struct backend *be)
 {
 	struct health *hc = &be->hc;
-	if (health_cfg(be)->type == CFG_CHECK_CONNECT) {
+	enum cfg_check_type type = health_cfg(be)->type;
+	if (type == CFG_CHECK_CONNECT || (hc->ssl && type == CFG_CHECK_POSTGRES)) {
 		health_done(be, REASON_NONE, NULL);
 		return;
 	}
@@ -297,7 +334,87 @@ static void health_connected(struct backend *be)
 	hc->reply_len = 0;
 	hc->sent = 0;
 	hc->phase = HC_SENDING;
+	if (hc->ssl) { /* EV_WRITE while sending; health_start_reading switches to EV_READ */
+		struct ev_loop *loop = be->pool->eng->loop;
+		ev_io_stop(loop, &hc->io);
+		ev_io_set(&hc->io, hc->fd, EV_WRITE);
+		ev_io_start(loop, &hc->io);
+	}
 	health_send(be);
+}
+
+/* tls: drive the preamble and handshake; verified, the exchange follows. */
+static void health_tls_step(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	struct ev_loop *loop = be->pool->eng->loop;
+	enum tls_result res = TLS_R_FAILED;
+	char why[sizeof be->last_error];
+	if (hc->tls_phase == TLS_PH_TICKETS) { /* the server's first record after the handshake */
+		char text[128];
+		switch (tls_peek(hc->ssl, hc->fd)) {
+		case SOCK_QUIET:
+		case SOCK_DATA:
+			health_exchange(be);
+			return;
+		case SOCK_EOF:
+			snprintf(why, sizeof why, "tls: handshake failed: closed by the backend");
+			break;
+		case SOCK_ERROR:
+			snprintf(why, sizeof why, "tls: handshake failed: %s", tls_error_text(text, sizeof text));
+			break;
+		}
+		health_done(be, REASON_TLS, why);
+		return;
+	}
+	enum tls_step st = tls_handshake(hc->ssl, hc->fd, &hc->tls_phase, &hc->tls_sent, &res, why, sizeof why);
+	enum cfg_check_type type = health_cfg(be)->type;
+	if (st == TLS_STEP_DONE) {
+		tls_handshake_done(be, hc->ssl, ev_now(loop) - hc->tcp_at);
+		if (SSL_version(hc->ssl) >= TLS1_3_VERSION && (type == CFG_CHECK_CONNECT || type == CFG_CHECK_POSTGRES)) {
+			/* The check is the handshake: wait for the server's word on it. */
+			hc->tls_phase = TLS_PH_TICKETS;
+			ev_timer_stop(loop, &hc->timer);
+			ev_timer_set(&hc->timer, TLS_TICKET_WAIT, 0.);
+			ev_timer_start(loop, &hc->timer);
+			ev_io_stop(loop, &hc->io);
+			ev_io_set(&hc->io, hc->fd, EV_READ);
+			ev_io_start(loop, &hc->io);
+			return;
+		}
+		health_exchange(be);
+		return;
+	}
+	if (st == TLS_STEP_FAILED) {
+		tls_handshake_failed(be, res);
+		health_done(be, REASON_TLS, why);
+		return;
+	}
+	int want = st == TLS_STEP_READ ? EV_READ : EV_WRITE;
+	if (!ev_is_active(&hc->io) || (hc->io.events & (EV_READ | EV_WRITE)) != want) {
+		ev_io_stop(loop, &hc->io);
+		ev_io_set(&hc->io, hc->fd, want);
+		ev_io_start(loop, &hc->io);
+	}
+}
+
+static void health_connected(struct backend *be)
+{
+	struct health *hc = &be->hc;
+	if (!be->pool->cfg->tls.enabled) {
+		health_exchange(be);
+		return;
+	}
+	char err[sizeof be->last_error];
+	hc->tcp_at = ev_now(be->pool->eng->loop);
+	hc->tls_sent = 0;
+	hc->ssl = tls_new(be, hc->fd, &hc->tls_phase, err, sizeof err);
+	if (!hc->ssl) {
+		health_done(be, REASON_OTHER, err);
+		return;
+	}
+	hc->phase = HC_HANDSHAKING;
+	health_tls_step(be);
 }
 
 static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -319,6 +436,9 @@ static void health_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 			health_fail_errno(be, err);
 		else
 			health_connected(be);
+		break;
+	case HC_HANDSHAKING:
+		health_tls_step(be);
 		break;
 	case HC_SENDING:
 		health_send(be);
@@ -346,6 +466,7 @@ static void health_begin(struct backend *be)
 		return;
 	}
 	hc->phase = HC_CONNECTING;
+	hc->began_at = ev_now(loop);
 	ev_timer_set(&hc->timer, (double)health_cfg(be)->timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &hc->timer);
 	int r;
@@ -376,6 +497,14 @@ static void health_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case HC_CONNECTING:
 		health_done(be, REASON_TIMEOUT, "connect timeout");
+		break;
+	case HC_HANDSHAKING:
+		if (hc->tls_phase == TLS_PH_TICKETS) { /* the server sent nothing after the handshake: fine */
+			health_exchange(be);
+			break;
+		}
+		tls_handshake_failed(be, TLS_R_TIMEOUT);
+		health_done(be, REASON_TIMEOUT, "connect timeout (TLS handshake)");
 		break;
 	case HC_SENDING:
 	case HC_READING:

@@ -8,6 +8,9 @@
  * so connections opened together do not expire together.
  * A misplaced connection is one on a backend that is no longer preferred
  * (balance.c): the sweep closes it once the floor is met on preferred ones.
+ * After a reload changed the pool's TLS settings (pool.tls_gen), idle
+ * connections made with the old ones are replaced one per TLS_RECYCLE_GAP,
+ * so the backends never see the whole floor re-handshake at once.
  */
 #include <math.h>
 
@@ -17,6 +20,7 @@
 #define JANITOR_PERIOD   1.0   /* seconds between sweeps when no deadline is nearer */
 #define JANITOR_MIN_WAIT 0.001 /* never re-arm closer than this */
 #define RECYCLE_GAP_MAX  1.0   /* seconds: cap on the spacing of max_lifetime closes */
+#define TLS_RECYCLE_GAP  0.05  /* seconds between replacements of connections with old TLS settings */
 
 /* ---- janitor: lifetimes, idle sweeps, hand-back ------------------------ */
 
@@ -62,11 +66,20 @@ static ev_tstamp janitor_sweep(struct pool *p, ev_tstamp now)
 		list_for_each_safe (pos, tmp, &be->conns[BCONN_IDLE]) {
 			struct bconn *b = container_of(pos, struct bconn, node);
 			ev_tstamp early = 1.0 - LIFETIME_JITTER * b->jitter, t;
-			if (!preferred && be->state == BACKEND_UP && idle >= c->min_idle) {
+			if (!preferred && backend_available(be->state) && idle >= c->min_idle) {
 				p->stats.conns_handed_back++;
 				bconn_log(b, LOG_DEBUG, "preferred backends are warm, handing back");
 				bconn_close(b);
 				continue;
+			}
+			if (b->tls_gen != p->tls_gen) {
+				if (now >= p->last_recycle + TLS_RECYCLE_GAP) {
+					p->last_recycle = now;
+					janitor_recycle(b, "made with TLS settings a reload replaced");
+					idle -= preferred;
+					continue;
+				}
+				next = fmin(next, p->last_recycle + TLS_RECYCLE_GAP);
 			}
 			if (c->max_idle_time_ms) {
 				t = b->idle_since + (double)c->max_idle_time_ms / 1000.0 * early;

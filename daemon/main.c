@@ -28,15 +28,16 @@ static void usage(FILE *out)
 	        "Keep warm, health-checked TCP connections to backends and hand them to local clients.\n"
 	        "\n"
 	        "  -c, --config FILE   configuration file (default %s)\n"
-	        "  -t, --check-config  validate the configuration, print 'configuration OK' or every\n"
-	        "                      error, and exit 0 or 1 without starting anything\n"
+	        "  -t, --check-config  validate the configuration, print 'FILE: configuration OK' or\n"
+	        "                      every error, and exit 0 or 1 without starting anything\n"
 	        "      --dump-schema   print every configuration key (type, range, default, where it\n"
 	        "                      may be written, what a reload does) as JSON and exit\n"
 	        "  -V, --version       print the version and exit\n"
 	        "  -h, --help          print this help and exit\n"
 	        "\n"
-	        "Signals: SIGTERM drains active sessions (up to daemon.shutdown_timeout) and exits;\n"
-	        "SIGINT closes everything and exits at once.\n",
+	        "Signals: SIGHUP reloads the configuration file (as `warmpoolctl reload` does);\n"
+	        "SIGTERM drains active sessions (up to daemon.shutdown_timeout) and exits;\n"
+	        "SIGINT closes everything and exits at once. See warmpoold(8).\n",
 	        CFG_DEFAULT_PATH);
 }
 
@@ -86,14 +87,14 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return 0;
-		default:
-			usage(stderr);
+		default: /* getopt said what was wrong, in one line */
+			fprintf(stderr, "Try 'warmpoold --help' for more information.\n");
 			return EXIT_USAGE;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "warmpoold: unexpected argument '%s'\n", argv[optind]);
-		usage(stderr);
+		fprintf(stderr, "warmpoold: unexpected argument '%s'\nTry 'warmpoold --help' for more information.\n",
+		        argv[optind]);
 		return EXIT_USAGE;
 	}
 
@@ -103,9 +104,10 @@ int main(int argc, char **argv)
 		for (size_t i = 0; i < errs.n; i++)
 			fprintf(stderr, "%s\n", errs.msg[i]);
 		if (errs.truncated)
-			fprintf(stderr, "%s: ... and %zu more errors\n", path, errs.truncated);
-		fprintf(stderr, "warmpoold: %s: configuration is invalid (%zu errors)\n", path,
-		        errs.n + errs.truncated);
+			fprintf(stderr, "%s: ... and %zu more error%s\n", path, errs.truncated, errs.truncated == 1 ? "" : "s");
+		/* One error (a missing file, say) is its own summary. */
+		if (errs.n + errs.truncated > 1)
+			fprintf(stderr, "warmpoold: %s: configuration is invalid (%zu errors)\n", path, errs.n + errs.truncated);
 		cfg_errors_free(&errs);
 		return EXIT_CONFIG;
 	}
@@ -113,7 +115,7 @@ int main(int argc, char **argv)
 	if (check_only) {
 		for (size_t i = 0; i < cfg->warnings.n; i++)
 			fprintf(stderr, "%s\n", cfg->warnings.msg[i]);
-		printf("configuration OK\n");
+		printf("%s: configuration OK\n", path);
 		cfg_free(cfg);
 		return 0;
 	}
@@ -122,7 +124,8 @@ int main(int argc, char **argv)
 	/* A client or backend hanging up mid-write must be an EPIPE, not a death. */
 	if (signal(SIGPIPE, SIG_IGN) == SIG_ERR)
 		log_warning("cannot ignore SIGPIPE: %s", strerror(errno));
-	log_info("warmpoold %s starting: %zu pools from %s", WARMPOOL_VERSION, cfg->n_pools, path);
+	log_info("warmpoold %s starting: %zu pool%s from %s", WARMPOOL_VERSION, cfg->n_pools, cfg->n_pools == 1 ? "" : "s",
+	         path);
 	for (size_t i = 0; i < cfg->warnings.n; i++)
 		log_warning("%s", cfg->warnings.msg[i]);
 	raise_nofile();

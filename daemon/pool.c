@@ -99,7 +99,7 @@ void pool_checkin(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
  * call checks both. */
 static int bconn_alive(struct bconn *b)
 {
-	switch (sock_peek(b->fd)) {
+	switch (bconn_peek(b)) {
 	case SOCK_QUIET:
 		return 1;
 	case SOCK_DATA:
@@ -143,6 +143,8 @@ void pool_dispatch(struct pool *p)
 {
 	while (!list_empty(&p->waiting)) {
 		struct session *s = container_of(list_first(&p->waiting), struct session, node);
+		if (session_gone_now(s))
+			continue; /* hung up in this loop iteration: no connection spent on it */
 		long k = pool_pick_handout_for(p, s);
 		if (k < 0) {
 			/* One per call: the refill below opens its replacement, whose
@@ -155,6 +157,13 @@ void pool_dispatch(struct pool *p)
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
 			bconn_log(b, LOG_INFO, "dead at checkout, discarded");
+			bconn_close(b);
+			continue;
+		}
+		if (bconn_near_backend_close(b, ev_now(p->eng->loop))) {
+			p->stats.stale_at_checkout++;
+			bconn_log(b, LOG_DEBUG, "idle %.3fs, near the backend's own idle close: replaced, not handed out",
+			          ev_now(p->eng->loop) - b->idle_since);
 			bconn_close(b);
 			continue;
 		}
@@ -200,7 +209,7 @@ void pool_refill(struct pool *p)
 	int probing = 0;
 	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
 		struct backend *be = &p->backends[i];
-		int failing = be->state == BACKEND_DOWN || (be->state == BACKEND_UP && be->connect_failures > 0);
+		int failing = be->state == BACKEND_DOWN || (backend_available(be->state) && be->connect_failures > 0);
 		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven)
 			continue;
 		probing = 1;
@@ -270,14 +279,15 @@ void pool_backend_changed(struct pool *p, struct backend *be, enum backend_state
 {
 	if (p->eng->stopping || p->retiring)
 		return;
-	if (old == BACKEND_UP) {
+	if (backend_available(old) && !backend_available(be->state)) {
 		size_t n = pool_close_idle(be);
 		if (n)
-			backend_log(be, LOG_INFO, "closed %zu idle connections", n);
+			backend_log(be, LOG_INFO, "closed %zu idle connection%s", n, n == 1 ? "" : "s");
 		if (!be->cfg->backup && p->n_up_primary == 0 && p->n_up_backup > 0)
 			log_warning("pool=%s: no primary backend up, using %u backup(s)", p->name,
 			            p->n_up_backup);
-	} else if (be->state == BACKEND_UP && !be->cfg->backup && p->n_up_primary == 1 && p->n_up_backup > 0) {
+	} else if (!backend_available(old) && be->state == BACKEND_UP && !be->cfg->backup && p->n_up_primary == 1 &&
+	           p->n_up_backup > 0) {
 		log_info("pool=%s: a primary backend is up again, backups hand back", p->name);
 	}
 	if (be->state == BACKEND_DISABLED)
@@ -298,14 +308,22 @@ size_t pool_backend_admin(struct backend *be, enum backend_state st, int kill)
 {
 	size_t killed = 0;
 	if (st == BACKEND_UP) {
-		/* Enabled again: health starts from scratch (checks resume; with
-		 * none, its own connections tell). */
+		/* Enabled again: health starts from scratch, down until `rise`
+		 * successes (checks resume; with none, the pool's probes tell), as
+		 * any down backend comes back: taking it as up at once would move
+		 * traffic off a backup to a backend nothing has proved (it may have
+		 * been disabled for being dead). Up, down or unknown: no change. */
+		if (be->state != BACKEND_DRAINING && be->state != BACKEND_DISABLED)
+			return 0;
 		be->health_fails = be->health_rises = 0;
 		be->last_error[0] = '\0';
+		be->error_at = 0;
+		be->next_attempt = 0; /* the admin asked: the first probe need not wait out old backoff */
 		int was_disabled = be->state == BACKEND_DISABLED;
-		backend_set_state(be, BACKEND_UP, "enabled by admin");
+		backend_set_state(be, BACKEND_DOWN, "enabled by admin, up after rise successes");
 		if (was_disabled)
 			health_start(be);
+		pool_refill_soon(be->pool); /* without a check, the pool's probe starts it */
 		return 0;
 	}
 	backend_set_state(be, st, st == BACKEND_DRAINING ? "drained by admin" : "disabled by admin");
@@ -323,7 +341,7 @@ size_t pool_kill_sessions(struct backend *be, const char *why)
 		session_close(b->io.data, why);
 		killed++;
 	}
-	backend_log(be, LOG_NOTICE, "%zu sessions closed by admin", killed);
+	backend_log(be, LOG_NOTICE, "%zu session%s closed by admin", killed, killed == 1 ? "" : "s");
 	return killed;
 }
 
@@ -399,13 +417,21 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 		return NULL;
 	}
 	p->n_backends = cfg->n_backends;
+	tls_ctx_prepare(cfg->tls.ctx);
 	for (size_t i = 0; i < cfg->n_backends; i++) {
 		struct backend *be = &p->backends[i];
+		/* Bounds in seconds: a loopback handshake (~1 ms) to connect_timeout's range. */
+		static const double hs_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+		if (wp_histogram_init(&be->tls.h_handshake, hs_bounds, sizeof hs_bounds / sizeof *hs_bounds) < 0) {
+			pool_destroy(p);
+			return NULL;
+		}
 		be->pool = p;
 		be->on_change = pool_backend_changed;
 		be->cfg = &cfg->backends[i];
 		be->name = cfg->backends[i].name;
-		be->state = BACKEND_UP;
+		be->state = BACKEND_UNKNOWN; /* until a check or a connection proves it */
+		be->changed_at = ev_now(eng->loop);
 		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
 		p->may_hand_back |= be->cfg->backup || cfg->balance == CFG_BALANCE_FIRST;
 		for (int k = 0; k < BCONN_NLISTS; k++)
@@ -486,8 +512,28 @@ void pool_take_listeners(struct pool *p, struct pool **old, size_t n_old)
 	}
 }
 
+/* Did a reload change how the pool's TLS connections are made (a setting, or
+ * a file's contents: the digest covers both)? */
+static int pool_tls_changed(const struct cfg_tls *old, const struct cfg_tls *cur)
+{
+	return old->enabled != cur->enabled ||
+	       (cur->enabled && memcmp(old->digest, cur->digest, sizeof cur->digest) != 0);
+}
+
 void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 {
+	if (pool_tls_changed(&p->cfg->tls, &cfg->tls)) {
+		/* New connections use the new settings; warm ones made with the old
+		 * are replaced by the janitor one at a time, active ones at the end
+		 * of their session (bconn_reuse). Sessions cached under the old
+		 * settings (another CA, another client certificate) are dropped:
+		 * resuming one would skip the new verification. */
+		p->tls_gen++;
+		for (size_t i = 0; i < p->n_backends; i++)
+			tls_backend_forget(&p->backends[i]);
+		log_info("pool=%s: TLS settings changed: warm connections are replaced gradually", cfg->name);
+	}
+	tls_ctx_prepare(cfg->tls.ctx);
 	p->cfg = cfg;
 	p->name = cfg->name;
 	p->n_up_primary = p->n_up_backup = 0;
@@ -498,7 +544,7 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 		be->name = cfg->backends[i].name;
 		be->wrr_current = 0;
 		p->may_hand_back |= be->cfg->backup;
-		if (be->state == BACKEND_UP)
+		if (backend_available(be->state))
 			*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
 		if (health_changed) {
 			health_destroy(be);
@@ -583,8 +629,10 @@ void pool_destroy(struct pool *p)
 	}
 	if (p->refill_node.next != &p->refill_node)
 		list_remove(&p->eng->refill_soon, &p->refill_node);
-	for (size_t i = 0; p->backends && i < p->n_backends; i++)
+	for (size_t i = 0; p->backends && i < p->n_backends; i++) {
 		health_destroy(&p->backends[i]);
+		tls_backend_forget(&p->backends[i]);
+	}
 	free(p->backends);
 	free(p->listeners);
 	free(p);

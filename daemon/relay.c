@@ -21,6 +21,12 @@
  * directions always copy (relay_dir.copy).
  * EOF is passed on as shutdown(SHUT_WR) once everything before it is
  * delivered (half-close), unless the caller holds it back (RELAY_HOLD_*).
+ * A side with TLS in user space (relay_end.tls: a tls: pool's backend) is
+ * read and written through tls.c and never spliced: its bytes must pass
+ * through OpenSSL. Its EOF is a close_notify (tls_read returns 0), and EOF
+ * passed on to it is a close_notify sent (TLS 1.3 lets the backend go on
+ * sending); a stream cut without close_notify is an error (-ECONNABORTED),
+ * never an EOF, so a truncated reply is not taken for a whole one.
  * This file knows sockets, pipes and buffers, not sessions or pools: what a
  * failure means (retry, blame the backend, close) is session.c's business.
  */
@@ -34,6 +40,7 @@
 
 #include "engine.h"
 #include "pipes.h"
+#include "tls.h"
 
 int relay_pending(const struct relay_dir *d)
 {
@@ -76,14 +83,27 @@ static int relay_sent_nothing(ssize_t n)
 	return n < 0 ? -errno : -EIO;
 }
 
+/* send() to a side, through TLS when it has it; the same answers. */
+static ssize_t relay_send(struct relay_end dst, const void *buf, size_t len)
+{
+	if (!dst.tls)
+		return send(dst.fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+	ssize_t n = tls_write(dst.tls, buf, len);
+	if (n < 0) {
+		errno = (int)-n;
+		return -1;
+	}
+	return n;
+}
+
 /* Send what is pending in d to dst: the buffer first (it holds older bytes,
  * e.g. the greeting), then the pipe. Buffer and pipe are given back as soon
  * as they are empty. 0, or -errno from dst. */
-int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
+int relay_flush(struct engine *eng, struct relay_dir *d, struct relay_end dst)
 {
 	int r;
 	while (d->len) {
-		ssize_t n = send(dst, d->buf + d->off, d->len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		ssize_t n = relay_send(dst, d->buf + d->off, d->len);
 		if (n > 0) {
 			d->off += (uint32_t)n;
 			d->len -= (uint32_t)n;
@@ -102,7 +122,7 @@ int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
 	/* Never reached for a `copy` direction: relay_fill fills no pipe there. */
 	while (d->in_pipe) {
 		ssize_t n =
-		    splice(d->pipe->rfd, NULL, dst, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+		    splice(d->pipe->rfd, NULL, dst.fd, NULL, d->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		if (n > 0) {
 			d->in_pipe -= (uint32_t)n;
 			d->bytes += (uint64_t)n;
@@ -122,14 +142,14 @@ int relay_flush(struct engine *eng, struct relay_dir *d, int dst)
  * from which relay_flush sends it on; *cap is the most that one read could
  * have moved. Returns bytes read, 0 at EOF (d->eof set), -EAGAIN when src
  * has nothing, or -errno. */
-static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size_t *cap)
+static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, struct relay_end src, size_t *cap)
 {
 	struct pipes_pipe *p = d->bulk && !d->copy ? pipes_get(&eng->pipes) : NULL;
 	ssize_t n;
 	if (p) {
 		*cap = p->size;
 		do
-			n = splice(src, NULL, p->wfd, NULL, p->size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			n = splice(src.fd, NULL, p->wfd, NULL, p->size, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
 		while (n < 0 && errno == EINTR);
 		if (n > 0) {
 			d->pipe = p;
@@ -140,9 +160,17 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 		pipes_put(&eng->pipes, p, 1);
 	} else {
 		*cap = sizeof eng->scratch;
-		do
-			n = recv(src, eng->scratch, sizeof eng->scratch, MSG_DONTWAIT);
-		while (n < 0 && errno == EINTR);
+		if (src.tls) {
+			n = tls_read(src.tls, eng->scratch, sizeof eng->scratch);
+			if (n < 0) {
+				errno = (int)-n;
+				n = -1;
+			}
+		} else {
+			do
+				n = recv(src.fd, eng->scratch, sizeof eng->scratch, MSG_DONTWAIT);
+			while (n < 0 && errno == EINTR);
+		}
 		if (n > 0) {
 			d->buf = eng->scratch;
 			d->scratch = 1;
@@ -163,7 +191,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, int src, size
 
 /* Whether a socket's peer has closed it entirely (POLLHUP: it can neither
  * send nor receive), as opposed to a half-close after which it still reads. */
-static int relay_peer_gone(int fd)
+int relay_peer_gone(int fd)
 {
 	struct pollfd pfd = {.fd = fd, .events = 0};
 	int n;
@@ -184,8 +212,8 @@ static int relay_peer_gone(int fd)
  * `src_gone`, a source that closed outright instead of half-closing makes
  * it return RELAY_SRC_GONE, with nothing passed on. 0, or -errno with *side
  * set (-ENOMEM: no buffer for bytes the destination could not take). */
-static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int dst, int last,
-                           int hold_eof, int src_gone, enum relay_side *side)
+static int relay_flow_once(struct engine *eng, struct relay_dir *d, struct relay_end src, struct relay_end dst,
+                           int last, int hold_eof, int src_gone, enum relay_side *side)
 {
 	int r;
 	*side = RELAY_SIDE_DST;
@@ -202,7 +230,7 @@ static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int
 		}
 		if ((r = relay_flush(eng, d, dst)) < 0)
 			return r;
-		if (n > 0 && (size_t)n < cap / 2)
+		if (n > 0 && (size_t)n < cap / 2 && !(src.tls && tls_has_pending(src.tls)))
 			break; /* a short read: src is most likely drained, skip the EAGAIN */
 	}
 	if (d->eof && !relay_pending(d) && !d->shut && hold_eof != RELAY_HOLD_ALWAYS &&
@@ -210,17 +238,19 @@ static int relay_flow_once(struct engine *eng, struct relay_dir *d, int src, int
 		/* A source that closed outright will read no answer: the session
 		 * can end now, which saves the half-close and the wake-ups that
 		 * wait for the other side's EOF (close() sends the FIN). */
-		if (src_gone && !last && relay_peer_gone(src))
+		if (src_gone && !last && relay_peer_gone(src.fd))
 			return RELAY_SRC_GONE;
 		d->shut = 1;
-		if (!last && shutdown(dst, SHUT_WR) < 0 && errno != ENOTCONN)
+		if (!last && dst.tls)
+			return tls_close_notify(dst.tls);
+		if (!last && shutdown(dst.fd, SHUT_WR) < 0 && errno != ENOTCONN)
 			return -errno;
 	}
 	return 0;
 }
 
-int relay_flow(struct engine *eng, struct relay_dir *d, int src, int dst, int last, int hold_eof,
-                      int src_gone, enum relay_side *side)
+int relay_flow(struct engine *eng, struct relay_dir *d, struct relay_end src, struct relay_end dst, int last,
+               int hold_eof, int src_gone, enum relay_side *side)
 {
 	int r = relay_flow_once(eng, d, src, dst, last, hold_eof, src_gone, side);
 	/* Bytes the destination did not take stay pending (a retry hands the

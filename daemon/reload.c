@@ -135,7 +135,8 @@ int reload_run(struct engine *eng, struct wp_buf *out)
 
 	log_notice("reloading %s", path);
 	if (cfg_load_file(path, &nc, &errs) < 0) {
-		snprintf(err, sizeof err, "%s: configuration is invalid (%zu errors)", path, errs.n + errs.truncated);
+		size_t n = errs.n + errs.truncated;
+		snprintf(err, sizeof err, "%s: configuration is invalid (%zu error%s)", path, n, n == 1 ? "" : "s");
 		reload_failed(eng, out, err, &errs);
 		cfg_errors_free(&errs);
 		return -1;
@@ -246,8 +247,8 @@ int reload_run(struct engine *eng, struct wp_buf *out)
 	eng->reloads_ok++;
 	eng->reload_failed = 0;
 	snprintf(err, sizeof err,
-	         "reloaded %s: %zu pools (%zu unchanged, %zu changed in place, %zu replaced, %zu added, %zu removed)",
-	         eng->cfg->path, n, counts[POOL_UNCHANGED], counts[POOL_CHANGED], counts[POOL_REPLACED], counts[POOL_ADDED],
+	         "reloaded %s: %zu pool%s (%zu unchanged, %zu changed in place, %zu replaced, %zu added, %zu removed)",
+	         eng->cfg->path, n, n == 1 ? "" : "s", counts[POOL_UNCHANGED], counts[POOL_CHANGED], counts[POOL_REPLACED], counts[POOL_ADDED],
 	         removed);
 	log_notice("%s", err);
 	wp_buf_printf(out, "%s\n", err);

@@ -32,6 +32,7 @@
 #include "engine.h"
 #include "handoff_proto.h"
 #include "log.h"
+#include "sock.h"
 
 /* A greeting's buffer becomes the down direction's pending bytes; it is freed
  * once drained, before relay_fill() could want a SESSION_BUF buffer there. */
@@ -115,6 +116,69 @@ static void session_timeout_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	session_close(s, "queue_timeout");
 }
 
+/* A waiting client's socket is readable: has the client hung up? Only an
+ * error, or EOF from a peer that closed the socket entirely, say so. A
+ * client that sent bytes before its connection came is not gone (they go to
+ * the backend once it is paired: a send-and-close client still has its
+ * request delivered, as on a direct connection), nor is one that only
+ * half-closed (it may still read a greeting). In both cases the watcher
+ * stops, as a level-triggered readable socket would wake the loop forever.
+ * 1 when the session was closed, else 0. */
+static int session_check_gone(struct session *s)
+{
+	struct pool *p = s->pool;
+	struct ev_loop *loop = p->eng->loop;
+	switch (sock_peek(s->cfd)) {
+	case SOCK_QUIET:
+		return 0;
+	case SOCK_DATA:
+		ev_io_stop(loop, &s->cio);
+		return 0;
+	case SOCK_EOF:
+		if (!relay_peer_gone(s->cfd)) {
+			ev_io_stop(loop, &s->cio);
+			return 0;
+		}
+		break;
+	case SOCK_ERROR:
+		break;
+	}
+	p->stats.clients_gone++;
+	session_log(s, LOG_INFO, "client hung up after waiting %.3fs, dropped from the queue",
+	            ev_now(loop) - s->accepted_at);
+	session_close(s, "client gone");
+	return 1;
+}
+
+static void session_waiting_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	session_check_gone(w->data);
+}
+
+int session_gone_now(struct session *s)
+{
+	struct ev_loop *loop = s->pool->eng->loop;
+	if (!ev_is_pending(&s->cio))
+		return 0;
+	ev_clear_pending(loop, &s->cio);
+	return session_check_gone(s);
+}
+
+/* While waiting, watch the client for a hang-up (a retried client only if
+ * it has sent nothing yet: one that has spoken is not gone, see above). */
+static void session_watch_waiting(struct session *s)
+{
+	struct ev_loop *loop = s->pool->eng->loop;
+	ev_io_stop(loop, &s->cio);
+	if (s->up.read || s->up.eof)
+		return;
+	ev_set_cb(&s->cio, session_waiting_cb);
+	ev_io_modify(&s->cio, EV_READ);
+	ev_io_start(loop, &s->cio);
+}
+
 struct session *session_new(struct pool *p, int cfd)
 {
 	struct ev_loop *loop = p->eng->loop;
@@ -126,11 +190,12 @@ struct session *session_new(struct pool *p, int cfd)
 	s->id = engine_next_id(p->eng);
 	s->cfd = cfd;
 	s->accepted_at = ev_now(loop);
-	ev_io_init(&s->cio, NULL, cfd, EV_READ);
+	ev_io_init(&s->cio, session_waiting_cb, cfd, EV_READ);
 	s->cio.data = s;
 	ev_timer_init(&s->timer, session_timeout_cb, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &s->timer);
 	session_set_state(s, SESSION_WAITING);
+	session_watch_waiting(s);
 	return s;
 }
 
@@ -161,6 +226,10 @@ static void session_update_watchers(struct session *s)
 		bev |= EV_WRITE;
 	io_want(loop, &s->cio, cev);
 	io_want(loop, &s->b->io, bev);
+	/* Bytes OpenSSL decrypted already (e.g. a record read by the checkout
+	 * check) raise no socket event: deliver the wake-up ourselves. */
+	if ((bev & EV_READ) && s->b->ssl && tls_has_pending(s->b->ssl))
+		ev_feed_event(loop, &s->b->io, EV_READ);
 }
 
 /* The pool returns connections of cleanly ended sessions (reuse:). */
@@ -201,6 +270,7 @@ static void session_retry(struct session *s, enum backend_reason reason, int err
 	ev_set_cb(&s->timer, session_timeout_cb);
 	ev_timer_set(&s->timer, (double)p->cfg->queue_timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &s->timer);
+	session_watch_waiting(s);
 	bconn_lost(b, reason, err); /* closes it; a client is waiting, so the refill starts now */
 	pool_dispatch(p);
 }
@@ -218,7 +288,14 @@ static void session_fail(struct session *s, int backend_side, int err)
 		return;
 	}
 	struct bconn *b = s->b;
-	bconn_log_for(b, s, LOG_INFO, "backend error during session: %s", strerror(err));
+	char tls_why[128];
+	if (b->ssl && err == ECONNABORTED)
+		bconn_log_for(b, s, LOG_INFO, "TLS stream truncated by the backend (no close_notify)");
+	else if (b->ssl && err == EPROTO)
+		bconn_log_for(b, s, LOG_INFO, "backend TLS error during session: %s",
+		              tls_error_text(tls_why, sizeof tls_why));
+	else
+		bconn_log_for(b, s, LOG_INFO, "backend error during session: %s", strerror(err));
 	s->b = NULL;
 	session_close(s, "backend error");
 	bconn_lost(b, backend_reason_from_errno(err), err);
@@ -238,7 +315,7 @@ static int session_stray_reply(struct session *s)
 {
 	struct pool *p = s->pool;
 	struct bconn *b = s->b;
-	if (sock_peek(b->fd) != SOCK_DATA)
+	if (bconn_peek(b) != SOCK_DATA)
 		return 0; /* nothing, or EOF / an error: the relay handles those */
 	p->stats.conns_reuse_refused++;
 	bconn_log_for(b, s, LOG_INFO, "a reused connection spoke before the client did "
@@ -254,17 +331,37 @@ static int session_stray_reply(struct session *s)
 	return 1;
 }
 
+/* Before the client's first byte goes to a backend that is known to close
+ * connections by itself (TLS: a close_notify; or a backend seen closing idle
+ * connections), look once more: a close that arrived since the handout would
+ * otherwise cross the request, and then the client could not be re-paired.
+ * Returns 1 when the session was re-paired (or closed). */
+static int session_backend_left(struct session *s)
+{
+	struct bconn *b = s->b;
+	if (!b->ssl && b->be->idle_close_age <= 0)
+		return 0; /* plain TCP to a backend never seen closing idle ones: the checkout check suffices */
+	enum sock_peek k = bconn_peek(b);
+	if ((k != SOCK_EOF && k != SOCK_ERROR) || !session_can_retry(s))
+		return 0;
+	session_retry(s, k == SOCK_EOF ? REASON_CLOSED : REASON_RESET, 0);
+	return 1;
+}
+
 /* Run one direction; on error close the session. 0 if it lives on. */
 static int session_flow(struct session *s, struct relay_dir *d, int from_backend)
 {
 	enum relay_side side;
-	int src = from_backend ? s->b->fd : s->cfd;
-	int dst = from_backend ? s->cfd : s->b->fd;
+	struct relay_end client = {s->cfd, NULL}, backend = {s->b->fd, s->b->ssl};
+	struct relay_end src = from_backend ? backend : client;
+	struct relay_end dst = from_backend ? client : backend;
 	const struct relay_dir *other = d == &s->up ? &s->down : &s->up;
 	int hold = from_backend ? (session_can_retry(s) ? RELAY_HOLD_IF_EMPTY : RELAY_HOLD_NONE)
 	                        : (session_reuses(s) ? RELAY_HOLD_ALWAYS : RELAY_HOLD_NONE);
 	uint64_t before = d->bytes;
 	if (from_backend && s->b->served && s->up.bytes == 0 && before == 0 && session_stray_reply(s))
+		return -1;
+	if (!from_backend && before == 0 && session_backend_left(s))
 		return -1;
 	/* The client going away entirely (not a half-close) ends the session
 	 * at once; with reuse its EOF already does. */
@@ -477,6 +574,8 @@ void session_start(struct session *s, struct bconn *b)
 		return;
 	}
 	ev_timer_stop(loop, &s->timer);
+	ev_io_stop(loop, &s->cio); /* the hang-up watch: the relay's watcher from here */
+	ev_clear_pending(loop, &s->cio);
 	session_set_state(s, SESSION_RELAYING);
 
 	/* The connection's greeting goes out first: its buffer becomes the
@@ -500,7 +599,7 @@ void session_start(struct session *s, struct bconn *b)
 	/* A foreign socket is never spliced (see relay.c). A retry onto one has
 	 * no pipe pending: the retry needs up.bytes == 0, and up fills a pipe
 	 * only after a full scratch read was entirely delivered. */
-	s->up.copy = s->down.copy = b->foreign;
+	s->up.copy = s->down.copy = b->foreign || b->ssl; /* TLS bytes pass through OpenSSL */
 	bconn_set_state(b, BCONN_ACTIVE);
 	p->stats.handouts++;
 	if (!s->retries) {
@@ -513,7 +612,7 @@ void session_start(struct session *s, struct bconn *b)
 	 * room, which saves arming (and then disarming) write interest. */
 	if (s->down.len) {
 		uint64_t before = s->down.bytes;
-		int r = relay_flush(p->eng, &s->down, s->cfd);
+		int r = relay_flush(p->eng, &s->down, (struct relay_end){s->cfd, NULL});
 		p->stats.bytes_down += s->down.bytes - before;
 		if (r < 0) {
 			session_fail(s, 0, -r);

@@ -5,15 +5,19 @@
  *
  *   warmpoolctl [-s SOCKET] [--json] [-T SECONDS] COMMAND [ARG...]
  *
- * The arguments are joined into one command line (see daemon/admin.c for
- * the protocol: an answer ends with an empty line; an error answer starts
- * with "error: "). Exit status: 0 success, 1 error answer, 2 usage error or
- * the daemon could not be reached or did not answer in time.
+ * Options may come anywhere on the line (`show pools --json`); the other
+ * arguments are joined into one command line (see daemon/admin.c for the
+ * protocol: an answer ends with an empty line; an error answer starts with
+ * "error: ", or with --json is a JSON object {"error": ...}). With --json,
+ * warmpoolctl's own errors (no daemon, no answer) are such an object too,
+ * on stdout. Exit status: 0 success, 1 error answer, 2 usage error or the
+ * daemon could not be reached or did not answer in time.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,19 +34,46 @@
 #define LINE_MAX_BYTES    4096
 #define ANSWER_MAX        (64u << 20)
 
+/* --json: errors go to stdout as {"error": "..."} instead of text on stderr,
+ * so that a script's JSON parser always gets JSON. */
+static int json_errors;
+
+static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void fail(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (!json_errors) {
+		fprintf(stderr, "warmpoolctl: %s\n", msg);
+		return;
+	}
+	struct wp_buf b;
+	wp_buf_init(&b, sizeof msg * 8);
+	wp_buf_add(&b, "{\"error\":\"", 10);
+	wp_buf_json_str(&b, msg);
+	wp_buf_add(&b, "\"}\n", 3);
+	fwrite(b.data, 1, b.len, stdout);
+	wp_buf_free(&b);
+}
+
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: warmpoolctl [-s SOCKET] [--json] [-T SECONDS] COMMAND [ARG...]\n"
 	           "\n"
 	           "  -s, --socket PATH   admin socket (default %s)\n"
-	           "      --json          machine-readable answers (show pools|backends|stats)\n"
+	           "      --json          machine-readable answers (show pools|backends|clients|stats)\n"
+	           "                      and errors ({\"error\": ...})\n"
 	           "  -T, --timeout SECS  give up after this long (default 10)\n"
 	           "  -V, --version       print the version\n"
 	           "  -h, --help          this text\n"
+	           "Options may come before or after the command.\n"
 	           "\n"
-	           "commands: show pools | show backends [POOL] | show stats | show metrics |\n"
-	           "          drain POOL/BACKEND | disable POOL/BACKEND [--kill] | enable POOL/BACKEND |\n"
-	           "          reload | where POOL | connect POOL | version | help\n"
+	           "commands: show pools | show backends [POOL] | show clients [POOL] | show stats |\n"
+	           "          show metrics | drain POOL/BACKEND | disable POOL/BACKEND [--kill] |\n"
+	           "          enable POOL/BACKEND | reload | where POOL | connect POOL | version | help\n"
 	           "\n"
 	           "connect POOL bridges stdin/stdout to a connection from the pool (its handoff\n"
 	           "socket when it has one, as libwarmpool's wp_checkout does).\n",
@@ -58,19 +89,19 @@ static int ask(const char *path, const struct wp_buf *line, int timeout_ms, stru
 	/* A daemon whose admin backlog is full is waited for, up to the deadline. */
 	int fd = sock_unix_connect(path, SOCK_STREAM, deadline);
 	if (fd < 0) {
-		fprintf(stderr, "warmpoolctl: cannot connect to %s: %s\n", path, strerror(-fd));
+		fail("cannot connect to %s: %s", path, strerror(-fd));
 		goto out;
 	}
 	for (size_t off = 0; off < line->len;) {
 		if (sock_wait(fd, POLLOUT, deadline) < 0) {
-			fprintf(stderr, "warmpoolctl: %s: timed out sending the command\n", path);
+			fail("%s: timed out sending the command", path);
 			goto out;
 		}
 		ssize_t n = send(fd, line->data + off, line->len - off, MSG_NOSIGNAL);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n < 0) {
-			fprintf(stderr, "warmpoolctl: %s: %s\n", path, strerror(errno));
+			fail("%s: %s", path, strerror(errno));
 			goto out;
 		}
 		off += (size_t)n;
@@ -81,19 +112,19 @@ static int ask(const char *path, const struct wp_buf *line, int timeout_ms, stru
 		char chunk[65536];
 		int w = sock_wait(fd, POLLIN, deadline);
 		if (w < 0) {
-			fprintf(stderr, "warmpoolctl: %s: %s\n", path, w == -ETIMEDOUT ? "no answer in time" : strerror(-w));
+			fail("%s: %s", path, w == -ETIMEDOUT ? "no answer in time" : strerror(-w));
 			goto out;
 		}
 		ssize_t n = recv(fd, chunk, sizeof chunk, 0);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			continue;
 		if (n <= 0) {
-			fprintf(stderr, "warmpoolctl: %s: connection closed before the answer ended\n", path);
+			fail("%s: connection closed before the answer ended", path);
 			goto out;
 		}
 		wp_buf_add(ans, chunk, (size_t)n);
 		if (ans->failed) {
-			fprintf(stderr, "warmpoolctl: answer larger than %u bytes\n", ANSWER_MAX);
+			fail("answer larger than %u bytes", ANSWER_MAX);
 			goto out;
 		}
 	}
@@ -128,18 +159,18 @@ static int write_all(int fd, const void *buf, size_t len)
 static int connect_pool(const char *where, int timeout_ms)
 {
 	char path[256] = "";
-	if (strncmp(where, "error: ", 7) == 0) {
+	if (strncmp(where, "error: ", 7) == 0 || strncmp(where, "{\"error\":", 9) == 0) {
 		fputs(where, stdout);
 		return EXIT_ERROR_ANSWER;
 	}
 	if (sscanf(where, "handoff %255s", path) != 1 && sscanf(where, "listen %255s", path) != 1) {
-		fprintf(stderr, "warmpoolctl: the pool has no socket to connect to\n");
+		fail("the pool has no socket to connect to");
 		return EXIT_ERROR_ANSWER;
 	}
 	struct wp_lease lease;
 	int r = wp_checkout(path, timeout_ms, &lease);
 	if (r < 0) {
-		fprintf(stderr, "warmpoolctl: %s: %s\n", path, wp_strerror(r));
+		fail("%s: %s", path, wp_strerror(r));
 		return EXIT_ERROR_ANSWER;
 	}
 	if (lease.greeting_len && write_all(1, lease.greeting, lease.greeting_len) < 0) {
@@ -187,24 +218,29 @@ int main(int argc, char **argv)
 	static const struct option opts[] = {
 	    {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
 	    {"timeout", required_argument, NULL, 'T'}, {"version", no_argument, NULL, 'V'},
-	    {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0},
+	    {"help", no_argument, NULL, 'h'},         {"kill", no_argument, NULL, 'k'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *path = WARMPOOL_ADMIN_SOCKET;
 	double timeout = 10.0;
-	int json = 0, c;
+	int json = 0, kill = 0, c;
 	char *end;
-	while ((c = getopt_long(argc, argv, "+s:T:Vh", opts, NULL)) != -1) {
+	/* No "+": options may follow the command (getopt moves them before it). */
+	while ((c = getopt_long(argc, argv, "s:T:Vh", opts, NULL)) != -1) {
 		switch (c) {
+		case 'k': /* the daemon's `disable ... --kill`: passed on as written */
+			kill = 1;
+			break;
 		case 's':
 			path = optarg;
 			break;
 		case 'j':
-			json = 1;
+			json = json_errors = 1;
 			break;
 		case 'T':
 			timeout = strtod(optarg, &end);
 			if (*end || !(timeout > 0)) {
-				fprintf(stderr, "warmpoolctl: --timeout: expected a number of seconds > 0\n");
+				fail("--timeout: expected a number of seconds > 0");
 				return EXIT_USAGE;
 			}
 			break;
@@ -230,7 +266,7 @@ int main(int argc, char **argv)
 	wp_buf_init(&line, LINE_MAX_BYTES);
 	if (strcmp(argv[optind], "connect") == 0) {
 		if (argc - optind != 2) {
-			fprintf(stderr, "warmpoolctl: usage: connect POOL\n");
+			fail("usage: connect POOL");
 			wp_buf_free(&line);
 			return EXIT_USAGE;
 		}
@@ -238,18 +274,19 @@ int main(int argc, char **argv)
 	}
 	for (int i = optind + (strcmp(argv[optind], "connect") == 0); i < argc; i++) {
 		if (strpbrk(argv[i], " \t\r\n") || !*argv[i]) {
-			fprintf(stderr, "warmpoolctl: argument \"%s\": spaces and empty arguments are not allowed\n",
-			        argv[i]);
+			fail("argument \"%s\": spaces and empty arguments are not allowed", argv[i]);
 			wp_buf_free(&line);
 			return EXIT_USAGE;
 		}
 		wp_buf_printf(&line, "%s%s", line.len ? " " : "", argv[i]);
 	}
+	if (kill)
+		wp_buf_add(&line, " --kill", 7);
 	if (json)
 		wp_buf_add(&line, " --json", 7);
 	wp_buf_add(&line, "\n", 1);
 	if (line.failed) {
-		fprintf(stderr, "warmpoolctl: command longer than %d bytes\n", LINE_MAX_BYTES);
+		fail("command longer than %d bytes", LINE_MAX_BYTES);
 		wp_buf_free(&line);
 		return EXIT_USAGE;
 	}
@@ -264,7 +301,8 @@ int main(int argc, char **argv)
 		rc = connect_pool(ans.data, timeout_ms);
 	else if (rc == 0) {
 		fwrite(ans.data, 1, ans.len, stdout);
-		rc = strncmp(ans.data, "error: ", 7) == 0 ? EXIT_ERROR_ANSWER : 0;
+		rc = strncmp(ans.data, "error: ", 7) == 0 || strncmp(ans.data, "{\"error\":", 9) == 0 ? EXIT_ERROR_ANSWER
+		                                                                                   : 0;
 	}
 	wp_buf_free(&line);
 	wp_buf_free(&ans);

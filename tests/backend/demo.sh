@@ -60,6 +60,32 @@ for _ in $(seq 1 50); do
 	sleep 0.1
 done
 
+# In the background with `wait`, so that a signal to this script runs its
+# trap at once (bash defers traps while a foreground command runs).
+"$build/warmpoold" -c config/demo.yaml &
+daemon_pid=$!
+
+# The banner only once warmpoold answers on its admin socket (it is ready);
+# if it exits first (a socket in use, a bad config), its own error says why.
+ready=""
+for _ in $(seq 1 100); do
+	if ! kill -0 "$daemon_pid" 2>/dev/null; then
+		break
+	fi
+	if "$build/warmpoolctl" -s /tmp/warmpool-demo/admin.sock show pools >/dev/null 2>&1; then
+		ready=1
+		break
+	fi
+	sleep 0.1
+done
+if [[ -z "$ready" ]]; then
+	status=0
+	wait "$daemon_pid" || status=$?
+	daemon_pid=""
+	echo "demo: warmpoold did not start (exit status $status; its messages are above)" >&2
+	exit $((status ? status : 1))
+fi
+
 cat <<'EOF'
 
 warmpool demo: pool "echo" keeps 4 warm connections to the echo backend on 127.0.0.1:7000.
@@ -70,15 +96,11 @@ You get the backend's greeting at once, then every line you type is echoed back.
 Watch it work:
     build/warmpoolctl -s /tmp/warmpool-demo/admin.sock show pools
     build/warmpoolctl -s /tmp/warmpool-demo/admin.sock show backends
-    curl -s http://127.0.0.1:9470/metrics
+    build/warmpoolctl -s /tmp/warmpool-demo/admin.sock show metrics
 Press Ctrl-C here to stop warmpoold and the demo backend.
 
 EOF
 
-# In the background with `wait`, so that a signal to this script runs its
-# trap at once (bash defers traps while a foreground command runs).
-"$build/warmpoold" -c config/demo.yaml &
-daemon_pid=$!
 status=0
 wait "$daemon_pid" || status=$?
 daemon_pid=""

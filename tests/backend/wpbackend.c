@@ -35,6 +35,18 @@
  * SIGTERM/SIGINT close everything (reason shutdown) and exit 0. SIGUSR1
  * closes every open connection (reason usr1) and keeps listening: a test's
  * way to make connections die at a moment it chooses.
+ *
+ * TLS (--tls-cert FILE --tls-key FILE, optionally --tls-version 1.2|1.3 to
+ * pin one version): every accepted connection is a TLS server connection
+ * (OpenSSL 3, non-blocking, in the same loop) and every mode behaves as
+ * above on the decrypted bytes, once the handshake is done; the greeting
+ * follows the handshake. "shutdown(SHUT_WR)" becomes a close_notify, a
+ * peer's close_notify (or a bare EOF: the benchmark's peers do not all send
+ * one) is the EOF, and a connection closed after its work is done sends a
+ * close_notify first. A failed handshake closes with reason tls_error (the
+ * first few are explained on stderr). Session resumption (the server's
+ * session cache, TLS 1.2 IDs and tickets, TLS 1.3 tickets) is OpenSSL's
+ * default: proxies that resume their sessions to the backend may do so.
  */
 #include <arpa/inet.h>
 #include <endian.h>
@@ -48,6 +60,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -62,6 +77,7 @@
 #define SOURCE_CHUNK 16384 /* bytes generated per source write */
 #define MAX_GREETING 1048576
 #define LATE_MAX     256 /* --slow: the longest late reply, newline included */
+#define TLS_ERRORS_SHOWN 10 /* failed handshakes explained on stderr; the rest only counted */
 
 enum mode { MODE_ECHO, MODE_RESET, MODE_SINK, MODE_SOURCE };
 
@@ -69,6 +85,9 @@ struct conn {
 	struct conn *prev, *next; /* on the global list */
 	uint64_t id;
 	int fd;
+	SSL *ssl;                    /* TLS mode: the server connection, else NULL */
+	unsigned hs_done : 1;        /* TLS: the handshake is complete */
+	unsigned tls_want_write : 1; /* TLS: an SSL call is waiting for the socket to be writable */
 	ev_io rio, wio;
 	ev_timer idle;            /* --idle-close-ms, restarted on every byte */
 	ev_timer greet;           /* --greeting-delay-ms */
@@ -112,6 +131,8 @@ static struct {
 	unsigned n_conns;
 	uint64_t next_id;
 	uint32_t crc_table[256];
+	SSL_CTX *tls; /* --tls-cert/--tls-key given: the server context, else NULL */
+	unsigned long tls_errors; /* failed handshakes and TLS stream errors */
 } g = {.events_fd = -1, .lfd = -1, .max_conns = 4096, .seed = 1};
 
 static void conn_close(struct ev_loop *loop, struct conn *c, const char *reason);
@@ -212,6 +233,99 @@ static int greeting_pending(const struct conn *c)
 	return c->greet_off < g.greeting_len;
 }
 
+/* Explain a TLS failure on stderr (the first TLS_ERRORS_SHOWN of them). */
+static void tls_report(const struct conn *c, const char *what, int ssl_err)
+{
+	char buf[256];
+	unsigned long e = ERR_peek_error();
+
+	if (g.tls_errors++ >= TLS_ERRORS_SHOWN)
+		return;
+	if (e)
+		ERR_error_string_n(e, buf, sizeof buf);
+	else
+		snprintf(buf, sizeof buf, "SSL_get_error %d, errno %s", ssl_err, strerror(errno));
+	fprintf(stderr, "wpbackend: conn %" PRIu64 ": tls %s: %s\n", c->id, what, buf);
+}
+
+/*
+ * The outcome of an SSL_read/SSL_write/SSL_shutdown that returned r <= 0, in
+ * recv()'s terms: 0 at the peer's close_notify (a bare EOF counts: the
+ * context ignores unexpected EOFs), else -1 with errno EAGAIN (try again when
+ * the socket is ready: tls_want_write says which way) or the error.
+ */
+static ssize_t tls_outcome(struct conn *c, int r, const char *what)
+{
+	int e = SSL_get_error(c->ssl, r);
+
+	switch (e) {
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_WANT_READ:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		c->tls_want_write = 1;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0 || errno == EAGAIN)
+			errno = EPROTO;
+		if (errno != ECONNRESET && errno != EPIPE)
+			tls_report(c, what, e);
+		return -1;
+	default:
+		tls_report(c, what, e);
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+/* recv() of the connection's bytes, decrypted in TLS mode. */
+static ssize_t conn_recv(struct conn *c, void *buf, size_t n)
+{
+	int r;
+
+	if (!c->ssl)
+		return recv(c->fd, buf, n, 0);
+	ERR_clear_error();
+	r = SSL_read(c->ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+	return r > 0 ? r : tls_outcome(c, r, "read");
+}
+
+/* send() of the connection's bytes, encrypted in TLS mode (partial writes allowed). */
+static ssize_t conn_send(struct conn *c, const void *p, size_t n)
+{
+	int r;
+
+	if (!c->ssl)
+		return send(c->fd, p, n, MSG_NOSIGNAL);
+	ERR_clear_error();
+	r = SSL_write(c->ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+	if (r > 0)
+		return r;
+	r = (int)tls_outcome(c, r, "write");
+	if (r == 0) { /* a write cannot meet the peer's close_notify: call it a reset */
+		errno = EPIPE;
+		r = -1;
+	}
+	return r;
+}
+
+/* shutdown(SHUT_WR), a close_notify in TLS mode: 0, or -1 with errno (EAGAIN: retry). */
+static int conn_shut_wr(struct conn *c)
+{
+	int r;
+
+	if (!c->ssl)
+		return shutdown(c->fd, SHUT_WR);
+	ERR_clear_error();
+	r = SSL_shutdown(c->ssl);
+	if (r >= 0)
+		return 0;
+	return tls_outcome(c, r, "shutdown") == 0 ? 0 : -1;
+}
+
 /* Arm exactly the watchers the connection's state calls for. */
 static void conn_update(struct ev_loop *loop, struct conn *c)
 {
@@ -229,6 +343,7 @@ static void conn_update(struct ev_loop *loop, struct conn *c)
 	} else if (g.mode == MODE_SINK) {
 		want_write = c->out_len > 0; /* the --sink-verify verdict */
 	}
+	want_write |= c->tls_want_write;
 	if (want_read)
 		ev_io_start(loop, &c->rio);
 	else
@@ -237,6 +352,9 @@ static void conn_update(struct ev_loop *loop, struct conn *c)
 		ev_io_start(loop, &c->wio);
 	else
 		ev_io_stop(loop, &c->wio);
+	/* decrypted bytes waiting inside OpenSSL make the socket no more readable */
+	if (want_read && c->ssl && SSL_pending(c->ssl) > 0)
+		ev_feed_event(loop, &c->rio, EV_READ);
 }
 
 static void conn_activity(struct ev_loop *loop, struct conn *c)
@@ -268,7 +386,8 @@ static int conn_flush(struct ev_loop *loop, struct conn *c)
 				uint64_t left = g.source_bytes ? g.source_bytes - c->src_sent : SOURCE_CHUNK;
 				size_t chunk = left < SOURCE_CHUNK ? (size_t)left : SOURCE_CHUNK;
 				if (chunk == 0) {
-					shutdown(c->fd, SHUT_WR);
+					if (conn_shut_wr(c) < 0 && errno == EAGAIN)
+						return 0; /* the close_notify waits for room */
 					c->wr_shut = 1;
 					return 0;
 				}
@@ -292,7 +411,7 @@ static int conn_flush(struct ev_loop *loop, struct conn *c)
 			return 0;
 		}
 
-		ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+		ssize_t w = conn_send(c, p, n);
 		if (w < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return 0;
@@ -433,13 +552,13 @@ static int conn_read(struct ev_loop *loop, struct conn *c)
 			dst = scratch;
 			room = sizeof scratch;
 		}
-		ssize_t r = recv(c->fd, dst, room, 0);
+		ssize_t r = conn_recv(c, dst, room);
 		if (r < 0) {
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return 0;
 			if (errno == EINTR)
 				continue;
-			conn_close(loop, c, errno == ECONNRESET ? "peer_reset" : "error");
+			conn_close(loop, c, errno == ECONNRESET ? "peer_reset" : c->ssl ? "tls_error" : "error");
 			return -1;
 		}
 		if (r == 0) {
@@ -482,8 +601,47 @@ static int conn_finished(const struct conn *c)
 	}
 }
 
+/*
+ * TLS: advance the handshake. 1 once it is done; 0 while it waits for the
+ * socket (the watchers are set for that); -1 after closing on a failure.
+ */
+static int conn_handshake(struct ev_loop *loop, struct conn *c)
+{
+	int r, e;
+
+	if (c->hs_done)
+		return 1;
+	ERR_clear_error();
+	r = SSL_do_handshake(c->ssl);
+	if (r == 1) {
+		c->hs_done = 1;
+		return 1;
+	}
+	e = SSL_get_error(c->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		if (e == SSL_ERROR_WANT_READ)
+			ev_io_start(loop, &c->rio);
+		else
+			ev_io_stop(loop, &c->rio);
+		if (e == SSL_ERROR_WANT_WRITE)
+			ev_io_start(loop, &c->wio);
+		else
+			ev_io_stop(loop, &c->wio);
+		return 0;
+	}
+	if (!(e == SSL_ERROR_SYSCALL && (errno == 0 || errno == ECONNRESET || errno == EPIPE)))
+		tls_report(c, "handshake", e);
+	else
+		g.tls_errors++; /* the peer went away mid-handshake: not worth a line */
+	conn_close(loop, c, "tls_error");
+	return -1;
+}
+
 static void conn_pump(struct ev_loop *loop, struct conn *c)
 {
+	if (c->ssl && conn_handshake(loop, c) <= 0)
+		return;
+	c->tls_want_write = 0; /* set again by whichever SSL call still needs it */
 	for (int round = 0; round < 64; round++) {
 		uint64_t before_in = c->bytes_in, before_out = c->bytes_out;
 		unsigned before_eof = c->rd_eof;
@@ -532,6 +690,17 @@ static void conn_close(struct ev_loop *loop, struct conn *c, const char *reason)
 	ev_timer_stop(loop, &c->idle);
 	ev_timer_stop(loop, &c->greet);
 	ev_timer_stop(loop, &c->late);
+	if (c->ssl) {
+		/* work done (or the operator's signal): say so with a close_notify, best effort */
+		if (c->hs_done && (!strcmp(reason, "eof") || !strcmp(reason, "idle") ||
+		                   !strcmp(reason, "usr1") || !strcmp(reason, "shutdown")) &&
+		    !(SSL_get_shutdown(c->ssl) & SSL_SENT_SHUTDOWN)) {
+			ERR_clear_error();
+			(void)SSL_shutdown(c->ssl);
+		}
+		SSL_free(c->ssl);
+		ERR_clear_error();
+	}
 	close(c->fd);
 	event_line("close %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64 " %s crc32=%08x", c->id, now_usec(),
 	           c->bytes_in, c->bytes_out, reason, c->crc_in);
@@ -556,6 +725,17 @@ static void conn_new(struct ev_loop *loop, int fd, uint64_t id)
 		return;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+	if (g.tls) {
+		c->ssl = SSL_new(g.tls);
+		if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
+			SSL_free(c->ssl);
+			free(c);
+			close(fd);
+			event_line("close %" PRIu64 " %" PRIu64 " 0 0 error crc32=00000000", id, now_usec());
+			return;
+		}
+		SSL_set_accept_state(c->ssl);
+	}
 	c->id = id;
 	c->fd = fd;
 	c->src_state = g.seed;
@@ -737,7 +917,46 @@ static void usage(FILE *f)
 	        "  --slow MAX_MS            echo: a read starting \"SLOW <ms> <text>\\n\" (ms <= MAX_MS) is\n"
 	        "                           answered \"<text>\\n\" <ms> ms later instead of echoed\n"
 	        "  --max-conns N            connections beyond N are closed at once (default 4096)\n"
-	        "  --events FILE            append one line per accept/close\n");
+	        "  --events FILE            append one line per accept/close\n"
+	        "  --tls-cert FILE          speak TLS (server side) with this PEM certificate chain\n"
+	        "  --tls-key FILE           and this PEM private key (both required for TLS)\n"
+	        "  --tls-version 1.2|1.3    accept only this TLS version (default: 1.2 and 1.3)\n");
+}
+
+/* The TLS server context, or die saying which file or setting is wrong. */
+static SSL_CTX *tls_context(const char *cert, const char *key, const char *version)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	int v = 0;
+	char err[256];
+
+	if (!ctx)
+		die("SSL_CTX_new failed");
+	if (version) {
+		if (!strcmp(version, "1.2"))
+			v = TLS1_2_VERSION;
+		else if (!strcmp(version, "1.3"))
+			v = TLS1_3_VERSION;
+		else
+			die("--tls-version: expected 1.2 or 1.3, got \"%s\"", version);
+	}
+	if (!SSL_CTX_set_min_proto_version(ctx, v ? v : TLS1_2_VERSION) ||
+	    (v && !SSL_CTX_set_max_proto_version(ctx, v)))
+		die("--tls-version %s: not supported by this OpenSSL", version ? version : "1.2");
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		ERR_error_string_n(ERR_get_error(), err, sizeof err);
+		die("--tls-cert %s: %s", cert, err);
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1 || SSL_CTX_check_private_key(ctx) != 1) {
+		ERR_error_string_n(ERR_get_error(), err, sizeof err);
+		die("--tls-key %s: %s", key, err);
+	}
+	/* a peer's bare EOF is its EOF (not every proxy sends close_notify) */
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/* writes may be partial and retried from a moved buffer (echo compacts it) */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"wpbackend", 9);
+	return ctx;
 }
 
 static void usr1_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -770,10 +989,14 @@ int main(int argc, char **argv)
 	    {"slow", required_argument, NULL, 'S'},
 	    {"sink-verify", required_argument, NULL, 'V'},
 	    {"events", required_argument, NULL, 'e'},
+	    {"tls-cert", required_argument, NULL, 'C'},
+	    {"tls-key", required_argument, NULL, 'K'},
+	    {"tls-version", required_argument, NULL, 'v'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *listen_spec = NULL, *port_file = NULL, *events = NULL;
+	const char *tls_cert = NULL, *tls_key = NULL, *tls_version = NULL;
 	char bound[INET6_ADDRSTRLEN + 16];
 	struct ev_loop *loop;
 	ev_signal sterm, sint, susr1;
@@ -789,6 +1012,15 @@ int main(int argc, char **argv)
 			break;
 		case 'e':
 			events = optarg;
+			break;
+		case 'C':
+			tls_cert = optarg;
+			break;
+		case 'K':
+			tls_key = optarg;
+			break;
+		case 'v':
+			tls_version = optarg;
 			break;
 		case 'm':
 			if (!strcmp(optarg, "echo"))
@@ -852,8 +1084,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 
+	if (!tls_cert != !tls_key || (tls_version && !tls_cert))
+		die("--tls-cert and --tls-key go together (and --tls-version needs them)");
 	signal(SIGPIPE, SIG_IGN);
 	crc_init();
+	if (tls_cert)
+		g.tls = tls_context(tls_cert, tls_key, tls_version);
 	if (events) {
 		g.events_fd = open(events, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
 		if (g.events_fd < 0)
@@ -875,7 +1111,7 @@ int main(int argc, char **argv)
 
 	if (port_file)
 		write_port_file(port_file, bound);
-	printf("wpbackend listening on %s\n", bound);
+	printf("wpbackend listening on %s%s\n", bound, g.tls ? " (TLS)" : "");
 	fflush(stdout);
 
 	ev_run(loop, 0);
@@ -891,6 +1127,7 @@ int main(int argc, char **argv)
 	if (g.events_fd >= 0)
 		close(g.events_fd);
 	free(g.greeting);
+	SSL_CTX_free(g.tls);
 	ev_loop_destroy(loop);
 	return 0;
 }

@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""tests/bench/run.py — warmpool side by side with HAProxy, nginx and socat.
+"""tests/bench/run.py — warmpool side by side with HAProxy, nginx, socat and stunnel.
 
 Run by `make bench` (never by `make check`):
 
     /usr/bin/python3 tests/bench/run.py --build /abs/build [--quick] [--repeats N]
-        [--targets direct,warmpool,...] [--workloads setup,rtt,bulk,hold] [--keep]
+        [--targets direct,warmpool,...] [--workloads setup,rtt,bulk,hold,plain,tls] [--keep]
+        [--tls-versions 1.2,1.3] [--tls-setup-sessions N]
 
 Every target is started by this script, with a minimal configuration in a
 temporary directory, fresh for every run of every workload, on 127.0.0.1 and
@@ -21,6 +22,20 @@ build/wpload (tests/bench/wpload.c), which checks every byte it receives.
   haproxy-splice  the same, always splicing (rtt and bulk only)
   nginx     stream module, listen unix:, one worker
   socat     UNIX-LISTEN:...,fork TCP:127.0.0.1:PORT
+
+TLS to the backend (a second table, against `wpbackend --tls-cert ...`, one
+backend per TLS version pinned with --tls-version; the certificates, a CA and
+a server certificate for localhost and 127.0.0.1 (RSA 2048), are made by this
+script with the openssl CLI in its temporary directory):
+
+  direct-tls    wpload -> wpbackend, wpload itself the TLS client (verifying the
+                chain and the name; a full handshake per session)
+  warmpool-tls  wpload -> Unix socket -> warmpoold (a pool with tls: {ca_file,
+                server_name: localhost}) -> wpbackend; warm before measuring
+  haproxy-ssl   mode tcp, bind unix@, nbthread 1, `server ... ssl verify required
+                ca-file CA sni str(localhost) verifyhost localhost`
+  stunnel       stunnel4 client mode, accept on a Unix socket, verifyChain and
+                checkHost localhost
 
 Each figure is the median of --repeats runs (min-max shown); the order of the
 targets rotates from one repeat to the next. The table (one row per figure,
@@ -65,12 +80,25 @@ HAPROXY_SPLICE = {
     "haproxy-nosplice": "",
     "haproxy-splice": "    option splice-request\n    option splice-response\n",
 }
+# TLS targets: their workloads (family "tls") run against a TLS backend, the
+# others' (family "plain") against a plain one; each family is its own table.
+TLS_TARGETS = ["direct-tls", "warmpool-tls", "haproxy-ssl", "stunnel"]
+WARMPOOL_TARGETS_ALL = ("warmpool", "warmpool-handoff", "warmpool-tls")
+# per family: the direct target (×d), HAProxy's targets (×h), the second peer (×s)
+FAMILY_REFS = {"plain": ("direct", HAPROXY_TARGETS, None),
+               "tls": ("direct-tls", ("haproxy-ssl",), "stunnel")}
+TLS_NAME = "localhost"  # the name in the server certificate, sent as SNI and verified
+HOLD_TLS_SESSIONS = 2000
 GREETING = "220 wpbackend ready\\r\\n"  # wpbackend/wpload escape syntax
 HOLD_SESSIONS = 9000
 PROXY_MAXCONN = 9500  # > HOLD_SESSIONS; 2 fds each must fit the hard limit of 20000
 NGINX_MODULE = "/usr/lib/nginx/modules/ngx_stream_module.so"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def family(target):
+    return "tls" if target in TLS_TARGETS else "plain"
 
 
 class BenchError(Exception):
@@ -274,6 +302,51 @@ def unix_listening(path):
     return False
 
 
+def pool_idle(admin_path):
+    """The idle connections of warmpoold's pool (show pools over its admin
+    socket), or -1 while it does not answer."""
+    import socket as so
+    try:
+        with so.socket(so.AF_UNIX, so.SOCK_STREAM) as c:
+            c.settimeout(2)
+            c.connect(admin_path)
+            c.sendall(b"show pools --json\n")
+            buf = b""
+            while not buf.endswith(b"\n\n") and len(buf) < 1 << 20:
+                chunk = c.recv(65536)
+                if not chunk:
+                    break
+                buf += chunk
+        return sum(p["idle"] for p in json.loads(buf.decode().strip())["pools"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return -1
+
+
+def make_certificates(d):
+    """A CA and a server certificate for localhost and 127.0.0.1 (RSA 2048,
+    30 days), made with the openssl CLI. Returns the paths."""
+    os.makedirs(d, mode=0o700)
+    p = {k: os.path.join(d, f) for k, f in (("ca", "ca.pem"), ("ca_key", "ca.key"), ("key", "server.key"),
+                                              ("csr", "server.csr"), ("cert", "server.pem"),
+                                              ("ext", "server.ext"))}
+    with open(p["ext"], "w") as f:
+        f.write(f"subjectAltName=DNS:{TLS_NAME},IP:127.0.0.1\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    steps = [
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", p["ca_key"], "-out", p["ca"],
+         "-days", "30", "-subj", "/CN=warmpool bench CA"],
+        ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", p["key"], "-out", p["csr"],
+         "-subj", f"/CN={TLS_NAME}"],
+        ["openssl", "x509", "-req", "-in", p["csr"], "-CA", p["ca"], "-CAkey", p["ca_key"], "-CAcreateserial",
+         "-out", p["cert"], "-days", "30", "-extfile", p["ext"]],
+    ]
+    for argv in steps:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(argv[:3])} failed: {r.stderr.strip()}")
+    return p
+
+
 # ---------------------------------------------------------------- targets
 
 
@@ -289,6 +362,9 @@ class Bench:
         self.raw = open(os.path.join(self.out, "raw.jsonl"), "w")
         self.seq = 0
         self.saved_configs = set()
+        self.pki = None
+        if any(family(t) == "tls" for t in args.targets.split(",")):
+            self.pki = make_certificates(os.path.join(self.tmp, "pki"))
 
     def bin(self, name):
         return os.path.join(self.build, name)
@@ -308,42 +384,90 @@ class Bench:
         with open(os.path.join(self.cfgdir, f"{workload}.{kind}"), "w") as f:
             f.write(text)
 
-    def start_backend(self, d, backend_args, pin):
+    def start_backend(self, d, backend_args, pin, tls_version=None):
         port_file = os.path.join(d, "backend.port")
         argv = [self.bin("wpbackend"), "--listen", "127.0.0.1:0", "--port-file", port_file,
                 "--max-conns", "20000"] + backend_args
+        if tls_version:
+            argv += ["--tls-cert", self.pki["cert"], "--tls-key", self.pki["key"], "--tls-version", tls_version]
         be = Proc("wpbackend", argv, os.path.join(d, "backend.log"), pin=pin)
         wait_for(lambda: os.path.exists(port_file), 10, "wpbackend's port file", be)
         with open(port_file) as f:
             return be, int(f.read().strip())
 
-    def start_proxy(self, target, d, port, pin, workload):
+    def start_proxy(self, target, d, port, pin, workload, min_idle=None):
         """Start a proxy to 127.0.0.1:port; returns (Proc, socket path). For
         warmpool-handoff the path is the pool's handoff socket."""
         sock = os.path.join(d, f"{target}.sock")
         listen = sock
-        if target in WARMPOOL_TARGETS:
+        admin = os.path.join(d, "admin.sock")
+        min_idle = self.a.min_idle if min_idle is None else min_idle
+        if target in WARMPOOL_TARGETS_ALL:
             cfg = os.path.join(d, "warmpool.yaml")
-            handoff = ""
+            handoff = tls = ""
             if target == "warmpool-handoff":
                 listen = os.path.join(d, "warmpool.sock")
                 handoff = f"    handoff: {{listen: {sock}}}\n"
+            if target == "warmpool-tls":
+                tls = f"    tls: {{ca_file: {self.pki['ca']}, server_name: {TLS_NAME}}}\n"
             text = (
                 "daemon:\n"
                 "  log_level: warning\n"
                 "  shutdown_timeout: 1s\n"
+                # its own admin socket: the default path may be another daemon's
+                f"  admin_socket: {admin}\n"
                 "pools:\n"
                 "  bench:\n"
                 f"    listen: {listen}\n"
                 + handoff +
                 f"    backends: [\"127.0.0.1:{port}\"]\n"
-                f"    min_idle: {self.a.min_idle}\n"
-                f"    max_connections: {PROXY_MAXCONN + self.a.min_idle}\n"
+                + tls +
+                f"    min_idle: {min_idle}\n"
+                f"    max_connections: {PROXY_MAXCONN + min_idle}\n"
                 "    max_clients: 10000\n"
                 "    connect_timeout: 2s\n"
                 "    queue_timeout: 10s\n"
             )
             argv = [self.bin("warmpoold"), "-c", cfg]
+        elif target == "haproxy-ssl":
+            cfg = os.path.join(d, "haproxy.cfg")
+            text = (
+                "global\n"
+                "    nbthread 1\n"
+                f"    maxconn {PROXY_MAXCONN}\n"
+                "defaults\n"
+                "    mode tcp\n"
+                "    timeout connect 5s\n"
+                "    timeout client 120s\n"
+                "    timeout server 120s\n"
+                "frontend fe\n"
+                f"    bind unix@{sock}\n"
+                f"    maxconn {PROXY_MAXCONN}\n"
+                "    default_backend be\n"
+                "backend be\n"
+                # TLS session reuse towards the server is HAProxy's default
+                f"    server s1 127.0.0.1:{port} ssl verify required ca-file {self.pki['ca']} "
+                f"sni str({TLS_NAME}) verifyhost {TLS_NAME}\n"
+            )
+            argv = ["haproxy", "-db", "-f", cfg]
+        elif target == "stunnel":
+            cfg = os.path.join(d, "stunnel.conf")
+            text = (
+                "foreground = yes\n"
+                "pid =\n"
+                "syslog = no\n"
+                "debug = warning\n"
+                "[bench]\n"
+                "client = yes\n"
+                f"accept = {sock}\n"
+                f"connect = 127.0.0.1:{port}\n"
+                "socket = r:TCP_NODELAY=1\n"
+                f"CAfile = {self.pki['ca']}\n"
+                "verifyChain = yes\n"
+                f"checkHost = {TLS_NAME}\n"
+                f"sni = {TLS_NAME}\n"
+            )
+            argv = ["stunnel4", cfg]
         elif target.startswith("haproxy"):
             cfg = os.path.join(d, "haproxy.cfg")
             text = (
@@ -399,15 +523,19 @@ class Bench:
         if cfg:
             with open(cfg, "w") as f:
                 f.write(text)
-        self.save_config(target.replace("-", "_") + (".yaml" if target in WARMPOOL_TARGETS else
+        self.save_config(target.replace("-", "_") + (".yaml" if target in WARMPOOL_TARGETS_ALL else
                                                      ".cfg" if cfg else ".cmd"), text, workload)
         proc = Proc(target, argv, os.path.join(d, f"{target}.log"), pin=pin)
         wait_for(lambda: unix_listening(sock), 10, f"{target} to listen on {sock}", proc)
         if listen != sock:
             wait_for(lambda: unix_listening(listen), 10, f"{target} to listen on {listen}", proc)
-        if target in WARMPOOL_TARGETS and self.a.min_idle:
-            wait_for(lambda: established_on_port(port) >= self.a.min_idle, 10,
-                     f"warmpool's warm floor of {self.a.min_idle} connections", proc)
+        if target == "warmpool-tls" and min_idle:
+            # idle counts only handshaken, verified connections: ask the daemon
+            wait_for(lambda: pool_idle(admin) >= min_idle, 120,
+                     f"warmpool's warm floor of {min_idle} TLS connections", proc, 0.05)
+        elif target in WARMPOOL_TARGETS and min_idle:
+            wait_for(lambda: established_on_port(port) >= min_idle, 10,
+                     f"warmpool's warm floor of {min_idle} connections", proc)
         return proc, sock
 
     def wpload(self, d, target_args, mode_args, pin, timeout, hold=None):
@@ -443,12 +571,15 @@ class Bench:
         procs = []
         rec = {"workload": wl["name"], "target": target, "repeat": rep}
         try:
-            be, port = self.start_backend(d, wl["backend"], pin)
+            be, port = self.start_backend(d, wl["backend"], pin, wl.get("tls_version"))
             procs.append(be)
             if target == "direct":
                 proxy, target_args = None, ["--tcp", f"127.0.0.1:{port}"]
+            elif target == "direct-tls":
+                proxy, target_args = None, ["--tcp", f"127.0.0.1:{port}", "--tls-ca", self.pki["ca"],
+                                            "--tls-name", TLS_NAME]
             else:
-                proxy, sock = self.start_proxy(target, d, port, pin, wl["name"])
+                proxy, sock = self.start_proxy(target, d, port, pin, wl["name"], wl.get("min_idle"))
                 procs.append(proxy)
                 target_args = ["--handoff" if target == "warmpool-handoff" else "--unix", sock]
             metrics = wl["measure"](self, d, target_args, proxy, pin, rec)
@@ -463,7 +594,7 @@ class Bench:
             return rec.get("partial", {}), str(e)
         finally:
             for p in reversed(procs):
-                if p.name in WARMPOOL_TARGETS:
+                if p.name in WARMPOOL_TARGETS_ALL:
                     p.stop(signal.SIGINT, 10)
                 else:
                     p.stop(signal.SIGTERM, 10)
@@ -482,10 +613,13 @@ def check_result(res, rec, what):
 # ---------------------------------------------------------------- workloads
 
 
-def measure_setup(conc, duration):
+def measure_setup(conc, duration, sessions=None):
+    """sessions: that many sessions (TLS: within the pool's warm floor), else
+    as many as start within `duration` seconds."""
     def m(b, d, target_args, proxy, pin, rec):
-        res = b.wpload(d, target_args, ["--mode", "setup", "-n", "10000000", "--duration", str(duration),
-                                        "-c", str(conc), "--greeting", GREETING], pin, duration + 120)
+        span = ["-n", str(sessions)] if sessions else ["-n", "10000000", "--duration", str(duration)]
+        res = b.wpload(d, target_args, ["--mode", "setup"] + span +
+                       ["-c", str(conc), "--greeting", GREETING], pin, duration + 120 if not sessions else 300)
         rec["partial"] = {"rate": res.get("sessions_per_s"), "p50": res.get("p50_us"), "p99": res.get("p99_us")}
         check_result(res, rec, "setup")
         return {"rate": res["sessions_per_s"], "p50": res["p50_us"], "p99": res["p99_us"]}
@@ -511,6 +645,7 @@ def measure_bulk(direction, nbytes, seed):
             # let per-session children (socat) exit and be reaped into cutime
             me = proxy.pid
             try:
+                # stunnel is one process with a thread per session: tree() sees processes only
                 wait_for(lambda: len(tree(me)) <= (2 if proxy.name == "nginx" else 1), 5,
                          "the proxy's per-session processes to exit")
             except BenchError:
@@ -591,9 +726,49 @@ def workloads(a):
                "metrics": [("ok", "sessions ok", "", +1), ("rss", "proxy RSS/session", "KiB", -1),
                            ("pss", "proxy PSS/session", "KiB", -1), ("open", "time to open all", "s", -1),
                            ("trip2", "a round trip on every held session", "s", -1)]})
+    for w in wl:
+        w["family"] = "plain"
+    wl += tls_workloads(a, setup_metrics, rtt_metrics, nb, k)
     if a.workloads:
         keep = set(a.workloads.split(","))
-        wl = [w for w in wl if w["group"] in keep or w["name"] in keep]
+        wl = [w for w in wl if w["group"] in keep or w["name"] in keep or w["family"] in keep]
+    return wl
+
+
+def tls_workloads(a, setup_metrics, rtt_metrics, nb, k):
+    """The TLS table's workloads, for each TLS version: setup (a fixed number of
+    sessions, the pool's warm floor as large), pinned round trips, bulk both
+    ways and held sessions."""
+    n = 200 if a.quick else a.tls_setup_sessions
+    hold = 200 if a.quick else HOLD_TLS_SESSIONS
+    wl = []
+    for v in a.tls_versions.split(","):
+        tag = "tls" + v.replace(".", "")
+        be = ["--greeting", GREETING]
+        common = {"family": "tls", "tls_version": v}
+        for conc in (1, a.setup_concurrency):
+            wl.append(dict(common, name=f"{tag}-setup-c{conc}", group="setup", backend=be, min_idle=n,
+                           title=f"TLS {v}: setup, {n} sessions, {conc} client{'s' if conc > 1 else ''}",
+                           measure=measure_setup(conc, 0, n), metrics=setup_metrics))
+        wl.append(dict(common, name=f"{tag}-rtt-pinned", group="rtt", backend=[], pin=True,
+                       title=f"TLS {v}: 64 B round trip, all on CPU 0", measure=measure_rtt(k),
+                       metrics=rtt_metrics))
+        wl.append(dict(common, name=f"{tag}-bulk-up", group="bulk", backend=["--mode", "sink", "--sink-verify", "11"],
+                       title=f"TLS {v}: bulk client->backend, {nb / 2**20:.0f} MiB",
+                       measure=measure_bulk("bulk-up", nb, 11),
+                       metrics=[("MBps", "MB/s", "MB/s", +1), ("cpu", "proxy CPU", "s/GB", -1)]))
+        wl.append(dict(common, name=f"{tag}-bulk-down", group="bulk",
+                       backend=["--mode", "source", "--source-bytes", str(nb), "--seed", "12"],
+                       title=f"TLS {v}: bulk backend->client, {nb / 2**20:.0f} MiB",
+                       measure=measure_bulk("bulk-down", nb, 12),
+                       metrics=[("MBps", "MB/s", "MB/s", +1), ("cpu", "proxy CPU", "s/GB", -1)]))
+        # the pool's floor stays --min-idle here: a floor of `hold` would add as many
+        # refilled idle connections to the memory measured per held session
+        wl.append(dict(common, name=f"{tag}-hold", group="hold", backend=[],
+                       title=f"TLS {v}: {hold} held sessions", measure=measure_hold(hold, 60),
+                       metrics=[("ok", "sessions ok", "", +1), ("rss", "proxy RSS/session", "KiB", -1),
+                                ("pss", "proxy PSS/session", "KiB", -1), ("open", "time to open all", "s", -1),
+                                ("trip2", "a round trip on every held session", "s", -1)]))
     return wl
 
 
@@ -648,7 +823,18 @@ def machine_info(build):
         "nginx": cmd(["nginx", "-v"]),
         "socat": next((l for l in subprocess.run(["socat", "-V"], capture_output=True, text=True,
                                                   timeout=10).stdout.splitlines() if "version" in l), "?").strip(),
+        "stunnel": (next((l for l in cmd_all(["stunnel4", "-version"]) if l.startswith("stunnel ")), "stunnel ?")
+                    .split(" on ")[0]),
+        "openssl": cmd(["openssl", "version"]),
     }
+
+
+def cmd_all(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip().splitlines()
+    except (OSError, subprocess.TimeoutExpired):
+        return []
 
 
 def summarize(wls, targets, results, repeats):
@@ -658,6 +844,8 @@ def summarize(wls, targets, results, repeats):
         for key, label, unit, better in wl["metrics"]:
             cells = {}
             for t in targets:
+                if family(t) != wl["family"]:
+                    continue
                 runs = results.get((wl["name"], t), [])
                 if not runs and wl["group"] in NA_GROUPS.get(t, ()):
                     cells[t] = {"na": True}
@@ -667,7 +855,7 @@ def summarize(wls, targets, results, repeats):
                     continue
                 vals = [m[key] for m, err in runs if err is None and m.get(key) is not None]
                 errs = [err for m, err in runs if err is not None]
-                if wl["group"] in ("hold", "bulk") and key in ("rss", "pss", "cpu") and t == "direct":
+                if wl["group"] in ("hold", "bulk") and key in ("rss", "pss", "cpu") and t in ("direct", "direct-tls"):
                     cells[t] = {"na": True}
                     continue
                 c = {"n": len(vals), "runs": len(runs), "errors": errs}
@@ -689,15 +877,15 @@ def ratio(c, ref):
     return c["med"] / ref["med"]
 
 
-def haproxy_ref(cells, better):
+def haproxy_ref(cells, better, fam="plain"):
     """The cell of HAProxy's best configuration for this figure."""
-    hs = [cells[t] for t in HAPROXY_TARGETS if t in cells and not cells[t].get("na") and "med" in cells[t]]
+    hs = [cells[t] for t in FAMILY_REFS[fam][1] if t in cells and not cells[t].get("na") and "med" in cells[t]]
     if not hs:
         return None
     return (max if better > 0 else min)(hs, key=lambda c: c["med"])
 
 
-def cell_text(c, rd, rh, show_d, show_h, markdown):
+def cell_text(c, rd, rh, show_d, show_h, markdown, rs=None):
     if c.get("not_run"):
         return "—"
     if c.get("na"):
@@ -713,6 +901,8 @@ def cell_text(c, rd, rh, show_d, show_h, markdown):
         r.append(f"{rd:.2f}×d")
     if show_h and rh is not None:
         r.append(f"{rh:.2f}×h")
+    if rs is not None:
+        r.append(f"{rs:.2f}×s")
     if r:
         s += " · " + " ".join(r)
     if fail:
@@ -722,17 +912,32 @@ def cell_text(c, rd, rh, show_d, show_h, markdown):
 
 
 def render(rows, targets, info, args, elapsed, notes):
+    md, tsv = [], []
+    for fam in ("plain", "tls"):
+        fam_targets = [t for t in targets if family(t) == fam]
+        fam_rows = [r for r in rows if r[0]["family"] == fam]
+        if not fam_targets or not fam_rows:
+            continue
+        if fam == "tls":
+            md += ["", "TLS to the backend (×d: to direct-tls, ×h: to haproxy-ssl, ×s: to stunnel):", ""]
+        md += render_table(fam, fam_rows, fam_targets, tsv)
+    return render_report(md, tsv, rows, targets, info, args, elapsed, notes)
+
+
+def render_table(fam, rows, targets, tsv):
+    direct, _, second = FAMILY_REFS[fam]
     hdr = ["workload", "figure"] + targets
-    md_rows, tsv = [], []
+    md_rows = []
     for wl, key, label, unit, better, cells in rows:
         arrow = "↑" if better > 0 else "↓"
         fig = f"{label}{' (' + unit + ')' if unit else ''} {arrow}"
         line = [wl["title"], fig]
         for t in targets:
             c = cells[t]
-            rd = ratio(c, cells.get("direct"))
-            rh = ratio(c, haproxy_ref(cells, better))
-            line.append(cell_text(c, rd, rh, t != "direct", True, True))
+            rd = ratio(c, cells.get(direct))
+            rh = ratio(c, haproxy_ref(cells, better, fam))
+            rs = ratio(c, cells.get(second)) if second and t != second else None
+            line.append(cell_text(c, rd, rh, t != direct, True, True, rs))
             tsv.append([wl["name"], key, unit, "higher" if better > 0 else "lower", t,
                         "not run" if c.get("not_run") else "n/a" if c.get("na") else fmt(c.get("med")) if "med" in c else "",
                         "" if c.get("na") or "min" not in c else fmt(c["min"]),
@@ -740,13 +945,18 @@ def render(rows, targets, info, args, elapsed, notes):
                         "" if rd is None else f"{rd:.3f}", "" if rh is None else f"{rh:.3f}",
                         "n/a" if c.get("na") else ("FAIL" if c["errors"] else "ok"),
                         "" if c.get("na") else f"{c['n']}/{c['runs']}",
-                        "" if c.get("na") else " / ".join(c["errors"])[:500]])
+                        "" if c.get("na") else " / ".join(c["errors"])[:500],
+                        "" if rs is None else f"{rs:.3f}"])
         md_rows.append(line)
     md = []
     md.append("| " + " | ".join(hdr) + " |")
     md.append("|" + "|".join(["---"] * 2 + ["---:"] * len(targets)) + "|")
     for line in md_rows:
         md.append("| " + " | ".join(line) + " |")
+    return md
+
+
+def render_report(md, tsv, rows, targets, info, args, elapsed, notes):
     head = [
         f"# warmpool benchmark ({'quick' if args.quick else 'full'} run, {args.repeats} repeat"
         f"{'s' if args.repeats > 1 else ''}, {elapsed / 60:.1f} min)",
@@ -754,7 +964,8 @@ def render(rows, targets, info, args, elapsed, notes):
         "Machine: " + f"{info['nproc']} CPUs, {info['cpu']}, {info['memory']}, Linux {info['kernel']}, "
         f"RLIMIT_NOFILE {info['nofile']}",
         "",
-        f"Versions: {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}",
+        f"Versions: {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}; "
+        f"{info['stunnel']}; {info['openssl']}",
         "",
         "Command: `make bench" + (f" BENCH_ARGS='{' '.join(args.argv)}'" if args.argv else "") + "`",
         "",
@@ -767,7 +978,7 @@ def render(rows, targets, info, args, elapsed, notes):
     tail = ["", "Notes:", ""] + [f"- {n}" for n in notes]
     failures = []
     for wl, key, label, unit, better, cells in rows:
-        for t in targets:
+        for t in cells:
             for e in cells[t].get("errors", []) if not cells[t].get("na") else []:
                 msg = f"{wl['name']} / {t}: {e}"
                 if msg not in failures:
@@ -785,9 +996,13 @@ def main():
     ap.add_argument("--build", required=True, help="absolute build directory (warmpoold, wpbackend, wpload)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and 1 repeat, for iterating")
     ap.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, --quick 1)")
-    ap.add_argument("--targets", default=",".join(TARGETS),
-                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS)}")
-    ap.add_argument("--workloads", default="", help="comma-separated groups (setup,rtt,bulk,hold) or names")
+    ap.add_argument("--targets", default=",".join(TARGETS + TLS_TARGETS),
+                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS + TLS_TARGETS)}")
+    ap.add_argument("--workloads", default="",
+                    help="comma-separated groups (setup,rtt,bulk,hold), families (plain,tls) or names")
+    ap.add_argument("--tls-versions", default="1.2,1.3", help="TLS versions of the TLS table (default 1.2,1.3)")
+    ap.add_argument("--tls-setup-sessions", type=int, default=2000,
+                    help="sessions per TLS setup run, and warmpool-tls's warm floor for it (default 2000)")
     ap.add_argument("--setup-concurrency", type=int, default=16, help="clients in the concurrent setup runs")
     ap.add_argument("--min-idle", type=int, default=64, help="warmpool's min_idle (default 64)")
     ap.add_argument("--bulk-bytes", type=int, default=1 << 30, help="bytes per bulk run (default 1 GiB)")
@@ -799,14 +1014,18 @@ def main():
         args.repeats = 1 if args.quick else 3
     targets = args.targets.split(",")
     for t in targets:
-        if t not in TARGETS + EXTRA_TARGETS:
+        if t not in TARGETS + EXTRA_TARGETS + TLS_TARGETS:
             ap.error(f"unknown target {t}")
+    for v in args.tls_versions.split(","):
+        if v not in ("1.2", "1.3"):
+            ap.error(f"--tls-versions: {v} is not 1.2 or 1.3")
     build = os.path.abspath(args.build)
     for b in ("warmpoold", "wpbackend", "wpload"):
         if not os.access(os.path.join(build, b), os.X_OK):
             ap.error(f"{build}/{b} is missing: run make bench")
-    for tool in ("haproxy", "nginx", "socat", "taskset"):
-        if any(t.startswith(tool) for t in targets) or tool == "taskset":
+    for tool in ("haproxy", "nginx", "socat", "taskset", "stunnel4", "openssl"):
+        if (any(t.startswith(tool.rstrip("4")) for t in targets) or tool == "taskset"
+                or (tool == "openssl" and any(family(t) == "tls" for t in targets))):
             if not shutil.which(tool):
                 ap.error(f"{tool} is not installed: make bench-deps")
     if "nginx" in targets and not os.path.exists(NGINX_MODULE):
@@ -824,7 +1043,8 @@ def main():
     print(f"warmpool bench: {'quick' if args.quick else 'full'} run, {args.repeats} repeat(s), "
           f"targets {', '.join(targets)}", flush=True)
     print(f"  machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}", flush=True)
-    print(f"  {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}", flush=True)
+    print(f"  {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}; {info['stunnel']}; "
+          f"{info['openssl']}", flush=True)
     interrupted = False
     try:
         for wl in wls:
@@ -832,6 +1052,8 @@ def main():
             for rep in range(args.repeats):
                 order = targets[rep % len(targets):] + targets[:rep % len(targets)]
                 for t in order:
+                    if family(t) != wl["family"]:
+                        continue
                     if (wl["group"] not in ONLY_GROUPS.get(t, (wl["group"],))
                             or wl["group"] in NA_GROUPS.get(t, ())):
                         continue
@@ -892,6 +1114,25 @@ def main():
         "direct is wpload → wpbackend over TCP loopback. It is not always an upper bound on this machine: "
         "through a proxy the client writes to a Unix socket, which costs it less CPU than TCP.",
     ]
+    if any(w["family"] == "tls" for w in wls) and any(family(t) == "tls" for t in targets):
+        notes += [
+            "TLS table: wpbackend speaks TLS (OpenSSL, RSA 2048 server key signed by a CA the bench makes), one "
+            "backend per TLS version (`--tls-version` pins it); every client verifies the chain and the name "
+            f"`{TLS_NAME}`. direct-tls: wpload is the TLS client and handshakes in full every session "
+            "(no session cache). warmpool-tls: `tls: {ca_file: CA, server_name: localhost}` (session resumption "
+            "on, its default). haproxy-ssl: nbthread 1, `server s1 ... ssl verify required ca-file CA "
+            "sni str(localhost) verifyhost localhost` (its server-side TLS session reuse is on by default; no "
+            "splice with TLS). stunnel: stunnel4 `client = yes`, `accept` a Unix socket, `verifyChain = yes`, "
+            "`checkHost = localhost`, `sni = localhost`, `socket = r:TCP_NODELAY=1` (one thread per session; "
+            "client session reuse is its default).",
+            f"TLS setup: {args.tls_setup_sessions if not args.quick else 200} sessions per run (connect, greeting, "
+            "one round trip, close), 1 and "
+            f"{args.setup_concurrency} clients; warmpool-tls's min_idle is that many, so every session takes a "
+            "connection handshaken before the run (waited for with `show pools`), while the pool refills in the "
+            "background during the run. TLS hold: min_idle stays "
+            f"{args.min_idle}, so the memory measured per held session is the session's, not a refilled "
+            "idle connection's; sessions beyond the floor wait for a new handshake.",
+        ]
     rows = summarize(wls, targets, results, args.repeats)
     md, tsv, failures = render(rows, targets, info, args, elapsed, notes)
     md_path = os.path.join(bench.out, "results.md")
@@ -900,7 +1141,7 @@ def main():
         f.write(md)
     with open(tsv_path, "w") as f:
         f.write("\t".join(["workload", "metric", "unit", "better", "target", "median", "min", "max",
-                           "ratio_direct", "ratio_haproxy", "status", "runs_ok", "errors"]) + "\n")
+                           "ratio_direct", "ratio_haproxy", "status", "runs_ok", "errors", "ratio_stunnel"]) + "\n")
         for r in tsv:
             f.write("\t".join(x.replace("\t", " ").replace("\n", " ") for x in r) + "\n")
     print()

@@ -35,6 +35,17 @@
  *
  * The splitmix64 stream is the one wpbackend's source mode sends: each state
  * step yields 8 bytes, little-endian.
+ *
+ * TLS (--tls-ca FILE, with --tcp only: the benchmark's direct-tls target):
+ * wpload itself is the TLS client of a `wpbackend --tls-cert ...` backend.
+ * Every connection handshakes in full (no session resumption, as a program
+ * that connects per request without a session cache does), verifying the
+ * chain against FILE and the name --tls-name (default: the --tcp host) as
+ * SNI and subject name; the handshake is part of the session's time. Every
+ * mode runs on the decrypted bytes; bulk-up's shutdown(SHUT_WR) is a
+ * close_notify, the backend's close_notify is the EOF, and an EOF without one
+ * is an error (a truncated stream). The negotiated version of the first
+ * connection is printed as "tls_version".
  */
 #include <arpa/inet.h>
 #include <endian.h>
@@ -45,6 +56,9 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -91,6 +105,9 @@ static struct {
 	unsigned long errors_shown;
 	unsigned long connect_retries;
 	uint64_t msg_state; /* splitmix64 state for request payloads */
+	SSL_CTX *tls;          /* --tls-ca: every connection speaks TLS, else NULL */
+	const char *tls_name;  /* SNI and the verified name */
+	char tls_version[32];  /* negotiated by the first connection */
 } o = {
     .mode = M_SETUP,
     .sessions = 1000,
@@ -272,6 +289,154 @@ static void set_timeouts(int fd, double secs)
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
+/* ---- TLS ---------------------------------------------------------------- */
+
+/* OpenSSL's reason for the last failure, for an error message. */
+static const char *tls_reason(int ssl_err)
+{
+	static char buf[256];
+	unsigned long e = ERR_peek_last_error();
+
+	if (e)
+		ERR_error_string_n(e, buf, sizeof buf);
+	else if (ssl_err == SSL_ERROR_SYSCALL)
+		snprintf(buf, sizeof buf, "%s", errno ? strerror(errno) : "EOF without close_notify");
+	else
+		snprintf(buf, sizeof buf, "SSL_get_error %d", ssl_err);
+	return buf;
+}
+
+/* Why a handshake failed: OpenSSL's reason, and the verification's when it failed. */
+static const char *tls_handshake_reason(SSL *ssl, int ssl_err)
+{
+	static char buf[512];
+	long v = SSL_get_verify_result(ssl);
+
+	if (v == X509_V_OK)
+		return tls_reason(ssl_err);
+	snprintf(buf, sizeof buf, "%s: %s", tls_reason(ssl_err), X509_verify_cert_error_string(v));
+	return buf;
+}
+
+/* A client TLS connection on fd, not yet handshaken, or NULL (error counted). */
+static SSL *tls_new(int fd)
+{
+	SSL *ssl = SSL_new(o.tls);
+
+	if (!ssl || SSL_set_fd(ssl, fd) != 1 || SSL_set1_host(ssl, o.tls_name) != 1 ||
+	    SSL_set_tlsext_host_name(ssl, o.tls_name) != 1) {
+		fail(E_CONNECT, "tls: setting up the connection: %s", tls_reason(SSL_ERROR_SSL));
+		SSL_free(ssl);
+		ERR_clear_error();
+		return NULL;
+	}
+	SSL_set_connect_state(ssl);
+	return ssl;
+}
+
+static void tls_note_version(SSL *ssl)
+{
+	if (!o.tls_version[0])
+		snprintf(o.tls_version, sizeof o.tls_version, "%s", SSL_get_version(ssl));
+}
+
+/*
+ * An SSL_read/SSL_write that returned r <= 0, in recv()'s terms: 0 at the
+ * peer's close_notify, else -1 with errno: EAGAIN when the socket is not
+ * ready (or a blocking socket's timeout passed), EPROTO for a TLS error or a
+ * stream cut without close_notify (*why says which).
+ */
+static ssize_t tls_outcome(SSL *ssl, int r, const char **why)
+{
+	int e = SSL_get_error(ssl, r);
+
+	*why = NULL;
+	if (e == SSL_ERROR_ZERO_RETURN)
+		return 0;
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		errno = EAGAIN;
+		return -1;
+	}
+	if (e == SSL_ERROR_SYSCALL && errno != 0 && errno != EAGAIN)
+		return -1; /* errno says it (reset, ...) */
+	*why = tls_reason(e);
+	ERR_clear_error();
+	errno = EPROTO;
+	return -1;
+}
+
+static ssize_t tls_recv(SSL *ssl, void *buf, size_t n, const char **why)
+{
+	int r;
+
+	ERR_clear_error();
+	r = SSL_read(ssl, buf, n > INT_MAX ? INT_MAX : (int)n);
+	return r > 0 ? r : tls_outcome(ssl, r, why);
+}
+
+static ssize_t tls_send(SSL *ssl, const void *p, size_t n, const char **why)
+{
+	ssize_t r;
+
+	ERR_clear_error();
+	r = SSL_write(ssl, p, n > INT_MAX ? INT_MAX : (int)n);
+	if (r > 0)
+		return r;
+	r = tls_outcome(ssl, (int)r, why);
+	if (r == 0) {
+		errno = EPIPE; /* the peer's close_notify: no more writing */
+		r = -1;
+	}
+	return r;
+}
+
+/* Best effort close_notify (unless the stream already failed), then free. */
+static void tls_close(SSL *ssl)
+{
+	if (!ssl)
+		return;
+	if (!(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN)) {
+		ERR_clear_error();
+		(void)SSL_shutdown(ssl);
+	}
+	SSL_free(ssl);
+	ERR_clear_error();
+}
+
+static void tls_setup(const char *ca_file)
+{
+	char err[256];
+
+	if (!o.is_tcp || o.handoff)
+		die("--tls-ca: TLS is spoken only to a --tcp target");
+	o.tls = SSL_CTX_new(TLS_client_method());
+	if (!o.tls)
+		die("SSL_CTX_new failed");
+	if (SSL_CTX_load_verify_locations(o.tls, ca_file, NULL) != 1) {
+		ERR_error_string_n(ERR_get_error(), err, sizeof err);
+		die("--tls-ca %s: %s", ca_file, err);
+	}
+	SSL_CTX_set_verify(o.tls, SSL_VERIFY_PEER, NULL);
+	SSL_CTX_set_min_proto_version(o.tls, TLS1_2_VERSION);
+	/* every session a full handshake: see the top of this file */
+	SSL_CTX_set_session_cache_mode(o.tls, SSL_SESS_CACHE_OFF);
+	if (!o.tls_name) {
+		static char host[256];
+		const char *colon = strrchr(o.target, ':');
+		size_t hl = colon ? (size_t)(colon - o.target) : 0;
+		const char *h = o.target;
+		if (hl >= 2 && h[0] == '[' && h[hl - 1] == ']') {
+			h++;
+			hl -= 2;
+		}
+		if (hl == 0 || hl >= sizeof host)
+			die("--tls-name: cannot take the name from \"%s\"", o.target);
+		memcpy(host, h, hl);
+		host[hl] = '\0';
+		o.tls_name = host;
+	}
+}
+
 /*
  * --handoff: the lease of the blocking connection, and the bytes the daemon
  * read from the backend before handing it over (lease.greeting), not yet
@@ -282,8 +447,10 @@ static void set_timeouts(int fd, double secs)
 static struct wp_lease lease = {.fd = -1};
 static const unsigned char *pre;
 static size_t pre_len;
+static SSL *bssl; /* --tls-ca: the TLS connection of the blocking connection */
+static const char *bssl_why; /* the TLS reason of its last failure, or NULL */
 
-/* recv(), but the handed-over greeting bytes come first. */
+/* recv(), but the handed-over greeting bytes come first (TLS: decrypted). */
 static ssize_t conn_recv(int fd, void *buf, size_t n)
 {
 	if (pre_len) {
@@ -293,12 +460,30 @@ static ssize_t conn_recv(int fd, void *buf, size_t n)
 		pre_len -= k;
 		return (ssize_t)k;
 	}
+	if (bssl)
+		return tls_recv(bssl, buf, n, &bssl_why);
 	return recv(fd, buf, n, 0);
+}
+
+/* send() (TLS: encrypted). */
+static ssize_t conn_send(int fd, const void *p, size_t n)
+{
+	if (bssl)
+		return tls_send(bssl, p, n, &bssl_why);
+	return send(fd, p, n, MSG_NOSIGNAL);
+}
+
+/* The error text of the last failed conn_recv/conn_send. */
+static const char *conn_strerror(int e)
+{
+	return bssl && bssl_why ? bssl_why : strerror(e);
 }
 
 static void conn_close(int fd)
 {
 	pre_len = 0;
+	tls_close(bssl);
+	bssl = NULL;
 	if (o.handoff && fd == lease.fd)
 		wp_release(&lease); /* closes fd */
 	else
@@ -347,6 +532,28 @@ static int blocking_connect(void)
 		close(fd);
 		return -1;
 	}
+	if (o.tls) {
+		int r;
+
+		bssl = tls_new(fd);
+		if (!bssl) {
+			close(fd);
+			return -1;
+		}
+		ERR_clear_error();
+		r = SSL_connect(bssl);
+		if (r != 1) {
+			int e = SSL_get_error(bssl, r);
+			fail(e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE ? E_TIMEOUT : E_CONNECT,
+			     "tls handshake: %s", tls_handshake_reason(bssl, e));
+			SSL_free(bssl);
+			bssl = NULL;
+			ERR_clear_error();
+			close(fd);
+			return -1;
+		}
+		tls_note_version(bssl);
+	}
 	return fd;
 }
 
@@ -363,7 +570,7 @@ static int read_full(int fd, unsigned char *p, size_t n, const char *what)
 			fail(E_EOF, "%s: EOF after %zu of %zu bytes", what, got, n);
 			return -1;
 		} else if (errno != EINTR) {
-			fail(errno_kind(errno), "%s: %s after %zu of %zu bytes", what, strerror(errno), got,
+			fail(errno_kind(errno), "%s: %s after %zu of %zu bytes", what, conn_strerror(errno), got,
 			     n);
 			return -1;
 		}
@@ -376,11 +583,11 @@ static int write_full(int fd, const unsigned char *p, size_t n, const char *what
 	size_t put = 0;
 
 	while (put < n) {
-		ssize_t w = send(fd, p + put, n - put, MSG_NOSIGNAL);
+		ssize_t w = conn_send(fd, p + put, n - put);
 		if (w > 0) {
 			put += (size_t)w;
 		} else if (w < 0 && errno != EINTR) {
-			fail(errno_kind(errno), "%s: %s after %zu of %zu bytes", what, strerror(errno), put,
+			fail(errno_kind(errno), "%s: %s after %zu of %zu bytes", what, conn_strerror(errno), put,
 			     n);
 			return -1;
 		}
@@ -430,6 +637,8 @@ static double mean_us(const uint64_t *v, size_t n)
 
 static void print_errors_json(void)
 {
+	if (o.tls)
+		printf("\"tls_version\":\"%s\",", o.tls_version[0] ? o.tls_version : "none");
 	printf("\"errors\":%lu,\"error_kinds\":{", total_errors());
 	for (int k = 0; k < E_N; k++)
 		printf("%s\"%s\":%lu", k ? "," : "", err_names[k], o.errors[k]);
@@ -523,7 +732,13 @@ static int run_bulk_up(void)
 			goto out;
 		}
 	}
-	if (shutdown(fd, SHUT_WR) < 0) {
+	if (bssl) {
+		ERR_clear_error();
+		if (SSL_shutdown(bssl) < 0) { /* the close_notify, after the last byte */
+			fail(E_IO, "tls shutdown: %s", tls_reason(SSL_get_error(bssl, -1)));
+			goto out;
+		}
+	} else if (shutdown(fd, SHUT_WR) < 0) {
 		fail(E_IO, "shutdown: %s", strerror(errno));
 		goto out;
 	}
@@ -538,7 +753,7 @@ static int run_bulk_up(void)
 		} else if (r == 0) {
 			break;
 		} else if (errno != EINTR) {
-			fail(errno_kind(errno), "waiting for the sink's verdict: %s", strerror(errno));
+			fail(errno_kind(errno), "waiting for the sink's verdict: %s", conn_strerror(errno));
 			goto out;
 		}
 	}
@@ -583,7 +798,7 @@ static int run_bulk_down(void)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			fail(errno_kind(errno), "bulk receive: %s after %" PRIu64 " bytes", strerror(errno),
+			fail(errno_kind(errno), "bulk receive: %s after %" PRIu64 " bytes", conn_strerror(errno),
 			     got);
 			goto out;
 		}
@@ -625,6 +840,7 @@ enum sstate {
 	S_IDLE,       /* not started */
 	S_WAIT_RETRY, /* unix connect got EAGAIN (backlog full): retry soon */
 	S_CONNECTING, /* TCP connect in progress */
+	S_HANDSHAKE,  /* --tls-ca: TLS handshake in progress */
 	S_GREETING,   /* reading the greeting */
 	S_ECHO,       /* request sent, reading the echo */
 	S_HELD,       /* hold: first round trip done, nothing expected */
@@ -634,6 +850,7 @@ enum sstate {
 
 struct sess {
 	int fd;
+	SSL *ssl; /* --tls-ca: the session's TLS connection */
 	enum sstate st;
 	unsigned trips;          /* round trips completed */
 	size_t got;              /* bytes of the greeting/echo read so far */
@@ -674,6 +891,8 @@ static uint64_t step_deadline(void)
 
 static void sess_close(struct sess *s)
 {
+	tls_close(s->ssl);
+	s->ssl = NULL;
 	if (s->fd >= 0) {
 		close(s->fd); /* also removes it from the epoll set */
 		s->fd = -1;
@@ -715,17 +934,75 @@ static void sess_send(struct sess *s)
 {
 	ssize_t w;
 
+	const char *why = NULL;
+
 	next_message(s->msg);
-	w = send(s->fd, s->msg, MSG_LEN, MSG_NOSIGNAL);
+	w = s->ssl ? tls_send(s->ssl, s->msg, MSG_LEN, &why) : send(s->fd, s->msg, MSG_LEN, MSG_NOSIGNAL);
 	if (w != MSG_LEN) {
 		/* 64 bytes always fit an empty socket buffer: anything else is an error */
-		fail(w < 0 ? errno_kind(errno) : E_IO, "request: %s", w < 0 ? strerror(errno) : "short send");
+		fail(w < 0 ? errno_kind(errno) : E_IO, "request: %s",
+		     w < 0 ? (why ? why : strerror(errno)) : "short send");
 		sess_fail(s);
 		return;
 	}
 	s->st = S_ECHO;
 	s->got = 0;
 	s->deadline = step_deadline();
+}
+
+/* The connection is up (TLS: handshaken): read the greeting, or send the request. */
+static void sess_ready(struct sess *s)
+{
+	s->deadline = step_deadline();
+	s->got = 0;
+	if (o.greeting_len)
+		s->st = S_GREETING;
+	else
+		sess_send(s);
+}
+
+/* --tls-ca: advance the handshake; on completion the session goes on. */
+static void sess_handshake(struct sess *s)
+{
+	int r, e;
+
+	ERR_clear_error();
+	r = SSL_do_handshake(s->ssl);
+	if (r == 1) {
+		tls_note_version(s->ssl);
+		sess_watch(s, EPOLLIN, EPOLL_CTL_MOD);
+		sess_ready(s);
+		return;
+	}
+	e = SSL_get_error(s->ssl, r);
+	if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+		sess_watch(s, e == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT, EPOLL_CTL_MOD);
+		return;
+	}
+	fail(E_CONNECT, "tls handshake: %s", tls_handshake_reason(s->ssl, e));
+	ERR_clear_error();
+	SSL_free(s->ssl); /* no close_notify on a failed handshake */
+	s->ssl = NULL;
+	sess_fail(s);
+}
+
+/* The TCP connection is up and watched (op was ADD or MOD). */
+static void sess_connected(struct sess *s, int op)
+{
+	if (!o.tls) {
+		sess_watch(s, EPOLLIN, op);
+		sess_ready(s);
+		return;
+	}
+	s->ssl = tls_new(s->fd);
+	if (!s->ssl) {
+		sess_fail(s);
+		return;
+	}
+	sess_watch(s, EPOLLOUT, op); /* the ClientHello goes out at once; MOD follows */
+	s->st = S_HANDSHAKE;
+	s->deadline = step_deadline();
+	sess_handshake(s);
 }
 
 static void sess_start(struct sess *s)
@@ -765,14 +1042,7 @@ static void sess_start(struct sess *s)
 		sess_fail(s);
 		return;
 	}
-	sess_watch(s, EPOLLIN, EPOLL_CTL_ADD);
-	s->deadline = step_deadline();
-	s->got = 0;
-	if (o.greeting_len) {
-		s->st = S_GREETING;
-	} else {
-		sess_send(s);
-	}
+	sess_connected(s, EPOLL_CTL_ADD);
 }
 
 static void sess_begin(struct sess *s)
@@ -819,28 +1089,27 @@ static void sess_event(struct sess *s, uint32_t events)
 			sess_fail(s);
 			return;
 		}
-		sess_watch(s, EPOLLIN, EPOLL_CTL_MOD);
-		s->deadline = step_deadline();
-		s->got = 0;
-		if (o.greeting_len)
-			s->st = S_GREETING;
-		else
-			sess_send(s);
+		sess_connected(s, EPOLL_CTL_MOD);
+		return;
+	}
+	if (s->st == S_HANDSHAKE) {
+		sess_handshake(s);
 		return;
 	}
 	if (!(events & (EPOLLIN | EPOLLERR | EPOLLHUP)))
 		return;
 	if (s->st == S_HELD) {
 		unsigned char b;
-		ssize_t r = recv(s->fd, &b, 1, 0);
+		const char *why = NULL;
+		ssize_t r = s->ssl ? tls_recv(s->ssl, &b, 1, &why) : recv(s->fd, &b, 1, 0);
 		if (r == 0)
 			fail(E_EOF, "held session closed by the peer");
 		else if (r > 0)
 			fail(E_MISMATCH, "unexpected byte on a held session");
 		else if (errno == EAGAIN || errno == EINTR)
-			return;
+			return; /* TLS: a record that carried no data (a session ticket) */
 		else
-			fail(errno_kind(errno), "held session: %s", strerror(errno));
+			fail(errno_kind(errno), "held session: %s", why ? why : strerror(errno));
 		sess_fail(s);
 		return;
 	}
@@ -857,12 +1126,13 @@ static void sess_event(struct sess *s, uint32_t events)
 		} else {
 			return;
 		}
-		ssize_t r = recv(s->fd, dst, want, 0);
+		const char *why = NULL;
+		ssize_t r = s->ssl ? tls_recv(s->ssl, dst, want, &why) : recv(s->fd, dst, want, 0);
 		if (r < 0) {
 			if (errno == EAGAIN || errno == EINTR)
 				return;
 			fail(errno_kind(errno), "%s: %s", s->st == S_GREETING ? "greeting" : "echo",
-			     strerror(errno));
+			     why ? why : strerror(errno));
 			sess_fail(s);
 			return;
 		}
@@ -920,11 +1190,13 @@ static void sweep(unsigned long lo, unsigned long hi)
 
 	for (unsigned long i = lo; i < hi; i++) {
 		struct sess *s = &m.s[i];
-		if ((s->st == S_CONNECTING || s->st == S_GREETING || s->st == S_ECHO) && now > s->deadline) {
+		if ((s->st == S_CONNECTING || s->st == S_HANDSHAKE || s->st == S_GREETING || s->st == S_ECHO) &&
+		    now > s->deadline) {
 			fail(E_TIMEOUT, "%s: no progress for %.1f s",
-			     s->st == S_CONNECTING ? "connect"
-			     : s->st == S_GREETING ? "greeting"
-			                           : "echo",
+			     s->st == S_CONNECTING  ? "connect"
+			     : s->st == S_HANDSHAKE ? "tls handshake"
+			     : s->st == S_GREETING  ? "greeting"
+			                            : "echo",
 			     o.timeout_s);
 			sess_fail(s);
 		}
@@ -1134,6 +1406,8 @@ static void usage(FILE *f)
 	        "  --ready-file FILE       hold: written \"OK FAILED PID\" once all sessions are open\n"
 	        "  --timeout SECS          longest wait for any single step (default 10)\n"
 	        "  --deadline SECS         bulk: longest whole transfer (default 900)\n"
+	        "  --tls-ca FILE           (--tcp only) speak TLS, verifying the backend against FILE\n"
+	        "  --tls-name NAME         the name sent as SNI and verified (default: the --tcp host)\n"
 	        "Prints one JSON line; exits 0, 1 if any byte or session failed, 2 on usage errors.\n");
 }
 
@@ -1157,10 +1431,13 @@ int main(int argc, char **argv)
 	    {"timeout", required_argument, NULL, 'T'},
 	    {"deadline", required_argument, NULL, 'D'},
 	    {"duration", required_argument, NULL, 'd'},
+	    {"tls-ca", required_argument, NULL, 'A'},
+	    {"tls-name", required_argument, NULL, 'N'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	int opt, have_target = 0, rc;
+	const char *tls_ca = NULL;
 	long greeting_len = -1;
 	struct rlimit rl;
 
@@ -1236,6 +1513,12 @@ int main(int argc, char **argv)
 		case 'd':
 			o.duration_s = parse_secs("--duration", optarg);
 			break;
+		case 'A':
+			tls_ca = optarg;
+			break;
+		case 'N':
+			o.tls_name = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -1248,6 +1531,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	if (tls_ca)
+		tls_setup(tls_ca);
+	else if (o.tls_name)
+		die("--tls-name needs --tls-ca");
 	if (o.handoff && (o.mode == M_SETUP || o.mode == M_HOLD))
 		die("--mode %s is not supported with --handoff (rtt, bulk-up and bulk-down are)",
 		    mode_names[o.mode]);
@@ -1297,5 +1584,6 @@ int main(int argc, char **argv)
 		break;
 	}
 	fflush(stdout);
+	SSL_CTX_free(o.tls);
 	return rc;
 }

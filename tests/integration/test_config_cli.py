@@ -1,12 +1,13 @@
 """The command line: --check-config on good and bad files (each error named
 by file:line:col and key path), --version, --help."""
 
+import os
 import re
 import subprocess
 
 import pytest
 
-from wp import SANITIZER_MARKERS, WARMPOOLD, at
+from wp import REPO, SANITIZER_MARKERS, WARMPOOLD, at
 
 ERROR_LINE = re.compile(r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<path>[^:\s]+): (?P<msg>.+)$")
 
@@ -264,7 +265,7 @@ def test_check_config_warns_when_only_a_listen_item_has_allow(tmp_path):
     cfg.write_text(text)
     p = run("--check-config", "-c", cfg)
     assert p.returncode == 0, p.stderr
-    assert p.stdout == "configuration OK\n"
+    assert p.stdout == f"{cfg}: configuration OK\n"
     line, col = at(text, str(tmp_path / "p.handoff"))
     assert p.stderr == (
         f"{cfg}:{line}:{col}: pools.p.handoff: warning: the handoff socket {tmp_path / 'p.handoff'} has no "
@@ -276,7 +277,7 @@ def test_check_config_warns_when_only_a_listen_item_has_allow(tmp_path):
     cfg.write_text(HANDOFF_ACL_CONFIG.format(sock=tmp_path / "p.sock", handoff=tmp_path / "p.handoff",
                                              pool_allow="    allow: {uids: [0]}\n"))
     p = run("--check-config", "-c", cfg)
-    assert p.returncode == 0 and p.stdout == "configuration OK\n", p.stderr
+    assert p.returncode == 0 and p.stdout == f"{cfg}: configuration OK\n", p.stderr
     assert p.stderr == ""
 
 
@@ -348,4 +349,236 @@ pools:
         f'{cfg}:{line}:{col}: pools.p.backends[1]: name resolution of "db.hangs.example:6379" timed out '
         "(2000 ms for all host names)"
     ), out["stderr"]
-    assert "configuration is invalid (1 errors)" in out["stderr"], out["stderr"]
+    assert len(out["stderr"].splitlines()) == 1, out["stderr"]  # one error is its own summary
+
+
+# ---------------------------------------------------------------------------
+# issue 14: tls: blocks. --check-config reads every file the daemon would and
+# builds the same SSL_CTX: each problem is one line naming the value at fault
+# (file:line:col and its key path), with OpenSSL's reason where it has one.
+
+def make_tls_files(d):
+    """ca.pem/.key, client.pem/.key, other.key (another P-256 key), ed.key
+    (another key type) and garbage.txt in d, made with the openssl CLI."""
+    def cert(name):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                        "-nodes", "-days", "3650", "-subj", f"/CN={name}", "-keyout", str(d / f"{name}.key"),
+                        "-out", str(d / f"{name}.pem")], check=True, capture_output=True, timeout=60)
+    for name in ("ca", "client", "other"):
+        cert(name)
+    subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", str(d / "ed.key")], check=True,
+                   capture_output=True, timeout=60)
+    (d / "garbage.txt").write_text("not PEM at all\n")
+    return d
+
+
+TLS_POOL = """\
+daemon:
+  admin_socket: false
+pools:
+  p:
+    listen: {sock}
+    backends: ["127.0.0.1:6379"]
+"""
+
+# name -> (the pool's further lines, with {d} for the files' directory;
+# the needle whose position the error names; its key path; the message)
+TLS_BAD = {
+    "ca_not_pem": ("    tls:\n      ca_file: {d}/garbage.txt\n", "{d}/garbage.txt", "pools.p.tls.ca_file",
+                   'expected a PEM file of CA certificates (no certificate or crl found), got "{d}/garbage.txt"'),
+    "ca_missing": ("    tls:\n      ca_file: {d}/none.pem\n", "{d}/none.pem", "pools.p.tls.ca_file",
+                   'expected a readable file (No such file or directory), got "{d}/none.pem"'),
+    "cert_not_pem": ("    tls:\n      cert_file: {d}/garbage.txt\n      key_file: {d}/client.key\n",
+                     "{d}/garbage.txt", "pools.p.tls.cert_file",
+                     'expected a PEM certificate file (no start line), got "{d}/garbage.txt"'),
+    "key_not_pem": ("    tls:\n      cert_file: {d}/client.pem\n      key_file: {d}/garbage.txt\n",
+                    "{d}/garbage.txt", "pools.p.tls.key_file",
+                    'expected a PEM private key file (unsupported), got "{d}/garbage.txt"'),
+    "key_mismatch": ("    tls:\n      cert_file: {d}/client.pem\n      key_file: {d}/other.key\n",
+                     "{d}/other.key", "pools.p.tls.key_file",
+                     'expected the private key of cert_file (key values mismatch), got "{d}/other.key"'),
+    "key_other_type": ("    tls:\n      cert_file: {d}/client.pem\n      key_file: {d}/ed.key\n",
+                       "{d}/ed.key", "pools.p.tls.key_file",
+                       'expected the private key of cert_file (different key types), got "{d}/ed.key"'),
+    "cert_without_key": ("    tls:\n      cert_file: {d}/client.pem\n", "{d}/client.pem", "pools.p.tls.key_file",
+                         "missing key, expected cert_file and key_file together"),
+    "min_version": ("    tls: {{min_version: '1.0'}}\n", "'1.0'", "pools.p.tls.min_version",
+                    'expected one of 1.2, 1.3, got "1.0"'),
+    "ciphers": ("    tls: {{ciphers: NOT-A-CIPHER}}\n", "NOT-A-CIPHER", "pools.p.tls.ciphers",
+                'expected an OpenSSL cipher list for TLS 1.2 (no cipher match), got "NOT-A-CIPHER"'),
+    "ciphersuites": ("    tls: {{ciphersuites: TLS_NOPE}}\n", "TLS_NOPE", "pools.p.tls.ciphersuites",
+                     "expected TLS 1.3 cipher suites like TLS_AES_128_GCM_SHA256 (no cipher match), "
+                     'got "TLS_NOPE"'),
+    "starttls": ("    tls: {{starttls: mysql}}\n", "mysql", "pools.p.tls.starttls",
+                 'expected one of none, postgres, got "mysql"'),
+    "alpn_empty_name": ("    tls: {{alpn: [h2, '']}}\n", "''", "pools.p.tls.alpn[1]",
+                        'expected a protocol name of 1 to 255 bytes, got ""'),
+    "alpn_too_long": ("    tls: {{alpn: [" + "x" * 256 + "]}}\n", "x" * 256, "pools.p.tls.alpn[0]",
+                      'expected a protocol name of 1 to 255 bytes, got "' + "x" * 60 + '"...'),
+    "with_handoff": ("    handoff: {{listen: {d}/h.sock}}\n    tls: true\n", "tls: true", "pools.p.tls",
+                     "tls cannot be used with handoff: a TLS connection's state lives in warmpoold and cannot be "
+                     "handed to another process"),
+}
+
+
+def check_text(tmp_path, name, text):
+    """warmpoold --check-config on text written to tmp_path/name: (the file, the CompletedProcess)."""
+    cfg = tmp_path / name
+    cfg.write_text(text)
+    return cfg, run("--check-config", "-c", cfg)
+
+
+@pytest.fixture(scope="module")
+def tls_files(tmp_path_factory):
+    return make_tls_files(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.mark.parametrize("case", sorted(TLS_BAD))
+def test_check_config_rejects_bad_tls(tmp_path, sockdir, tls_files, case):
+    extra, needle, key_path, msg = TLS_BAD[case]
+    d = str(tls_files)
+    text = TLS_POOL.format(sock=sockdir / "p.sock") + extra.format(d=d)
+    cfg, p = check_text(tmp_path, "tls.yaml", text)
+    assert p.returncode == 1, f"exit {p.returncode}\nstdout={p.stdout}\nstderr={p.stderr}"
+    assert "configuration OK" not in p.stdout
+    line, col = at(text, needle.format(d=d))
+    assert f"{cfg}:{line}:{col}: {key_path}: {msg.format(d=d)}" in p.stderr.splitlines(), p.stderr
+    assert not (sockdir / "p.sock").exists()
+
+
+def test_check_config_accepts_good_tls(tmp_path, sockdir, tls_files):
+    """Every key at once, with a client certificate; a pool with tls: true
+    (OpenSSL's default CAs); tls: false switching off a default."""
+    d = tls_files
+    text = f"""\
+daemon:
+  admin_socket: false
+defaults:
+  tls:
+    ca_file: {d}/ca.pem
+    min_version: "1.3"
+pools:
+  p:
+    listen: {sockdir / 'p.sock'}
+    backends: ["127.0.0.1:6379", "localhost:6380"]
+    tls:
+      verify: true
+      ca_path: {d}
+      server_name: cache.internal
+      cert_file: {d}/client.pem
+      key_file: {d}/client.key
+      ciphers: ECDHE-ECDSA-AES128-GCM-SHA256
+      ciphersuites: TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256
+      alpn: [redis, h2]
+      session_resumption: false
+      starttls: postgres
+  q:
+    listen: {sockdir / 'q.sock'}
+    backends: ["127.0.0.1:6381"]
+    tls: true
+  r:
+    listen: {sockdir / 'r.sock'}
+    backends: ["127.0.0.1:6382"]
+    handoff: {{listen: {sockdir / 'r.handoff'}}}
+    tls: false
+"""
+    cfg, p = check_text(tmp_path, "good-tls.yaml", text)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{cfg}: configuration OK\n"
+    assert p.stderr == ""
+
+
+def test_check_config_warns_when_tls_verify_is_off(tmp_path, sockdir):
+    """verify: false is allowed, and said once, where it was written, even
+    when two pools inherit it from defaults:."""
+    text = f"""\
+daemon:
+  admin_socket: false
+defaults:
+  tls:
+    verify: false
+pools:
+  p:
+    listen: {sockdir / 'p.sock'}
+    backends: ["127.0.0.1:6379"]
+  q:
+    listen: {sockdir / 'q.sock'}
+    backends: ["127.0.0.1:6380"]
+"""
+    cfg, p = check_text(tmp_path, "noverify.yaml", text)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{cfg}: configuration OK\n"
+    line, col = at(text, "verify: false")
+    col += len("verify: ")
+    assert p.stderr == (f"{cfg}:{line}:{col}: defaults.tls.verify: warning: false: backend certificates are not "
+                        "verified\n")
+
+
+def test_check_config_rejects_handoff_in_defaults(tmp_path, sockdir):
+    """handoff: names a socket of one pool: under defaults: it is an error
+    (issue 13 left it silently ignored)."""
+    text = f"""\
+defaults:
+  handoff: {{listen: {sockdir / 'h.sock'}}}
+pools:
+  p:
+    listen: {sockdir / 'p.sock'}
+    backends: ["127.0.0.1:6379"]
+"""
+    cfg, p = check_text(tmp_path, "dh.yaml", text)
+    assert p.returncode == 1, p.stderr
+    line, col = at(text, "handoff")
+    assert f"{cfg}:{line}:{col}: defaults.handoff: not allowed in defaults, set it in each pool" in \
+        p.stderr.splitlines(), p.stderr
+
+
+def test_messages_for_people(tmp_path):
+    """A missing file is one line; a usage error is one line and a hint, not
+    the whole help; --help names SIGHUP; a mistyped key gets a suggestion."""
+    missing = tmp_path / "nope.yaml"
+    p = run("--check-config", "-c", missing)
+    assert p.returncode == 1
+    assert p.stderr == f"{missing}: cannot open: No such file or directory\n"
+
+    p = run("--bogus")
+    assert p.returncode == 2
+    assert p.stderr.splitlines()[-1] == "Try 'warmpoold --help' for more information."
+    assert len(p.stderr.splitlines()) == 2, p.stderr
+    p = run("-c", tmp_path / "x.yaml", "extra")
+    assert p.returncode == 2
+    assert p.stderr == "warmpoold: unexpected argument 'extra'\nTry 'warmpoold --help' for more information.\n"
+
+    p = run("--help")
+    assert p.returncode == 0 and "SIGHUP reloads the configuration" in p.stdout
+
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text(f"pools:\n  p:\n    listen: {tmp_path / 'p.sock'}\n    backends: [\"127.0.0.1:1\"]\n"
+                   "    min_idel: 2\n    max_connection: 9\n")
+    p = run("--check-config", "-c", cfg)
+    assert p.returncode == 1
+    assert p.stderr.splitlines() == [
+        f"{cfg}:5:5: pools.p.min_idel: unknown key, did you mean min_idle?",
+        f"{cfg}:6:5: pools.p.max_connection: unknown key, did you mean max_connections?",
+        f"warmpoold: {cfg}: configuration is invalid (2 errors)",
+    ]
+
+
+def test_readme_example_configuration_is_valid(tmp_path):
+    """The README's complete example loads (its CA file and socket directory
+    moved into the test's own directory)."""
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("A complete small configuration")
+    block = readme[readme.index("```yaml\n", start) + 8:readme.index("```\n", readme.index("```yaml\n", start) + 8)]
+    ca = tmp_path / "ca.pem"
+    key = tmp_path / "ca.key"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", str(key), "-out", str(ca), "-days", "2", "-subj", "/CN=readme"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    os.chmod(tmp_path, 0o755)
+    text = block.replace("/etc/warmpool/cache-ca.pem", str(ca)).replace("/run/warmpool", str(tmp_path / "run"))
+    text = text.replace("metrics_listen: 127.0.0.1:9470", "admin_socket: false\n  metrics_listen: 127.0.0.1:9470")
+    cfg = tmp_path / "readme.yaml"
+    cfg.write_text(text)
+    p = run("--check-config", "-c", cfg)
+    assert p.returncode == 0 and p.stdout == f"{cfg}: configuration OK\n", p.stderr + text

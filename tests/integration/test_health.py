@@ -31,7 +31,8 @@ from wp import (
 
 
 def down_re(pool, addr):
-    return rf"pool={pool} backend={re.escape(addr)}: backend up -> down: "
+    # From unknown when no check had passed yet (issue 18: a backend starts unknown).
+    return rf"pool={pool} backend={re.escape(addr)}: backend (?:up|unknown) -> down: "
 
 
 def up_re(pool, addr):

@@ -167,6 +167,7 @@ EXPECTED = {
     "warmpool_pool_clients_served_total": ("counter", POOL),
     "warmpool_pool_clients_refused_total": ("counter", POOL),
     "warmpool_pool_clients_timed_out_total": ("counter", POOL),
+    "warmpool_pool_clients_gone_total": ("counter", POOL),
     "warmpool_pool_handouts_total": ("counter", POOL),
     "warmpool_pool_stale_discarded_total": ("counter", POOL),
     "warmpool_pool_connections_opened_total": ("counter", POOL),
@@ -185,8 +186,8 @@ EXPECTED = {
     "warmpool_pool_backend_connect_seconds": ("histogram", POOL),
     "warmpool_pool_session_duration_seconds": ("histogram", POOL),
 }
-STATES = {"up", "down", "draining", "disabled"}
-RESULTS = {"ok", "refused", "timeout", "reset", "closed", "unreachable", "bad_reply", "error"}
+STATES = {"unknown", "up", "down", "draining", "disabled"}  # unknown: not proven yet (issue 18)
+RESULTS = {"ok", "refused", "timeout", "reset", "closed", "unreachable", "bad_reply", "tls", "error"}
 
 
 def check_conventions(fams):
@@ -435,9 +436,9 @@ def test_admin_states_in_metrics(start_backend, start_daemon, pool):
     fams = scrape(d)
     st = fams["warmpool_backend_state"]
     assert {lb["state"]: v for lb, v in st.series(pool="s", backend=a.addr)} == {
-        "up": 0, "down": 0, "draining": 1, "disabled": 0}
+        "unknown": 0, "up": 0, "down": 0, "draining": 1, "disabled": 0}
     assert {lb["state"]: v for lb, v in st.series(pool="s", backend=b.addr)} == {
-        "up": 0, "down": 0, "draining": 0, "disabled": 1}
+        "unknown": 0, "up": 0, "down": 0, "draining": 0, "disabled": 1}
     assert fams["warmpool_backend_up"].value(pool="s", backend=a.addr) == 0
     a.wait_open(0)
     b.wait_open(0)

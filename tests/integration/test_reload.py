@@ -272,7 +272,7 @@ def test_reload_replaced_pool_keeps_its_socket_answering(start_backend, start_da
         rewrite(d, {"R": pool("R", [r1, r2], min_idle=2)}, {"log_level": "debug"})
         r = warmpoolctl(d, "reload")
         assert r.returncode == 0, r
-        assert r.stdout == f"reloaded {d.config_path}: 1 pools (0 unchanged, 0 changed in place, 1 replaced, " \
+        assert r.stdout == f"reloaded {d.config_path}: 1 pool (0 unchanged, 0 changed in place, 1 replaced, " \
                            f"0 added, 0 removed)\n", r.stdout
         d.wait_log(r"pool=R: sockets or backends changed: a new pool takes over, "
                    r"the old one drains [1-9][0-9]* sessions")
@@ -329,7 +329,7 @@ def test_reload_broken_file_keeps_the_old_config(start_backend, start_daemon, po
     r = warmpoolctl(d, "reload")
     assert r.returncode == 1, r
     out = r.stdout.splitlines()
-    assert out[0] == (f"error: reload failed: {d.config_path}: configuration is invalid (1 errors); "
+    assert out[0] == (f"error: reload failed: {d.config_path}: configuration is invalid (1 error); "
                       f"still running the previous configuration"), out
     assert out[1].startswith(f"{d.config_path}:{line}:{col}: syntax error: "), out
     d.wait_log(re.escape(out[1]))
@@ -452,7 +452,7 @@ def test_reload_reuse_and_idle_timeouts_change_in_place(start_backend, start_dae
     rewrite(d, {"A": pool("A", [be], min_idle=1, reuse=True, client_idle_timeout="300ms",
                           server_idle_timeout="20s")})
     r = warmpoolctl(d, "reload")
-    summary = "1 pools (0 unchanged, 1 changed in place, 0 replaced, 0 added, 0 removed)"
+    summary = "1 pool (0 unchanged, 1 changed in place, 0 replaced, 0 added, 0 removed)"
     assert r.returncode == 0 and r.stdout == f"reloaded {d.config_path}: {summary}\n", r
     d.wait_log(rf"reloaded {re.escape(str(d.config_path))}: {re.escape(summary)}")
     d.wait_log(r"pool=A: settings changed, applied in place")
@@ -469,4 +469,4 @@ def test_reload_reuse_and_idle_timeouts_change_in_place(start_backend, start_dae
     assert stats(d, "A")["sessions_idle_closed"] == 1
     # The same file again: now nothing differs.
     r = warmpoolctl(d, "reload")
-    assert r.returncode == 0 and "1 pools (1 unchanged, 0 changed in place" in r.stdout, r
+    assert r.returncode == 0 and "1 pool (1 unchanged, 0 changed in place" in r.stdout, r

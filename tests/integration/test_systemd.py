@@ -207,7 +207,7 @@ def test_notify_never_blocks_the_loop(start_backend, sd_daemon, pool):
 
     # A reload while nobody reads: RELOADING=1 and READY=1 must wait, not block.
     d.send_signal(signal.SIGHUP)
-    d.wait_log(r"reloaded .*: 1 pools")
+    d.wait_log(r"reloaded .*: 1 pool \(")
     # Watchdog pings fall due every 0.1 s while the loop serves.
     for i in range(40):
         assert pool_row(d, "nb")["idle"] >= 0

@@ -26,6 +26,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
+#include <sys/types.h>
+
 #include "addr.h"
 #include "config.h"
 
@@ -431,7 +434,7 @@ static void test_listen_forms(void **state)
 	              "    listen: /tmp/wp-test/one.sock\n"
 	              "    backends: 127.0.0.1:1\n"
 	              "  list:\n"
-	              "    listen: [/tmp/wp-test/a.sock, \"relative.sock\"]\n"
+	              "    listen: [/tmp/wp-test/a.sock, \"/tmp/wp-test/b.sock\"]\n"
 	              "    backends: 127.0.0.1:1\n"
 	              "  maps:\n"
 	              "    listen:\n"
@@ -451,7 +454,7 @@ static void test_listen_forms(void **state)
 	p = &cfg->pools[1];
 	assert_int_equal(p->n_listen, 2);
 	assert_string_equal(p->listen[0].path, "/tmp/wp-test/a.sock");
-	assert_string_equal(p->listen[1].path, "relative.sock");
+	assert_string_equal(p->listen[1].path, "/tmp/wp-test/b.sock");
 	assert_int_equal(p->listen[1].mode, 0660);
 	assert_int_equal(p->listen[1].pos.line, 6);
 	assert_int_equal(p->listen[1].pos.col, 35);
@@ -1420,12 +1423,20 @@ static const struct err_case err_cases[] = {
     /* --- unknown keys --- */
     {"unknown_top_key",
      "pool: 1\n" HEAD,
-     {"t.yaml:1:1: pool: unknown key, expected one of daemon, defaults, pools"}},
+     {"t.yaml:1:1: pool: unknown key, did you mean pools?"}},
     {"unknown_pool_key",
      HEAD "    min_idel: 3\n",
-     {"t.yaml:5:5: pools.p.min_idel: unknown key, expected one of listen, backends, handoff, reuse, min_idle, "
-      "max_connections, max_clients, connect_timeout, queue_timeout, backoff, balance, max_connecting, "
-      "fail_fast, health_check, keepalive, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
+     {"t.yaml:5:5: pools.p.min_idel: unknown key, did you mean min_idle?"}},
+    {"backends_as_one_string",
+     "pools:\n  p:\n    listen: /tmp/wp-test/p.sock\n    backends: \"127.0.0.1:1, 127.0.0.1:2\"\n",
+     {"t.yaml:4:15: pools.p.backends: expected a list of addresses, like [\"127.0.0.1:1\", \"127.0.0.1:2\"], "
+      "got \"127.0.0.1:1, 127.0.0.1:2\""}},
+    {"relative_socket_paths",
+     "daemon:\n  admin_socket: admin.sock\npools:\n  p:\n    listen: [x.sock]\n    backends: [\"127.0.0.1:1\"]\n",
+     {"t.yaml:2:17: daemon.admin_socket: expected an absolute socket path (a relative one resolves against the "
+      "directory warmpoold starts in, / under systemd), got \"admin.sock\"",
+      "t.yaml:5:14: pools.p.listen[0]: expected an absolute socket path (a relative one resolves against the "
+      "directory warmpoold starts in, / under systemd), got \"x.sock\""}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
      {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
@@ -1463,9 +1474,9 @@ static const struct err_case err_cases[] = {
       "port), got \"localhost\""}},
     {"unknown_defaults_key",
      "defaults:\n  min: 1\n" HEAD,
-     {"t.yaml:2:3: defaults.min: unknown key, expected one of min_idle, max_connections, max_clients, "
+     {"t.yaml:2:3: defaults.min: unknown key, expected one of reuse, min_idle, max_connections, max_clients, "
       "connect_timeout, queue_timeout, backoff, balance, max_connecting, fail_fast, health_check, keepalive, "
-      "tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
+      "tls, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
     {"unknown_backoff_key",
      HEAD "    backoff: {initial: 1s, factor: 2}\n",
      {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
@@ -2043,7 +2054,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:5:12: pools.p.allow: expected a mapping of users, groups, uids, gids, got a list"}},
     {"allow_unknown_and_repeated_keys",
      HEAD "    allow: {user: root, uids: 1, uids: 2}\n",
-     {"t.yaml:5:13: pools.p.allow.user: unknown key, expected one of users, groups, uids, gids",
+     {"t.yaml:5:13: pools.p.allow.user: unknown key, did you mean users?",
       "t.yaml:5:34: pools.p.allow.uids: duplicate key, first given at line 5"}},
     {"allow_unknown_names",
      HEAD "    allow:\n"
@@ -2076,7 +2087,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:4:31: pools.p.listen[0].allow: expected at least one of users, groups, uids, gids, got an empty mapping",
       "t.yaml:5:9: pools.p.listen[1].path: missing key, expected a socket path",
       "t.yaml:6:30: pools.p.listen[2].mode: expected an octal mode like \"0660\", at most 0777, got \"0999\"",
-      "t.yaml:6:46: pools.p.listen[2].allow.gid: unknown key, expected one of users, groups, uids, gids"}},
+      "t.yaml:6:46: pools.p.listen[2].allow.gid: unknown key, did you mean gids?"}},
 
     /* --- collection --- */
     {"three_errors_three_lines",
@@ -2084,6 +2095,76 @@ static const struct err_case err_cases[] = {
      {"t.yaml:2:14: daemon.log_level: expected one of debug, info, notice, warning, error, got \"loud\"",
       "t.yaml:7:15: pools.p.min_idle: expected an integer >= 0, got \"many\"",
       "t.yaml:8:22: pools.p.connect_timeout: expected a duration with a unit (ms, s, m, h), got \"5\""}},
+
+    /* --- tls: (issue 14); errors about files' contents are in test_tls_file_errors --- */
+    {"tls_not_a_bool",
+     HEAD "    tls: maybe\n",
+     {"t.yaml:5:10: pools.p.tls: expected true, false or a mapping of verify, ca_file, ca_path, server_name, "
+      "cert_file, key_file, min_version, ciphers, ciphersuites, alpn, session_resumption, starttls, got \"maybe\""}},
+    {"tls_unknown_key",
+     HEAD "    tls: {verfy: false}\n",
+     {"t.yaml:5:11: pools.p.tls.verfy: unknown key, did you mean verify?"}},
+    {"tls_min_version",
+     HEAD "    tls:\n      min_version: \"1.1\"\n",
+     {"t.yaml:6:20: pools.p.tls.min_version: expected one of 1.2, 1.3, got \"1.1\""}},
+    {"tls_starttls",
+     HEAD "    tls: {starttls: mysql}\n",
+     {"t.yaml:5:21: pools.p.tls.starttls: expected one of none, postgres, got \"mysql\""}},
+    {"tls_verify_not_bool",
+     HEAD "    tls: {verify: 0}\n",
+     {"t.yaml:5:19: pools.p.tls.verify: expected true or false, got \"0\""}},
+    {"tls_bad_ciphers",
+     HEAD "    tls: {ciphers: 'NOPE:ALSO-NOT'}\n",
+     {"t.yaml:5:20: pools.p.tls.ciphers: expected an OpenSSL cipher list for TLS 1.2 (no cipher match), got "
+      "\"NOPE:ALSO-NOT\""}},
+    {"tls_bad_ciphersuites",
+     HEAD "    tls: {ciphersuites: TLS_NOPE}\n",
+     {"t.yaml:5:25: pools.p.tls.ciphersuites: expected TLS 1.3 cipher suites like TLS_AES_128_GCM_SHA256 (no "
+      "cipher match), got \"TLS_NOPE\""}},
+    {"tls_empty_strings",
+     HEAD "    tls: {server_name: '', ciphers: ''}\n",
+     {"t.yaml:5:24: pools.p.tls.server_name: expected a string of 1 to 253 bytes, got \"\"",
+      "t.yaml:5:37: pools.p.tls.ciphers: expected a string of 1 to 4096 bytes, got \"\""}},
+    {"tls_alpn_items",
+     HEAD "    tls:\n      alpn: [h2, '', [x]]\n",
+     {"t.yaml:6:18: pools.p.tls.alpn[1]: expected a protocol name of 1 to 255 bytes, got \"\"",
+      "t.yaml:6:22: pools.p.tls.alpn[2]: expected a protocol name of 1 to 255 bytes, got a list"}},
+    {"tls_alpn_empty_list",
+     HEAD "    tls: {alpn: []}\n",
+     {"t.yaml:5:17: pools.p.tls.alpn: expected a list of 1 to 32 protocol names, got an empty list"}},
+    {"tls_ca_file_missing",
+     HEAD "    tls:\n      ca_file: /nonexistent/wp-ca.pem\n",
+     {"t.yaml:6:16: pools.p.tls.ca_file: expected a readable file (No such file or directory), got "
+      "\"/nonexistent/wp-ca.pem\""}},
+    {"tls_ca_file_a_directory",
+     HEAD "    tls:\n      ca_file: /\n",
+     {"t.yaml:6:16: pools.p.tls.ca_file: expected a readable file (not a regular file), got \"/\""}},
+    {"tls_ca_path_missing",
+     HEAD "    tls:\n      ca_path: /nonexistent/wp-certs\n",
+     {"t.yaml:6:16: pools.p.tls.ca_path: expected a readable directory (No such file or directory), got "
+      "\"/nonexistent/wp-certs\""}},
+    {"tls_cert_without_key",
+     HEAD "    tls:\n      cert_file: /nonexistent/c.pem\n",
+     {"t.yaml:6:18: pools.p.tls.key_file: missing key, expected cert_file and key_file together",
+      "t.yaml:6:18: pools.p.tls.cert_file: expected a readable file (No such file or directory), got "
+      "\"/nonexistent/c.pem\""}},
+    {"tls_key_without_cert_from_defaults",
+     "defaults:\n  tls: {key_file: /nonexistent/c.key}\n" HEAD "    tls: true\n"
+     "  q:\n    listen: /tmp/wp-test/q.sock\n    backends: 127.0.0.1:6379\n",
+     {"t.yaml:2:19: defaults.tls.cert_file: missing key, expected cert_file and key_file together",
+      "t.yaml:2:19: defaults.tls.key_file: expected a readable file (No such file or directory), got "
+      "\"/nonexistent/c.key\""}},
+    {"tls_with_handoff",
+     HEAD "    handoff: {listen: /tmp/wp-test/p.handoff}\n    tls: true\n",
+     {"t.yaml:6:5: pools.p.tls: tls cannot be used with handoff: a TLS connection's state lives in warmpoold "
+      "and cannot be handed to another process"}},
+    {"tls_from_defaults_with_handoff",
+     "defaults:\n  tls: {verify: true}\n" HEAD "    handoff: {listen: /tmp/wp-test/p.handoff}\n",
+     {"t.yaml:7:5: pools.p.handoff: tls cannot be used with handoff: a TLS connection's state lives in "
+      "warmpoold and cannot be handed to another process"}},
+    {"handoff_in_defaults",
+     "defaults:\n  handoff: {listen: /tmp/wp-test/d.handoff}\n" HEAD,
+     {"t.yaml:2:3: defaults.handoff: not allowed in defaults, set it in each pool"}},
 };
 
 static void run_err_case(void **state)
@@ -2094,6 +2175,376 @@ static void run_err_case(void **state)
 	load_bad(c->yaml, &e);
 	assert_errors(&e, c->want);
 	cfg_errors_free(&e);
+}
+
+/* ------------------------------------------------------------------ */
+/* tls: (issue 14): certificates and keys made by the openssl CLI         */
+
+static char tlsdir[128]; /* tmpdir/tls while a TLS test runs */
+
+/* Run a shell command (the openssl CLI), which must succeed. */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void sh(const char *fmt, ...)
+{
+	char cmd[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof cmd, fmt, ap);
+	va_end(ap);
+	if (system(cmd) != 0)
+		fail_msg("command failed: %s", cmd);
+}
+
+/* A self-signed P-256 certificate name.pem with its key name.key. */
+static void make_cert(const char *name)
+{
+	sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 -subj /CN=%s "
+	   "-keyout %s/%s.key -out %s/%s.pem 2>/dev/null",
+	   name, tlsdir, name, tlsdir, name);
+}
+
+/* tlsdir with: ca.pem/.key, client.pem/.key, other.pem/.key (P-256),
+ * ed.key (Ed25519: another key type), garbage.txt, and certs/ holding
+ * ca.pem. Removed by tls_files_remove. */
+static void tls_files_make(void)
+{
+	snprintf(tlsdir, sizeof tlsdir, "%s/tls", tmpdir);
+	assert_int_equal(mkdir(tlsdir, 0700), 0);
+	make_cert("ca");
+	make_cert("client");
+	make_cert("other");
+	sh("openssl genpkey -algorithm ed25519 -out %s/ed.key 2>/dev/null", tlsdir);
+	sh("echo 'not PEM at all' > %s/garbage.txt && mkdir %s/certs && cp %s/ca.pem %s/certs/", tlsdir, tlsdir,
+	   tlsdir, tlsdir);
+}
+
+static void tls_files_remove(void)
+{
+	sh("rm -rf %s", tlsdir);
+}
+
+/* A document with pool p (HEAD) whose tls: block is `block` (lines from
+ * line 6, each indented by 6 spaces), %s in it standing for tlsdir. */
+/* `tmpl` with every %s replaced by tlsdir (a new string). */
+static char *with_dir(const char *tmpl)
+{
+	struct sbuf b = {0};
+
+	sb_add(&b, "%s", "");
+	for (const char *p = tmpl, *q; *p; p = q + 2) {
+		if (!(q = strstr(p, "%s"))) {
+			sb_add(&b, "%s", p);
+			break;
+		}
+		sb_add(&b, "%.*s%s", (int)(q - p), p, tlsdir);
+	}
+	return b.s;
+}
+
+static char *tls_doc(const char *block)
+{
+	struct sbuf b = {0};
+	char *body = with_dir(block);
+
+	sb_add(&b, HEAD "    tls:\n%s", body);
+	free(body);
+	return b.s;
+}
+
+static bool digest_zero(const unsigned char *d)
+{
+	static const unsigned char zero[32];
+
+	return memcmp(d, zero, sizeof zero) == 0;
+}
+
+/* Every key, its value and what the SSL_CTX was built with. */
+static void test_tls_every_key(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_tls *t;
+	SSL_CTX *ctx;
+	char *doc;
+
+	(void)state;
+	tls_files_make();
+	doc = tls_doc("      verify: true\n"
+	              "      ca_file: %s/ca.pem\n"
+	              "      ca_path: %s/certs\n"
+	              "      server_name: cache.internal\n"
+	              "      cert_file: %s/client.pem\n"
+	              "      key_file: %s/client.key\n"
+	              "      min_version: \"1.3\"\n"
+	              "      ciphers: 'ECDHE-ECDSA-AES128-GCM-SHA256'\n"
+	              "      ciphersuites: TLS_AES_128_GCM_SHA256\n"
+	              "      alpn: [h2, http/1.1]\n"
+	              "      session_resumption: false\n"
+	              "      starttls: postgres\n");
+	cfg = load_ok(doc);
+	t = &cfg->pools[0].tls;
+	assert_true(t->enabled);
+	assert_true(t->verify);
+	assert_non_null(strstr(t->ca_file, "/tls/ca.pem"));
+	assert_non_null(strstr(t->ca_path, "/tls/certs"));
+	assert_string_equal(t->server_name, "cache.internal");
+	assert_non_null(strstr(t->cert_file, "/tls/client.pem"));
+	assert_non_null(strstr(t->key_file, "/tls/client.key"));
+	assert_int_equal(t->min_version, TLS1_3_VERSION);
+	assert_string_equal(t->ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256");
+	assert_string_equal(t->ciphersuites, "TLS_AES_128_GCM_SHA256");
+	assert_bytes(t->alpn, t->alpn_len, "\x02h2\x08http/1.1", 12);
+	assert_false(t->session_resumption);
+	assert_int_equal(t->starttls, CFG_STARTTLS_POSTGRES);
+	assert_int_equal(t->pos.line, 5);
+	assert_int_equal(t->pos.col, 5);
+	assert_false(digest_zero(t->digest));
+	ctx = t->ctx;
+	assert_non_null(ctx);
+	assert_int_equal(SSL_CTX_get_min_proto_version(ctx), TLS1_3_VERSION);
+	assert_int_equal(SSL_CTX_get_verify_mode(ctx), SSL_VERIFY_PEER);
+	assert_int_equal(SSL_CTX_get_session_cache_mode(ctx), SSL_SESS_CACHE_OFF);
+	assert_true(SSL_CTX_get_options(ctx) & SSL_OP_NO_TICKET);
+	assert_true(SSL_CTX_get_options(ctx) & SSL_OP_NO_RENEGOTIATION);
+	assert_int_equal(SSL_CTX_get_mode(ctx) & (SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                                          SSL_MODE_RELEASE_BUFFERS),
+	                 SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	assert_non_null(SSL_CTX_get0_certificate(ctx));
+	assert_int_equal(SSL_CTX_check_private_key(ctx), 1);
+	assert_int_equal(cfg->warnings.n, 0);
+	cfg_free(cfg);
+	free(doc);
+	tls_files_remove();
+}
+
+/* tls: true is every default; no tls: is plain TCP; backends keep their host. */
+static void test_tls_shorthand_and_hosts(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_tls *t;
+
+	(void)state;
+	cfg = load_ok("daemon:\n  metrics_listen: '[::1]:9100'\n"
+	              "pools:\n  p:\n    listen: /tmp/wp-test/p.sock\n"
+	              "    backends: ['127.0.0.1:6379', '[::1]:6380', 'localhost:6381']\n    tls: true\n"
+	              "  q:\n    listen: /tmp/wp-test/q.sock\n    backends: 127.0.0.1:6379\n");
+	t = &cfg->pools[0].tls;
+	assert_true(t->enabled);
+	assert_true(t->verify);
+	assert_null(t->ca_file);
+	assert_null(t->ca_path);
+	assert_null(t->server_name);
+	assert_null(t->cert_file);
+	assert_null(t->alpn);
+	assert_int_equal(t->min_version, TLS1_2_VERSION);
+	assert_true(t->session_resumption);
+	assert_int_equal(t->starttls, CFG_STARTTLS_NONE);
+	assert_non_null(t->ctx);
+	assert_int_equal(SSL_CTX_get_min_proto_version(t->ctx), TLS1_2_VERSION);
+	assert_int_equal(SSL_CTX_get_verify_mode(t->ctx), SSL_VERIFY_PEER);
+	assert_int_equal(SSL_CTX_get_session_cache_mode(t->ctx), SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+	assert_false(SSL_CTX_get_options(t->ctx) & SSL_OP_NO_TICKET);
+	assert_false(digest_zero(t->digest));
+	assert_string_equal(cfg->pools[0].backends[0].host, "127.0.0.1");
+	assert_string_equal(cfg->pools[0].backends[1].host, "::1");
+	assert_string_equal(cfg->pools[0].backends[2].host, "localhost");
+	assert_string_equal(cfg->daemon.metrics.host, "::1");
+	t = &cfg->pools[1].tls;
+	assert_false(t->enabled);
+	assert_null(t->ctx);
+	assert_true(digest_zero(t->digest));
+	assert_string_equal(cfg->pools[1].backends[0].host, "127.0.0.1");
+	cfg_free(cfg);
+}
+
+/* defaults: tls merged key by key; tls: false switches it off; the
+ * verify: false warning is given once, where it was written. */
+static void test_tls_defaults_merge(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *a, *b, *c, *d;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  tls:\n"
+	              "    verify: false\n"
+	              "    alpn: redis\n"
+	              "    min_version: '1.3'\n"
+	              "pools:\n"
+	              "  a:\n    listen: /tmp/wp-test/a.sock\n    backends: 127.0.0.1:1\n    tls: true\n"
+	              "  b:\n    listen: /tmp/wp-test/b.sock\n    backends: 127.0.0.1:1\n"
+	              "    tls: {verify: true, server_name: b.internal}\n"
+	              "  c:\n    listen: /tmp/wp-test/c.sock\n    backends: 127.0.0.1:1\n    tls: false\n"
+	              "  d:\n    listen: /tmp/wp-test/d.sock\n    backends: 127.0.0.1:1\n");
+	a = &cfg->pools[0], b = &cfg->pools[1], c = &cfg->pools[2], d = &cfg->pools[3];
+	assert_true(a->tls.enabled);
+	assert_false(a->tls.verify);
+	assert_int_equal(SSL_CTX_get_verify_mode(a->tls.ctx), SSL_VERIFY_NONE);
+	assert_bytes(a->tls.alpn, a->tls.alpn_len, "\x05redis", 6);
+	assert_int_equal(a->tls.min_version, TLS1_3_VERSION);
+	assert_int_equal(a->tls.pos.line, 10); /* the pool's own tls: key */
+	assert_true(b->tls.verify);
+	assert_string_equal(b->tls.server_name, "b.internal");
+	assert_bytes(b->tls.alpn, b->tls.alpn_len, "\x05redis", 6);
+	assert_ptr_not_equal(a->tls.alpn, b->tls.alpn);
+	assert_int_equal(SSL_CTX_get_verify_mode(b->tls.ctx), SSL_VERIFY_PEER);
+	assert_false(c->tls.enabled);
+	assert_null(c->tls.ctx);
+	assert_null(c->tls.alpn);
+	assert_true(d->tls.enabled);
+	assert_int_equal(d->tls.pos.line, 2); /* inherited: the tls: of defaults */
+	assert_memory_equal(a->tls.digest, d->tls.digest, 32);
+	assert_memory_not_equal(a->tls.digest, b->tls.digest, 32);
+	/* The same trust anchors (here OpenSSL's default paths) are parsed once per load. */
+	assert_ptr_equal(SSL_CTX_get_cert_store(a->tls.ctx), SSL_CTX_get_cert_store(b->tls.ctx));
+	assert_ptr_equal(SSL_CTX_get_cert_store(a->tls.ctx), SSL_CTX_get_cert_store(d->tls.ctx));
+	assert_int_equal(cfg->warnings.n, 1);
+	assert_string_equal(cfg->warnings.msg[0],
+	                    "t.yaml:3:13: defaults.tls.verify: warning: false: backend certificates are not verified");
+	cfg_free(cfg);
+
+	cfg = load_ok(HEAD "    tls:\n      verify: off\n");
+	assert_int_equal(cfg->warnings.n, 1);
+	assert_string_equal(cfg->warnings.msg[0],
+	                    "t.yaml:6:15: pools.p.tls.verify: warning: false: backend certificates are not verified");
+	cfg_free(cfg);
+}
+
+/* Errors that depend on the files' contents, with OpenSSL's reason. */
+static void test_tls_file_errors(void **state)
+{
+	static const struct {
+		const char *block;
+		const char *want[4]; /* %s: tlsdir */
+	} cases[] = {
+	    {"      ca_file: %s/garbage.txt\n",
+	     {"t.yaml:6:16: pools.p.tls.ca_file: expected a PEM file of CA certificates (no certificate or crl "
+	      "found), got \"%s/garbage.txt\""}},
+	    {"      ca_file: %s/ca.key\n",
+	     {"t.yaml:6:16: pools.p.tls.ca_file: expected a PEM file of CA certificates (no certificate or crl "
+	      "found), got \"%s/ca.key\""}},
+	    {"      cert_file: %s/garbage.txt\n      key_file: %s/client.key\n",
+	     {"t.yaml:6:18: pools.p.tls.cert_file: expected a PEM certificate file (no start line), got "
+	      "\"%s/garbage.txt\""}},
+	    {"      cert_file: %s/client.pem\n      key_file: %s/client.pem\n",
+	     {"t.yaml:7:17: pools.p.tls.key_file: expected a PEM private key file (unsupported), got "
+	      "\"%s/client.pem\""}},
+	    {"      cert_file: %s/client.pem\n      key_file: %s/other.key\n",
+	     {"t.yaml:7:17: pools.p.tls.key_file: expected the private key of cert_file (key values mismatch), got "
+	      "\"%s/other.key\""}},
+	    {"      cert_file: %s/client.pem\n      key_file: %s/ed.key\n",
+	     {"t.yaml:7:17: pools.p.tls.key_file: expected the private key of cert_file (different key types), got "
+	      "\"%s/ed.key\""}},
+	    {"      key_file: %s/nothing.key\n",
+	     {"t.yaml:6:17: pools.p.tls.cert_file: missing key, expected cert_file and key_file together",
+	      "t.yaml:6:17: pools.p.tls.key_file: expected a readable file (No such file or directory), got "
+	      "\"%s/nothing.key\""}},
+	    {"      ca_path: %s/garbage.txt\n",
+	     {"t.yaml:6:16: pools.p.tls.ca_path: expected a readable directory (Not a directory), got "
+	      "\"%s/garbage.txt\""}},
+	};
+	char *want[4] = {0};
+
+	(void)state;
+	tls_files_make();
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		struct cfg_errors e = {0};
+		char *doc = tls_doc(cases[i].block);
+		size_t n = 0;
+
+		print_message("  case: %s", cases[i].block);
+		for (; cases[i].want[n]; n++)
+			want[n] = with_dir(cases[i].want[n]);
+		want[n] = NULL;
+		load_bad(doc, &e);
+		assert_errors(&e, (const char *const *)want);
+		cfg_errors_free(&e);
+		for (size_t j = 0; j < n; j++)
+			free(want[j]);
+		free(doc);
+	}
+	/* A key that cannot be read (not a permission test: root reads all):
+	 * a FIFO is refused without blocking the load. */
+	sh("mkfifo %s/fifo.key", tlsdir);
+	{
+		struct cfg_errors e = {0};
+		char *doc = tls_doc("      cert_file: %s/client.pem\n      key_file: %s/fifo.key\n");
+		char *line = NULL;
+
+		assert_true(asprintf(&line, "t.yaml:7:17: pools.p.tls.key_file: expected a readable file (not a regular "
+		                            "file), got \"%s/fifo.key\"", tlsdir) >= 0);
+		load_bad(doc, &e);
+		assert_has_error(&e, line);
+		cfg_errors_free(&e);
+		free(line);
+		free(doc);
+	}
+	tls_files_remove();
+}
+
+/* The digest follows the files' contents: a reload that only replaces a
+ * CA file (or a file of ca_path, or the client key) is a change. */
+static void test_tls_digest_follows_files(void **state)
+{
+	struct wp_config *a, *b, *c, *d;
+	char *doc;
+
+	(void)state;
+	tls_files_make();
+	sh("cp %s/ca.pem %s/trust.pem && cp %s/client.key %s/mine.key", tlsdir, tlsdir, tlsdir, tlsdir);
+	doc = tls_doc("      ca_file: %s/trust.pem\n      ca_path: %s/certs\n"
+	              "      cert_file: %s/client.pem\n      key_file: %s/mine.key\n");
+	a = load_ok(doc);
+	b = load_ok(doc);
+	assert_memory_equal(a->pools[0].tls.digest, b->pools[0].tls.digest, 32);
+	assert_int_equal(cfg_pool_diff(&a->pools[0], &b->pools[0], NULL), CFG_RELOAD_SAME);
+
+	sh("cp %s/other.pem %s/trust.pem", tlsdir, tlsdir); /* a new CA under the same name */
+	c = load_ok(doc);
+	assert_memory_not_equal(a->pools[0].tls.digest, c->pools[0].tls.digest, 32);
+	assert_int_equal(cfg_pool_diff(&a->pools[0], &c->pools[0], NULL), CFG_RELOAD_IN_PLACE);
+	assert_int_equal(cfg_pool_diff(&c->pools[0], &a->pools[0], NULL), CFG_RELOAD_IN_PLACE);
+
+	sh("cp %s/other.pem %s/certs/extra.pem", tlsdir, tlsdir); /* one more file in ca_path */
+	d = load_ok(doc);
+	assert_memory_not_equal(c->pools[0].tls.digest, d->pools[0].tls.digest, 32);
+	assert_int_equal(cfg_pool_diff(&c->pools[0], &d->pools[0], NULL), CFG_RELOAD_IN_PLACE);
+	cfg_free(c);
+
+	/* The key rewritten with the same bytes: the same digest. */
+	sh("cp %s/client.key %s/mine.key", tlsdir, tlsdir);
+	c = load_ok(doc);
+	assert_memory_equal(c->pools[0].tls.digest, d->pools[0].tls.digest, 32);
+	cfg_free(c);
+	cfg_free(a);
+	cfg_free(b);
+	cfg_free(d);
+	free(doc);
+	tls_files_remove();
+}
+
+/* reuse: under defaults: applies to every pool, as a whole block (issue
+ * 13 left it silently ignored); handoff: there is an error (a table case). */
+static void test_reuse_from_defaults(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p, *q, *r;
+
+	(void)state;
+	cfg = load_ok("defaults:\n  reuse: {reset_send: 'R\\r\\n', reset_expect: '+OK\\r\\n', reset_timeout: 2s}\n"
+	              HEAD "  q:\n    listen: /tmp/wp-test/q.sock\n    backends: 127.0.0.1:1\n    reuse: true\n"
+	              "  r:\n    listen: /tmp/wp-test/r.sock\n    backends: 127.0.0.1:1\n    reuse: false\n");
+	p = &cfg->pools[0], q = &cfg->pools[1], r = &cfg->pools[2];
+	assert_true(p->reuse.enabled);
+	assert_bytes(p->reuse.reset_send, p->reuse.reset_send_len, "R\r\n", 3);
+	assert_bytes(p->reuse.reset_expect, p->reuse.reset_expect_len, "+OK\r\n", 5);
+	assert_int_equal(p->reuse.reset_timeout_ms, 2000);
+	assert_true(q->reuse.enabled); /* its own block replaces the one of defaults: */
+	assert_null(q->reuse.reset_send);
+	assert_int_equal(q->reuse.reset_timeout_ms, 100);
+	assert_false(r->reuse.enabled);
+	cfg_free(cfg);
 }
 
 /* ------------------------------------------------------------------ */
@@ -2434,6 +2885,14 @@ static const struct diff_case diff_cases[] = {
      HEAD "    handoff: {listen: /tmp/wp-test/h.sock, mode: '0600'}\n", CFG_RELOAD_REPLACE, false},
     {"replace beats in place", HEAD, POOL_P LISTEN_P "    backends: 127.0.0.1:6380\n    min_idle: 3\n",
      CFG_RELOAD_REPLACE, false},
+    {"tls on", HEAD, HEAD "    tls: true\n", CFG_RELOAD_IN_PLACE, false},
+    {"tls verify", HEAD "    tls: true\n", HEAD "    tls: {verify: false}\n", CFG_RELOAD_IN_PLACE, false},
+    {"tls alpn", HEAD "    tls: {alpn: [h2]}\n", HEAD "    tls: {alpn: [h2, http/1.1]}\n", CFG_RELOAD_IN_PLACE,
+     false},
+    {"tls server_name", HEAD "    tls: true\n", HEAD "    tls: {server_name: x}\n", CFG_RELOAD_IN_PLACE, false},
+    {"tls unchanged", HEAD "    tls: {alpn: h2, ciphersuites: TLS_AES_128_GCM_SHA256}\n",
+     HEAD "    tls: {alpn: h2, ciphersuites: TLS_AES_128_GCM_SHA256}\n", CFG_RELOAD_SAME, false},
+    {"reuse from defaults", HEAD, "defaults: {reuse: true}\n" HEAD, CFG_RELOAD_IN_PLACE, false},
 };
 
 static void test_pool_diff(void **state)
@@ -2504,6 +2963,11 @@ static void test_dump_schema(void **state)
 	                             "\"reload\": \"restart\"}"));
 	assert_non_null(strstr(text, "{\"path\": \"listen[].path\", \"type\": \"socket\", \"default\": null, "
 	                             "\"where\": [\"pool\"], \"reload\": \"replace\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"tls.ca_file\", \"type\": \"path\", \"max_bytes\": 4096, "
+	                             "\"default\": null, \"where\": [\"defaults\", \"pool\"], \"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"tls.min_version\", \"type\": \"enum\", \"values\": [\"1.2\", "
+	                             "\"1.3\"], \"default\": \"1.2\", \"where\": [\"defaults\", \"pool\"], "
+	                             "\"reload\": \"in_place\"}"));
 	free(text);
 }
 
@@ -2553,6 +3017,12 @@ int main(void)
 	    cmocka_unit_test(test_pool_diff),
 	    cmocka_unit_test(test_daemon_diff),
 	    cmocka_unit_test(test_dump_schema),
+	    cmocka_unit_test(test_tls_every_key),
+	    cmocka_unit_test(test_tls_shorthand_and_hosts),
+	    cmocka_unit_test(test_tls_defaults_merge),
+	    cmocka_unit_test(test_tls_file_errors),
+	    cmocka_unit_test(test_tls_digest_follows_files),
+	    cmocka_unit_test(test_reuse_from_defaults),
 	};
 	size_t n_fixed = sizeof fixed / sizeof fixed[0];
 	size_t n_cases = sizeof err_cases / sizeof err_cases[0];

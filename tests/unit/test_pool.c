@@ -625,6 +625,31 @@ static void test_connect_none_qualifies(void **state)
 	assert_int_equal(f.p.rr, 1); /* the cursor only moves on a pick */
 }
 
+/* A backend that closes idle connections after about 0.3 s: a connection
+ * idle 75% of that is not handed out, while the observation is recent. */
+static void test_near_backend_idle_close(void **state)
+{
+	(void)state;
+	struct backend be;
+	struct bconn b;
+	memset(&be, 0, sizeof be);
+	memset(&b, 0, sizeof b);
+	b.be = &be;
+	ev_tstamp now = 1000.0;
+	b.idle_since = now - 0.29;
+	assert_false(bconn_near_backend_close(&b, now)); /* nothing learned yet */
+	be.idle_close_age = 0.3;
+	be.idle_close_seen = now - 1.0;
+	b.idle_since = now - 0.2;
+	assert_false(bconn_near_backend_close(&b, now));
+	b.idle_since = now - 0.225;
+	assert_true(bconn_near_backend_close(&b, now));
+	b.idle_since = now - 0.29;
+	assert_true(bconn_near_backend_close(&b, now));
+	be.idle_close_seen = now - 61.0; /* a minute without such a close: forgotten */
+	assert_false(bconn_near_backend_close(&b, now));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -656,6 +681,7 @@ int main(void)
 	    cmocka_unit_test(test_connect_never_unavailable_backend),
 	    cmocka_unit_test(test_connect_backups_only_without_primary),
 	    cmocka_unit_test(test_connect_none_qualifies),
+	    cmocka_unit_test(test_near_backend_idle_close),
 	};
 	return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
