@@ -519,20 +519,10 @@ static void bconn_tickets_timeout_cb(struct ev_loop *loop, ev_timer *w, int reve
 
 static void bconn_tls_tickets(struct bconn *b)
 {
-	char why[sizeof b->be->last_error], text[128];
-	switch (tls_peek(b->ssl, b->fd)) {
-	case SOCK_QUIET:
-	case SOCK_DATA:
+	char why[sizeof b->be->last_error];
+	if (tls_first_record(b->ssl, b->fd, why, sizeof why) == 0) {
 		bconn_tls_verified(b);
 		return;
-	case SOCK_EOF:
-		snprintf(why, sizeof why, "tls: handshake failed: closed by the backend");
-		break;
-	case SOCK_ERROR:
-		tls_error_text(text, sizeof text);
-		snprintf(why, sizeof why, "tls: handshake failed: %s",
-		         text[0] ? text : errno ? strerror(errno) : "reset by the backend");
-		break;
 	}
 	tls_handshake_failed(b->be, TLS_R_FAILED);
 	bconn_failed_why(b, REASON_TLS, 0, why);

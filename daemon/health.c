@@ -351,20 +351,10 @@ static void health_tls_step(struct backend *be)
 	enum tls_result res = TLS_R_FAILED;
 	char why[sizeof be->last_error];
 	if (hc->tls_phase == TLS_PH_TICKETS) { /* the server's first record after the handshake */
-		char text[128];
-		switch (tls_peek(hc->ssl, hc->fd)) {
-		case SOCK_QUIET:
-		case SOCK_DATA:
+		if (tls_first_record(hc->ssl, hc->fd, why, sizeof why) == 0)
 			health_exchange(be);
-			return;
-		case SOCK_EOF:
-			snprintf(why, sizeof why, "tls: handshake failed: closed by the backend");
-			break;
-		case SOCK_ERROR:
-			snprintf(why, sizeof why, "tls: handshake failed: %s", tls_error_text(text, sizeof text));
-			break;
-		}
-		health_done(be, REASON_TLS, why);
+		else
+			health_done(be, REASON_TLS, why);
 		return;
 	}
 	enum tls_step st = tls_handshake(hc->ssl, hc->fd, &hc->tls_phase, &hc->tls_sent, &res, why, sizeof why);

@@ -350,6 +350,25 @@ enum sock_peek tls_peek(SSL *ssl, int fd)
 	return e == 0 ? SOCK_EOF : SOCK_ERROR;
 }
 
+int tls_first_record(SSL *ssl, int fd, char *why, size_t whylen)
+{
+	char text[128];
+	switch (tls_peek(ssl, fd)) {
+	case SOCK_QUIET:
+	case SOCK_DATA:
+		return 0;
+	case SOCK_EOF:
+		snprintf(why, whylen, "tls: handshake failed: closed by the backend");
+		return -1;
+	case SOCK_ERROR:
+		break;
+	}
+	tls_error_text(text, sizeof text);
+	snprintf(why, whylen, "tls: handshake failed: %s", text[0] ? text : errno ? strerror(errno) : "reset by the backend");
+	ERR_clear_error();
+	return -1;
+}
+
 int tls_has_pending(SSL *ssl)
 {
 	return SSL_has_pending(ssl);

@@ -77,6 +77,10 @@ void tls_handshake_done(struct backend *be, SSL *ssl, ev_tstamp took);
 /* A handshake failed with `res`: count it. */
 void tls_handshake_failed(struct backend *be, enum tls_result res);
 
+/* TLS 1.3, after the handshake: is the server's first record (read now)
+ * its consent (tickets, or data kept in the SSL: 0) or a refusal (an
+ * alert, or EOF: -1, with OpenSSL's words in `why`)? */
+int tls_first_record(SSL *ssl, int fd, char *why, size_t whylen);
 /* Read decrypted bytes: >0, 0 at close_notify, -EAGAIN (nothing yet, or
  * only handshake records such as TLS 1.3 tickets), -ECONNABORTED when the
  * stream was truncated (EOF without close_notify), -EPROTO for a TLS error
