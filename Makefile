@@ -174,17 +174,25 @@ integration: all
 # Every daemon the integration tests start, under valgrind (errors and leaks fail).
 valgrind: deps all
 	WARMPOOL_BUILD=$(abspath $(BUILD)) WARMPOOL_VALGRIND=1 \
-	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(VALGRIND_ARGS)
 
 # The sanitizer variant lives in build/asan so it never mixes with the -O2
 # build; the -O2 build then runs the integration tests again under valgrind.
+# The .debs are built once (build/package) for the packaging tests and
+# systemd-check. The valgrind pass leaves out the files that start no daemon
+# (VALGRIND_SKIP: they run the binaries directly, --check-config and the
+# like, or build packages): under valgrind they would only repeat the ASan
+# pass with the -O2 binaries.
+VALGRIND_SKIP := test_packaging.py test_demo.py test_limits.py test_config_cli.py
 check: deps
 	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
+	$(MAKE) --no-print-directory package
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-	  WARMPOOL_BUILD=$(abspath build/asan) /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
-	$(MAKE) --no-print-directory valgrind
+	  WARMPOOL_BUILD=$(abspath build/asan) WARMPOOL_DEB_DIR=$(abspath build)/package \
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
+	$(MAKE) --no-print-directory valgrind VALGRIND_ARGS="$(VALGRIND_SKIP:%=--ignore=tests/integration/%)"
 	$(MAKE) --no-print-directory fuzz-smoke
-	$(MAKE) --no-print-directory systemd-check
+	$(MAKE) --no-print-directory systemd-check-only
 
 # Benchmarks are never part of check: they measure, they do not assert.
 BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps stunnel4
@@ -317,6 +325,7 @@ uninstall:
 
 # Tools for `make package`; the package's own Build-Depends are in packaging/debian/control.
 PACKAGE_DEB_PKGS := debhelper dpkg-dev fakeroot lintian
+DEB_PKGS += $(PACKAGE_DEB_PKGS)  # make check builds the packages too
 package-deps: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(PACKAGE_DEB_PKGS)"
 
@@ -442,7 +451,10 @@ SYSTEMD_CHECK_PKGS := systemd-container
 DEB_PKGS           += $(SYSTEMD_CHECK_PKGS)
 DEB_NO_RECOMMENDS  += $(SYSTEMD_CHECK_PKGS)
 
-.PHONY: systemd-check
+.PHONY: systemd-check systemd-check-only
 systemd-check: package
+	$(MAKE) --no-print-directory systemd-check-only
+# (against the packages already in $(BUILD)/package)
+systemd-check-only:
 	WARMPOOL_DEB_DIR=$(abspath $(BUILD))/package \
 	  /usr/bin/python3 -m pytest -q -rs -p no:cacheprovider tests/systemd
