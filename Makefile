@@ -350,12 +350,12 @@ dist:
 #                    build/fuzz/crashes/<target>/ (FUZZ_ARGS adds libFuzzer options, e.g. -jobs=4)
 #                    (minimise one with: build/fuzz/fuzz_<target> -minimize_crash=1 -runs=10000 FILE)
 #   make fuzz-smoke  (the end of `make check`) replay every regression input, then fuzz
-#                    each target for FUZZ_SMOKE_SECONDS (default 10) from the seeds alone
+#                    each target for FUZZ_SMOKE_SECONDS (default 5) from the seeds alone
 FUZZ_PKGS          := clang libclang-rt-14-dev
 DEB_PKGS           += $(FUZZ_PKGS)
 FUZZ_CC            ?= clang
 FUZZ_SECONDS       ?= 60
-FUZZ_SMOKE_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
 FUZZ_ARGS          ?=
 FUZZ_TARGETS       := config admin handoff tls
 FUZZ_BUILD         := $(BUILD)/fuzz
