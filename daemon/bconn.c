@@ -561,12 +561,7 @@ static void bconn_tls_step(struct bconn *b)
 		return;
 	case TLS_STEP_READ:
 	case TLS_STEP_WRITE: {
-		int want = st == TLS_STEP_READ ? EV_READ : EV_WRITE;
-		if (!ev_is_active(&b->io) || (b->io.events & (EV_READ | EV_WRITE)) != want) {
-			ev_io_stop(loop, &b->io);
-			ev_io_set(&b->io, b->fd, want);
-			ev_io_start(loop, &b->io);
-		}
+		engine_io_want(loop, &b->io, st == TLS_STEP_READ ? EV_READ : EV_WRITE);
 		return;
 	}
 	case TLS_STEP_FAILED:

@@ -723,6 +723,20 @@ static inline double engine_random(void *ctx)
 	eng->rng = x;
 	return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
 }
+/* Watch exactly `events` (0: none) on w, whose fd is set already: no
+ * libev call when that is what it watches. The fd is kept (ev_io_modify):
+ * setting it again would make libev re-register it with epoll. */
+static inline void engine_io_want(struct ev_loop *loop, ev_io *w, int events)
+{
+	int cur = ev_is_active(w) ? (w->events & (EV_READ | EV_WRITE)) : 0;
+	if (cur == events)
+		return;
+	ev_io_stop(loop, w);
+	if (events) {
+		ev_io_modify(w, events);
+		ev_io_start(loop, w);
+	}
+}
 /* Mark STATUS= as stale (the loop recomputes it, and checks whether a
  * graceful drain just finished, once per iteration). */
 static inline void engine_changed(struct engine *eng)

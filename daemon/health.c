@@ -285,9 +285,7 @@ static void health_start_reading(struct backend *be)
 	struct health *hc = &be->hc;
 	struct ev_loop *loop = be->pool->eng->loop;
 	hc->phase = HC_READING;
-	ev_io_stop(loop, &hc->io);
-	ev_io_set(&hc->io, hc->fd, EV_READ);
-	ev_io_start(loop, &hc->io);
+	engine_io_want(loop, &hc->io, EV_READ);
 }
 
 static void health_send(struct backend *be)
@@ -335,10 +333,7 @@ static void health_exchange(struct backend *be)
 	hc->sent = 0;
 	hc->phase = HC_SENDING;
 	if (hc->ssl) { /* EV_WRITE while sending; health_start_reading switches to EV_READ */
-		struct ev_loop *loop = be->pool->eng->loop;
-		ev_io_stop(loop, &hc->io);
-		ev_io_set(&hc->io, hc->fd, EV_WRITE);
-		ev_io_start(loop, &hc->io);
+		engine_io_want(be->pool->eng->loop, &hc->io, EV_WRITE);
 	}
 	health_send(be);
 }
@@ -367,9 +362,7 @@ static void health_tls_step(struct backend *be)
 			ev_timer_stop(loop, &hc->timer);
 			ev_timer_set(&hc->timer, TLS_TICKET_WAIT, 0.);
 			ev_timer_start(loop, &hc->timer);
-			ev_io_stop(loop, &hc->io);
-			ev_io_set(&hc->io, hc->fd, EV_READ);
-			ev_io_start(loop, &hc->io);
+			engine_io_want(loop, &hc->io, EV_READ);
 			return;
 		}
 		health_exchange(be);
@@ -380,12 +373,7 @@ static void health_tls_step(struct backend *be)
 		health_done(be, REASON_TLS, why);
 		return;
 	}
-	int want = st == TLS_STEP_READ ? EV_READ : EV_WRITE;
-	if (!ev_is_active(&hc->io) || (hc->io.events & (EV_READ | EV_WRITE)) != want) {
-		ev_io_stop(loop, &hc->io);
-		ev_io_set(&hc->io, hc->fd, want);
-		ev_io_start(loop, &hc->io);
-	}
+	engine_io_want(loop, &hc->io, st == TLS_STEP_READ ? EV_READ : EV_WRITE);
 }
 
 static void health_connected(struct backend *be)
@@ -457,6 +445,10 @@ static void health_begin(struct backend *be)
 	}
 	hc->phase = HC_CONNECTING;
 	hc->began_at = ev_now(loop);
+	/* Each check has a new socket: set the fd now (libev registers it anew
+	 * even if the number is the last check's); later phases change only
+	 * the events (engine_io_want). */
+	ev_io_set(&hc->io, hc->fd, EV_WRITE);
 	ev_timer_set(&hc->timer, (double)health_cfg(be)->timeout_ms / 1000.0, 0.);
 	ev_timer_start(loop, &hc->timer);
 	int r;
@@ -471,7 +463,6 @@ static void health_begin(struct backend *be)
 		health_fail_errno(be, errno);
 		return;
 	}
-	ev_io_set(&hc->io, hc->fd, EV_WRITE);
 	ev_io_start(loop, &hc->io);
 }
 

@@ -199,19 +199,6 @@ struct session *session_new(struct pool *p, int cfd)
 	return s;
 }
 
-/* Watch exactly `events` on w; never touches an active watcher's fd. */
-static void io_want(struct ev_loop *loop, ev_io *w, int events)
-{
-	int cur = ev_is_active(w) ? (w->events & (EV_READ | EV_WRITE)) : 0;
-	if (cur == events)
-		return;
-	ev_io_stop(loop, w);
-	if (events) {
-		ev_io_modify(w, events);
-		ev_io_start(loop, w);
-	}
-}
-
 static void session_update_watchers(struct session *s)
 {
 	struct ev_loop *loop = s->pool->eng->loop;
@@ -224,8 +211,8 @@ static void session_update_watchers(struct session *s)
 		bev |= EV_READ;
 	if (relay_pending(&s->up))
 		bev |= EV_WRITE;
-	io_want(loop, &s->cio, cev);
-	io_want(loop, &s->b->io, bev);
+	engine_io_want(loop, &s->cio, cev);
+	engine_io_want(loop, &s->b->io, bev);
 	/* Bytes OpenSSL decrypted already (e.g. a record read by the checkout
 	 * check) raise no socket event: deliver the wake-up ourselves. */
 	if ((bev & EV_READ) && s->b->ssl && tls_has_pending(s->b->ssl))
