@@ -10,7 +10,7 @@
 BUILD    ?= build
 SAN      ?= 0
 CC       ?= cc
-PKGS     := yaml-0.1 libsystemd openssl
+PKGS     := yaml-0.1 libsystemd openssl libcares
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
 CFLAGS   ?= -O2 -g
@@ -33,6 +33,7 @@ FLOOR_test_config := config
 FLOOR_test_pool   := daemon
 FLOOR_test_health := daemon
 FLOOR_test_tls    := daemon
+FLOOR_test_dns    := daemon
 FLOOR_fuzz_config := config
 FLOOR_fuzz_tls    := config
 FLOOR_fuzz_admin  := daemon
@@ -60,7 +61,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/pic/%.o)
 
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev libssl-dev openssl \
-            python3 python3-pytest socat iproute2 valgrind redis-server memcached postgresql python3-cryptography
+            python3 python3-pytest socat iproute2 valgrind redis-server memcached postgresql python3-cryptography \
+            libc-ares-dev dnsmasq-base strace
 
 .PHONY: all deps demo check floors unit integration valgrind bench bench-deps clean
 .DEFAULT_GOAL := all
@@ -195,7 +197,7 @@ check: deps
 	$(MAKE) --no-print-directory systemd-check-only
 
 # Benchmarks are never part of check: they measure, they do not assert.
-BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps stunnel4
+BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps stunnel4 redis-server redis-tools nutcracker
 bench-deps: deps
 	@$(MAKE) --no-print-directory deps DEB_PKGS="$(BENCH_PKGS)"
 

@@ -1,20 +1,24 @@
 /*
  * config/check.c — phase 3, cross-checks over the whole merged document:
- * socket paths unique across pools (check_sockets), host names of backends
- * and metrics_listen resolved within CFG_RESOLVE_TIMEOUT_MS for all of them
- * together (resolve_backends, getaddrinfo_a), and the warnings a valid
- * config may still earn (collect_warnings).
+ * socket paths unique across pools (check_sockets), the host name of
+ * metrics_listen resolved within CFG_RESOLVE_TIMEOUT_MS (resolve_backends,
+ * getaddrinfo_a), and the warnings a valid config may still earn
+ * (collect_warnings). Backend host names are not resolved by a load: the
+ * daemon resolves them in its loop (daemon/dns.c); cfg_resolve_names()
+ * looks them up for `warmpoold --check-config --resolve` only.
  */
 #include "loader.h"
 
 #include "addr.h"
 #include "escape.h"
 
+#include <ares.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <math.h>
 #include <netdb.h>
+#include <poll.h>
 #include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -95,7 +99,9 @@ void check_sockets(struct ld *ld)
 }
 
 /*
- * Host names are resolved with getaddrinfo_a() (glibc runs each lookup in a
+ * The host name of daemon.metrics_listen (the refs in ld->backends: backend
+ * names are the daemon's to resolve, IP literals got their address in phase
+ * 2) is resolved with getaddrinfo_a() (glibc runs each lookup in a
  * helper thread) and polled with gai_error() until one deadline for
  * the whole load, CFG_RESOLVE_TIMEOUT_MS: a reload runs inside the event
  * loop, and a DNS server that never answers must not stop it for
@@ -316,4 +322,228 @@ void collect_warnings(struct ld *ld)
 		            "handoff socket and every listen item",
 		            p->handoff.path, with);
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* --check-config --resolve                                            */
+
+/*
+ * cfg_resolve_names() asks for every backend name the way the daemon does
+ * (daemon/dns.c): c-ares, with the name's merged dns: settings (servers,
+ * else /etc/resolv.conf's; family; timeout and tries), so that the check
+ * sees what the daemon will see, /etc/hosts included as c-ares reads it.
+ * It blocks, which a command-line check may. Each name has its own channel
+ * (its settings are its own); RESOLVE_PARALLEL of them run at once in one
+ * poll() loop, each cut at its own deadline, timeout x tries after it
+ * started (c-ares doubles the timeout of later rounds: the deadline is the
+ * bound the man page promises).
+ */
+#define RESOLVE_PARALLEL 64 /* channels at once: each holds a socket per server it asked */
+#define RESOLVE_CSV_MAX  (CFG_MAX_DNS_SERVERS * (INET6_ADDRSTRLEN + 9)) /* "[v6]:65535," per server */
+
+struct rname {
+	const struct cfg_backend *be;
+	char label[PATH_BUF]; /* "pools.P.backends[i]" */
+	ares_channel ch;
+	int64_t deadline; /* ms, CLOCK_MONOTONIC */
+	bool done;
+	int status; /* ARES_SUCCESS, or why not */
+};
+
+static void rname_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
+{
+	struct rname *r = arg;
+	size_t n = 0;
+
+	(void)timeouts;
+	for (const struct ares_addrinfo_node *a = res ? res->nodes : NULL; a; a = a->ai_next)
+		n++;
+	if (res)
+		ares_freeaddrinfo(res);
+	if (r->done) /* ares_destroy() of a channel already answered */
+		return;
+	r->done = true;
+	r->status = status == ARES_SUCCESS && n == 0 ? ARES_ENODATA : status;
+}
+
+/* The reason words of the daemon's log lines (daemon/dns.c), c-ares' own otherwise. */
+static const char *rname_reason(int status)
+{
+	switch (status) {
+	case ARES_ENOTFOUND:
+	case ARES_ENONAME:
+		return "no such name (NXDOMAIN)";
+	case ARES_ENODATA:
+		return "no address (NODATA)";
+	case ARES_ETIMEOUT:
+	case ARES_ECANCELLED: /* cut at the deadline */
+		return "timeout";
+	case ARES_ESERVFAIL:
+		return "server failure";
+	default:
+		return ares_strerror(status);
+	}
+}
+
+/* Start r's lookup on a channel of its own; false (r->status set) when it cannot. */
+static bool rname_start(struct rname *r)
+{
+	const struct cfg_dns *d = &r->be->dns;
+	struct ares_options o = {.timeout = (int)d->timeout_ms, .tries = (int)d->tries};
+	struct ares_addrinfo_hints hints = {
+	    .ai_flags = ARES_AI_NUMERICSERV | ARES_AI_NOSORT,
+	    .ai_family = d->family == CFG_DNS_IPV4 ? AF_INET : d->family == CFG_DNS_IPV6 ? AF_INET6 : AF_UNSPEC,
+	    .ai_socktype = SOCK_STREAM,
+	};
+	char csv[RESOLVE_CSV_MAX], port[8];
+	size_t off = 0;
+	int e;
+
+	e = ares_init_options(&r->ch, &o, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES);
+	if (e != ARES_SUCCESS) {
+		r->ch = NULL;
+		r->status = e;
+		return false;
+	}
+	for (size_t i = 0; i < d->n_servers && off < sizeof csv; i++)
+		off += (size_t)snprintf(csv + off, sizeof csv - off, "%s%s", i ? "," : "", d->servers[i]);
+	if (d->n_servers && (e = ares_set_servers_ports_csv(r->ch, csv)) != ARES_SUCCESS) {
+		r->status = e;
+		return false;
+	}
+	r->deadline = mono_ms() + (int64_t)(d->timeout_ms * d->tries);
+	snprintf(port, sizeof port, "%u", (unsigned)r->be->port);
+	ares_getaddrinfo(r->ch, r->be->host, port, &hints, rname_answer, r); /* may answer at once (/etc/hosts) */
+	return true;
+}
+
+/* Run the lookups of v[0..n) (all started) until each is done or cut at its deadline. */
+static void rname_wait(struct rname *v, size_t n)
+{
+	struct pollfd pfd[RESOLVE_PARALLEL * ARES_GETSOCK_MAXNUM];
+	struct rname *owner[RESOLVE_PARALLEL * ARES_GETSOCK_MAXNUM];
+
+	for (;;) {
+		int64_t now = mono_ms(), wait = -1;
+		size_t m = 0, busy = 0;
+
+		for (size_t i = 0; i < n; i++) {
+			struct rname *r = &v[i];
+			ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+			struct timeval tv, *tp;
+			unsigned bits;
+
+			if (r->done || !r->ch)
+				continue;
+			if (now >= r->deadline) {
+				ares_cancel(r->ch); /* answers ARES_ECANCELLED */
+				if (!r->done) {
+					r->done = true;
+					r->status = ARES_ETIMEOUT;
+				}
+				continue;
+			}
+			busy++;
+			/* ARES_GETSOCK_WRITABLE() shifts a signed 1 into the sign bit for the last socket */
+			bits = (unsigned)ares_getsock(r->ch, socks, ARES_GETSOCK_MAXNUM);
+			for (unsigned j = 0; j < ARES_GETSOCK_MAXNUM; j++) {
+				short ev = (short)((bits & (1u << j) ? POLLIN : 0) |
+				                   (bits & (1u << (j + ARES_GETSOCK_MAXNUM)) ? POLLOUT : 0));
+				if (!ev)
+					continue;
+				pfd[m] = (struct pollfd){.fd = socks[j], .events = ev};
+				owner[m++] = r;
+			}
+			int64_t left = r->deadline - now;
+			if ((tp = ares_timeout(r->ch, NULL, &tv))) { /* c-ares' next retry */
+				int64_t retry = (int64_t)tp->tv_sec * 1000 + (tp->tv_usec + 999) / 1000;
+				left = retry < left ? retry : left;
+			}
+			if (wait < 0 || left < wait)
+				wait = left;
+		}
+		if (!busy)
+			return;
+		int k = poll(pfd, m, (int)(wait > 0 ? wait : 0));
+		if (k < 0 && errno != EINTR)
+			return; /* cannot wait: every name left is cut below by the caller */
+		for (size_t j = 0; k > 0 && j < m; j++) {
+			if (!pfd[j].revents)
+				continue;
+			ares_process_fd(owner[j]->ch, pfd[j].revents & (POLLIN | POLLERR | POLLHUP) ? pfd[j].fd : ARES_SOCKET_BAD,
+			                pfd[j].revents & POLLOUT ? pfd[j].fd : ARES_SOCKET_BAD);
+		}
+		for (size_t i = 0; i < n; i++) /* timeouts and retries */
+			if (!v[i].done && v[i].ch)
+				ares_process_fd(v[i].ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
+	}
+}
+
+/* Report the finished lookups of v[0..n) and free their channels. */
+static void rname_finish(struct ld *ld, struct rname *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct rname *r = &v[i];
+
+		if (!r->done) { /* its start failed (status set), or poll() did */
+			r->done = true;
+			r->status = r->status ? r->status : ARES_ETIMEOUT;
+		}
+		if (r->ch)
+			ares_destroy(r->ch); /* a lookup still queued answers ARES_EDESTRUCTION: ignored (done) */
+		if (r->status != ARES_SUCCESS)
+			add_err(ld, r->be->pos, r->label, "%s: does not resolve: %s", r->be->name, rname_reason(r->status));
+	}
+}
+
+int cfg_resolve_names(const struct wp_config *cfg, struct cfg_errors *errs)
+{
+	struct ld ld = {.file = cfg->path};
+	struct rname *v = calloc(RESOLVE_PARALLEL, sizeof *v);
+	struct cfg_errors scratch = {0};
+	size_t n = 0;
+	char pool[PATH_BUF], list[PATH_BUF];
+
+	if (!errs)
+		errs = &scratch;
+	*errs = (struct cfg_errors){0};
+	if (!v || ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS) {
+		ld.oom = !v;
+		if (v)
+			add_err(&ld, (struct cfg_pos){0, 0}, NULL, "cannot start the resolver library");
+		goto out;
+	}
+	for (size_t i = 0; i < cfg->n_pools; i++) {
+		const struct cfg_pool *p = &cfg->pools[i];
+
+		path_key(pool, "pools", p->name, strlen(p->name));
+		path_key(list, pool, "backends", 8);
+		for (size_t j = 0; j < p->n_backends; j++) {
+			struct rname *r = &v[n];
+
+			if (!p->backends[j].is_name)
+				continue;
+			*r = (struct rname){.be = &p->backends[j]};
+			path_index(r->label, list, j);
+			if (rname_start(r))
+				n++;
+			else
+				rname_finish(&ld, r, 1); /* reported at once */
+			if (n == RESOLVE_PARALLEL) {
+				rname_wait(v, n);
+				rname_finish(&ld, v, n);
+				n = 0;
+			}
+		}
+	}
+	rname_wait(v, n);
+	rname_finish(&ld, v, n);
+	ares_library_cleanup();
+out:
+	free(v);
+	if (!failed(&ld))
+		return 0;
+	hand_over(&ld, errs);
+	cfg_errors_free(&scratch);
+	return -1;
 }

@@ -16,8 +16,10 @@
  *      (get_key: type and range), the others by their parsers here; a pool
  *      starts from the table's built-in values (builtin_pool), then takes
  *      what `defaults:` gave, then its own keys (struct level, merged row by
- *      row in apply_level), blocks (backoff, health_check, keepalive, tls)
- *      included; `allow:` and `reuse:` are the exceptions: each replaces as a
+ *      row in apply_level), blocks (backoff, health_check, keepalive, tls,
+ *      dns) included; a backend item's own dns: goes over its pool's (so
+ *      a pool's own keys are merged before its backends are read). `allow:`
+ *      and `reuse:` are the exceptions: each replaces as a
  *      whole block, and a listen item's own `allow:` replaces the pool's. The
  *      defaults level is applied to each pool anew, so every pool owns its
  *      copies of health-check bytes, path, compiled regex, allowed ids, reset
@@ -25,9 +27,12 @@
  *      as they are read (getpwnam_r, getgrnam_r). A merged tls: block gets
  *      its SSL_CTX and digest (finish_tls; tls.c reads its files).
  *   3. Cross-checks (check.c: check_sockets, resolve_backends): socket paths unique
- *      across pools, host names resolved within CFG_RESOLVE_TIMEOUT_MS for
- *      all of them (getaddrinfo_a). A valid config may still earn warnings
- *      (collect_warnings), handed over in cfg->warnings.
+ *      across pools, metrics_listen's host name resolved within
+ *      CFG_RESOLVE_TIMEOUT_MS (getaddrinfo_a). A backend's host is an IP
+ *      literal, whose address is taken in phase 2 without a lookup, or a DNS
+ *      name, never resolved by a load (is_name: the daemon resolves it in its
+ *      loop, with the backend's merged dns: settings). A valid config may
+ *      still earn warnings (collect_warnings), handed over in cfg->warnings.
  * Relations inside one pool (min_idle <= max_connections, backoff max >=
  * initial, the keys a health-check type needs or excludes) are checked as
  * soon as the pool is merged, and blamed on the most specific value that
@@ -45,6 +50,7 @@
 #include "addr.h"
 #include "escape.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -56,6 +62,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
@@ -259,6 +267,16 @@ static void parse_health(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 		path_key(kpath, path, "path", 4);
 		mark(l, row("health_check.path"), v, "health_check.path", get_http_path(ld, v, kpath, &l->v.health.path));
 	}
+	/* Who a role-aware check logs in as (owned strings: merged, compared and
+	 * freed from their rows); the password is read after merging. */
+	static const char *const login[] = {"user", "database", "password_file"};
+	for (size_t i = 0; i < 3; i++) {
+		int r = row_in("health_check", login[i]);
+		if (!(v = val_of(&ks, vals, login[i])))
+			continue;
+		path_key(kpath, path, login[i], strlen(login[i]));
+		mark(l, r, v, cfg_keys[r].path, get_key(ld, &cfg_keys[r], v, kpath, &l->v));
+	}
 	parse_rows(ld, "health_check", &ks, vals, path, l);
 }
 
@@ -323,6 +341,137 @@ static void parse_tls(struct ld *ld, yaml_document_t *doc, const yaml_node_t *ke
 		else
 			ok = get_key(ld, k, v, kpath, base);
 		mark(l, (int)i, v, k->path, ok);
+	}
+}
+
+/* ---- dns: {refresh, respect_ttl, ..., servers} ---------------------------- */
+
+#define DNS_PORT 53 /* the port of a dns.servers entry written without one */
+
+static void servers_free(char **v, size_t n);
+
+/*
+ * One dns.servers entry: an IP address with or without a port ("10.0.0.2",
+ * "10.0.0.2:5353", "::1", "[::1]:5353"), stored as "ip:port" or "[v6]:port"
+ * with the port always written and the address in its shortest form, the
+ * list c-ares' ares_set_servers_ports_csv() takes as it is. A host name is
+ * refused: finding the resolver would need a resolver. NULL when reported.
+ */
+static char *dns_server(struct ld *ld, const yaml_node_t *n, const char *path)
+{
+	static const char what[] = "an IP address, ip:port or [v6]:port";
+	char host[NI_MAXHOST], text[INET6_ADDRSTRLEN], out[INET6_ADDRSTRLEN + 8];
+	unsigned char bin[sizeof(struct in6_addr)];
+	const char *why = NULL;
+	uint16_t port = DNS_PORT;
+	int af;
+	char *r;
+
+	if (!want_text(ld, n, path, what))
+		return NULL;
+	if (inet_pton(AF_INET6, sval(n), bin) == 1) { /* a bare IPv6 address: its colons are not a port's */
+		af = AF_INET6;
+	} else if (inet_pton(AF_INET, sval(n), bin) == 1) {
+		af = AF_INET;
+	} else if (!strchr(sval(n), ':')) { /* no port: it would have been an address above */
+		bad_value(ld, n, path, "%s (a server is not looked up by name)", what);
+		return NULL;
+	} else if (wp_addr_split(sval(n), host, sizeof host, &port, &why) < 0) {
+		bad_value(ld, n, path, "%s (%s)", what, why);
+		return NULL;
+	} else {
+		af = sval(n)[0] == '[' ? AF_INET6 : AF_INET;
+		if (inet_pton(af, host, bin) != 1) {
+			bad_value(ld, n, path, "%s (a server is not looked up by name)", what);
+			return NULL;
+		}
+	}
+	if (!inet_ntop(af, bin, text, sizeof text)) { /* cannot fail with these sizes */
+		bad_value(ld, n, path, "%s", what);
+		return NULL;
+	}
+	snprintf(out, sizeof out, af == AF_INET6 ? "[%s]:%u" : "%s:%u", text, (unsigned)port);
+	if (!(r = strdup(out)))
+		ld->oom = true;
+	return r;
+}
+
+/* dns.servers: one address or a list of 0..CFG_MAX_DNS_SERVERS (an empty
+ * list, or an empty value, means /etc/resolv.conf's). False when anything
+ * was reported; *out then holds nothing. */
+static bool parse_servers(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                          char ***out, size_t *n_out)
+{
+	char ipath[PATH_BUF];
+	size_t count;
+	char **v;
+	bool ok = true;
+
+	*out = NULL;
+	*n_out = 0;
+	if (is_null(n))
+		return true;
+	if (n->type == YAML_MAPPING_NODE) {
+		bad_value(ld, n, path, "a list of IP addresses (ip, ip:port or [v6]:port)");
+		return false;
+	}
+	count = n->type == YAML_SCALAR_NODE ? 1 : (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+	if (count > CFG_MAX_DNS_SERVERS) {
+		add_err(ld, node_pos(n), path, "expected at most %d servers, got %zu", CFG_MAX_DNS_SERVERS, count);
+		return false;
+	}
+	if (count == 0)
+		return true;
+	if (!(v = calloc(count, sizeof *v))) {
+		ld->oom = true;
+		return false;
+	}
+	for (size_t i = 0; i < count; i++) {
+		const yaml_node_t *item = n;
+
+		if (n->type == YAML_SEQUENCE_NODE) {
+			item = node_at(doc, n->data.sequence.items.start[i]);
+			path_index(ipath, path, i);
+		} else {
+			snprintf(ipath, sizeof ipath, "%s", path);
+		}
+		if (!item || !(v[i] = dns_server(ld, item, ipath)))
+			ok = false;
+	}
+	if (!ok) {
+		servers_free(v, count);
+		return false;
+	}
+	*out = v;
+	*n_out = count;
+	return true;
+}
+
+/*
+ * dns: a mapping of the dns.* rows' keys, at any level (defaults:, a pool,
+ * a backend item): the plain values by the table, servers by its parser.
+ * An empty value is an empty block.
+ */
+static void parse_dns(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
+                      struct level *l)
+{
+	yaml_node_t *vals[CFG_MAX_CHILD], *knodes[CFG_MAX_CHILD], *v;
+	char kpath[PATH_BUF], what[PATH_BUF];
+	struct cfg_keyset ks;
+	size_t o;
+
+	cfg_key_children(CFG_IN_POOL, "dns", &ks);
+	o = (size_t)snprintf(what, sizeof what, "a mapping of");
+	for (size_t i = 0; i < ks.n && o < sizeof what; i++)
+		o += (size_t)snprintf(what + o, sizeof what - o, "%s %s", i ? "," : "", ks.v[i]);
+	if (!want_map(ld, n, path, what))
+		return;
+	walk_block(ld, doc, n, path, "dns", &ks, vals, knodes);
+	parse_rows(ld, "dns", &ks, vals, path, l);
+	if ((v = val_of(&ks, vals, "servers"))) {
+		path_key(kpath, path, "servers", 7);
+		mark(l, row("dns.servers"), v, "dns.servers",
+		     parse_servers(ld, doc, v, kpath, &l->v.dns.servers, &l->v.dns.n_servers));
 	}
 }
 
@@ -595,6 +744,47 @@ static void parse_level(struct ld *ld, yaml_document_t *doc, yaml_node_t **vals,
 		path_key(kpath, path, "tls", 3);
 		parse_tls(ld, doc, knodes[cfg_keyset_find(ks, "tls")], v, kpath, l);
 	}
+	if ((v = val_of(ks, vals, "dns"))) {
+		path_key(kpath, path, "dns", 3);
+		parse_dns(ld, doc, v, kpath, l);
+	}
+}
+
+/* A dns.servers list (each string and the array); accepts NULL. */
+static void servers_free(char **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* A copy of servers v[0..n), NULL for none (or out of memory, flagged). */
+static char **servers_dup(struct ld *ld, char *const *v, size_t n)
+{
+	char **c;
+
+	if (!v || !n)
+		return NULL;
+	if (!(c = calloc(n, sizeof *c))) {
+		ld->oom = true;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (!(c[i] = strdup(v[i]))) {
+			servers_free(c, i);
+			ld->oom = true;
+			return NULL;
+		}
+	}
+	return c;
+}
+
+/* The owned parts of a dns: block (its servers). */
+static void dns_free(struct cfg_dns *d)
+{
+	servers_free(d->servers, d->n_servers);
+	d->servers = NULL;
+	d->n_servers = 0;
 }
 
 /* Free the owned values of `p` (cfg_key_owned rows) whose path starts with
@@ -608,9 +798,15 @@ static void free_owned(struct cfg_pool *p, const char *block)
 		if (!cfg_key_owned(k) || strncmp(k->path, block, strlen(block)) != 0)
 			continue;
 		memcpy(&ptr, (char *)p + k->off, sizeof ptr);
-		free(ptr);
+		if (k->type == CFG_T_SERVERS) {
+			size_t n;
+			memcpy(&n, (char *)p + k->len_off, sizeof n);
+			servers_free(ptr, n);
+		} else {
+			free(ptr);
+		}
 		memset((char *)p + k->off, 0, sizeof ptr);
-		if (k->type == CFG_T_ALPN)
+		if (k->type == CFG_T_ALPN || k->type == CFG_T_SERVERS)
 			memset((char *)p + k->len_off, 0, sizeof(size_t));
 	}
 }
@@ -622,16 +818,24 @@ static void copy_owned(struct ld *ld, struct cfg_pool *dst, const struct cfg_poo
 	size_t len = 0;
 
 	memcpy(&from, (const char *)src + k->off, sizeof from);
-	if (k->type == CFG_T_ALPN)
+	if (k->type == CFG_T_ALPN || k->type == CFG_T_SERVERS)
 		memcpy(&len, (const char *)src + k->len_off, sizeof len);
 	if (from && k->type == CFG_T_ALPN)
 		to = dup_bytes(ld, from, len);
+	else if (k->type == CFG_T_SERVERS)
+		to = servers_dup(ld, from, len);
 	else if (from && !(to = strdup(from)))
 		ld->oom = true;
 	memcpy(&old, (char *)dst + k->off, sizeof old);
-	free(old);
+	if (k->type == CFG_T_SERVERS) {
+		size_t n_old;
+		memcpy(&n_old, (char *)dst + k->len_off, sizeof n_old);
+		servers_free(old, n_old);
+	} else {
+		free(old);
+	}
 	memcpy((char *)dst + k->off, &to, sizeof to);
-	if (k->type == CFG_T_ALPN) {
+	if (k->type == CFG_T_ALPN || k->type == CFG_T_SERVERS) {
 		len = to ? len : 0;
 		memcpy((char *)dst + k->len_off, &len, sizeof len);
 	}
@@ -679,6 +883,13 @@ static void cfg_health_free(struct cfg_health *h)
 	h->expect_re = NULL;
 	h->expect_regex = NULL;
 	h->send_len = h->expect_len = 0;
+	/* user, database and password_file are rows (free_owned); the password
+	 * is not, and is wiped before its memory goes back to malloc. */
+	if (h->password)
+		explicit_bzero(h->password, h->password_len);
+	free(h->password);
+	h->password = NULL;
+	h->password_len = 0;
 }
 
 /* The health-check values that are pointers (the plain ones are rows). */
@@ -764,6 +975,83 @@ static void finish_health(struct ld *ld, struct cfg_health *h)
 		h->path = strdup(cfg_keys[row("health_check.path")].def_text);
 		ld->oom |= !h->path;
 	}
+	if (h->type != CFG_CHECK_POSTGRES_PRIMARY && h->type != CFG_CHECK_REDIS_MASTER) {
+		free(h->user);
+		free(h->password_file);
+		h->user = h->password_file = NULL;
+	}
+	if (h->type != CFG_CHECK_POSTGRES_PRIMARY) {
+		free(h->database);
+		h->database = NULL;
+	}
+}
+
+/*
+ * The password of a role-aware check, read from health_check.password_file
+ * (the pool's own, else the one of defaults:) here, at load, so a reload
+ * reads it again and a file that cannot be read is an error at the key, as
+ * for the tls: files. Opened only if a regular file, non-blocking (a FIFO
+ * cannot stall a reload). One trailing newline ("\n" or "\r\n") is dropped;
+ * what is left is the password: 1..CFG_MAX_PASSWORD bytes without NUL. The
+ * password is never shown in a message, only the file's name.
+ */
+static void load_password(struct ld *ld, struct cfg_pool *p, const struct level *l, const struct level *dl,
+                          const char *path)
+{
+	struct cfg_health *h = &p->health;
+	int r = row("health_check.password_file"), fd = -1;
+	const struct level *from = l->set[r] ? l : dl;
+	char kpath[PATH_BUF], shown[SHOW_BUF], buf[CFG_MAX_PASSWORD + 3];
+	const char *why = NULL;
+	size_t len = 0;
+	struct stat st;
+
+	if (!h->password_file)
+		return;
+	path_key(kpath, from == dl ? "defaults" : path, cfg_keys[r].path, strlen(cfg_keys[r].path));
+	show(h->password_file, strlen(h->password_file), true, shown);
+	if (fstatat(AT_FDCWD, h->password_file, &st, 0) < 0)
+		why = strerror(errno);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	else if ((fd = open(h->password_file, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) < 0)
+		why = strerror(errno);
+	else if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		why = "not a regular file";
+	while (!why && len < sizeof buf) {
+		ssize_t n = read(fd, buf + len, sizeof buf - len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			why = strerror(errno);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (fd >= 0)
+		close(fd);
+	if (why) {
+		add_err_once(ld, node_pos(from->node[r]), kpath, "expected a readable file (%s), got %s", why, shown);
+		goto out;
+	}
+	if (len && buf[len - 1] == '\n')
+		len -= len >= 2 && buf[len - 2] == '\r' ? 2 : 1;
+	if (len == 0 || len > CFG_MAX_PASSWORD || memchr(buf, '\0', len)) {
+		add_err_once(ld, node_pos(from->node[r]), kpath,
+		             "expected a file holding a password of 1 to %d bytes without NUL and one optional "
+		             "trailing newline, got %s",
+		             CFG_MAX_PASSWORD, shown);
+		goto out;
+	}
+	if (!(h->password = malloc(len + 1))) {
+		ld->oom = true;
+		goto out;
+	}
+	memcpy(h->password, buf, len);
+	h->password[len] = '\0';
+	h->password_len = len;
+out:
+	explicit_bzero(buf, sizeof buf);
 }
 
 /* An error at the value level `l` gave for row f. */
@@ -782,6 +1070,8 @@ static void blame(struct ld *ld, const struct level *l, int f, const char *path,
 }
 
 /* The keys a check type needs or excludes, on the merged pool. */
+static void check_health_login(struct ld *ld, const struct cfg_pool *p, const struct level *l, const char *path);
+
 static void check_health(struct ld *ld, const struct cfg_pool *p, const struct level *l, const char *path)
 {
 	const struct cfg_health *h = &p->health;
@@ -806,6 +1096,53 @@ static void check_health(struct ld *ld, const struct cfg_pool *p, const struct l
 	}
 	if (h->type != CFG_CHECK_HTTP && l->set[f_path])
 		blame(ld, l, f_path, path, "expected only with type: http (type is %s)", type);
+	check_health_login(ld, p, l, path);
+}
+
+/* The login keys of the role-aware checks (user, database, password_file). */
+static void check_health_login(struct ld *ld, const struct cfg_pool *p, const struct level *l, const char *path)
+{
+	const struct cfg_health *h = &p->health;
+	const char *type = cfg_check_type_name(h->type);
+	int f_type = row("health_check.type"), f_user = row("health_check.user"),
+	    f_db = row("health_check.database"), f_pwf = row("health_check.password_file");
+	bool role = h->type == CFG_CHECK_POSTGRES_PRIMARY || h->type == CFG_CHECK_REDIS_MASTER;
+
+	if (h->type == CFG_CHECK_POSTGRES_PRIMARY && l->set[f_type] && !h->user && !l->node[f_user])
+		blame(ld, l, f_type, path, "expected user for type postgres_primary (the role the check logs in as)");
+	if (h->type == CFG_CHECK_REDIS_MASTER && l->set[f_user] && !h->password_file && !l->node[f_pwf])
+		blame(ld, l, f_user, path, "expected password_file with user for type redis_master (AUTH needs a password)");
+	if (!role) {
+		if (l->set[f_user])
+			blame(ld, l, f_user, path, "expected only with type: postgres_primary or redis_master (type is %s)",
+			      type);
+		if (l->set[f_pwf])
+			blame(ld, l, f_pwf, path, "expected only with type: postgres_primary or redis_master (type is %s)",
+			      type);
+	}
+	if (h->type != CFG_CHECK_POSTGRES_PRIMARY && l->set[f_db])
+		blame(ld, l, f_db, path, "expected only with type: postgres_primary (type is %s)", type);
+}
+
+/*
+ * min_ttl <= max_ttl in the merged dns: block `d`, checked when level `l`
+ * (defaults:, a pool, a backend item) gave one of the two, and blamed on
+ * the one it gave (max_ttl first).
+ */
+static void check_dns(struct ld *ld, const struct cfg_dns *d, const struct level *l, const char *path)
+{
+	int f_min = row("dns.min_ttl"), f_max = row("dns.max_ttl");
+	char kpath[PATH_BUF], a[32];
+
+	if ((!l->set[f_min] && !l->set[f_max]) || d->min_ttl_ms <= d->max_ttl_ms)
+		return;
+	if (l->set[f_max]) {
+		path_key(kpath, path, "dns.max_ttl", 11);
+		bad_value(ld, l->node[f_max], kpath, "a duration >= min_ttl (%s)", fmt_ms(d->min_ttl_ms, a, sizeof a));
+	} else {
+		path_key(kpath, path, "dns.min_ttl", 11);
+		bad_value(ld, l->node[f_min], kpath, "a duration <= max_ttl (%s)", fmt_ms(d->max_ttl_ms, a, sizeof a));
+	}
 }
 
 /* A relative socket path would resolve against whatever directory warmpoold
@@ -829,6 +1166,7 @@ static void check_level(struct ld *ld, const struct cfg_pool *p, const struct le
 	bool any = false;
 
 	check_health(ld, p, l, path);
+	check_dns(ld, &p->dns, l, path);
 	if ((l->set[f_min] || l->set[f_max]) && p->min_idle > p->max_connections) {
 		if (l->set[f_min]) {
 			path_key(kpath, path, "min_idle", 8);
@@ -1017,17 +1355,164 @@ static const yaml_node_t *parse_backend_opts(struct ld *ld, const struct cfg_key
 	return NULL;
 }
 
-/* One backend: "host:port" or {address, weight, backup}. Returns the
- * backup: node when the item is a backup, for the check that one is not. */
+#define DNS_NAME_MAX  253 /* bytes of a DNS name (RFC 1035) */
+#define DNS_LABEL_MAX 63  /* bytes of one of its labels */
+
+/*
+ * A host that is not an IP literal must look like a DNS name, or no
+ * resolver would ever answer for it: labels of letters, digits, '-' and '_'
+ * (service labels like _pg), 1..DNS_LABEL_MAX bytes each, DNS_NAME_MAX in
+ * all, an optional final dot. A last label of digits only is a mistyped IP
+ * address (RFC 1123 2.1), not a name. NULL when fine, else the reason.
+ */
+static const char *dns_name_problem(const char *s)
+{
+	size_t len = strlen(s), label = 0;
+	bool digits = true;
+
+	if (len && s[len - 1] == '.')
+		len--;
+	if (len == 0 || len > DNS_NAME_MAX)
+		return "a host name has 1 to 253 bytes";
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+		if (c == '.') {
+			if (label == 0)
+				return "empty label in the host name";
+			label = 0;
+			digits = true;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+		      c == '_'))
+			return "a host name has only letters, digits, '-', '_' and dots";
+		if (++label > DNS_LABEL_MAX)
+			return "a label of a host name has at most 63 bytes";
+		digits &= c >= '0' && c <= '9';
+	}
+	if (label == 0)
+		return "empty label in the host name";
+	return digits ? "not an IP address" : NULL;
+}
+
+/* "localhost", "db.localhost" (any case, a trailing dot allowed). */
+static bool is_localhost(const char *host)
+{
+	size_t n = strlen(host);
+	if (n && host[n - 1] == '.')
+		n--;
+	static const char tail[] = "localhost";
+	size_t t = sizeof tail - 1;
+	return n >= t && strncasecmp(host + n - t, tail, t) == 0 && (n == t || host[n - t - 1] == '.');
+}
+
+/*
+ * The host of backend `be` (its port set): an IP literal gets its address
+ * at once (getaddrinfo with AI_NUMERICHOST does no lookup), so does a
+ * localhost name (127.0.0.1, RFC 6761); anything else is a DNS name, never
+ * resolved here: the daemon resolves it in its loop
+ * (daemon/dns.c), and --check-config --resolve with cfg_resolve_names().
+ * False when reported.
+ */
+static bool backend_host(struct ld *ld, const yaml_node_t *an, const char *apath, const char *host,
+                         struct cfg_backend *be)
+{
+	bool bracketed = sval(an)[0] == '[';
+	struct addrinfo hints = {.ai_family = bracketed ? AF_INET6 : AF_UNSPEC,
+	                         .ai_socktype = SOCK_STREAM,
+	                         .ai_flags = AI_NUMERICHOST | AI_NUMERICSERV};
+	struct addrinfo *res = NULL;
+	const char *why = NULL;
+	char port_s[8];
+	int e;
+
+	snprintf(port_s, sizeof port_s, "%u", (unsigned)be->port);
+	e = getaddrinfo(host, port_s, &hints, &res);
+	if (e == 0 && res && res->ai_addrlen <= sizeof be->addr) {
+		memcpy(&be->addr, res->ai_addr, res->ai_addrlen);
+		be->addrlen = res->ai_addrlen;
+		freeaddrinfo(res);
+		return true;
+	}
+	if (res)
+		freeaddrinfo(res);
+	if (e == EAI_MEMORY) {
+		ld->oom = true;
+		return false;
+	}
+	if (bracketed)
+		why = "not an IPv6 address in the brackets";
+	else if (e != EAI_NONAME)
+		why = e == EAI_SYSTEM ? "system error" : gai_strerror(e);
+	else
+		why = dns_name_problem(host);
+	if (why) {
+		bad_value(ld, an, apath, "an address host:port, [v6]:port or a.b.c.d:port (%s)", why);
+		return false;
+	}
+	if (is_localhost(host)) {
+		/* RFC 6761: localhost names are the loopback, never looked up. IPv4's:
+		 * what servers listen on by default (memcached, redis, postgres). */
+		struct sockaddr_in *sin = (struct sockaddr_in *)&be->addr;
+		memset(&be->addr, 0, sizeof be->addr);
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons(be->port);
+		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+		be->addrlen = sizeof *sin;
+		return true;
+	}
+	be->is_name = true;
+	return true;
+}
+
+/* The keys the dns.* rows hold, copied from level `l` where it gave them
+ * (a backend item's own dns: over its pool's). */
+static void apply_dns(struct ld *ld, struct cfg_pool *p, const struct level *l)
+{
+	for (size_t i = 0; i < cfg_n_keys; i++) {
+		const struct cfg_key *k = &cfg_keys[i];
+
+		if (!l->set[i] || !cfg_key_under(k, "dns"))
+			continue;
+		if (cfg_key_scalar(k))
+			memcpy((char *)p + k->off, (const char *)&l->v + k->off, k->size);
+		else if (cfg_key_owned(k))
+			copy_owned(ld, p, &l->v, k);
+	}
+}
+
+/* be->dns: the pool's merged dns: with the item's own dns: (level `own`)
+ * over it, checked at the item's path. */
+static void backend_dns(struct ld *ld, const struct cfg_pool *p, const struct level *own, const char *path,
+                        struct cfg_backend *be)
+{
+	struct cfg_pool m;
+
+	memset(&m, 0, sizeof m);
+	m.dns = p->dns;
+	m.dns.servers = servers_dup(ld, p->dns.servers, p->dns.n_servers);
+	m.dns.n_servers = m.dns.servers ? p->dns.n_servers : 0;
+	apply_dns(ld, &m, own);
+	check_dns(ld, &m.dns, own, path);
+	be->dns = m.dns; /* moved: cfg_free frees its servers */
+}
+
+/* One backend: "host:port" or {address, weight, backup, dns}. Returns the
+ * backup: node when the item is a backup, for the check that one is not.
+ * The pool's own settings are merged already: the item's dns: goes over
+ * the pool's. */
 static const yaml_node_t *parse_backend(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n,
                                         const char *path, struct cfg_pool *p)
 {
-	const yaml_node_t *an = n, *backup_node = NULL;
-	char host[NI_MAXHOST], apath[PATH_BUF];
+	const yaml_node_t *an = n, *backup_node = NULL, *dn;
+	char host[NI_MAXHOST], apath[PATH_BUF], dpath[PATH_BUF];
 	const char *why = NULL;
 	struct cfg_backend *be, opts = {0};
+	struct level own; /* the item's dns: */
 	uint16_t port;
 
+	memset(&own, 0, sizeof own);
+	own.where = CFG_IN_POOL;
 	key_defaults(CFG_IN_POOL, CFG_ITEM_BACKEND, &opts);
 	snprintf(apath, sizeof apath, "%s", path);
 	if (n->type == YAML_MAPPING_NODE) {
@@ -1036,36 +1521,46 @@ static const yaml_node_t *parse_backend(struct ld *ld, yaml_document_t *doc, con
 
 		walk_block(ld, doc, n, path, "backends[]", &ks, vals, knodes);
 		backup_node = parse_backend_opts(ld, &ks, vals, path, &opts);
+		if ((dn = val_of(&ks, vals, "dns"))) {
+			path_key(dpath, path, "dns", 3);
+			parse_dns(ld, doc, dn, dpath, &own);
+		}
 		path_key(apath, path, "address", 7);
 		if (!(an = val_of(&ks, vals, "address"))) {
 			add_err(ld, node_pos(n), apath, "missing key, expected an address host:port");
-			return backup_node;
+			goto out;
 		}
 	} else if (n->type != YAML_SCALAR_NODE) {
-		bad_value(ld, n, path, "an address host:port or a {address, weight, backup} mapping");
+		bad_value(ld, n, path, "an address host:port or a {address, weight, backup, dns} mapping");
 		return NULL;
 	}
 	if (!want_text(ld, an, apath, "an address host:port"))
-		return backup_node;
+		goto out;
 	if (wp_addr_split(sval(an), host, sizeof host, &port, &why) < 0) {
 		bad_value(ld, an, apath, "an address host:port, [v6]:port or a.b.c.d:port (%s)", why);
-		return backup_node;
+		goto out;
 	}
 	be = &p->backends[p->n_backends];
+	memset(be, 0, sizeof *be);
+	be->port = port;
+	if (!backend_host(ld, an, apath, host, be))
+		goto out;
 	be->name = strdup(sval(an));
 	be->host = strdup(host);
 	if (!be->name || !be->host) {
 		free(be->name);
 		free(be->host);
-		be->name = be->host = NULL;
+		memset(be, 0, sizeof *be);
 		ld->oom = true;
-		return backup_node;
+		goto out;
 	}
 	be->weight = opts.weight;
 	be->backup = opts.backup;
 	be->pos = node_pos(an);
+	backend_dns(ld, p, &own, path, be);
 	p->n_backends++;
-	refs_add(ld, &ld->backends, apath, be->name, be->pos, be, NULL);
+out:
+	level_free(&own);
 	return backup_node;
 }
 
@@ -1106,6 +1601,40 @@ static const char *list_hint(const char *s, size_t len, char out[LIST_HINT_MAX])
 	return out;
 }
 
+/* Host names compare without case and without a final dot. */
+static bool same_host(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	la -= la && a[la - 1] == '.';
+	lb -= lb && b[lb - 1] == '.';
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/*
+ * The pool's last backend, when it is a name, against the names before it:
+ * a name listed twice would be resolved twice and give each of its
+ * addresses two backends (and `disable P/name`, the metrics of the name, two
+ * owners). An error at the second.
+ */
+static void check_name_twice(struct ld *ld, const struct cfg_pool *p, const char *path)
+{
+	const struct cfg_backend *b = &p->backends[p->n_backends - 1];
+	char shown[SHOW_BUF];
+
+	if (!b->is_name)
+		return;
+	for (size_t i = 0; i + 1 < p->n_backends; i++) {
+		const struct cfg_backend *a = &p->backends[i];
+		if (a->is_name && a->port == b->port && same_host(a->host, b->host)) {
+			show(b->name, strlen(b->name), true, shown);
+			add_err(ld, b->pos, path, "expected a name the pool does not list already (line %u has it), got %s",
+			        a->pos.line, shown);
+			return;
+		}
+	}
+}
+
 static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
                            struct cfg_pool *p)
 {
@@ -1137,7 +1666,10 @@ static void parse_backends(struct ld *ld, yaml_document_t *doc, const yaml_node_
 		if (!item)
 			continue;
 		path_index(ipath, path, i);
+		size_t before = p->n_backends;
 		b = parse_backend(ld, doc, item, ipath, p);
+		if (p->n_backends > before)
+			check_name_twice(ld, p, ipath);
 		if (!b) {
 			primary = true;
 		} else if (!first_backup) {
@@ -1176,6 +1708,17 @@ static void socket_path(struct ld *ld, const yaml_node_t *v, const char *path, s
 	refs_add(ld, &ld->sockets, path, l->path, l->pos, NULL, owner);
 }
 
+size_t cfg_nonce_count(const unsigned char *b, size_t len)
+{
+	size_t n = 0, t = sizeof CFG_NONCE - 1;
+	for (size_t i = 0; i + t <= len; i++)
+		if (memcmp(b + i, CFG_NONCE, t) == 0) {
+			n++;
+			i += t - 1;
+		}
+	return n;
+}
+
 /* reuse: false | true | {reset_send, reset_expect, reset_timeout}. */
 #define RESET_TIMEOUT_EXCHANGE 1000 /* ms: reset_timeout's default with a reset exchange */
 static void parse_reuse(struct ld *ld, yaml_document_t *doc, const yaml_node_t *n, const char *path,
@@ -1206,8 +1749,23 @@ static void parse_reuse(struct ld *ld, yaml_document_t *doc, const yaml_node_t *
 		path_key(kpath, path, send ? "reset_expect" : "reset_send", send ? 12 : 10);
 		add_err(ld, node_pos(n), kpath, "missing key, expected reset_send and reset_expect together");
 	}
-	if (send && expect)
+	if (send && expect && r->reset_send && r->reset_expect) {
 		r->reset_timeout_ms = RESET_TIMEOUT_EXCHANGE;
+		size_t ns = cfg_nonce_count(r->reset_send, r->reset_send_len),
+		       ne = cfg_nonce_count(r->reset_expect, r->reset_expect_len);
+		if (!ns != !ne) {
+			path_key(kpath, path, ns ? "reset_expect" : "reset_send", ns ? 12 : 10);
+			add_err(ld, node_pos(ns ? expect : send), kpath,
+			        "expected " CFG_NONCE " in reset_send and reset_expect together (the answer must carry "
+			        "back the nonce the reset sent)");
+		} else if (!ns) {
+			path_key(kpath, path, "reset_expect", 12);
+			add_warning(ld, node_pos(expect), kpath,
+			            "without " CFG_NONCE " a client can pipeline a fake answer to the reset and have its "
+			            "later replies reach the next client; e.g. reset_send: 'RESET\\r\\nECHO " CFG_NONCE
+			            "\\r\\n', reset_expect: '+RESET\\r\\n$32\\r\\n" CFG_NONCE "\\r\\n'");
+		}
+	}
 	if ((to = val_of(&ks, vals, "reset_timeout"))) {
 		path_key(kpath, path, "reset_timeout", 13);
 		get_key(ld, k_to, to, kpath, p);
@@ -1322,6 +1880,9 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 		return;
 	}
 	walk_block(ld, doc, val, path, "", &ks, vals, knodes);
+	/* Its own settings first: a backend item's dns: is merged over the pool's. */
+	parse_level(ld, doc, vals, knodes, &ks, path, CFG_IN_POOL, dl->set[row("health_check.type")], &l);
+	apply_level(ld, p, &l);
 	path_key(kpath, path, "listen", 6);
 	if ((v = val_of(&ks, vals, "listen")))
 		parse_listen(ld, doc, v, kpath, p);
@@ -1336,10 +1897,9 @@ static void parse_pool(struct ld *ld, yaml_document_t *doc, const yaml_node_t *k
 		path_key(kpath, path, "handoff", 7);
 		parse_handoff(ld, doc, v, kpath, p);
 	}
-	parse_level(ld, doc, vals, knodes, &ks, path, CFG_IN_POOL, dl->set[row("health_check.type")], &l);
-	apply_level(ld, p, &l);
 	check_level(ld, p, &l, path);
 	finish_health(ld, &p->health);
+	load_password(ld, p, &l, dl, path);
 	finish_tls(ld, p, &l, dl, path, knodes[cfg_keyset_find(&ks, "handoff")]);
 	inherit_allow(ld, p);
 	level_free(&l);
@@ -1457,7 +2017,7 @@ static void parse_daemon(struct ld *ld, yaml_document_t *doc, const yaml_node_t 
 	char kpath[PATH_BUF];
 
 	if (!want_map(ld, n, "daemon",
-	              "a mapping of log_level, shutdown_timeout, admin_socket, admin_socket_mode, "
+	              "a mapping of log_level, shutdown_timeout, fd_store, admin_socket, admin_socket_mode, "
 	              "admin_socket_readonly, metrics_listen"))
 		return;
 	cfg_key_children(CFG_IN_DAEMON, "", &ks);
@@ -1736,6 +2296,7 @@ void cfg_free(struct wp_config *cfg)
 		for (size_t j = 0; j < p->n_backends; j++) {
 			free(p->backends[j].name);
 			free(p->backends[j].host);
+			dns_free(&p->backends[j].dns);
 		}
 		free(p->backends);
 		free(p->handoff.path);

@@ -13,7 +13,8 @@
  *      and group names of allow: blocks are resolved here (getpwnam_r,
  *      getgrnam_r).
  *   3. Cross-checks: unique pool names and socket paths, min_idle fitting
- *      max_connections, host names resolved with getaddrinfo().
+ *      max_connections, metrics_listen's host name resolved with
+ *      getaddrinfo_a() (backend host names are the daemon's to resolve).
  * Every error is collected (never only the first) as a finished line:
  *   "file:line:col: pools.redis.min_idle: expected an integer >= 0, got \"many\""
  *
@@ -44,13 +45,16 @@
 #define CFG_MAX_CONNECTIONS 100000
 #define CFG_MAX_NAME        64  /* pool name length */
 #define CFG_MAX_ERRORS      100 /* stop collecting after this many */
-/* All backend host names of one load are resolved within this time: a
- * reload runs inside the event loop, which a hanging DNS server would
- * otherwise stop for resolv.conf's timeout x attempts x servers. */
+/* metrics_listen's host name is resolved within this time: a reload runs
+ * inside the event loop, which a hanging DNS server would otherwise stop
+ * for resolv.conf's timeout x attempts x servers. Backend names are never
+ * resolved by a load. */
 #define CFG_RESOLVE_TIMEOUT_MS 2000
 #define CFG_MAX_WEIGHT      1000
 #define CFG_MAX_CHECK_BYTES 1024 /* health_check send / expect, after unescaping */
 #define CFG_MAX_CHECK_PATH  1024 /* health_check path (http) */
+#define CFG_MAX_CHECK_USER  255  /* health_check user and database, bytes (PostgreSQL keeps 63) */
+#define CFG_MAX_PASSWORD    1024 /* bytes of the password in health_check.password_file */
 #define CFG_MAX_ALLOW       256  /* entries in each list of an allow: block */
 /* TLS (config/tls.c): every file the loader reads for a pool's tls: block is
  * bounded, so a path pointing at a huge file or directory cannot stall a
@@ -90,13 +94,47 @@ struct cfg_listen {
 	struct cfg_allow allow; /* pools: the item's own allow:, else a copy of the pool's */
 };
 
+/* Name resolution of backends written as host names (dns:, per pool and
+ * under defaults:, and per backend in the mapping form {address:, dns:},
+ * merged key by key: backend over pool over defaults over built-in). The
+ * daemon resolves names with c-ares inside its event loop (daemon/dns.c);
+ * the loader never resolves a backend name (cfg_resolve_names does, for
+ * --check-config --resolve only). */
+enum cfg_dns_family {
+	CFG_DNS_ANY,  /* A and AAAA, in the resolver's order (default) */
+	CFG_DNS_IPV4, /* A only */
+	CFG_DNS_IPV6, /* AAAA only */
+};
+enum cfg_dns_mode {
+	CFG_DNS_ALL,   /* every address of the answer is a backend (Envoy STRICT_DNS; default) */
+	CFG_DNS_FIRST, /* one backend: the first address of each answer (LOGICAL_DNS) */
+};
+#define CFG_MAX_DNS_SERVERS 8 /* dns.servers entries */
+struct cfg_dns {
+	uint64_t refresh_ms;  /* re-resolve this often, default 5000 (respect_ttl may replace it) */
+	bool respect_ttl;     /* true: the answer's lowest TTL, clamped to [min_ttl, max_ttl], default false */
+	uint64_t min_ttl_ms;  /* default 1000; also the least gap between two early re-resolutions */
+	uint64_t max_ttl_ms;  /* default 300000 */
+	uint64_t timeout_ms;  /* per query attempt, default 2000 */
+	uint32_t tries;       /* query attempts per lookup, default 3 */
+	uint64_t hold_ms;     /* keep the last good addresses this long while lookups fail, default 300000 */
+	enum cfg_dns_family family;
+	enum cfg_dns_mode mode;
+	char **servers;       /* "ip:port" / "[v6]:port" / "ip" (port 53) literals overriding resolv.conf, or NULL */
+	size_t n_servers;     /* 0..CFG_MAX_DNS_SERVERS */
+};
+
 struct cfg_backend {
 	char *name;                   /* as written: "host:port" or "[v6]:port" (the address: key of a map item) */
 	uint32_t weight;              /* 1..CFG_MAX_WEIGHT, default 1 */
 	bool backup;                  /* used only while no primary backend of the pool is up */
 	char *host;                   /* the host part of name, without [] (TLS: SNI and the name verified) */
-	struct sockaddr_storage addr; /* first getaddrinfo() result, resolved at load */
-	socklen_t addrlen;
+	uint16_t port;                /* the port part of name */
+	bool is_name;                 /* host is a DNS name, not an IP literal: addr is unset, the daemon
+	                               * resolves it (daemon/dns.c) with `dns` */
+	struct cfg_dns dns;           /* the settings that apply to this name (meaningful when is_name) */
+	struct sockaddr_storage addr; /* the IP literal's address (is_name false) */
+	socklen_t addrlen;            /* 0 when is_name */
 	struct cfg_pos pos;
 };
 
@@ -118,6 +156,8 @@ enum cfg_check_type {
 	CFG_CHECK_POSTGRES,    /* SSLRequest -> one byte, S or N */
 	CFG_CHECK_MYSQL,       /* server greeting packet (sequence 0, protocol 10) */
 	CFG_CHECK_SMTP,        /* 220 banner */
+	CFG_CHECK_POSTGRES_PRIMARY, /* log in as user, SELECT pg_is_in_recovery() -> f (a standby fails) */
+	CFG_CHECK_REDIS_MASTER,     /* [AUTH] ROLE -> master (a replica fails) */
 };
 
 struct cfg_health {
@@ -135,6 +175,12 @@ struct cfg_health {
 	uint64_t down_interval_ms; /* while down, default 2000 */
 	uint32_t rise;             /* consecutive successes to go up, default 2, >= 1 */
 	uint32_t fall;             /* consecutive failures (checks or connects) to go down, default 3, >= 1 */
+	char *user;                /* postgres_primary (required), redis_master (AUTH user): who logs in */
+	char *database;            /* postgres_primary: NULL = the server's default (the user's name) */
+	char *password_file;       /* postgres_primary, redis_master: the file the password is read from */
+	char *password;            /* its contents at load (one trailing newline dropped), or NULL; never
+	                            * logged, wiped when the config is freed */
+	size_t password_len;
 };
 
 /* TLS to the backends of a pool (tls:, merged key by key with defaults:).
@@ -181,6 +227,9 @@ struct cfg_pool {
 	struct cfg_backend *backends;
 	size_t n_backends;
 	struct cfg_listen handoff;   /* handoff: {listen, mode}: path NULL when the pool has none */
+	/* reuse.reset_send / reset_expect may hold CFG_NONCE: each reset replaces every
+	 * occurrence in both with the same fresh random token (CFG_NONCE_LEN hex
+	 * characters), so no client can predict, and so forge, the answer. */
 	struct cfg_reuse {
 		bool enabled;               /* reuse: a cleanly ended session's connection goes back to idle */
 		unsigned char *reset_send;  /* sent before reuse (escapes decoded), or NULL: a quiet period */
@@ -201,6 +250,8 @@ struct cfg_pool {
 	struct cfg_health health;
 	struct cfg_keepalive keepalive;
 	struct cfg_tls tls;           /* tls: (enabled false: plain TCP) */
+	struct cfg_dns dns;           /* dns: (pool over defaults: over built-in); each backend's own copy,
+	                               * with its dns: merged over this, is cfg_backend.dns */
 	uint64_t tcp_user_timeout_ms; /* TCP_USER_TIMEOUT, 0 = kernel default; default 30000 */
 	uint64_t max_lifetime_ms;     /* recycle connections older than this (jittered), 0 = never (default) */
 	uint64_t idle_timeout_ms;     /* close idle connections above min_idle after this, 0 = never; default 600000 */
@@ -221,9 +272,13 @@ enum cfg_log_level {
 
 #define CFG_DEFAULT_ADMIN_SOCKET WARMPOOL_ADMIN_SOCKET /* lib/version.h: warmpoolctl's default too */
 
+/* daemon.fd_store: keep idle connections in systemd's fd store across restarts. */
+enum cfg_fd_store { CFG_FD_STORE_AUTO, CFG_FD_STORE_OFF };
+
 struct cfg_daemon {
 	int log_level;                /* enum cfg_log_level, default CFG_LOG_INFO */
 	uint64_t shutdown_timeout_ms; /* SIGTERM drain limit, default 30000 */
+	int fd_store;                 /* enum cfg_fd_store, default CFG_FD_STORE_AUTO (daemon/fdstore.h) */
 	struct cfg_listen admin;      /* admin_socket: path NULL when disabled (false); mode 0600 */
 	struct cfg_listen admin_ro;   /* admin_socket_readonly: `show` commands only; path NULL = none */
 	struct cfg_backend metrics;   /* metrics_listen "host:port" (name NULL = none), resolved at load */
@@ -250,15 +305,31 @@ struct wp_config {
 /*
  * Load and validate the file at `path`. On success returns 0 and sets *out
  * (free with cfg_free). On failure returns -1, *out stays NULL and `errs`
- * holds every problem found (free with cfg_errors_free). Resolves host names
- * (getaddrinfo_a, all of them within CFG_RESOLVE_TIMEOUT_MS together, a name
- * not resolved by then is an error "name resolution of X timed out") and
- * user and group names with blocking NSS lookups: call at startup or
+ * holds every problem found (free with cfg_errors_free). Resolves the host
+ * of metrics_listen (getaddrinfo_a, within CFG_RESOLVE_TIMEOUT_MS, else the
+ * error "name resolution of X timed out"; backend host names are not
+ * resolved: is_name) and user and group names with blocking NSS lookups:
+ * call at startup or
  * reload, never on a client's path. On success (*out)->warnings may hold
  * lines the caller should show.
  */
 int cfg_load_file(const char *path, struct wp_config **out, struct cfg_errors *errs)
     __attribute__((warn_unused_result));
+
+/*
+ * --check-config --resolve: resolve every backend host name of `cfg` (those
+ * with is_name) with the settings the daemon would use (dns.servers, family),
+ * blocking, each within its dns.timeout x dns.tries. A name that does not
+ * resolve is an error line "file:line:col: pools.P.backends[i]: db.x:5432:
+ * does not resolve: <reason>". Returns 0 when all resolve, -1 otherwise.
+ * Never called by the daemon (its lookups are asynchronous, daemon/dns.c).
+ */
+int cfg_resolve_names(const struct wp_config *cfg, struct cfg_errors *errs) __attribute__((warn_unused_result));
+
+#define CFG_NONCE     "{nonce}"
+#define CFG_NONCE_LEN 32 /* hex characters a {nonce} becomes: 128 random bits */
+/* Occurrences of CFG_NONCE in b (not overlapping). */
+size_t cfg_nonce_count(const unsigned char *b, size_t len);
 
 /* The same for an in-memory document; `name` stands for the file in messages. */
 int cfg_load_buffer(const char *name, const char *buf, size_t len, struct wp_config **out,

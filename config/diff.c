@@ -28,6 +28,26 @@ static bool allow_equal(const struct cfg_allow *a, const struct cfg_allow *b)
 	       bytes_equal(a->gids, a->n_gids * sizeof *a->gids, b->gids, b->n_gids * sizeof *b->gids);
 }
 
+static bool servers_equal(char *const *a, size_t an, char *const *b, size_t bn)
+{
+	if (an != bn)
+		return false;
+	for (size_t i = 0; i < an; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return true;
+}
+
+/* A backend's merged dns: block: the plain fields, then the servers (the
+ * same list in the same order: c-ares asks them in that order). */
+static bool dns_equal(const struct cfg_dns *a, const struct cfg_dns *b)
+{
+	return a->refresh_ms == b->refresh_ms && a->respect_ttl == b->respect_ttl && a->min_ttl_ms == b->min_ttl_ms &&
+	       a->max_ttl_ms == b->max_ttl_ms && a->timeout_ms == b->timeout_ms && a->tries == b->tries &&
+	       a->hold_ms == b->hold_ms && a->family == b->family && a->mode == b->mode &&
+	       servers_equal(a->servers, a->n_servers, b->servers, b->n_servers);
+}
+
 /* The field of row k in two structs of its item type. */
 static bool field_equal(const struct cfg_key *k, const void *a, const void *b)
 {
@@ -55,12 +75,23 @@ static bool field_equal(const struct cfg_key *k, const void *a, const void *b)
 		memcpy(&sb, fb, sizeof sb);
 		if (!str_equal(sa, sb))
 			return false;
-		if (k->type == CFG_T_ADDRESS && k->item == CFG_ITEM_BACKEND) { /* the same name may resolve anew */
+		if (k->type == CFG_T_ADDRESS && k->item == CFG_ITEM_BACKEND) { /* IP literals; a name has none */
 			const struct cfg_backend *ba = a, *bb = b;
 			return bytes_equal(&ba->addr, ba->addrlen, &bb->addr, bb->addrlen);
 		}
 		return true;
 	}
+	case CFG_T_SERVERS: {
+		char **va, **vb;
+		size_t la, lb;
+		memcpy(&va, fa, sizeof va);
+		memcpy(&vb, fb, sizeof vb);
+		memcpy(&la, (const char *)a + k->len_off, sizeof la);
+		memcpy(&lb, (const char *)b + k->len_off, sizeof lb);
+		return servers_equal(va, la, vb, lb);
+	}
+	case CFG_T_DNS:
+		return dns_equal((const struct cfg_dns *)fa, (const struct cfg_dns *)fb);
 	case CFG_T_ALLOW:
 		return allow_equal((const struct cfg_allow *)fa, (const struct cfg_allow *)fb);
 	case CFG_T_IDS:
@@ -127,6 +158,14 @@ enum cfg_reload cfg_pool_diff(const struct cfg_pool *old, const struct cfg_pool 
 	 * a renewed client certificate): the digest covers both. */
 	if (memcmp(old->tls.digest, cur->tls.digest, sizeof old->tls.digest) != 0 && how < CFG_RELOAD_IN_PLACE)
 		how = CFG_RELOAD_IN_PLACE;
+	/* The same password_file with a new password in it: the checks restart
+	 * with it (they read it from the config at each check anyway). */
+	if (!bytes_equal(old->health.password, old->health.password_len, cur->health.password,
+	                 cur->health.password_len)) {
+		health = true;
+		if (how < CFG_RELOAD_IN_PLACE)
+			how = CFG_RELOAD_IN_PLACE;
+	}
 	if (health_changed)
 		*health_changed = health;
 	return how;

@@ -42,6 +42,8 @@ static const char *const check_names[] = {
     [CFG_CHECK_POSTGRES] = "postgres",
     [CFG_CHECK_MYSQL] = "mysql",
     [CFG_CHECK_SMTP] = "smtp",
+    [CFG_CHECK_POSTGRES_PRIMARY] = "postgres_primary",
+    [CFG_CHECK_REDIS_MASTER] = "redis_master",
 };
 static const char *const tls_version_names[] = {"1.2", "1.3"};
 static const int tls_version_values[] = {TLS1_2_VERSION, TLS1_3_VERSION};
@@ -51,6 +53,19 @@ static const char *const starttls_names[] = {
 };
 #define SERVER_NAME_MAX 253 /* bytes of a DNS name (RFC 1035), the longest SNI */
 #define CIPHERS_MAX     4096 /* bytes of a cipher list or ciphersuites */
+static const char *const dns_family_names[] = {
+    [CFG_DNS_ANY] = "any",
+    [CFG_DNS_IPV4] = "ipv4",
+    [CFG_DNS_IPV6] = "ipv6",
+};
+static const char *const dns_mode_names[] = {
+    [CFG_DNS_ALL] = "all",
+    [CFG_DNS_FIRST] = "first",
+};
+static const char *const fd_store_names[] = {
+    [CFG_FD_STORE_AUTO] = "auto",
+    [CFG_FD_STORE_OFF] = "off",
+};
 static const char *const log_level_names[] = {"debug", "info", "notice", "warning", "error"};
 static const int log_level_values[] = {CFG_LOG_DEBUG, CFG_LOG_INFO, CFG_LOG_NOTICE, CFG_LOG_WARNING, CFG_LOG_ERROR};
 
@@ -76,6 +91,8 @@ const struct cfg_key cfg_keys[] = {
     {"backends[].address", CFG_T_ADDRESS, CFG_IN_POOL, NEW, BACKEND(name)},
     {"backends[].weight", CFG_T_U32, CFG_IN_POOL, KEEP, BACKEND(weight), .min = 1, .max = CFG_MAX_WEIGHT, .def = 1},
     {"backends[].backup", CFG_T_BOOL, CFG_IN_POOL, KEEP, BACKEND(backup), .what = "true or false"},
+    /* the backend's own dns: (the dns.* keys), merged over the pool's into cfg_backend.dns */
+    {"backends[].dns", CFG_T_DNS, CFG_IN_POOL, KEEP, BACKEND(dns)},
     {"handoff.listen", CFG_T_SOCKET, CFG_IN_POOL, NEW, POOL(handoff.path)},
     {"handoff.mode", CFG_T_MODE, CFG_IN_POOL, NEW, POOL(handoff.mode), .def = 0660},
     /* reuse: also from defaults:, as a whole block (a pool's own reuse: replaces it) */
@@ -121,6 +138,11 @@ const struct cfg_key cfg_keys[] = {
      .max = MS_H, .def = 2 * MS_S},
     {"health_check.rise", CFG_T_U32, LEVEL, KEEP, POOL(health.rise), .min = 1, .max = 100, .def = 2},
     {"health_check.fall", CFG_T_U32, LEVEL, KEEP, POOL(health.fall), .min = 1, .max = 100, .def = 3},
+    /* postgres_primary / redis_master: who logs in (config.c, parse_health and load_password) */
+    {"health_check.user", CFG_T_STRING, LEVEL, KEEP, POOL(health.user), .min = 1, .max = CFG_MAX_CHECK_USER},
+    {"health_check.database", CFG_T_STRING, LEVEL, KEEP, POOL(health.database), .min = 1,
+     .max = CFG_MAX_CHECK_USER},
+    {"health_check.password_file", CFG_T_PATH, LEVEL, KEEP, POOL(health.password_file), .min = 1, .max = PATH_MAX},
     {"keepalive", CFG_T_BOOL, LEVEL, KEEP, POOL(keepalive.enabled), .def = true,
      .what = "true, false or a mapping of idle, interval, count"},
     {"keepalive.idle", CFG_T_SECONDS, LEVEL, KEEP, POOL(keepalive.idle_s), .min = 1, .max = KEEPALIVE_MAX,
@@ -148,6 +170,23 @@ const struct cfg_key cfg_keys[] = {
     {"tls.session_resumption", CFG_T_BOOL, LEVEL, KEEP, POOL(tls.session_resumption), .def = true,
      .what = "true or false"},
     {"tls.starttls", CFG_T_ENUM, LEVEL, KEEP, POOL(tls.starttls), ENUM(starttls_names), .def = CFG_STARTTLS_NONE},
+    /* dns: how backend host names are resolved (daemon/dns.c), merged key by
+     * key: a backend's own dns: over the pool's over defaults:. Every key in
+     * place: the daemon's resolver takes them from the new config at its
+     * next lookup, and a name's addresses are diffed as after any answer.
+     * refresh and the TTL bounds from 100ms (a name is not worth more
+     * queries than that) to a day; timeout 10ms..1m per attempt. */
+    {"dns.refresh", CFG_T_DURATION, LEVEL, KEEP, POOL(dns.refresh_ms), .min = 100, .max = MS_D, .def = 5 * MS_S},
+    {"dns.respect_ttl", CFG_T_BOOL, LEVEL, KEEP, POOL(dns.respect_ttl), .what = "true or false"},
+    {"dns.min_ttl", CFG_T_DURATION, LEVEL, KEEP, POOL(dns.min_ttl_ms), .min = 100, .max = MS_D, .def = MS_S},
+    {"dns.max_ttl", CFG_T_DURATION, LEVEL, KEEP, POOL(dns.max_ttl_ms), .min = 100, .max = MS_D, .def = 5 * MS_M},
+    {"dns.timeout", CFG_T_DURATION, LEVEL, KEEP, POOL(dns.timeout_ms), .min = 10, .max = MS_M, .def = 2 * MS_S},
+    {"dns.tries", CFG_T_U32, LEVEL, KEEP, POOL(dns.tries), .min = 1, .max = 10, .def = 3},
+    {"dns.hold", CFG_T_DURATION_OR_0, LEVEL, KEEP, POOL(dns.hold_ms), .min = 0, .max = MS_D, .def = 5 * MS_M},
+    {"dns.family", CFG_T_ENUM, LEVEL, KEEP, POOL(dns.family), ENUM(dns_family_names), .def = CFG_DNS_ANY},
+    {"dns.mode", CFG_T_ENUM, LEVEL, KEEP, POOL(dns.mode), ENUM(dns_mode_names), .def = CFG_DNS_ALL},
+    {"dns.servers", CFG_T_SERVERS, LEVEL, KEEP, POOL(dns.servers), .len_off = offsetof(struct cfg_pool, dns.n_servers),
+     .min = 0, .max = CFG_MAX_DNS_SERVERS},
     {"tcp_user_timeout", CFG_T_DURATION_OR_0, LEVEL, KEEP, POOL(tcp_user_timeout_ms), .min = 0, .max = MS_H,
      .def = 30 * MS_S},
     {"max_lifetime", CFG_T_DURATION_OR_0, LEVEL, KEEP, POOL(max_lifetime_ms), .min = 100, .max = 7 * MS_D},
@@ -169,6 +208,7 @@ const struct cfg_key cfg_keys[] = {
      .values = log_level_values, .def = CFG_LOG_INFO},
     {"shutdown_timeout", CFG_T_DURATION, CFG_IN_DAEMON, KEEP, DAEMON(shutdown_timeout_ms), .min = 0, .max = MS_H,
      .def = 30 * MS_S},
+    {"fd_store", CFG_T_ENUM, CFG_IN_DAEMON, LATER, DAEMON(fd_store), ENUM(fd_store_names), .def = CFG_FD_STORE_AUTO},
     {"admin_socket", CFG_T_SOCKET, CFG_IN_DAEMON, LATER, DAEMON(admin.path), .def_text = CFG_DEFAULT_ADMIN_SOCKET},
     {"admin_socket_mode", CFG_T_MODE, CFG_IN_DAEMON, LATER, DAEMON(admin.mode), .def = 0600},
     {"admin_socket_readonly", CFG_T_SOCKET, CFG_IN_DAEMON, LATER, DAEMON(admin_ro.path)},
@@ -217,7 +257,8 @@ bool cfg_key_under(const struct cfg_key *k, const char *prefix)
 
 bool cfg_key_owned(const struct cfg_key *k)
 {
-	return k->item == CFG_ITEM_POOL && (k->type == CFG_T_STRING || k->type == CFG_T_PATH || k->type == CFG_T_ALPN);
+	return k->item == CFG_ITEM_POOL && (k->type == CFG_T_STRING || k->type == CFG_T_PATH || k->type == CFG_T_ALPN ||
+	                                    k->type == CFG_T_SERVERS);
 }
 
 bool cfg_key_scalar(const struct cfg_key *k)
@@ -288,7 +329,7 @@ static const char *type_name(enum cfg_type t)
 	    [CFG_T_TEXT] = "text",        [CFG_T_ALLOW] = "allow",       [CFG_T_IDS] = "ids",
 	    [CFG_T_NAMES] = "names",      [CFG_T_MODE] = "mode",         [CFG_T_SOCKET] = "socket",
 	    [CFG_T_ADDRESS] = "address",  [CFG_T_STRING] = "string",    [CFG_T_PATH] = "path",
-	    [CFG_T_ALPN] = "alpn",
+	    [CFG_T_ALPN] = "alpn",        [CFG_T_SERVERS] = "servers",  [CFG_T_DNS] = "dns",
 	};
 	return names[t];
 }
@@ -318,6 +359,9 @@ static void dump_default(FILE *f, const struct cfg_key *k)
 		for (size_t i = 0; i < k->n_names; i++)
 			if ((k->values ? (uint64_t)k->values[i] : i) == k->def)
 				fprintf(f, "\"%s\"", k->names[i]);
+		break;
+	case CFG_T_SERVERS:
+		fputs("[]", f); /* none: /etc/resolv.conf's */
 		break;
 	case CFG_T_MODE:
 		fprintf(f, "\"%04llo\"", (unsigned long long)k->def);
@@ -352,7 +396,7 @@ static void dump_key(FILE *f, const struct cfg_key *k)
 		fprintf(f, ", \"min\": %llu, \"max\": %llu", (unsigned long long)k->min, (unsigned long long)k->max);
 	if (k->type == CFG_T_STRING || k->type == CFG_T_PATH)
 		fprintf(f, ", \"max_bytes\": %llu", (unsigned long long)k->max);
-	else if (k->type == CFG_T_ALPN)
+	else if (k->type == CFG_T_ALPN || k->type == CFG_T_SERVERS)
 		fprintf(f, ", \"max_items\": %llu", (unsigned long long)k->max);
 	if (k->type == CFG_T_DURATION || k->type == CFG_T_DURATION_OR_0)
 		fputs(", \"unit\": \"ms\"", f);

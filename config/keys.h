@@ -16,9 +16,10 @@
  *     which tests/integration/test_limits.py generates its cases.
  * Values with structure (socket paths, addresses, health-check bytes, allow:
  * blocks) have a row too, for the lists, the diff and the schema; their
- * parsers in config.c know their shape. Strings, paths and ALPN lists of a
- * pool (CFG_T_STRING, CFG_T_PATH, CFG_T_ALPN) are owned copies that the
- * merge, the diff and cfg_free handle from the table alone.
+ * parsers in config.c know their shape. Strings, paths, ALPN lists and
+ * dns.servers of a pool (CFG_T_STRING, CFG_T_PATH, CFG_T_ALPN,
+ * CFG_T_SERVERS) are owned copies that the merge, the diff and cfg_free
+ * handle from the table alone.
  *
  * Paths are below the section: "min_idle", "health_check.rise",
  * "listen[].mode" (a field of each listen item), "log_level" (daemon:).
@@ -52,6 +53,8 @@ enum cfg_type {
 	CFG_T_STRING,       /* char * text of 1..max bytes without NUL (server name, cipher lists) */
 	CFG_T_PATH,         /* char * a file or directory path of 1..max bytes, read at load (tls) */
 	CFG_T_ALPN,         /* unsigned char * + size_t at len_off: a list of 1..max names, in ALPN wire format */
+	CFG_T_SERVERS,      /* char ** + size_t at len_off: dns.servers, 0..max IP literals "ip:port" */
+	CFG_T_DNS,          /* struct cfg_dns: a backend's whole merged dns: block (its keys are the dns.* rows) */
 };
 
 /* Where a key may be written (bits). */
@@ -89,7 +92,7 @@ struct cfg_key {
 extern const struct cfg_key cfg_keys[];
 extern const size_t cfg_n_keys;
 
-#define CFG_MAX_KEYS  96 /* rows; struct level keeps a flag per row */
+#define CFG_MAX_KEYS  128 /* rows; struct level keeps a flag per row */
 #define CFG_MAX_CHILD 32 /* keys of one mapping */
 
 /* The row of `path` in section `where` (CFG_IN_DAEMON, or a pool's
@@ -114,7 +117,7 @@ const char *cfg_key_name(const struct cfg_key *k);
 bool cfg_key_under(const struct cfg_key *k, const char *prefix);
 /* A value parsed by the table's generic parser (get_key in config.c). */
 bool cfg_key_scalar(const struct cfg_key *k);
-/* A pool field the loader allocates from the row alone (STRING, PATH, ALPN). */
+/* A pool field the loader allocates from the row alone (STRING, PATH, ALPN, SERVERS). */
 bool cfg_key_owned(const struct cfg_key *k);
 
 #endif

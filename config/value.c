@@ -859,7 +859,8 @@ bool get_key(struct ld *ld, const struct cfg_key *k, const yaml_node_t *n, const
 	}
 }
 _Static_assert(sizeof(enum cfg_balance) == sizeof(int) && sizeof(enum cfg_check_type) == sizeof(int) &&
-                   sizeof(enum cfg_starttls) == sizeof(int),
+                   sizeof(enum cfg_starttls) == sizeof(int) && sizeof(enum cfg_dns_family) == sizeof(int) &&
+                   sizeof(enum cfg_dns_mode) == sizeof(int),
                "enum keys are stored as int");
 
 

@@ -193,9 +193,12 @@ static struct pool *find_pool(struct engine *eng, const char *name)
 	return NULL;
 }
 
-/* "POOL/BACKEND" -> the backend, or NULL with an error written. */
-static struct backend *find_backend(struct engine *eng, char *arg, struct wp_buf *out)
+/* "POOL/BACKEND" -> the backend, or NULL with an error written. When
+ * BACKEND is a name the pool resolves (db.internal:5432), *name is set to
+ * it instead and NULL returned with nothing written. */
+static struct backend *find_backend(struct engine *eng, char *arg, struct wp_buf *out, struct dns_name **name)
 {
+	*name = NULL;
 	char *slash = arg ? strchr(arg, '/') : NULL;
 	if (!slash) {
 		reply_error(out, "expected POOL/BACKEND, e.g. redis/127.0.0.1:6379");
@@ -208,8 +211,18 @@ static struct backend *find_backend(struct engine *eng, char *arg, struct wp_buf
 		return NULL;
 	}
 	for (size_t i = 0; i < p->n_backends; i++)
-		if (strcmp(p->backends[i].name, slash + 1) == 0)
-			return &p->backends[i];
+		if (!p->backends[i]->gone && strcmp(p->backends[i]->name, slash + 1) == 0)
+			return p->backends[i];
+	for (size_t i = 0; i < p->n_names; i++)
+		if (strcmp(dns_name_str(p->names[i]), slash + 1) == 0) {
+			*name = p->names[i];
+			return NULL;
+		}
+	for (size_t i = 0; i < p->n_backends; i++)
+		if (strcmp(p->backends[i]->name, slash + 1) == 0) {
+			reply_error(out, "%s/%s was removed by dns and is draining", p->name, slash + 1);
+			return NULL;
+		}
 	reply_error(out, "pool %s has no backend \"%s\"", p->name, slash + 1);
 	return NULL;
 }
@@ -220,6 +233,7 @@ static void cmd_help(struct wp_buf *out, int readonly)
 	                   "  show pools [--json]\n"
 	                   "  show backends [POOL] [--json]\n"
 	                   "  show clients [POOL] [--json]\n"
+	                   "  show dns [POOL] [--json]\n"
 	                   "  show stats [--json]\n"
 	                   "  show metrics\n"
 	                   "  where POOL\n"
@@ -234,10 +248,11 @@ static void cmd_help(struct wp_buf *out, int readonly)
 static void cmd_show(struct engine *eng, char **argv, int argc, int json, struct wp_buf *out)
 {
 	if (argc < 2) {
-		reply_error(out, "show what? pools, backends, clients, stats or metrics");
+		reply_error(out, "show what? pools, backends, clients, dns, stats or metrics");
 	} else if (strcmp(argv[1], "pools") == 0 && argc == 2) {
 		metrics_show_pools(eng, out, json);
-	} else if ((strcmp(argv[1], "backends") == 0 || strcmp(argv[1], "clients") == 0) && argc <= 3) {
+	} else if ((strcmp(argv[1], "backends") == 0 || strcmp(argv[1], "clients") == 0 ||
+	            strcmp(argv[1], "dns") == 0) && argc <= 3) {
 		struct pool *p = NULL;
 		if (argc == 3 && !(p = find_pool(eng, argv[2]))) {
 			reply_error(out, "no pool named \"%s\"", argv[2]);
@@ -245,6 +260,8 @@ static void cmd_show(struct engine *eng, char **argv, int argc, int json, struct
 		}
 		if (argv[1][0] == 'b')
 			metrics_show_backends(eng, p, out, json);
+		else if (argv[1][0] == 'd')
+			metrics_show_dns(eng, p, out, json);
 		else
 			metrics_show_clients(eng, p, out, json);
 	} else if (strcmp(argv[1], "stats") == 0 && argc == 2) {
@@ -252,18 +269,38 @@ static void cmd_show(struct engine *eng, char **argv, int argc, int json, struct
 	} else if (strcmp(argv[1], "metrics") == 0 && argc == 2) {
 		metrics_render(eng, out);
 	} else {
-		reply_error(out, "unknown show command; try: show pools|backends [POOL]|clients [POOL]|stats|metrics");
+		reply_error(out, "unknown show command; try: show pools|backends [POOL]|clients [POOL]|dns [POOL]|stats|metrics");
 	}
 }
 
 static void cmd_backend(struct engine *eng, const char *verb, char *arg, int kill, struct wp_buf *out)
 {
-	struct backend *be = find_backend(eng, arg, out);
-	if (!be)
-		return;
+	struct dns_name *n = NULL;
+	struct backend *be = find_backend(eng, arg, out, &n);
 	enum backend_state st = strcmp(verb, "drain") == 0     ? BACKEND_DRAINING
 	                        : strcmp(verb, "disable") == 0 ? BACKEND_DISABLED
 	                                                       : BACKEND_UP;
+	if (n) {
+		/* Every address of the name, and those its later answers add. */
+		struct pool *p = n->pool;
+		size_t killed = 0, count = 0;
+		n->admin_state = st == BACKEND_UP ? BACKEND_UNKNOWN : st;
+		for (size_t i = 0; i < p->n_backends; i++) {
+			struct backend *b = p->backends[i];
+			if (b->dns != n || b->gone)
+				continue;
+			killed += pool_backend_admin(b, st, kill);
+			count++;
+		}
+		wp_buf_printf(out, "%s/%s: %s (%zu address%s", p->name, dns_name_str(n),
+		              st == BACKEND_UP ? "enabled" : backend_state_str(st), count, count == 1 ? "" : "es");
+		if (kill)
+			wp_buf_printf(out, ", %zu sessions closed", killed);
+		wp_buf_add(out, ")\n", 2);
+		return;
+	}
+	if (!be)
+		return;
 	size_t killed = pool_backend_admin(be, st, kill);
 	wp_buf_printf(out, "%s/%s: %s", be->pool->name, be->name, backend_state_str(be->state));
 	if (kill)

@@ -38,6 +38,7 @@ static const char *const reason_str[] = {
     [REASON_UNREACHABLE] = "unreachable",
     [REASON_BAD_REPLY] = "bad reply",
     [REASON_TLS] = "tls",
+    [REASON_DNS] = "dns",
     [REASON_OTHER] = "error",
 };
 
@@ -77,12 +78,19 @@ enum backend_reason backend_reason_from_errno(int err)
 	}
 }
 
+int backend_ctx(const struct backend *be, char *buf, size_t len)
+{
+	if (be->dns)
+		return snprintf(buf, len, "pool=%s backend=%s name=%s", be->pool->name, be->name, dns_name_str(be->dns));
+	return snprintf(buf, len, "pool=%s backend=%s", be->pool->name, be->name);
+}
+
 void backend_log(const struct backend *be, int prio, const char *fmt, ...)
 {
 	if (!log_enabled(prio))
 		return;
 	char ctx[LOG_CTX_MAX];
-	snprintf(ctx, sizeof ctx, "pool=%s backend=%s", be->pool->name, be->name);
+	backend_ctx(be, ctx, sizeof ctx);
 	va_list ap;
 	va_start(ap, fmt);
 	log_vmsg(prio, ctx, fmt, ap);
@@ -125,6 +133,8 @@ void backend_health_ok(struct backend *be, const char *how)
 	be->health_fails = 0;
 	if (be->health_rises < UINT_MAX)
 		be->health_rises++;
+	if (be->dns_down || be->gone)
+		return; /* its name no longer leads here: it answers, but is not the name's */
 	if (be->state == BACKEND_UNKNOWN) {
 		snprintf(why, sizeof why, "%s", how); /* nothing to recover from: one proof is enough */
 		backend_set_state(be, BACKEND_UP, why);
@@ -148,6 +158,8 @@ void backend_health_failed(struct backend *be, const char *why)
 	if (why != be->last_error)
 		snprintf(be->last_error, sizeof be->last_error, "%s", why);
 	be->error_at = ev_now(be->pool->eng->loop);
+	if (be->dns && be->health_fails == 1)
+		dns_backend_failed(be); /* a failover moves the name: follow it now, not at the next refresh */
 	if (backend_available(be->state) && be->health_fails >= be->pool->cfg->health.fall) {
 		snprintf(msg, sizeof msg, "%s (%u failures in a row)", be->last_error, be->health_fails);
 		backend_set_state(be, BACKEND_DOWN, msg);

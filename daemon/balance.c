@@ -31,6 +31,14 @@ size_t pool_plan_connects(const struct pool_counts *c)
 	return need < room ? need : room;
 }
 
+ev_tstamp pool_refill_after(const struct pool *p, const struct pool_counts *c, ev_tstamp now)
+{
+	if (!p->cfg->tls.enabled || c->waiting || c->idle + c->connecting < (c->min_idle + 3) / 4 ||
+	    now >= p->last_handout + REFILL_LULL)
+		return 0;
+	return p->last_handout + REFILL_LULL;
+}
+
 int pool_backend_serves(const struct pool *p, const struct backend *be)
 {
 	if (!backend_available(be->state))
@@ -45,7 +53,7 @@ size_t pool_first_cutoff(const struct pool *p)
 	if (p->cfg->balance != CFG_BALANCE_FIRST)
 		return p->n_backends;
 	for (size_t i = 0; i < p->n_backends; i++)
-		if (pool_backend_serves(p, &p->backends[i]) && p->backends[i].connect_failures == 0)
+		if (pool_backend_serves(p, p->backends[i]) && p->backends[i]->connect_failures == 0)
 			return i;
 	return p->n_backends;
 }
@@ -54,7 +62,7 @@ size_t pool_first_cutoff(const struct pool *p)
  * its connections count toward the floor and are never handed back. */
 int pool_backend_preferred_at(const struct pool *p, const struct backend *be, size_t cutoff)
 {
-	return pool_backend_serves(p, be) && (size_t)(be - p->backends) <= cutoff;
+	return pool_backend_serves(p, be) && be->slot <= cutoff;
 }
 
 int pool_backend_preferred(const struct pool *p, const struct backend *be)
@@ -133,12 +141,12 @@ long pool_pick_handout_for(struct pool *p, struct session *s)
 	int64_t total = 0;
 	for (size_t i = 0; i < n; i++) {
 		size_t k = (p->rr + i) % n;
-		struct backend *be = &p->backends[k];
+		struct backend *be = p->backends[k];
 		/* A backend whose idle connections are all foreign to `s` is, for
 		 * `s`, a backend without idle connections: balance among the rest. */
 		if (!be->conns[BCONN_IDLE].n || !pool_backend_serves(p, be) || (s && !pool_conn_for(be, s)))
 			continue;
-		const struct backend *b = best < 0 ? NULL : &p->backends[best];
+		const struct backend *b = best < 0 ? NULL : p->backends[best];
 		switch (p->cfg->balance) {
 		case CFG_BALANCE_FIRST:
 			if (!b || k < (size_t)best)
@@ -161,7 +169,7 @@ long pool_pick_handout_for(struct pool *p, struct session *s)
 	}
 	if (best < 0)
 		return -1;
-	p->backends[best].wrr_current -= total;
+	p->backends[best]->wrr_current -= total;
 	if (p->cfg->balance == CFG_BALANCE_LEAST_CONN)
 		p->rr = ((size_t)best + 1) % n; /* equal loads take turns */
 	return best;
@@ -174,7 +182,7 @@ long pool_pick_connect(struct pool *p, ev_tstamp now)
 	for (size_t i = 0; i < n; i++) {
 		/* `first` walks the list in order; the others rotate for ties. */
 		size_t k = p->cfg->balance == CFG_BALANCE_FIRST ? i : (p->rr + i) % n;
-		const struct backend *be = &p->backends[k];
+		const struct backend *be = p->backends[k];
 		if (!pool_backend_serves(p, be) || !backend_can_connect(be, now))
 			continue;
 		if (be->conns[BCONN_CONNECTING].n >= p->cfg->max_connecting) {
@@ -186,7 +194,7 @@ long pool_pick_connect(struct pool *p, ev_tstamp now)
 			return (long)k;
 		/* New connections go where there are fewest per unit of weight,
 		 * so the warm floor is spread as the weights say. */
-		const struct backend *b = best < 0 ? NULL : &p->backends[best];
+		const struct backend *b = best < 0 ? NULL : p->backends[best];
 		if (!b || load_less(backend_n_conns(be), be->cfg->weight, backend_n_conns(b), b->cfg->weight))
 			best = (long)k;
 	}
@@ -205,7 +213,7 @@ struct pool_counts pool_counts(const struct pool *p)
 	};
 	size_t cutoff = pool_first_cutoff(p);
 	for (size_t i = 0; i < p->n_backends; i++) {
-		const struct backend *be = &p->backends[i];
+		const struct backend *be = p->backends[i];
 		if (pool_backend_preferred_at(p, be, cutoff)) {
 			c.idle += be->conns[BCONN_IDLE].n;
 			c.connecting += be->conns[BCONN_CONNECTING].n;

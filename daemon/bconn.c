@@ -47,13 +47,17 @@
 #include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/rand.h>
+
 #include "backoff.h"
 #include "engine.h"
+#include "fdstore.h"
 #include "log.h"
 
 #define BCONN_WARMING_PRI (-1) /* libev priority of a connection being made (clients' watchers: 0) */
@@ -71,8 +75,9 @@ void bconn_vlog(const struct bconn *b, const struct session *s, int prio, const 
 	if (!log_enabled(prio))
 		return;
 	char ctx[LOG_CTX_MAX];
-	int n = snprintf(ctx, sizeof ctx, "pool=%s backend=%s conn=%llu", b->pool->name, b->be->name,
-	                 (unsigned long long)b->id);
+	int n = backend_ctx(b->be, ctx, sizeof ctx);
+	if (n > 0 && (size_t)n < sizeof ctx)
+		n += snprintf(ctx + n, sizeof ctx - (size_t)n, " conn=%llu", (unsigned long long)b->id);
 	if (s && n > 0 && (size_t)n < sizeof ctx)
 		snprintf(ctx + n, sizeof ctx - (size_t)n, " client=%llu", (unsigned long long)s->id);
 	log_vmsg(prio, ctx, fmt, ap);
@@ -117,6 +122,7 @@ struct bconn *bconn_new(struct pool *p, struct backend *be, int fd)
 void bconn_set_state(struct bconn *b, enum bconn_state st)
 {
 	struct pool *p = b->pool;
+	enum bconn_state old = b->state;
 	if (b->state == st)
 		return;
 	bconn_log(b, LOG_DEBUG, "%s -> %s", bconn_state_names[b->state], bconn_state_names[st]);
@@ -136,6 +142,7 @@ void bconn_set_state(struct bconn *b, enum bconn_state st)
 		list_push_back(&p->eng->dead_conns, &b->node);
 	}
 	engine_changed(p->eng);
+	fdstore_conn_state(b, old); /* idle: in systemd's fd store; leaving idle: out (fdstore.h) */
 }
 
 /* The only reordering within a state's list: an idle connection that just
@@ -173,6 +180,7 @@ void bconn_close(struct bconn *b)
 	ev_timer_stop(loop, &b->settle);
 	tls_free(b->ssl); /* close_notify first when the connection is sound */
 	b->ssl = NULL;
+	fdstore_conn_closing(b); /* out of the fd store before the fd goes (or kept there when stopping) */
 	if (b->fd >= 0) {
 		if (b->foreign) {
 			/* Another process may hold this description open: closing our
@@ -194,6 +202,7 @@ static void bconn_free(struct bconn *b)
 	if (!b)
 		return;
 	free(b->greeting);
+	free(b->reset_want);
 	free(b);
 }
 
@@ -219,6 +228,8 @@ static void bconn_attempt_failed(const struct bconn *b, enum backend_reason reas
 	struct pool *p = be->pool;
 	struct engine *eng = p->eng;
 	ev_tstamp now = ev_now(eng->loop);
+	if (be->dns && be->connect_failures == 0)
+		dns_backend_failed(be); /* the first failure of a streak: has the name moved? */
 	const char *what = detail                                                       ? detail
 	                   : reason == REASON_OTHER || reason == REASON_UNREACHABLE ? strerror(err)
 	                                                                             : backend_reason_str(reason);
@@ -408,6 +419,7 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 			b->be->n_greeted_idle++;
 		}
 		b->greeting_len += (uint32_t)n;
+		fdstore_conn_greeted(b); /* the stored name carries the greeting the socket no longer has */
 		if (b->greeting_len == BCONN_GREETING_MAX) {
 			/* More unprompted bytes than we keep: leave the rest in the
 			 * kernel for the session and stop watching (a hang-up is
@@ -467,6 +479,17 @@ static void bconn_become_idle(struct bconn *b)
 	janitor_soon(p, bconn_idle_deadline(b));
 	if (p->may_hand_back && pool_backend_preferred(p, b->be))
 		janitor_soon(p, b->idle_since); /* maybe the floor is met here: hand back the others */
+}
+
+void bconn_adopt_idle(struct bconn *b)
+{
+	bconn_become_idle(b);
+	if (b->greeting_len) { /* read before the restart: as if it had just arrived */
+		bconn_move_front(b);
+		b->greeted = 1;
+		b->had_greeting = 1;
+		b->be->n_greeted_idle++;
+	}
 }
 
 static void bconn_established(struct bconn *b)
@@ -661,7 +684,7 @@ static void bconn_set_options(const struct pool *p, const struct backend *be, in
 int bconn_connect(struct pool *p, struct backend *be)
 {
 	struct ev_loop *loop = p->eng->loop;
-	int fd = socket(be->cfg->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int fd = socket(be->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
 		backend_log(be, LOG_ERR, "socket: %s", strerror(errno));
 		return -1;
@@ -687,7 +710,7 @@ int bconn_connect(struct pool *p, struct backend *be)
 	b->started_at = ev_now(loop);
 	int r;
 	do
-		r = connect(b->fd, (const struct sockaddr *)&be->cfg->addr, be->cfg->addrlen);
+		r = connect(b->fd, (const struct sockaddr *)&be->addr, be->addrlen);
 	while (r < 0 && errno == EINTR);
 	if (r == 0) {
 		ev_timer_start(loop, &b->timer); /* TLS still has its handshake to do */
@@ -705,6 +728,11 @@ int bconn_connect(struct pool *p, struct backend *be)
 
 /* ---- reuse (reuse:) ----------------------------------------------------- */
 
+/* Bytes one read of a reset's answer asks for: more than any answer can
+ * have left (reset_expect is at most CFG_MAX_CHECK_BYTES), so bytes that
+ * follow the answer show up in the same read. */
+#define REUSE_READ_MAX (CFG_MAX_CHECK_BYTES + 1)
+
 static void bconn_reuse_refused(struct bconn *b, const char *why)
 {
 	struct pool *p = b->pool;
@@ -714,14 +742,10 @@ static void bconn_reuse_refused(struct bconn *b, const char *why)
 	pool_refill_soon(p);
 }
 
-static void bconn_reuse_done(struct bconn *b)
+/* The connection passed its reset (or quiet period): idle again. */
+static void bconn_reuse_accept(struct bconn *b)
 {
 	struct pool *p = b->pool;
-	/* Nothing may follow the reset's answer: a later byte would be the next client's. */
-	if (bconn_peek(b) != SOCK_QUIET) {
-		bconn_reuse_refused(b, "bytes or EOF after the reset");
-		return;
-	}
 	ev_timer_stop(p->eng->loop, &b->timer);
 	p->stats.conns_reused++;
 	bconn_log(b, LOG_DEBUG, "reused");
@@ -729,15 +753,32 @@ static void bconn_reuse_done(struct bconn *b)
 	pool_dispatch(p);
 }
 
+/* The quiet period passed (or, TLS, the reset's answer was read): nothing
+ * may have come since, or it would be the next client's. */
+static void bconn_reuse_done(struct bconn *b)
+{
+	if (bconn_peek(b) != SOCK_QUIET) {
+		bconn_reuse_refused(b, "bytes or EOF after the reset");
+		return;
+	}
+	bconn_reuse_accept(b);
+}
+
+/* The reset's answer, or (quiet period) any byte at all. Each read asks for
+ * more than the answer's remainder (REUSE_READ_MAX), so bytes that came
+ * after it, a late reply of the session included, arrive in the same read
+ * and refuse the connection: a plain connection needs no second look (a
+ * peek) once the answer is complete. Anything that comes later still is
+ * caught idle (bconn_idle_cb: served connections keep no bytes), at
+ * checkout, or before the next client's first byte (session_stray_reply). */
 static void bconn_reuse_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
 	(void)loop;
 	(void)revents;
 	struct bconn *b = container_of(w, struct bconn, io);
 	const struct cfg_reuse *r = &b->pool->cfg->reuse;
-	unsigned char buf[256];
-	size_t want = r->reset_expect ? r->reset_expect_len - b->reset_got : 1;
-	ssize_t n = bconn_recv(b, buf, want < sizeof buf ? want : sizeof buf);
+	unsigned char buf[REUSE_READ_MAX];
+	ssize_t n = bconn_recv(b, buf, sizeof buf);
 	if (n == -EAGAIN)
 		return;
 	if (n <= 0) {
@@ -748,15 +789,27 @@ static void bconn_reuse_io_cb(struct ev_loop *loop, ev_io *w, int revents)
 		bconn_reuse_refused(b, "the backend sent bytes after the session ended");
 		return;
 	}
-	if (memcmp(buf, r->reset_expect + b->reset_got, (size_t)n) != 0) {
+	const unsigned char *expect = b->reset_want ? b->reset_want : r->reset_expect;
+	size_t expect_len = b->reset_want ? b->reset_want_len : r->reset_expect_len;
+	size_t want = expect_len - b->reset_got;
+	if ((size_t)n > want) {
+		bconn_reuse_refused(b, "bytes after the reset's answer");
+		return;
+	}
+	if (memcmp(buf, expect + b->reset_got, (size_t)n) != 0) {
 		bconn_reuse_refused(b, "the reset's answer did not match");
 		return;
 	}
 	b->reset_got += (size_t)n;
-	if (b->reset_got == r->reset_expect_len)
-		bconn_reuse_done(b);
-	else if (b->ssl && tls_has_pending(b->ssl))
-		ev_feed_event(loop, &b->io, EV_READ); /* the rest is decrypted already */
+	if (b->reset_got < expect_len) {
+		if (b->ssl && tls_has_pending(b->ssl))
+			ev_feed_event(loop, &b->io, EV_READ); /* the rest is decrypted already */
+		return;
+	}
+	if (b->ssl)
+		bconn_reuse_done(b); /* a record after the answer's may hold more: OpenSSL's peek tells */
+	else
+		bconn_reuse_accept(b);
 }
 
 static void bconn_reuse_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -768,6 +821,51 @@ static void bconn_reuse_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 		bconn_reuse_refused(b, "no answer to the reset in time");
 	else
 		bconn_reuse_done(b); /* the quiet period passed: nothing was still coming */
+}
+
+/* `src` with every CFG_NONCE replaced by `nonce` (CFG_NONCE_LEN chars), in
+ * a new buffer; NULL when out of memory. */
+static unsigned char *bconn_with_nonce(const unsigned char *src, size_t len, const char *nonce, size_t *out_len)
+{
+	size_t k = cfg_nonce_count(src, len), t = sizeof CFG_NONCE - 1;
+	unsigned char *o = malloc(len + k * CFG_NONCE_LEN + 1), *w = o;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < len;) {
+		if (i + t <= len && memcmp(src + i, CFG_NONCE, t) == 0) {
+			memcpy(w, nonce, CFG_NONCE_LEN);
+			w += CFG_NONCE_LEN;
+			i += t;
+		} else {
+			*w++ = src[i++];
+		}
+	}
+	*out_len = (size_t)(w - o);
+	return o;
+}
+
+/* Send the reset. With a {nonce}, a fresh one from OpenSSL's CSPRNG goes
+ * into the request and the answer it must get (b->reset_want): a client
+ * cannot know it, so it cannot pipeline a fake answer ahead of the real
+ * one (the whole answer must match, and its replies would come first). */
+static int bconn_send_reset(struct bconn *b, const struct cfg_reuse *r)
+{
+	free(b->reset_want);
+	b->reset_want = NULL;
+	if (!cfg_nonce_count(r->reset_send, r->reset_send_len))
+		return bconn_send(b, r->reset_send, r->reset_send_len) == (ssize_t)r->reset_send_len ? 0 : -1;
+	unsigned char raw[CFG_NONCE_LEN / 2];
+	char nonce[CFG_NONCE_LEN + 1];
+	if (RAND_bytes(raw, sizeof raw) != 1)
+		return -1;
+	for (size_t i = 0; i < sizeof raw; i++)
+		snprintf(nonce + 2 * i, 3, "%02x", raw[i]);
+	size_t len = 0;
+	unsigned char *msg = bconn_with_nonce(r->reset_send, r->reset_send_len, nonce, &len);
+	b->reset_want = bconn_with_nonce(r->reset_expect, r->reset_expect_len, nonce, &b->reset_want_len);
+	int ok = msg && b->reset_want && bconn_send(b, msg, len) == (ssize_t)len;
+	free(msg);
+	return ok ? 0 : -1;
 }
 
 void bconn_reuse(struct bconn *b)
@@ -790,9 +888,7 @@ void bconn_reuse(struct bconn *b)
 	else if (p->cfg->max_lifetime_ms &&
 	         now >= b->opened_at + (double)p->cfg->max_lifetime_ms / 1000.0 * (1.0 - LIFETIME_JITTER * b->jitter))
 		why = "past max_lifetime";
-	else if (bconn_peek(b) != SOCK_QUIET)
-		why = "unread bytes or EOF from the backend";
-	else if (r->reset_send && bconn_send(b, r->reset_send, r->reset_send_len) != (ssize_t)r->reset_send_len)
+	else if (r->reset_send && bconn_send_reset(b, r) < 0)
 		why = "the reset could not be sent";
 	if (why) {
 		bconn_reuse_refused(b, why);
@@ -800,7 +896,7 @@ void bconn_reuse(struct bconn *b)
 	}
 	b->reset_got = 0;
 	ev_set_cb(&b->io, bconn_reuse_io_cb);
-	ev_io_set(&b->io, b->fd, EV_READ);
+	ev_io_modify(&b->io, EV_READ); /* the session's fd: ev_io_set would make libev register it anew */
 	ev_io_start(loop, &b->io);
 	ev_timer_stop(loop, &b->timer);
 	ev_timer_init(&b->timer, bconn_reuse_timer_cb, (double)r->reset_timeout_ms / 1000.0, 0.);

@@ -1,8 +1,9 @@
 /*
  * daemon/engine.c — the loop, its signals, and the order of shutdown.
  *
- * SIGTERM: stop accepting (listeners closed, socket files removed), close
- * idle connections and waiting clients, let relaying sessions finish for up
+ * SIGTERM: stop accepting (listeners closed, socket files removed, except
+ * those systemd's fd store keeps for the next start: fdstore.c), close
+ * idle connections (the stored ones stay in the store) and waiting clients, let relaying sessions finish for up
  * to shutdown_timeout, then exit 0. A second SIGTERM, or SIGINT at any time,
  * closes everything at once and exits 0. SIGHUP reloads the configuration
  * (reload.c), as the admin `reload` command does.
@@ -28,6 +29,7 @@
 #include "admin.h"
 #include "buf.h"
 #include "engine.h"
+#include "fdstore.h"
 #include "log.h"
 #include "systemd.h"
 
@@ -101,6 +103,8 @@ static void engine_reap(struct engine *eng)
 {
 	bconn_reap(eng);
 	session_reap(eng);
+	for (size_t i = 0; i < eng->n_pools; i++)
+		pool_reap_gone(eng->pools[i]);
 }
 
 static void reaper_cb(struct ev_loop *loop, ev_prepare *w, int revents)
@@ -205,7 +209,7 @@ struct engine *engine_create(struct wp_config *cfg)
 	list_init(&eng->dead_sessions);
 	list_init(&eng->refill_soon);
 	eng->loop = ev_default_loop(EVFLAG_AUTO);
-	if (!eng->loop) {
+	if (!eng->loop || dns_library_init() < 0) {
 		cfg_free(cfg);
 		free(eng);
 		return NULL;
@@ -249,6 +253,9 @@ int engine_listen(struct engine *eng, char *err, size_t errlen)
 	for (size_t i = 0; i < eng->n_pools; i++)
 		if (listener_adopt_passed(eng->pools[i], pool_client_arrived, err, errlen) < 0)
 			return -1;
+	/* Connections systemd kept in its fd store: idle again before the
+	 * pools start (their first refill counts them) and before READY=1. */
+	fdstore_adopt(eng);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		if (pool_open_listeners(eng->pools[i], err, errlen) < 0)
 			return -1;
@@ -298,6 +305,8 @@ void engine_destroy(struct engine *eng)
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_destroy(eng->pools[i]);
 	free(eng->pools);
+	eng->pools = NULL;
+	eng->n_pools = 0;
 	struct list_node *pos, *tmp;
 	list_for_each_safe (pos, tmp, &eng->retired) {
 		list_remove(&eng->retired, pos);
@@ -312,6 +321,7 @@ void engine_destroy(struct engine *eng)
 	pipes_destroy(&eng->pipes);
 	systemd_listen_done(); /* closes passed fds nobody claimed (a failed startup) */
 	systemd_notify_close();
+	dns_library_cleanup();
 	if (loop) {
 		ev_signal_stop(loop, &eng->sig_term);
 		ev_signal_stop(loop, &eng->sig_int);

@@ -35,7 +35,9 @@
 #include <sys/types.h>
 #include <sys/un.h>
 
+#include "addr.h"
 #include "config.h"
+#include "dns.h"
 #include "histogram.h"
 #include "unixsock.h"
 #include "list.h"
@@ -61,6 +63,10 @@ enum bconn_state {
 #define BCONN_GREETING_MAX 16384 /* unprompted backend bytes kept for the first client */
 #define BCONN_SETTLE       0.2   /* seconds a new connection must live to count as a success */
 #define LIFETIME_JITTER    0.2   /* max_lifetime / max_idle_time end up to this fraction early */
+/* A TLS pool waits for this long without a handout before it replaces the
+ * connections a burst of clients took (pool_refill): a refill's handshake
+ * costs a millisecond of CPU, which a burst's next client would wait for. */
+#define REFILL_LULL        0.001
 
 struct bconn {
 	struct list_node node; /* on be->conns[state] or the graveyard */
@@ -86,6 +92,8 @@ struct bconn {
 	uid_t owner_uid;         /* foreign: the uid that checked it in (its lease's); only a client of
 	                          * that uid may get it, as that uid may still hold a copy */
 	size_t reset_got;        /* resetting: bytes of reset_expect matched so far */
+	unsigned char *reset_want; /* resetting with a {nonce}: reset_expect with this reset's nonce, or NULL */
+	size_t reset_want_len;
 	SSL *ssl;                /* tls: pools: the connection's TLS (tls.c), NULL for plain TCP */
 	enum tls_phase tls_phase; /* connecting: how far the starttls preamble and handshake are */
 	unsigned tls_sent;       /* starttls request bytes written */
@@ -139,6 +147,7 @@ enum backend_reason {
 	REASON_UNREACHABLE,
 	REASON_BAD_REPLY, /* a health check's reply did not match */
 	REASON_TLS,       /* the TLS preamble, handshake or verification failed (the log line says why) */
+	REASON_DNS,       /* its name stopped resolving for longer than dns.hold */
 	REASON_OTHER,     /* any other errno: see the log line */
 	REASON_N,
 };
@@ -170,6 +179,8 @@ struct health {
 	enum backend_reason last;    /* the last finished check's result (REASON_NONE: passed) */
 	ev_tstamp last_at;           /* when it finished (ev_now time) */
 	ev_tstamp last_took;         /* seconds it took */
+	struct health_role *role;    /* postgres_primary, redis_master: the exchange's state and the
+	                              * SCRAM key kept between checks (health.c); NULL for other types */
 };
 
 /* What a backend tells its pool when its state changed (from `old`): set by
@@ -180,8 +191,16 @@ typedef void backend_changed_fn(struct pool *p, struct backend *be, enum backend
 struct backend {
 	struct pool *pool;
 	backend_changed_fn *on_change; /* pool_backend_changed, set by pool_create */
-	const struct cfg_backend *cfg;
-	const char *name; /* "host:port" as configured */
+	const struct cfg_backend *cfg; /* its entry in the pool's backends: (weight, backup, host) */
+	size_t target;    /* that entry's index, to find it again in a reloaded config */
+	const char *name; /* "host:port" as configured, or the address of a named backend (addr_name) */
+	struct dns_name *dns; /* the name whose answer it came from, or NULL (an IP literal) */
+	struct sockaddr_storage addr; /* where its connections go */
+	socklen_t addrlen;
+	char addr_name[WP_ADDR_STRLEN]; /* "ip:port" / "[v6]:port" of a named backend */
+	size_t slot;      /* its index in pool->backends */
+	unsigned gone : 1;  /* its address left the name's answer: draining until its last connection ends */
+	unsigned dns_down : 1; /* its name's lookups failed for longer than hold: down until it answers */
 	enum backend_state state;
 	struct list conns[BCONN_NLISTS]; /* this backend's connections, one list per state */
 	size_t n_greeted_idle;           /* idle connections whose greeting has arrived (at the front) */
@@ -225,6 +244,9 @@ void backend_attempt_succeeded(struct backend *be);
 /* May a new connection be started to this backend at time `now` (backoff
  * and the one-probe rule; not its state)? */
 int backend_can_connect(const struct backend *be, ev_tstamp now);
+/* Write the backend's log context, "pool=P backend=B" (and " name=N" for a
+ * named backend) into buf; snprintf's result. */
+int backend_ctx(const struct backend *be, char *buf, size_t len);
 /* Log "pool=%s backend=%s: " and the message at `prio`. */
 void backend_log(const struct backend *be, int prio, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
@@ -501,8 +523,10 @@ struct pool {
 	struct engine *eng;
 	const struct cfg_pool *cfg;
 	const char *name;
-	struct backend *backends;
-	size_t n_backends;
+	struct backend **backends; /* IP literals first made, then named ones as their answers come */
+	size_t n_backends, cap_backends;
+	struct dns_name **names;   /* one per backends: entry written as a host name (dns.c) */
+	size_t n_names;
 	size_t rr;                 /* round-robin cursor over backends */
 	size_t n_conns[BCONN_NLISTS]; /* connections per state, all backends */
 	unsigned n_up_primary, n_up_backup; /* backends available (up or unknown: backend_available) */
@@ -514,10 +538,12 @@ struct pool {
 	ev_timer refill_timer;        /* armed while every backend is in backoff */
 	ev_timer janitor;             /* lifetimes, idle sweeps, hand-back (DESIGN.md rule 6) */
 	ev_tstamp last_recycle;       /* max_lifetime closes are spaced out from each other */
+	ev_tstamp last_handout;       /* when a client last got a connection (a TLS pool refills in lulls) */
 	struct list_node refill_node; /* on eng->refill_soon while a deferred refill is due */
 	unsigned warm : 1;            /* the floor was reached since the last outage */
 	unsigned may_hand_back : 1;   /* has backups or balance first: connections can be misplaced */
 	unsigned retiring : 1;        /* replaced or removed by a reload: only its sessions run on */
+	unsigned has_gone : 1;        /* a departed backend waits for its last connection (pool_reap_gone) */
 	uint32_t tls_gen;             /* bumped when a reload changes the tls: settings or files (tls.digest) */
 	struct pool_stats stats;
 	struct wp_histogram h_wait;    /* seconds a client waited for its connection */
@@ -553,6 +579,13 @@ struct pool_counts {
 size_t pool_plan_connects(const struct pool_counts *c);
 /* The counts of `p` now: idle and connecting on preferred backends. */
 struct pool_counts pool_counts(const struct pool *p);
+/* A TLS pool in a burst of handouts replaces what clients took only in the
+ * first lull (REFILL_LULL without a handout), so that the handshakes, a
+ * millisecond of CPU each, do not run between the burst's clients; unless
+ * clients wait or the idle (and connecting) connections are down to a
+ * quarter of the floor. 0 when the refill may run now, else the time it
+ * may (pure, unit-tested). */
+ev_tstamp pool_refill_after(const struct pool *p, const struct pool_counts *c, ev_tstamp now);
 /* For `first`: the index of the first serving backend usable right now
  * (backends after it are not preferred); n_backends for other balances. */
 size_t pool_first_cutoff(const struct pool *p);
@@ -591,6 +624,26 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
  * `successor` (or close them); its running sessions go on. */
 void pool_retire(struct pool *p, struct pool *successor);
 void pool_start(struct pool *p);
+/* A reload replaced `old` by `p`: each name of p that old had too starts
+ * from old's answer and schedule (no lookup burst, no reconnects). Before
+ * pool_start(p). */
+void pool_seed_names(struct pool *p, const struct pool *old);
+/* Same family, address and port (and IPv6 scope). */
+int pool_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+/* A backend at `sa` for entry `target` of the pool's config, from name `n`
+ * (NULL: the entry's IP literal); counted as available (unknown), in config
+ * order. Health checks are not started. NULL when out of memory. */
+struct backend *pool_backend_add(struct pool *p, size_t target, struct dns_name *n,
+                                 const struct sockaddr_storage *sa, socklen_t len);
+/* Its address left its name's answer: drain it (no handouts or new
+ * connections, idle ones closed now, active sessions finish); it is freed
+ * by pool_reap_gone once its last connection has ended. */
+void pool_backend_depart(struct backend *be, const char *why);
+/* A departed (or dns-down) backend is in its name's answer again: unknown,
+ * checked from scratch. */
+void pool_backend_return(struct backend *be);
+/* Free departed backends whose last connection has ended (the reaper). */
+void pool_reap_gone(struct pool *p);
 /* Stop accepting and warming; close idle/connecting and waiting clients. */
 void pool_stop(struct pool *p);
 /* A client was accepted (the listeners' on_accept): admit it to the queue,

@@ -60,7 +60,7 @@ static ev_tstamp janitor_sweep(struct pool *p, ev_tstamp now)
 
 	size_t cutoff = pool_first_cutoff(p);
 	for (size_t i = 0; i < p->n_backends; i++) {
-		struct backend *be = &p->backends[i];
+		struct backend *be = p->backends[i];
 		int preferred = pool_backend_preferred_at(p, be, cutoff);
 		struct list_node *pos, *tmp;
 		list_for_each_safe (pos, tmp, &be->conns[BCONN_IDLE]) {

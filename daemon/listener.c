@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "engine.h"
+#include "fdstore.h"
 #include "log.h"
 #include "systemd.h"
 
@@ -230,7 +231,28 @@ int listener_open(struct listener *l, char *err, size_t errlen)
 	char allow[200];
 	log_info("pool=%s: listening on %s (mode %04o%s)", l->pool->name, path, (unsigned)l->cfg->mode,
 	         allow_summary(listener_allow(l), allow, sizeof allow));
+	fdstore_listener_opened(l); /* kept by systemd across a restart (fdstore.h) */
 	return 0;
+}
+
+void listener_adopt_stored(struct listener *l, int fd, dev_t dev, ino_t ino)
+{
+	char err[512], allow[200];
+	l->fd = fd;
+	l->passed = 0;
+	l->us.fd = fd;
+	l->us.path = l->cfg->path;
+	l->us.dev = dev;
+	l->us.ino = ino;
+	l->us.created = 1; /* we bound it before the restart: ours to remove when it closes for good */
+	unix_accept_init(&l->io, &l->pause, listener_accept_cb, fd);
+	/* The mode may have changed in the file since: the file is the one we
+	 * bound (fdstore.c checked its inode). */
+	if (sock_unix_chmod_ours(&l->us, l->cfg->mode, err, sizeof err) < 0)
+		log_warning("pool=%s: cannot apply mode %04o: %s", l->pool->name, (unsigned)l->cfg->mode, err);
+	log_info("pool=%s: listening on %s (kept in systemd's fd store across the restart; mode %04o%s)",
+	         l->pool->name, l->cfg->path, (unsigned)l->cfg->mode,
+	         allow_summary(listener_allow(l), allow, sizeof allow));
 }
 
 void listener_start(struct listener *l)
@@ -242,13 +264,18 @@ void listener_start(struct listener *l)
 void listener_close(struct listener *l)
 {
 	struct ev_loop *loop = l->pool->eng->loop;
+	int kept = 0;
 	if (l->fd >= 0) {
 		ev_io_stop(loop, &l->io);
 		ev_timer_stop(loop, &l->pause);
+		kept = fdstore_listener_closing(l);
 		close(l->fd);
 		l->fd = -1;
 	}
-	sock_unix_unlink_ours(&l->us);
+	if (kept)
+		l->us.created = 0; /* systemd keeps the socket for the next start: its file stays */
+	else
+		sock_unix_unlink_ours(&l->us);
 }
 
 /* One accepted client: the pool's allow: first. Stops the batch when the

@@ -24,12 +24,14 @@ enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
 static void usage(FILE *out)
 {
 	fprintf(out,
-	        "Usage: warmpoold [-c FILE] [--check-config]\n"
+	        "Usage: warmpoold [-c FILE] [--check-config [--resolve]]\n"
 	        "Keep warm, health-checked TCP connections to backends and hand them to local clients.\n"
 	        "\n"
 	        "  -c, --config FILE   configuration file (default %s)\n"
 	        "  -t, --check-config  validate the configuration, print 'FILE: configuration OK' or\n"
 	        "                      every error, and exit 0 or 1 without starting anything\n"
+	        "      --resolve       with --check-config: also resolve every backend host name\n"
+	        "                      (with its dns: settings); one that does not resolve is an error\n"
 	        "      --dump-schema   print every configuration key (type, range, default, where it\n"
 	        "                      may be written, what a reload does) as JSON and exit\n"
 	        "  -V, --version       print the version and exit\n"
@@ -66,11 +68,12 @@ int main(int argc, char **argv)
 	    {"check-config", no_argument, NULL, 't'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"dump-schema", no_argument, NULL, 'S'}, /* long only: 'S' is not in the short list */
+	    {"resolve", no_argument, NULL, 'R'},     /* long only, with --check-config */
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
 	const char *path = CFG_DEFAULT_PATH;
-	int check_only = 0, c;
+	int check_only = 0, resolve = 0, c;
 	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
@@ -78,6 +81,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			check_only = 1;
+			break;
+		case 'R':
+			resolve = 1;
 			break;
 		case 'V':
 			printf("warmpoold %s\n", WARMPOOL_VERSION);
@@ -95,6 +101,11 @@ int main(int argc, char **argv)
 	if (optind < argc) {
 		fprintf(stderr, "warmpoold: unexpected argument '%s'\nTry 'warmpoold --help' for more information.\n",
 		        argv[optind]);
+		return EXIT_USAGE;
+	}
+	if (resolve && !check_only) { /* the daemon never blocks on a name: it resolves in its loop */
+		fprintf(stderr, "warmpoold: --resolve goes with --check-config\nTry 'warmpoold --help' for more "
+		                "information.\n");
 		return EXIT_USAGE;
 	}
 
@@ -115,6 +126,18 @@ int main(int argc, char **argv)
 	if (check_only) {
 		for (size_t i = 0; i < cfg->warnings.n; i++)
 			fprintf(stderr, "%s\n", cfg->warnings.msg[i]);
+		if (resolve && cfg_resolve_names(cfg, &errs) < 0) {
+			for (size_t i = 0; i < errs.n; i++)
+				fprintf(stderr, "%s\n", errs.msg[i]);
+			if (errs.truncated)
+				fprintf(stderr, "%s: ... and %zu more error%s\n", path, errs.truncated,
+				        errs.truncated == 1 ? "" : "s");
+			if (errs.n + errs.truncated > 1)
+				fprintf(stderr, "warmpoold: %s: %zu host names do not resolve\n", path, errs.n + errs.truncated);
+			cfg_errors_free(&errs);
+			cfg_free(cfg);
+			return EXIT_CONFIG;
+		}
 		printf("%s: configuration OK\n", path);
 		cfg_free(cfg);
 		return 0;

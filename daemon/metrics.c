@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "engine.h"
+#include "fdstore.h"
 #include "metrics.h"
 #include "version.h"
 
@@ -22,7 +23,7 @@
 static const char *const reason_label[REASON_N] = {
     [REASON_NONE] = "ok",         [REASON_REFUSED] = "refused",         [REASON_TIMEOUT] = "timeout",
     [REASON_RESET] = "reset",     [REASON_CLOSED] = "closed",           [REASON_UNREACHABLE] = "unreachable",
-    [REASON_BAD_REPLY] = "bad_reply", [REASON_TLS] = "tls",             [REASON_OTHER] = "error",
+    [REASON_BAD_REPLY] = "bad_reply", [REASON_TLS] = "tls", [REASON_DNS] = "dns", [REASON_OTHER] = "error",
 };
 
 /* The pool counters, once for both `show stats` (key) and Prometheus
@@ -109,7 +110,7 @@ static void backend_labels(struct wp_buf *b, const struct backend *be)
 		family(b, name, type, help);                                                                 \
 		for (size_t i_ = 0; i_ < (eng)->n_pools; i_++)                                               \
 			for (size_t k_ = 0; k_ < (eng)->pools[i_]->n_backends; k_++) {                       \
-				const struct backend *be = &(eng)->pools[i_]->backends[k_];                  \
+				const struct backend *be = (eng)->pools[i_]->backends[k_];                  \
 				wp_buf_add(b, name, strlen(name));                                           \
 				backend_labels(b, be);                                                       \
 				wp_buf_printf(b, "} " fmt "\n", (expr));                                     \
@@ -162,24 +163,100 @@ static void backend_tls_series(struct wp_buf *b, const struct engine *eng)
 		for (size_t k = 0; eng->pools[i]->cfg->tls.enabled && k < eng->pools[i]->n_backends; k++)
 			for (int r = 0; r < TLS_R_N; r++) {
 				wp_buf_add(b, hs, sizeof hs - 1);
-				backend_labels(b, &eng->pools[i]->backends[k]);
+				backend_labels(b, eng->pools[i]->backends[k]);
 				wp_buf_printf(b, ",result=\"%s\"} %llu\n", tls_result_name((enum tls_result)r),
-				              (unsigned long long)eng->pools[i]->backends[k].tls.handshakes[r]);
+				              (unsigned long long)eng->pools[i]->backends[k]->tls.handshakes[r]);
 			}
 	family(b, hist, "histogram", "Time from TCP established to a verified TLS handshake.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; eng->pools[i]->cfg->tls.enabled && k < eng->pools[i]->n_backends; k++)
-			histogram_samples(b, hist, &eng->pools[i]->backends[k].tls.h_handshake, eng->pools[i],
-			                  &eng->pools[i]->backends[k]);
+			histogram_samples(b, hist, &eng->pools[i]->backends[k]->tls.h_handshake, eng->pools[i],
+			                  eng->pools[i]->backends[k]);
 	family(b, exp, "gauge", "notAfter of the backend's certificate (its newest connection's), in Unix time.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; eng->pools[i]->cfg->tls.enabled && k < eng->pools[i]->n_backends; k++) {
-			const struct backend *be = &eng->pools[i]->backends[k];
+			const struct backend *be = eng->pools[i]->backends[k];
 			if (!be->tls.cert_expiry)
 				continue; /* no handshake yet: no value rather than a false one */
 			wp_buf_add(b, exp, sizeof exp - 1);
 			backend_labels(b, be);
 			wp_buf_printf(b, "} %lld\n", (long long)be->tls.cert_expiry);
+		}
+}
+
+static void name_labels(struct wp_buf *b, const struct dns_name *n)
+{
+	pool_labels(b, n->pool);
+	wp_buf_add(b, ",name=\"", sizeof ",name=\"" - 1);
+	wp_buf_label(b, dns_name_str(n));
+	wp_buf_add(b, "\"", 1);
+}
+
+/* The series of backends written as names (none when no pool has one). */
+static void dns_series(struct wp_buf *b, const struct engine *eng)
+{
+	static const char lk[] = "warmpool_dns_lookups_total", ad[] = "warmpool_dns_addresses",
+	                  ch[] = "warmpool_dns_last_change_timestamp_seconds", hist[] = "warmpool_dns_lookup_seconds",
+	                  bn[] = "warmpool_backend_dns_name";
+	int any = 0;
+	for (size_t i = 0; i < eng->n_pools; i++)
+		any |= eng->pools[i]->n_names > 0;
+	if (!any)
+		return;
+	family(b, lk, "counter", "Lookups of a backend name by result.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_names; k++)
+			for (int r = 0; r < DNS_NRESULTS; r++) {
+				wp_buf_add(b, lk, sizeof lk - 1);
+				name_labels(b, eng->pools[i]->names[k]);
+				wp_buf_printf(b, ",result=\"%s\"} %llu\n", dns_result_str((enum dns_result)r),
+				              (unsigned long long)eng->pools[i]->names[k]->lookups[r]);
+			}
+	family(b, ad, "gauge", "Addresses the name resolves to now (each is a backend).");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
+			wp_buf_add(b, ad, sizeof ad - 1);
+			name_labels(b, eng->pools[i]->names[k]);
+			wp_buf_printf(b, "} %zu\n", eng->pools[i]->names[k]->n_addrs);
+		}
+	family(b, ch, "gauge", "When the name's set of addresses last changed, in Unix time (0: never resolved).");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
+			wp_buf_add(b, ch, sizeof ch - 1);
+			name_labels(b, eng->pools[i]->names[k]);
+			wp_buf_printf(b, "} %.3f\n", eng->pools[i]->names[k]->last_change);
+		}
+	family(b, hist, "histogram", "Time a lookup of the name took (answered or failed).");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
+			const struct dns_name *n = eng->pools[i]->names[k];
+			const struct wp_histogram *h = &n->h_lookup;
+			for (size_t j = 0; j <= h->n; j++) {
+				wp_buf_printf(b, "%s_bucket", hist);
+				name_labels(b, n);
+				if (j < h->n)
+					wp_buf_printf(b, ",le=\"%g\"} %llu\n", h->bounds[j],
+					              (unsigned long long)wp_histogram_cumulative(h, j));
+				else
+					wp_buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
+			}
+			wp_buf_printf(b, "%s_sum", hist);
+			name_labels(b, n);
+			wp_buf_printf(b, "} %.9g\n%s_count", h->sum, hist);
+			name_labels(b, n);
+			wp_buf_printf(b, "} %llu\n", (unsigned long long)h->count);
+		}
+	family(b, bn, "gauge", "1 for each backend made from a name: which name its address came from.");
+	for (size_t i = 0; i < eng->n_pools; i++)
+		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
+			const struct backend *be = eng->pools[i]->backends[k];
+			if (!be->dns)
+				continue;
+			wp_buf_add(b, bn, sizeof bn - 1);
+			backend_labels(b, be);
+			wp_buf_add(b, ",name=\"", sizeof ",name=\"" - 1);
+			wp_buf_label(b, dns_name_str(be->dns));
+			wp_buf_add(b, "\"} 1\n", sizeof "\"} 1\n" - 1);
 		}
 }
 
@@ -189,7 +266,7 @@ static void backend_conn_gauge(struct wp_buf *b, const struct engine *eng)
 	family(b, "warmpool_backend_connections", "gauge", "Connections to the backend by state.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
-			const struct backend *be = &eng->pools[i]->backends[k];
+			const struct backend *be = eng->pools[i]->backends[k];
 			for (int s = 0; s < BCONN_NLISTS; s++) {
 				wp_buf_add(b, "warmpool_backend_connections", 28);
 				backend_labels(b, be);
@@ -203,7 +280,7 @@ static void backend_enum_series(struct wp_buf *b, const struct engine *eng)
 	family(b, "warmpool_backend_state", "gauge", "1 for the backend's current state, 0 for the others.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
-			const struct backend *be = &eng->pools[i]->backends[k];
+			const struct backend *be = eng->pools[i]->backends[k];
 			for (size_t s = 0; s < sizeof all_states / sizeof *all_states; s++) {
 				wp_buf_add(b, "warmpool_backend_state", 22);
 				backend_labels(b, be);
@@ -214,8 +291,10 @@ static void backend_enum_series(struct wp_buf *b, const struct engine *eng)
 	family(b, "warmpool_backend_checks_total", "counter", "Active health checks by result.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
-			const struct backend *be = &eng->pools[i]->backends[k];
+			const struct backend *be = eng->pools[i]->backends[k];
 			for (int r = 0; r < REASON_N; r++) {
+				if (r == REASON_DNS)
+					continue; /* the name's outcome, not a check's (warmpool_dns_lookups_total) */
 				wp_buf_add(b, "warmpool_backend_checks_total", 29);
 				backend_labels(b, be);
 				wp_buf_printf(b, ",result=\"%s\"} %llu\n", reason_label[r],
@@ -225,7 +304,7 @@ static void backend_enum_series(struct wp_buf *b, const struct engine *eng)
 	family(b, "warmpool_backend_transitions_total", "counter", "Times the backend went up or down.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
-			const struct backend *be = &eng->pools[i]->backends[k];
+			const struct backend *be = eng->pools[i]->backends[k];
 			wp_buf_add(b, "warmpool_backend_transitions_total", 34);
 			backend_labels(b, be);
 			wp_buf_printf(b, ",to=\"up\"} %llu\n", (unsigned long long)be->went_up);
@@ -297,6 +376,8 @@ void metrics_render(const struct engine *eng, struct wp_buf *b)
 	               "%llu", (unsigned long long)be->connects_failed);
 	backend_conn_gauge(b, eng);
 	backend_tls_series(b, eng);
+	dns_series(b, eng);
+	fdstore_metrics(b);
 }
 
 /* ---- show pools | backends | stats --------------------------------------- */
@@ -306,7 +387,7 @@ static unsigned pool_backends_up(const struct pool *p)
 {
 	unsigned n = 0;
 	for (size_t i = 0; i < p->n_backends; i++)
-		n += p->backends[i].state == BACKEND_UP;
+		n += p->backends[i]->state == BACKEND_UP;
 	return n;
 }
 
@@ -476,6 +557,13 @@ static void backend_json(struct wp_buf *b, const struct pool *p, const struct ba
 		wp_buf_add(b, ",\"last_check\":null", 18);
 	wp_buf_add(b, ",\"tls\":", 7);
 	backend_tls_json(b, p, be);
+	if (be->dns) {
+		wp_buf_add(b, ",\"name\":\"", sizeof ",\"name\":\"" - 1);
+		wp_buf_json_str(b, dns_name_str(be->dns));
+		wp_buf_printf(b, "\",\"removed_by_dns\":%s", be->gone ? "true" : "false");
+	} else {
+		wp_buf_add(b, ",\"name\":null,\"removed_by_dns\":false", sizeof ",\"name\":null,\"removed_by_dns\":false" - 1);
+	}
 	wp_buf_add(b, "}", 1);
 }
 
@@ -486,8 +574,8 @@ static int backend_col_width(const struct engine *eng, const struct pool *only)
 	size_t w = strlen("BACKEND");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; (!only || eng->pools[i] == only) && k < eng->pools[i]->n_backends; k++)
-			if (strlen(eng->pools[i]->backends[k].name) > w)
-				w = strlen(eng->pools[i]->backends[k].name);
+			if (strlen(eng->pools[i]->backends[k]->name) > w)
+				w = strlen(eng->pools[i]->backends[k]->name);
 	return (int)w;
 }
 
@@ -507,7 +595,7 @@ void metrics_show_backends(const struct engine *eng, const struct pool *only, st
 		if (only && p != only)
 			continue;
 		for (size_t k = 0; k < p->n_backends; k++) {
-			const struct backend *be = &p->backends[k];
+			const struct backend *be = p->backends[k];
 			if (json) {
 				if (!first)
 					wp_buf_add(b, ",", 1);
@@ -532,6 +620,69 @@ void metrics_show_backends(const struct engine *eng, const struct pool *only, st
 				wp_buf_add(b, "-\n", 2);
 			if (p->cfg->tls.enabled)
 				backend_tls_line(b, be);
+			if (be->dns)
+				wp_buf_printf(b, "%-20s   name %s%s\n", "", dns_name_str(be->dns),
+				              be->gone ? " (removed by dns: draining)" : "");
+		}
+	}
+	if (json)
+		wp_buf_add(b, "]}\n", 3);
+}
+
+/* show dns: each backend name, what it resolves to and how its lookups go. */
+void metrics_show_dns(const struct engine *eng, const struct pool *only, struct wp_buf *b, int json)
+{
+	ev_tstamp now = ev_now(eng->loop);
+	int first = 1;
+	if (json)
+		wp_buf_add(b, "{\"names\":[", sizeof "{\"names\":[" - 1);
+	else
+		wp_buf_printf(b, "%-*s %-30s %-8s %-9s %9s %9s %10s  %s\n", pool_col_width(eng, only, "POOL"), "POOL",
+		              "NAME", "STATE", "RESULT", "LOOKED", "NEXT_IN", "CHANGED", "ADDRESSES");
+	for (size_t i = 0; i < eng->n_pools; i++) {
+		const struct pool *p = eng->pools[i];
+		if (only && p != only)
+			continue;
+		for (size_t k = 0; k < p->n_names; k++) {
+			const struct dns_name *n = p->names[k];
+			double next_in = n->next_lookup > now ? n->next_lookup - now : 0.0;
+			char addrs[DNS_MAX_ADDRS * (WP_ADDR_STRLEN + 2)] = "";
+			size_t at = 0;
+			for (size_t j = 0; j < n->n_addrs && at < sizeof addrs; j++) {
+				char a[WP_ADDR_STRLEN];
+				if (wp_addr_format((const struct sockaddr *)&n->addrs[j], a, sizeof a) < 0)
+					snprintf(a, sizeof a, "?");
+				if (json)
+					at += (size_t)snprintf(addrs + at, sizeof addrs - at, "%s\"%s\"", j ? "," : "", a);
+				else
+					at += (size_t)snprintf(addrs + at, sizeof addrs - at, "%s%s", j ? " " : "", a);
+			}
+			if (json) {
+				if (!first)
+					wp_buf_add(b, ",", 1);
+				first = 0;
+				wp_buf_add(b, "{\"pool\":\"", 9);
+				wp_buf_json_str(b, p->name);
+				wp_buf_add(b, "\",\"name\":\"", sizeof "\",\"name\":\"" - 1);
+				wp_buf_json_str(b, dns_name_str(n));
+				wp_buf_printf(b, "\",\"state\":\"%s\",\"last_result\":\"%s\",\"last_error\":\"",
+				              dns_state_str(n->state), dns_result_str(n->last_result));
+				wp_buf_json_str(b, n->state == DNS_GOOD ? "" : n->last_error);
+				wp_buf_printf(b, "\",\"addresses\":[%s],\"ttl_s\":%u,\"next_lookup_in_s\":%.3f,"
+				              "\"querying\":%s,\"failed_in_a_row\":%u",
+				              addrs, n->ttl, next_in, n->querying ? "true" : "false", n->fails);
+				json_age(b, "last_lookup_age_s", now, n->last_lookup);
+				json_age(b, "last_change_age_s", now, n->last_change);
+				wp_buf_add(b, "}", 1);
+				continue;
+			}
+			char looked[32], changed[32];
+			wp_buf_printf(b, "%-*s %-30s %-8s %-9s %9s %8.1fs %10s  %s\n", pool_col_width(eng, only, "POOL"),
+			              p->name, dns_name_str(n), dns_state_str(n->state), dns_result_str(n->last_result),
+			              ago(looked, sizeof looked, now, n->last_lookup), next_in,
+			              ago(changed, sizeof changed, now, n->last_change), n->n_addrs ? addrs : "-");
+			if (n->state != DNS_GOOD && n->last_error[0])
+				wp_buf_printf(b, "%-20s   last error: %s\n", "", n->last_error);
 		}
 	}
 	if (json)

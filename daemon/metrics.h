@@ -15,6 +15,8 @@ void metrics_show_pools(const struct engine *eng, struct wp_buf *b, int json);
 /* Every pool's backends, or only those of `only` when it is not NULL. */
 void metrics_show_backends(const struct engine *eng, const struct pool *only, struct wp_buf *b, int json);
 void metrics_show_stats(const struct engine *eng, struct wp_buf *b, int json);
+/* Every backend name (or those of `only`): state, addresses, lookups. */
+void metrics_show_dns(const struct engine *eng, const struct pool *only, struct wp_buf *b, int json);
 /* One row per client (waiting or relaying) of every pool or of `only`: at
  * most SHOW_CLIENTS_MAX rows, then a count of the rest. Reads each client's
  * SO_PEERCRED the first time (kept on the session, as pool_session_uid

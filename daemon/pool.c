@@ -28,19 +28,19 @@
 #include "engine.h"
 #include "log.h"
 
-static int same_addr(const struct sockaddr_storage *a, socklen_t alen, const struct cfg_backend *c)
+int pool_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
-	if (a->ss_family != c->addr.ss_family)
+	if (a->ss_family != b->ss_family)
 		return 0;
 	if (a->ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)a, *y = (const void *)&c->addr;
+		const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
 		return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
 	}
 	if (a->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)&c->addr;
-		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr);
+		const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
+		return x->sin6_port == y->sin6_port && !memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) &&
+		       x->sin6_scope_id == y->sin6_scope_id;
 	}
-	(void)alen;
 	return 0;
 }
 
@@ -59,8 +59,8 @@ void pool_checkin(struct pool *p, int fd, uid_t owner, ev_tstamp opened_at)
 	         getpeername(fd, (struct sockaddr *)&sa, &len) < 0)
 		why = "not a connected stream socket";
 	for (size_t i = 0; !why && !be && i < p->n_backends; i++)
-		if (same_addr(&sa, len, p->backends[i].cfg))
-			be = &p->backends[i];
+		if (!p->backends[i]->gone && pool_same_addr(&sa, &p->backends[i]->addr))
+			be = p->backends[i];
 	struct pool_counts c = pool_counts(p);
 	if (!why && !be)
 		why = "not connected to one of the pool's backends";
@@ -117,7 +117,7 @@ static int bconn_alive(struct bconn *b)
 static void pool_close_foreign_for(struct pool *p, struct session *s)
 {
 	for (size_t i = 0; i < p->n_backends; i++) {
-		struct backend *be = &p->backends[i];
+		struct backend *be = p->backends[i];
 		if (!pool_backend_serves(p, be))
 			continue;
 		const struct list *l = &be->conns[BCONN_IDLE];
@@ -152,7 +152,7 @@ void pool_dispatch(struct pool *p)
 			pool_close_foreign_for(p, s);
 			break;
 		}
-		struct backend *be = &p->backends[k];
+		struct backend *be = p->backends[k];
 		struct bconn *b = pool_conn_for(be, s);
 		if (!bconn_alive(b)) {
 			p->stats.stale_at_checkout++;
@@ -167,6 +167,7 @@ void pool_dispatch(struct pool *p)
 			bconn_close(b);
 			continue;
 		}
+		p->last_handout = ev_now(p->eng->loop);
 		session_start(s, b);
 	}
 	pool_refill_soon(p);
@@ -190,12 +191,15 @@ void pool_refill(struct pool *p)
 	struct pool_counts c = pool_counts(p);
 	size_t need = pool_plan_connects(&c);
 	ev_tstamp now = ev_now(eng->loop);
+	ev_tstamp lull = need ? pool_refill_after(p, &c, now) : 0;
+	if (lull)
+		need = 0;
 	int local_failure = 0;
 	while (need > 0) {
 		long k = pool_pick_connect(p, now);
 		if (k < 0)
 			break;
-		if (bconn_connect(p, &p->backends[k]) < 0) {
+		if (bconn_connect(p, p->backends[k]) < 0) {
 			local_failure = 1; /* out of sockets: retried by the timer below */
 			break;
 		}
@@ -208,9 +212,9 @@ void pool_refill(struct pool *p)
 	 * and they must still come back (or reach `fall`). */
 	int probing = 0;
 	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
-		struct backend *be = &p->backends[i];
+		struct backend *be = p->backends[i];
 		int failing = be->state == BACKEND_DOWN || (backend_available(be->state) && be->connect_failures > 0);
-		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven)
+		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven || be->dns_down || be->gone)
 			continue;
 		probing = 1;
 		c = pool_counts(p);
@@ -222,11 +226,11 @@ void pool_refill(struct pool *p)
 	/* Still short, or a probe to schedule? Wake when the earliest backend
 	 * leaves backoff (or in 1 s after a local failure such as EMFILE). */
 	ev_timer_stop(eng->loop, &p->refill_timer);
-	if (need == 0 && !probing)
+	if (need == 0 && !probing && !lull)
 		return;
-	ev_tstamp wake = now + 1.0;
+	ev_tstamp wake = lull ? lull : now + 1.0;
 	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
-		const struct backend *be = &p->backends[i];
+		const struct backend *be = p->backends[i];
 		if (be->next_attempt > now && be->next_attempt < wake)
 			wake = be->next_attempt;
 	}
@@ -385,6 +389,145 @@ static void pool_handoff_arrived(struct pool *p, int cfd)
 	pool_client_arrived_as(p, cfd, 1);
 }
 
+/* ---- backends: made at load (IP literals) or by answers (names) -------- */
+
+/* Renumber the slots from `from` on (after an insert or a removal). */
+static void pool_renumber(struct pool *p, size_t from)
+{
+	for (size_t i = from; i < p->n_backends; i++)
+		p->backends[i]->slot = i;
+}
+
+/* The array keeps config order (target), then answer order within a name:
+ * `balance: first` walks it. Room for every literal, DNS_MAX_ADDRS per name
+ * and the departed ones still draining is made as needed. */
+static int pool_insert_backend(struct pool *p, struct backend *be)
+{
+	if (p->n_backends == p->cap_backends) {
+		size_t cap = p->cap_backends ? 2 * p->cap_backends : 8;
+		struct backend **v = realloc(p->backends, cap * sizeof *v);
+		if (!v)
+			return -1;
+		p->backends = v;
+		p->cap_backends = cap;
+	}
+	size_t at = p->n_backends;
+	while (at > 0 && p->backends[at - 1]->target > be->target)
+		at--;
+	memmove(&p->backends[at + 1], &p->backends[at], (p->n_backends - at) * sizeof *p->backends);
+	p->backends[at] = be;
+	p->n_backends++;
+	pool_renumber(p, at);
+	return 0;
+}
+
+static void pool_backend_free(struct backend *be)
+{
+	if (!be)
+		return;
+	health_destroy(be);
+	tls_backend_forget(be);
+	free(be);
+}
+
+struct backend *pool_backend_add(struct pool *p, size_t target, struct dns_name *n, const struct sockaddr_storage *sa,
+                                 socklen_t len)
+{
+	const struct cfg_backend *c = &p->cfg->backends[target];
+	struct backend *be = calloc(1, sizeof *be);
+	if (!be)
+		return NULL;
+	/* Bounds in seconds: a loopback handshake (~1 ms) to connect_timeout's range. */
+	static const double hs_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
+	if (wp_histogram_init(&be->tls.h_handshake, hs_bounds, sizeof hs_bounds / sizeof *hs_bounds) < 0) {
+		free(be);
+		return NULL;
+	}
+	be->pool = p;
+	be->on_change = pool_backend_changed;
+	be->cfg = c;
+	be->target = target;
+	be->dns = n;
+	memcpy(&be->addr, sa, len);
+	be->addrlen = len;
+	if (n) {
+		if (wp_addr_format((const struct sockaddr *)sa, be->addr_name, sizeof be->addr_name) < 0)
+			snprintf(be->addr_name, sizeof be->addr_name, "?");
+		be->name = be->addr_name;
+	} else {
+		be->name = c->name;
+	}
+	be->state = BACKEND_UNKNOWN; /* until a check or a connection proves it */
+	be->changed_at = ev_now(p->eng->loop);
+	for (int k = 0; k < BCONN_NLISTS; k++)
+		list_init(&be->conns[k]);
+	be->hc.fd = -1;
+	if (health_init(be) < 0 || pool_insert_backend(p, be) < 0) {
+		pool_backend_free(be);
+		return NULL;
+	}
+	*(c->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
+	p->may_hand_back |= c->backup || p->cfg->balance == CFG_BALANCE_FIRST;
+	return be;
+}
+
+void pool_backend_depart(struct backend *be, const char *why)
+{
+	struct pool *p = be->pool;
+	size_t idle = be->conns[BCONN_IDLE].n, active = be->conns[BCONN_ACTIVE].n;
+	be->gone = 1;
+	health_stop(be);
+	/* Draining: no handouts and no new connections; leaving `up` closes
+	 * the idle ones (pool_backend_changed), the rest are closed here;
+	 * active sessions run to their end, then pool_reap_gone forgets it. */
+	backend_set_state(be, BACKEND_DRAINING, why);
+	pool_close_idle(be);
+	static const enum bconn_state other[] = {BCONN_CONNECTING, BCONN_RESETTING};
+	for (size_t k = 0; k < sizeof other / sizeof *other; k++) {
+		struct list_node *pos, *tmp;
+		list_for_each_safe (pos, tmp, &be->conns[other[k]])
+			bconn_close(container_of(pos, struct bconn, node));
+	}
+	backend_log(be, LOG_INFO, "%s: %zu idle closed, %zu active session(s) finish", why, idle, active);
+	p->has_gone = 1;
+}
+
+void pool_backend_return(struct backend *be)
+{
+	be->gone = 0;
+	be->health_fails = be->health_rises = 0;
+	be->connect_failures = 0;
+	be->next_attempt = 0;
+	backend_set_state(be, BACKEND_UNKNOWN, "back in the name's answer");
+	health_start(be);
+}
+
+void pool_reap_gone(struct pool *p)
+{
+	if (!p->has_gone)
+		return;
+	p->has_gone = 0;
+	for (size_t i = 0; i < p->n_backends;) {
+		struct backend *be = p->backends[i];
+		size_t n = 0;
+		for (int k = 0; k < BCONN_NLISTS; k++)
+			n += be->conns[k].n;
+		if (!be->gone || n) {
+			p->has_gone |= be->gone;
+			i++;
+			continue;
+		}
+		backend_log(be, LOG_DEBUG, "its last connection ended: forgotten");
+		memmove(&p->backends[i], &p->backends[i + 1], (p->n_backends - i - 1) * sizeof *p->backends);
+		p->n_backends--;
+		pool_renumber(p, i);
+		if (p->rr >= p->n_backends)
+			p->rr = 0;
+		pool_backend_free(be);
+		engine_changed(p->eng);
+	}
+}
+
 /* ---- lifecycle --------------------------------------------------------- */
 
 struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
@@ -410,36 +553,28 @@ struct pool *pool_create(struct engine *eng, const struct cfg_pool *cfg)
 		return NULL;
 	}
 	p->refill_node.prev = p->refill_node.next = &p->refill_node;
-	p->backends = calloc(cfg->n_backends, sizeof *p->backends);
 	p->listeners = calloc(cfg->n_listen, sizeof *p->listeners);
-	if (!p->backends || !p->listeners) {
+	p->names = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof *p->names);
+	if (!p->listeners || !p->names) {
 		pool_destroy(p);
 		return NULL;
 	}
-	p->n_backends = cfg->n_backends;
+	p->may_hand_back = cfg->balance == CFG_BALANCE_FIRST;
 	tls_ctx_prepare(cfg->tls.ctx);
 	for (size_t i = 0; i < cfg->n_backends; i++) {
-		struct backend *be = &p->backends[i];
-		/* Bounds in seconds: a loopback handshake (~1 ms) to connect_timeout's range. */
-		static const double hs_bounds[] = {0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5};
-		if (wp_histogram_init(&be->tls.h_handshake, hs_bounds, sizeof hs_bounds / sizeof *hs_bounds) < 0) {
-			pool_destroy(p);
-			return NULL;
-		}
-		be->pool = p;
-		be->on_change = pool_backend_changed;
-		be->cfg = &cfg->backends[i];
-		be->name = cfg->backends[i].name;
-		be->state = BACKEND_UNKNOWN; /* until a check or a connection proves it */
-		be->changed_at = ev_now(eng->loop);
-		*(be->cfg->backup ? &p->n_up_backup : &p->n_up_primary) += 1;
-		p->may_hand_back |= be->cfg->backup || cfg->balance == CFG_BALANCE_FIRST;
-		for (int k = 0; k < BCONN_NLISTS; k++)
-			list_init(&be->conns[k]);
-		be->hc.fd = -1;
-	}
-	for (size_t i = 0; i < cfg->n_backends; i++) {
-		if (health_init(&p->backends[i]) < 0) {
+		const struct cfg_backend *c = &cfg->backends[i];
+		char err[160];
+		if (c->is_name) {
+			/* Its backends come with its answers (dns.c -> pool_dns_apply). */
+			p->names[p->n_names] = dns_name_new(p, i, err, sizeof err);
+			if (!p->names[p->n_names]) {
+				log_error("pool=%s name=%s: dns: %s", cfg->name, c->name, err);
+				pool_destroy(p);
+				return NULL;
+			}
+			p->n_names++;
+			p->may_hand_back |= c->backup;
+		} else if (!pool_backend_add(p, i, NULL, &c->addr, c->addrlen)) {
 			pool_destroy(p);
 			return NULL;
 		}
@@ -530,7 +665,7 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 		 * resuming one would skip the new verification. */
 		p->tls_gen++;
 		for (size_t i = 0; i < p->n_backends; i++)
-			tls_backend_forget(&p->backends[i]);
+			tls_backend_forget(p->backends[i]);
 		log_info("pool=%s: TLS settings changed: warm connections are replaced gradually", cfg->name);
 	}
 	tls_ctx_prepare(cfg->tls.ctx);
@@ -538,10 +673,13 @@ void pool_rebind(struct pool *p, const struct cfg_pool *cfg, int health_changed)
 	p->name = cfg->name;
 	p->n_up_primary = p->n_up_backup = 0;
 	p->may_hand_back = cfg->balance == CFG_BALANCE_FIRST;
+	for (size_t i = 0; i < p->n_names; i++)
+		dns_name_rebind(p->names[i], &cfg->backends[p->names[i]->target], p->names[i]->target);
 	for (size_t i = 0; i < p->n_backends; i++) {
-		struct backend *be = &p->backends[i];
-		be->cfg = &cfg->backends[i];
-		be->name = cfg->backends[i].name;
+		struct backend *be = p->backends[i];
+		be->cfg = &cfg->backends[be->target];
+		if (!be->dns)
+			be->name = be->cfg->name;
 		be->wrr_current = 0;
 		p->may_hand_back |= be->cfg->backup;
 		if (backend_available(be->state))
@@ -578,13 +716,25 @@ void pool_retire(struct pool *p, struct pool *successor)
 	pool_stop(p);
 }
 
+void pool_seed_names(struct pool *p, const struct pool *old)
+{
+	for (size_t i = 0; i < p->n_names; i++)
+		for (size_t k = 0; k < old->n_names; k++)
+			if (strcmp(dns_name_str(p->names[i]), dns_name_str(old->names[k])) == 0) {
+				dns_name_seed(p->names[i], old->names[k]);
+				break;
+			}
+}
+
 void pool_start(struct pool *p)
 {
 	for (size_t i = 0; i < p->n_listeners; i++)
 		listener_start(&p->listeners[i]);
 	handoff_start(p->handoff);
 	for (size_t i = 0; i < p->n_backends; i++)
-		health_start(&p->backends[i]);
+		health_start(p->backends[i]);
+	for (size_t i = 0; i < p->n_names; i++)
+		dns_name_start(p->names[i]);
 	janitor_start(p);
 	pool_refill(p);
 }
@@ -605,10 +755,12 @@ void pool_stop(struct pool *p)
 	p->handoff = NULL;
 	ev_timer_stop(p->eng->loop, &p->refill_timer);
 	ev_timer_stop(p->eng->loop, &p->janitor);
+	for (size_t i = 0; i < p->n_names; i++)
+		dns_name_stop(p->names[i]);
 	list_for_each_safe (pos, tmp, &p->waiting)
 		session_close(container_of(pos, struct session, node), "shutting down");
 	for (size_t i = 0; i < p->n_backends; i++) {
-		struct backend *be = &p->backends[i];
+		struct backend *be = p->backends[i];
 		health_stop(be);
 		pool_close_list(&be->conns[BCONN_IDLE]);
 		pool_close_list(&be->conns[BCONN_CONNECTING]);
@@ -629,11 +781,12 @@ void pool_destroy(struct pool *p)
 	}
 	if (p->refill_node.next != &p->refill_node)
 		list_remove(&p->eng->refill_soon, &p->refill_node);
-	for (size_t i = 0; p->backends && i < p->n_backends; i++) {
-		health_destroy(&p->backends[i]);
-		tls_backend_forget(&p->backends[i]);
-	}
+	for (size_t i = 0; p->backends && i < p->n_backends; i++)
+		pool_backend_free(p->backends[i]);
 	free(p->backends);
+	for (size_t i = 0; p->names && i < p->n_names; i++)
+		dns_name_free(p->names[i]);
+	free(p->names);
 	free(p->listeners);
 	free(p);
 }

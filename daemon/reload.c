@@ -225,7 +225,7 @@ int reload_run(struct engine *eng, struct wp_buf *out)
 	}
 	const struct cfg_daemon *od = &eng->cfg->daemon, *nd = &nc->daemon;
 	if (cfg_daemon_diff(od, nd) == CFG_RELOAD_RESTART)
-		log_warning("reload: admin_socket, admin_socket_readonly and metrics_listen changes take effect at "
+		log_warning("reload: admin_socket, admin_socket_readonly, metrics_listen and fd_store changes take effect at "
 		            "the next restart");
 	log_set_level(nd->log_level);
 
@@ -239,9 +239,12 @@ int reload_run(struct engine *eng, struct wp_buf *out)
 	} else {
 		list_push_back(&eng->old_cfgs, &oc->node);
 	}
-	for (size_t i = 0; i < n; i++)
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].change == POOL_REPLACED)
+			pool_seed_names(items[i].fresh, items[i].old);
 		if (items[i].change == POOL_ADDED || items[i].change == POOL_REPLACED)
 			pool_start(items[i].fresh);
+	}
 	free(items);
 
 	eng->reloads_ok++;

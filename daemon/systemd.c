@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <sys/un.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
@@ -49,10 +50,22 @@
  *     that ended it) goes first, then the oldest STATUS=/WATCHDOG=1 message;
  *     READY=1, RELOADING=1 and STOPPING=1 otherwise stay in order. */
 
+/* The fd store's messages (FDSTORE=1 / FDSTOREREMOVE=1, fdstore.c) wait in
+ * a FIFO of their own: there is one per idle connection, so many may wait
+ * at once (a refill of a large floor), and none may be dropped to make room
+ * as a STATUS= may. A queued FDSTORE holds a dup of its fd (the caller may
+ * close its own meanwhile); an FDSTOREREMOVE for a name whose FDSTORE is
+ * still queued cancels both, closing the dup: the manager never saw it.
+ * FDSTOREs are refused beyond FDSTORE_QUEUE_MAX waiting; removes are always
+ * queued (each one is for a connection stored before, so they are bounded
+ * by the connections that exist). */
+
 #define NOTIFY_QUEUE_MAX 16     /* messages waiting for the reader (reloads while it is stuck) */
 #define NOTIFY_MSG_MAX   (STATUS_MAX + 128) /* the longest message: a STATUS= plus its keys */
 #define NOTIFY_RETRY_MIN 0.01   /* seconds before the first retry of a full queue */
 #define NOTIFY_RETRY_MAX 0.5    /* seconds between retries at most */
+
+#define FDSTORE_QUEUE_MAX 4096 /* FDSTORE=1 messages waiting (each holds a dup of its fd) */
 
 enum notify_kind { NOTIFY_STATUS, NOTIFY_WATCHDOG, NOTIFY_READY, NOTIFY_RELOADING, NOTIFY_STOPPING };
 
@@ -61,6 +74,11 @@ struct notify_msg {
 	unsigned has_status : 1; /* carries STATUS= */
 	size_t len;
 	char text[NOTIFY_MSG_MAX];
+};
+
+struct fd_msg {
+	int fd;                            /* FDSTORE: the dup to pass; -1: FDSTOREREMOVE */
+	char name[SYSTEMD_FDNAME_MAX + 1]; /* FDNAME= */
 };
 
 static struct {
@@ -74,6 +92,8 @@ static struct {
 	size_t n;
 	int failing;                  /* the last send failed with this errno (logged once) */
 	uint64_t dropped;             /* messages lost to a full queue (debug log) */
+	struct fd_msg *fq;            /* fd store messages waiting, oldest first (fq_head..) */
+	size_t fq_head, fq_n, fq_cap, fq_stores; /* fq_stores: FDSTOREs among them */
 } notifier = {.fd = -1};
 
 /* Parse $NOTIFY_SOCKET: a path, or "@name" for the abstract namespace
@@ -102,30 +122,97 @@ static void notify_drop(size_t i)
 	notifier.n--;
 }
 
+/* A send's outcome: 0 sent (or lost for good: logged once per cause), 1
+ * the reader is full (try again later). */
+static int notify_sent(ssize_t r)
+{
+	if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
+		return 1;
+	if (r < 0) {
+		if (notifier.failing != errno)
+			log_warning("notify: sending to $NOTIFY_SOCKET: %s (messages are dropped until it works)",
+			            strerror(errno));
+		notifier.failing = errno;
+	} else {
+		if (notifier.failing)
+			log_info("notify: $NOTIFY_SOCKET takes messages again");
+		notifier.failing = 0;
+	}
+	return 0;
+}
+
+/* Send one fd store message, with its fd (SCM_RIGHTS) when it has one. */
+static ssize_t fd_msg_send(const struct fd_msg *m)
+{
+	char text[sizeof m->name + 32];
+	int len = snprintf(text, sizeof text, "%s\nFDNAME=%s", m->fd >= 0 ? "FDSTORE=1" : "FDSTOREREMOVE=1", m->name);
+	struct iovec iov = {.iov_base = text, .iov_len = (size_t)len};
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl;
+	struct msghdr mh = {.msg_name = &notifier.addr, .msg_namelen = notifier.addr_len, .msg_iov = &iov, .msg_iovlen = 1};
+	if (m->fd >= 0) {
+		memset(&ctl, 0, sizeof ctl);
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof ctl.buf;
+		struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+		c->cmsg_level = SOL_SOCKET;
+		c->cmsg_type = SCM_RIGHTS;
+		c->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(c), &m->fd, sizeof(int));
+	}
+	ssize_t r;
+	do
+		r = sendmsg(notifier.fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	while (r < 0 && errno == EINTR);
+	return r;
+}
+
+static struct fd_msg *fq_at(size_t i)
+{
+	return &notifier.fq[(notifier.fq_head + i) % notifier.fq_cap];
+}
+
+/* Forget the fd queue's head (sent, or lost for good): its dup is closed. */
+static void fq_pop(void)
+{
+	struct fd_msg *m = fq_at(0);
+	if (m->fd >= 0) {
+		close(m->fd);
+		notifier.fq_stores--;
+	}
+	notifier.fq_head = (notifier.fq_head + 1) % notifier.fq_cap;
+	notifier.fq_n--;
+}
+
+/* Send the fd queue's head messages; 1 when something is left. */
+static int fq_flush(void)
+{
+	while (notifier.fq_n > 0) {
+		if (notify_sent(fd_msg_send(fq_at(0))))
+			return 1;
+		fq_pop();
+	}
+	return 0;
+}
+
 /* Send the queue's head messages until it is empty or the reader is full;
  * 1 when something is left. */
 static int notify_flush(void)
 {
+	if (fq_flush())
+		return 1;
 	while (notifier.n > 0) {
 		struct notify_msg *m = &notifier.q[0];
 		ssize_t r = sendto(notifier.fd, m->text, m->len, MSG_DONTWAIT | MSG_NOSIGNAL,
 		                   (const struct sockaddr *)&notifier.addr, notifier.addr_len);
 		if (r < 0 && errno == EINTR)
 			continue;
-		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS))
-			return 1; /* the reader's queue is full: the timer tries again */
-		if (r < 0) {
-			/* Nobody listens (ECONNREFUSED, ENOENT): as sd_notify, the
-			 * message is lost; say so once per cause, not per message. */
-			if (notifier.failing != errno)
-				log_warning("notify: sending to $NOTIFY_SOCKET: %s (messages are dropped until it works)",
-				            strerror(errno));
-			notifier.failing = errno;
-		} else {
-			if (notifier.failing)
-				log_info("notify: $NOTIFY_SOCKET takes messages again");
-			notifier.failing = 0;
-		}
+		/* Full: the timer tries again. Nobody listens (ECONNREFUSED,
+		 * ENOENT): as sd_notify, the message is lost (said once per cause). */
+		if (notify_sent(r))
+			return 1;
 		notify_drop(0);
 	}
 	return 0;
@@ -135,7 +222,7 @@ static void notify_schedule(void)
 {
 	if (!notifier.loop)
 		return;
-	if (notifier.n == 0) {
+	if (notifier.n == 0 && notifier.fq_n == 0) {
 		ev_timer_stop(notifier.loop, &notifier.retry);
 		notifier.delay = NOTIFY_RETRY_MIN;
 		return;
@@ -246,8 +333,13 @@ void systemd_notify_close(void)
 		ev_timer_stop(notifier.loop, &notifier.retry);
 	notifier.loop = NULL;
 	notify_flush(); /* a last try, never a wait: the exit tells the manager the rest */
-	if (notifier.n)
-		log_debug("notify: %zu messages not delivered at exit", notifier.n);
+	if (notifier.n || notifier.fq_n)
+		log_debug("notify: %zu messages not delivered at exit", notifier.n + notifier.fq_n);
+	while (notifier.fq_n) /* an FDSTORE not sent: its dup closes, the manager never had it */
+		fq_pop();
+	free(notifier.fq);
+	notifier.fq = NULL;
+	notifier.fq_cap = notifier.fq_head = 0;
 	if (notifier.dropped)
 		log_debug("notify: %llu messages dropped to a full queue", (unsigned long long)notifier.dropped);
 	notifier.n = 0;
@@ -257,7 +349,96 @@ void systemd_notify_close(void)
 
 size_t systemd_notify_pending(void)
 {
-	return notifier.n;
+	return notifier.n + notifier.fq_n;
+}
+
+/* ---- the fd store ---------------------------------------------------------- */
+
+int systemd_fdstore_possible(void)
+{
+	return notifier.fd >= 0;
+}
+
+int systemd_fdname_valid(const char *name)
+{
+	size_t n = 0;
+	for (const char *c = name; *c; c++, n++)
+		if ((unsigned char)*c < ' ' || (unsigned char)*c >= 127 || *c == ':')
+			return 0;
+	return n > 0 && n <= SYSTEMD_FDNAME_MAX;
+}
+
+/* Room for one more fd message (the ring grows by doubling). */
+static int fq_reserve(void)
+{
+	if (notifier.fq_n < notifier.fq_cap)
+		return 0;
+	size_t cap = notifier.fq_cap ? 2 * notifier.fq_cap : 64;
+	struct fd_msg *v = malloc(cap * sizeof *v);
+	if (!v)
+		return -1;
+	for (size_t i = 0; i < notifier.fq_n; i++)
+		v[i] = *fq_at(i);
+	free(notifier.fq);
+	notifier.fq = v;
+	notifier.fq_cap = cap;
+	notifier.fq_head = 0;
+	return 0;
+}
+
+/* Queue (or, with nothing waiting, send at once) an fd message. */
+static int fq_push(int fd, const char *name)
+{
+	struct fd_msg m = {.fd = fd};
+	snprintf(m.name, sizeof m.name, "%s", name);
+	if (notifier.fq_n == 0 && notifier.n == 0) {
+		ssize_t r = fd_msg_send(&m);
+		if (!notify_sent(r))
+			return 0; /* sent (or lost for good, as any message then) */
+	}
+	if (fq_reserve() < 0)
+		return -1;
+	if (fd >= 0) {
+		m.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3); /* ours until sent: the caller may close fd */
+		if (m.fd < 0)
+			return -1;
+		notifier.fq_stores++;
+	}
+	*fq_at(notifier.fq_n) = m;
+	notifier.fq_n++;
+	notify_schedule();
+	return 0;
+}
+
+int systemd_fdstore(int fd, const char *name)
+{
+	if (notifier.fd < 0 || !systemd_fdname_valid(name) || notifier.fq_stores >= FDSTORE_QUEUE_MAX)
+		return -1;
+	return fq_push(fd, name);
+}
+
+int systemd_fdstore_remove(const char *name)
+{
+	if (notifier.fd < 0 || !systemd_fdname_valid(name))
+		return 0;
+	for (size_t i = notifier.fq_n; i-- > 0;) {
+		struct fd_msg *m = fq_at(i);
+		if (m->fd < 0 || strcmp(m->name, name) != 0)
+			continue;
+		/* Never sent: cancel it (the ring closes over the gap). */
+		close(m->fd);
+		notifier.fq_stores--;
+		for (size_t j = i; j + 1 < notifier.fq_n; j++)
+			*fq_at(j) = *fq_at(j + 1);
+		notifier.fq_n--;
+		return 1;
+	}
+	if (fq_push(-1, name) < 0) {
+		/* No memory for the message: the caller shuts the socket down,
+		 * which the manager sees (POLLHUP) and drops it for. */
+		log_warning("notify: out of memory for FDSTOREREMOVE of %s", name);
+	}
+	return 0;
 }
 
 /* One line for STATUS=: a newline would start another assignment. */
@@ -332,6 +513,7 @@ struct passed_fd {
 	unsigned has_path : 1;  /* AF_UNIX bound to a file: addr is its path */
 	unsigned has_inode : 1; /* dev/ino of that file, if it could be stat()ed at startup */
 	unsigned claimed : 1;
+	unsigned stored : 1;    /* from our fd store (a name with a comma): fdstore.c takes it */
 	dev_t dev;
 	ino_t ino;
 };
@@ -430,6 +612,12 @@ int systemd_listen_init(char *err, size_t errlen)
 
 	for (size_t i = 0; i < n_passed; i++) {
 		struct passed_fd *p = &passed[i];
+		if (p->name && strchr(p->name, ',')) {
+			/* Ours, back from the fd store: anything at all until
+			 * fdstore.c has validated it (no pool or "admin" has a comma). */
+			p->stored = 1;
+			continue;
+		}
 		int r = sd_is_socket(p->fd, AF_UNSPEC, SOCK_STREAM, 1);
 		if (r <= 0) {
 			snprintf(err, errlen, "socket activation: fd %d named \"%s\" %s%s", p->fd, p->shown,
@@ -450,7 +638,21 @@ int systemd_listen_init(char *err, size_t errlen)
 
 static int name_is(const struct passed_fd *p, const char *name)
 {
-	return strcmp(p->name ? p->name : "unknown", name) == 0;
+	return !p->stored && strcmp(p->name ? p->name : "unknown", name) == 0;
+}
+
+int systemd_take_stored_fd(char **name)
+{
+	for (size_t i = 0; i < n_passed; i++) {
+		struct passed_fd *p = &passed[i];
+		if (p->claimed || !p->stored)
+			continue;
+		p->claimed = 1;
+		*name = p->name; /* the caller's now */
+		p->name = NULL;
+		return p->fd;
+	}
+	return -1;
 }
 
 /* Is the passed socket the file at `path`? The same text, or the same inode
@@ -498,7 +700,7 @@ size_t systemd_count_listen_fds(const char *name)
 int systemd_listen_fd_at(const char *path, const char **name)
 {
 	for (size_t i = 0; i < n_passed; i++) {
-		if (is_at(&passed[i], path)) {
+		if (!passed[i].stored && is_at(&passed[i], path)) {
 			if (name)
 				*name = passed[i].shown;
 			return passed[i].fd;

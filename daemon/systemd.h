@@ -29,8 +29,16 @@
  *   - the admin socket takes the fd named "admin" (systemd_take_listen_fd).
  *   - any fd left unclaimed, or that is not a listening stream socket, makes
  *     startup fail with a message naming it.
+ *   - an fd whose name has a comma is ours, back from the fd store
+ *     (fdstore.c names them so; pool names and "admin" cannot have one):
+ *     fdstore_adopt() takes each with systemd_take_stored_fd() and checks
+ *     it; it is not required to be a listening socket.
  * The order is: systemd_listen_init(), then every taker, then
  * systemd_check_unclaimed(); systemd_listen_done() frees the table.
+ *
+ * The fd store (FDSTORE=1 / FDSTOREREMOVE=1 with FDNAME=, sd_pid_notify(3)):
+ * the same non-blocking sender, with a FIFO of its own (systemd.c says how
+ * a queued FDSTORE keeps its fd and how a remove cancels it).
  */
 #ifndef WARMPOOL_SYSTEMD_H
 #define WARMPOOL_SYSTEMD_H
@@ -65,6 +73,26 @@ void systemd_status(const char *status);
 void systemd_reloading(const char *status);
 /* STOPPING=1 and STATUS=: first thing on SIGTERM/SIGINT. */
 void systemd_stopping(const char *status);
+
+/* ---- the fd store ---------------------------------------------------------- */
+
+#define SYSTEMD_FDNAME_MAX 255 /* systemd's FDNAME_MAX: longer names are refused */
+
+/* Is there a notification socket to store fds through? */
+int systemd_fdstore_possible(void);
+/* Would systemd accept `name` as FDNAME= (fdname_is_valid: 1 to 255
+ * printable ASCII characters, no ':')? */
+int systemd_fdname_valid(const char *name);
+/* FDSTORE=1 + FDNAME=name with fd attached (SCM_RIGHTS). Sent at once when
+ * nothing waits and the reader has room, else queued with a dup of fd
+ * (the caller keeps its own fd either way). 0, or -1 when it was not
+ * queued (no notification socket, an invalid name, FDSTORE_QUEUE_MAX
+ * waiting, no memory or no fd for the dup). */
+int systemd_fdstore(int fd, const char *name) __attribute__((warn_unused_result));
+/* FDSTOREREMOVE=1 + FDNAME=name; if an FDSTORE of that name is still
+ * queued, both are dropped instead and 1 is returned (the manager never
+ * held it), else 0. */
+int systemd_fdstore_remove(const char *name);
 
 /* ---- watchdog ------------------------------------------------------------ */
 
@@ -105,6 +133,9 @@ int systemd_listen_fd_is_unix(int fd);
  * (e.g. `socket activation: fd 3 named "redsi" (/run/warmpool/redsi.sock)
  * matches no pool and is not "admin"`). */
 int systemd_check_unclaimed(char *err, size_t errlen) __attribute__((warn_unused_result));
+/* The next passed fd from our fd store (a name with a comma), now claimed,
+ * or -1; *name gets its name, which the caller frees. */
+int systemd_take_stored_fd(char **name);
 /* Forget the passed fds, closing those nobody claimed. Idempotent. */
 void systemd_listen_done(void);
 

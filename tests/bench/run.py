@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""tests/bench/run.py — warmpool side by side with HAProxy, nginx, socat and stunnel.
+"""tests/bench/run.py — warmpool side by side with HAProxy, nginx, socat, stunnel and twemproxy.
 
 Run by `make bench` (never by `make check`):
 
     /usr/bin/python3 tests/bench/run.py --build /abs/build [--quick] [--repeats N]
-        [--targets direct,warmpool,...] [--workloads setup,rtt,bulk,hold,plain,tls] [--keep]
+        [--targets direct,warmpool,...] [--workloads setup,rtt,bulk,hold,plain,tls,redis] [--keep]
         [--tls-versions 1.2,1.3] [--tls-setup-sessions N]
 
 Every target is started by this script, with a minimal configuration in a
@@ -36,6 +36,23 @@ script with the openssl CLI in its temporary directory):
                 ca-file CA sni str(localhost) verifyhost localhost`
   stunnel       stunnel4 client mode, accept on a Unix socket, verifyChain and
                 checkHost localhost
+
+Real clients (a third table, family "redis"): Debian's redis-benchmark
+(`-t get -c 16`, keep-alive, and `-k 0`, a new connection per request)
+against a real redis-server (TCP on 127.0.0.1 and a Unix socket):
+
+  redis-tcp       redis-benchmark -> redis-server over TCP (direct)
+  redis-unix      redis-benchmark -> redis-server's Unix socket (direct)
+  warmpool-redis  redis-benchmark -> Unix socket -> warmpoold (a plain pool) -> TCP
+  warmpool-redis-reuse  the same with `reuse: {reset_send: 'RESET\r\nECHO {nonce}\r\n',
+                  reset_expect: '+RESET\r\n$32\r\n{nonce}\r\n'}`: a cleanly ended session's
+                  connection goes back to the pool after Redis's RESET
+  haproxy-redis   mode tcp, bind unix@, nbthread 1, option splice-auto
+  twemproxy       nutcracker (Debian), `redis: true`, one server connection,
+                  listening on a Unix socket
+
+redis-server counts the GETs it served (INFO commandstats): a run whose count
+is not exactly the requests made is a FAIL.
 
 Each figure is the median of --repeats runs (min-max shown); the order of the
 targets rotates from one repeat to the next. The table (one row per figure,
@@ -79,14 +96,24 @@ HAPROXY_SPLICE = {
     "haproxy": "    option splice-auto\n",
     "haproxy-nosplice": "",
     "haproxy-splice": "    option splice-request\n    option splice-response\n",
+    "haproxy-redis": "    option splice-auto\n",
 }
 # TLS targets: their workloads (family "tls") run against a TLS backend, the
 # others' (family "plain") against a plain one; each family is its own table.
 TLS_TARGETS = ["direct-tls", "warmpool-tls", "haproxy-ssl", "stunnel"]
-WARMPOOL_TARGETS_ALL = ("warmpool", "warmpool-handoff", "warmpool-tls")
+WARMPOOL_TARGETS_ALL = ("warmpool", "warmpool-handoff", "warmpool-tls", "warmpool-redis", "warmpool-redis-reuse")
+# Real clients (family "redis"): redis-benchmark against redis-server.
+REDIS_TARGETS = ["redis-tcp", "redis-unix", "warmpool-redis", "warmpool-redis-reuse", "haproxy-redis", "twemproxy"]
+REDIS_DIRECT = ("redis-tcp", "redis-unix")
+# Redis answers RESET with +RESET (and drops the connection's state: selected
+# database, MULTI, subscriptions, client name): the pool's reset exchange.
+REDIS_REUSE = "{reset_send: 'RESET\\r\\nECHO {nonce}\\r\\n', reset_expect: '+RESET\\r\\n$32\\r\\n{nonce}\\r\\n'}"
+REDIS_KEY = "key:__rand_int__"  # the key redis-benchmark's GET asks for (no -r)
+REDIS_CLIENTS = 16  # redis-benchmark -c
 # per family: the direct target (×d), HAProxy's targets (×h), the second peer (×s)
 FAMILY_REFS = {"plain": ("direct", HAPROXY_TARGETS, None),
-               "tls": ("direct-tls", ("haproxy-ssl",), "stunnel")}
+               "tls": ("direct-tls", ("haproxy-ssl",), "stunnel"),
+               "redis": ("redis-tcp", ("haproxy-redis",), "twemproxy")}
 TLS_NAME = "localhost"  # the name in the server certificate, sent as SNI and verified
 HOLD_TLS_SESSIONS = 2000
 GREETING = "220 wpbackend ready\\r\\n"  # wpbackend/wpload escape syntax
@@ -98,7 +125,7 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def family(target):
-    return "tls" if target in TLS_TARGETS else "plain"
+    return "tls" if target in TLS_TARGETS else "redis" if target in REDIS_TARGETS else "plain"
 
 
 class BenchError(Exception):
@@ -322,6 +349,45 @@ def pool_idle(admin_path):
         return -1
 
 
+def free_tcp_port():
+    """A loopback TCP port that was free a moment ago (for a listener the
+    bench cannot ask to pick its own: twemproxy's stats)."""
+    import socket as so
+    with so.socket(so.AF_INET, so.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def redis_call(port, *args):
+    """One command to redis-server on 127.0.0.1:port (RESP); the reply's
+    first line and, for a bulk string, its payload, as text."""
+    import socket as so
+    req = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args))
+    with so.create_connection(("127.0.0.1", port), timeout=10) as c:
+        c.sendall(req)
+        buf = b""
+        while len(buf) < 1 << 20:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            head, sep, rest = buf.partition(b"\r\n")
+            if not sep:
+                continue
+            if head[:1] != b"$":
+                return head.decode(errors="replace")
+            if len(rest) >= int(head[1:]) + 2:
+                return rest[:int(head[1:])].decode(errors="replace")
+    raise BenchError(f"redis-server on port {port}: no whole reply to {args[0]}")
+
+
+def redis_calls(port, command):
+    """How many times redis-server ran `command` since CONFIG RESETSTAT."""
+    info = redis_call(port, "INFO", "commandstats")
+    m = re.search(r"^cmdstat_%s:calls=(\d+)" % re.escape(command), info, re.M)
+    return int(m.group(1)) if m else 0
+
+
 def make_certificates(d):
     """A CA and a server certificate for localhost and 127.0.0.1 (RSA 2048,
     30 days), made with the openssl CLI. Returns the paths."""
@@ -363,7 +429,8 @@ class Bench:
         self.seq = 0
         self.saved_configs = set()
         self.pki = None
-        if any(family(t) == "tls" for t in args.targets.split(",")):
+        if (any(family(t) == "tls" for t in args.targets.split(","))
+                and any(w["family"] == "tls" for w in workloads(args))):
             self.pki = make_certificates(os.path.join(self.tmp, "pki"))
 
     def bin(self, name):
@@ -395,6 +462,27 @@ class Bench:
         with open(port_file) as f:
             return be, int(f.read().strip())
 
+    def start_redis(self, d, pin):
+        """redis-server on a free 127.0.0.1 port and a Unix socket, nothing
+        saved to disk; REDIS_KEY set (a 3-byte value, so each GET answers a
+        bulk string). Returns (Proc, port, Unix socket path)."""
+        usock = os.path.join(d, "redis.sock")
+        for _ in range(5):  # the free port may be taken between the probe and redis's bind
+            port = free_tcp_port()
+            argv = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--unixsocket", usock,
+                    "--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--daemonize", "no",
+                    "--dir", d, "--maxclients", "10000", "--loglevel", "warning"]
+            be = Proc("redis-server", argv, os.path.join(d, "redis.log"), pin=pin)
+            try:
+                wait_for(lambda: unix_listening(usock), 10, "redis-server's Unix socket", be)
+            except BenchError:
+                be.stop(signal.SIGKILL, 2)
+                continue
+            if redis_call(port, "SET", REDIS_KEY, "xxx") != "+OK":
+                raise BenchError("redis-server did not take the SET")
+            return be, port, usock
+        raise BenchError("redis-server did not start on a free port")
+
     def start_proxy(self, target, d, port, pin, workload, min_idle=None):
         """Start a proxy to 127.0.0.1:port; returns (Proc, socket path). For
         warmpool-handoff the path is the pool's handoff socket."""
@@ -410,6 +498,8 @@ class Bench:
                 handoff = f"    handoff: {{listen: {sock}}}\n"
             if target == "warmpool-tls":
                 tls = f"    tls: {{ca_file: {self.pki['ca']}, server_name: {TLS_NAME}}}\n"
+            if target == "warmpool-redis-reuse":
+                tls = f"    reuse: {REDIS_REUSE}\n"
             text = (
                 "daemon:\n"
                 "  log_level: warning\n"
@@ -429,6 +519,25 @@ class Bench:
                 "    queue_timeout: 10s\n"
             )
             argv = [self.bin("warmpoold"), "-c", cfg]
+        elif target == "twemproxy":
+            cfg = os.path.join(d, "nutcracker.yml")
+            text = (
+                "bench:\n"
+                # an absolute path: a Unix socket (mode 0600), like the others'
+                f"  listen: {sock} 0600\n"
+                "  redis: true\n"
+                "  hash: fnv1a_64\n"
+                "  distribution: ketama\n"
+                "  auto_eject_hosts: false\n"
+                "  preconnect: true\n"
+                "  server_connections: 1\n"
+                "  timeout: 5000\n"
+                "  servers:\n"
+                f"    - 127.0.0.1:{port}:1\n"
+            )
+            # its stats listener (TCP, 0.0.0.0:22222 by default) on a free loopback port
+            argv = ["nutcracker", "-c", cfg, "-o", os.path.join(d, "nutcracker.out"), "-v", "4",
+                    "-a", "127.0.0.1", "-s", str(free_tcp_port()), "-p", os.path.join(d, "nutcracker.pid")]
         elif target == "haproxy-ssl":
             cfg = os.path.join(d, "haproxy.cfg")
             text = (
@@ -524,6 +633,7 @@ class Bench:
             with open(cfg, "w") as f:
                 f.write(text)
         self.save_config(target.replace("-", "_") + (".yaml" if target in WARMPOOL_TARGETS_ALL else
+                                                     ".yml" if target == "twemproxy" else
                                                      ".cfg" if cfg else ".cmd"), text, workload)
         proc = Proc(target, argv, os.path.join(d, f"{target}.log"), pin=pin)
         wait_for(lambda: unix_listening(sock), 10, f"{target} to listen on {sock}", proc)
@@ -533,9 +643,11 @@ class Bench:
             # idle counts only handshaken, verified connections: ask the daemon
             wait_for(lambda: pool_idle(admin) >= min_idle, 120,
                      f"warmpool's warm floor of {min_idle} TLS connections", proc, 0.05)
-        elif target in WARMPOOL_TARGETS and min_idle:
+        elif (target in WARMPOOL_TARGETS_ALL) and min_idle:
             wait_for(lambda: established_on_port(port) >= min_idle, 10,
                      f"warmpool's warm floor of {min_idle} connections", proc)
+        elif target == "twemproxy":
+            wait_for(lambda: established_on_port(port) >= 1, 10, "twemproxy's server connection", proc)
         return proc, sock
 
     def wpload(self, d, target_args, mode_args, pin, timeout, hold=None):
@@ -571,9 +683,21 @@ class Bench:
         procs = []
         rec = {"workload": wl["name"], "target": target, "repeat": rep}
         try:
-            be, port = self.start_backend(d, wl["backend"], pin, wl.get("tls_version"))
+            if wl["family"] == "redis":
+                be, port, usock = self.start_redis(d, pin)
+                rec["redis_port"] = port
+            else:
+                be, port = self.start_backend(d, wl["backend"], pin, wl.get("tls_version"))
             procs.append(be)
-            if target == "direct":
+            if target == "redis-tcp":
+                proxy, target_args = None, ["-h", "127.0.0.1", "-p", str(port)]
+            elif target == "redis-unix":
+                proxy, target_args = None, ["-s", usock]
+            elif wl["family"] == "redis":
+                proxy, sock = self.start_proxy(target, d, port, pin, wl["name"], wl.get("min_idle"))
+                procs.append(proxy)
+                target_args = ["-s", sock]
+            elif target == "direct":
                 proxy, target_args = None, ["--tcp", f"127.0.0.1:{port}"]
             elif target == "direct-tls":
                 proxy, target_args = None, ["--tcp", f"127.0.0.1:{port}", "--tls-ca", self.pki["ca"],
@@ -586,7 +710,7 @@ class Bench:
             if proxy is not None and not proxy.alive():
                 raise BenchError(f"{target} died during the run: {proxy.log_tail()}")
             if not be.alive():
-                raise BenchError(f"wpbackend died during the run: {be.log_tail()}")
+                raise BenchError(f"{be.name} died during the run: {be.log_tail()}")
             rec["metrics"] = metrics
             return metrics, None
         except BenchError as e:
@@ -694,6 +818,60 @@ def measure_hold(sessions, hold_max):
     return m
 
 
+def measure_redis(n, keepalive):
+    """redis-benchmark -t get -c REDIS_CLIENTS -n n (with -k 0 unless
+    keepalive): its rate and latency, and the proxy's CPU per request.
+    redis-server must have served exactly n GETs."""
+    def m(b, d, target_args, proxy, pin, rec):
+        port = rec["redis_port"]
+        if redis_call(port, "CONFIG", "RESETSTAT") != "+OK":
+            raise BenchError("redis-server refused CONFIG RESETSTAT")
+        argv = (["redis-benchmark"] + target_args +
+                ["-t", "get", "-c", str(REDIS_CLIENTS), "-n", str(n), "--csv"] + ([] if keepalive else ["-k", "0"]))
+        out_path = os.path.join(d, "redis-benchmark.out")
+        cpu0 = tree_cpu_ticks(proxy.pid) if proxy else None
+        with open(out_path, "wb") as out:
+            cl = Proc("redis-benchmark", argv, os.path.join(d, "redis-benchmark.err"), pin=pin, stdout=out)
+            try:
+                try:
+                    cl.p.wait(300)
+                except subprocess.TimeoutExpired:
+                    raise BenchError("redis-benchmark did not finish within 300 s")
+            finally:
+                cl.stop(signal.SIGKILL, 2)
+        cpu1 = tree_cpu_ticks(proxy.pid) if proxy else None
+        with open(out_path) as f:
+            row = next((ln for ln in f.read().splitlines() if ln.startswith('"GET"')), None)
+        gets = redis_calls(port, "get")
+        rec["redis"] = {"gets": gets, "resets": redis_calls(port, "reset"), "argv": argv[1:]}
+        if cl.p.returncode != 0 or row is None:
+            raise BenchError(f"redis-benchmark exited {cl.p.returncode}: {cl.log_tail(4)}")
+        if gets != n:
+            raise BenchError(f"redis-server served {gets} GETs for {n} requests")
+        f = [float(x.strip('"')) for x in row.split(",")[1:]]
+        res = {"rps": f[0], "p50": f[3] * 1000, "p99": f[5] * 1000}
+        if proxy:
+            res["cpu"] = (cpu1 - cpu0) / CLK_TCK / n * 1e6
+        return res
+    return m
+
+
+def redis_workloads(a):
+    """The real-client table: redis-benchmark GETs, keep-alive and a new
+    connection per request."""
+    n = 20000 if a.quick else a.redis_requests
+    n_k0 = n // 4  # connect-per-request is 2-10x slower: a run of similar length
+    metrics = [("rps", "requests/s", "1/s", +1), ("p50", "p50", "µs", -1), ("p99", "p99", "µs", -1),
+               ("cpu", "proxy CPU", "µs/request", -1)]
+    common = {"family": "redis", "group": "redis", "backend": []}
+    return [
+        dict(common, name="redis-get", measure=measure_redis(n, True), metrics=metrics,
+             title=f"redis-benchmark -t get -c {REDIS_CLIENTS} -n {n} (keep-alive)"),
+        dict(common, name="redis-get-k0", measure=measure_redis(n_k0, False), metrics=metrics,
+             title=f"redis-benchmark -t get -c {REDIS_CLIENTS} -n {n_k0} -k 0 (a connection per request)"),
+    ]
+
+
 def workloads(a):
     q = a.quick
     dur = 0.5 if q else 2.0      # seconds of sessions per setup run
@@ -729,6 +907,7 @@ def workloads(a):
     for w in wl:
         w["family"] = "plain"
     wl += tls_workloads(a, setup_metrics, rtt_metrics, nb, k)
+    wl += redis_workloads(a)
     if a.workloads:
         keep = set(a.workloads.split(","))
         wl = [w for w in wl if w["group"] in keep or w["name"] in keep or w["family"] in keep]
@@ -826,6 +1005,8 @@ def machine_info(build):
         "stunnel": (next((l for l in cmd_all(["stunnel4", "-version"]) if l.startswith("stunnel ")), "stunnel ?")
                     .split(" on ")[0]),
         "openssl": cmd(["openssl", "version"]),
+        "redis": cmd(["redis-server", "--version"]),
+        "nutcracker": cmd(["nutcracker", "--version"]),
     }
 
 
@@ -855,7 +1036,8 @@ def summarize(wls, targets, results, repeats):
                     continue
                 vals = [m[key] for m, err in runs if err is None and m.get(key) is not None]
                 errs = [err for m, err in runs if err is not None]
-                if wl["group"] in ("hold", "bulk") and key in ("rss", "pss", "cpu") and t in ("direct", "direct-tls"):
+                if (wl["group"] in ("hold", "bulk", "redis") and key in ("rss", "pss", "cpu")
+                        and t in ("direct", "direct-tls") + REDIS_DIRECT):
                     cells[t] = {"na": True}
                     continue
                 c = {"n": len(vals), "runs": len(runs), "errors": errs}
@@ -913,13 +1095,16 @@ def cell_text(c, rd, rh, show_d, show_h, markdown, rs=None):
 
 def render(rows, targets, info, args, elapsed, notes):
     md, tsv = [], []
-    for fam in ("plain", "tls"):
+    for fam in ("plain", "tls", "redis"):
         fam_targets = [t for t in targets if family(t) == fam]
         fam_rows = [r for r in rows if r[0]["family"] == fam]
         if not fam_targets or not fam_rows:
             continue
         if fam == "tls":
             md += ["", "TLS to the backend (×d: to direct-tls, ×h: to haproxy-ssl, ×s: to stunnel):", ""]
+        if fam == "redis":
+            md += ["", "Real clients: redis-benchmark against redis-server (×d: to redis-tcp, ×h: to "
+                   "haproxy-redis, ×s: to twemproxy):", ""]
         md += render_table(fam, fam_rows, fam_targets, tsv)
     return render_report(md, tsv, rows, targets, info, args, elapsed, notes)
 
@@ -965,7 +1150,7 @@ def render_report(md, tsv, rows, targets, info, args, elapsed, notes):
         f"RLIMIT_NOFILE {info['nofile']}",
         "",
         f"Versions: {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}; "
-        f"{info['stunnel']}; {info['openssl']}",
+        f"{info['stunnel']}; {info['openssl']}; {info['redis']}; {info['nutcracker']}",
         "",
         "Command: `make bench" + (f" BENCH_ARGS='{' '.join(args.argv)}'" if args.argv else "") + "`",
         "",
@@ -996,10 +1181,12 @@ def main():
     ap.add_argument("--build", required=True, help="absolute build directory (warmpoold, wpbackend, wpload)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and 1 repeat, for iterating")
     ap.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, --quick 1)")
-    ap.add_argument("--targets", default=",".join(TARGETS + TLS_TARGETS),
-                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS + TLS_TARGETS)}")
+    ap.add_argument("--targets", default=",".join(TARGETS + TLS_TARGETS + REDIS_TARGETS),
+                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS)}")
     ap.add_argument("--workloads", default="",
-                    help="comma-separated groups (setup,rtt,bulk,hold), families (plain,tls) or names")
+                    help="comma-separated groups (setup,rtt,bulk,hold), families (plain,tls,redis) or names")
+    ap.add_argument("--redis-requests", type=int, default=200000,
+                    help="requests per keep-alive redis-benchmark run (a quarter of that with -k 0; default 200000)")
     ap.add_argument("--tls-versions", default="1.2,1.3", help="TLS versions of the TLS table (default 1.2,1.3)")
     ap.add_argument("--tls-setup-sessions", type=int, default=2000,
                     help="sessions per TLS setup run, and warmpool-tls's warm floor for it (default 2000)")
@@ -1014,7 +1201,7 @@ def main():
         args.repeats = 1 if args.quick else 3
     targets = args.targets.split(",")
     for t in targets:
-        if t not in TARGETS + EXTRA_TARGETS + TLS_TARGETS:
+        if t not in TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS:
             ap.error(f"unknown target {t}")
     for v in args.tls_versions.split(","):
         if v not in ("1.2", "1.3"):
@@ -1026,6 +1213,10 @@ def main():
     for tool in ("haproxy", "nginx", "socat", "taskset", "stunnel4", "openssl"):
         if (any(t.startswith(tool.rstrip("4")) for t in targets) or tool == "taskset"
                 or (tool == "openssl" and any(family(t) == "tls" for t in targets))):
+            if not shutil.which(tool):
+                ap.error(f"{tool} is not installed: make bench-deps")
+    if any(w["family"] == "redis" for w in workloads(args)) and any(family(t) == "redis" for t in targets):
+        for tool in ("redis-server", "redis-benchmark") + (("nutcracker",) if "twemproxy" in targets else ()):
             if not shutil.which(tool):
                 ap.error(f"{tool} is not installed: make bench-deps")
     if "nginx" in targets and not os.path.exists(NGINX_MODULE):
@@ -1040,8 +1231,9 @@ def main():
     bench = Bench(args)
     wls = workloads(args)
     results = {}
+    families = {w["family"] for w in wls}
     print(f"warmpool bench: {'quick' if args.quick else 'full'} run, {args.repeats} repeat(s), "
-          f"targets {', '.join(targets)}", flush=True)
+          f"targets {', '.join(t for t in targets if family(t) in families)}", flush=True)
     print(f"  machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}", flush=True)
     print(f"  {info['warmpoold']}; {info['haproxy']}; {info['nginx']}; {info['socat']}; {info['stunnel']}; "
           f"{info['openssl']}", flush=True)
@@ -1132,6 +1324,19 @@ def main():
             "background during the run. TLS hold: min_idle stays "
             f"{args.min_idle}, so the memory measured per held session is the session's, not a refilled "
             "idle connection's; sessions beyond the floor wait for a new handshake.",
+        ]
+    if any(w["family"] == "redis" for w in wls) and any(family(t) == "redis" for t in targets):
+        n = 20000 if args.quick else args.redis_requests
+        notes += [
+            f"Real clients: redis-benchmark (Debian's redis-tools) `-t get -c {REDIS_CLIENTS} -n {n} --csv` "
+            f"(keep-alive) and `-n {n // 4} -k 0` (it opens a new connection for every request), against "
+            "redis-server (`--save '' --appendonly no`, TCP on 127.0.0.1 and a Unix socket), every run fresh; "
+            "a run passes only when redis-server counted exactly that many GETs (INFO commandstats). "
+            "redis-tcp and redis-unix: straight to redis-server. warmpool-redis: a pool (min_idle "
+            f"{args.min_idle}) on a Unix socket; warmpool-redis-reuse: the same with `reuse: {REDIS_REUSE}`. "
+            "haproxy-redis: mode tcp, bind unix@, nbthread 1, option splice-auto. twemproxy: nutcracker, "
+            "`redis: true`, `server_connections: 1`, `preconnect: true`, listening on a Unix socket. "
+            "proxy CPU = utime+stime of the proxy per request (10 ms ticks).",
         ]
     rows = summarize(wls, targets, results, args.repeats)
     md, tsv, failures = render(rows, targets, info, args, elapsed, notes)

@@ -173,10 +173,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				fail("listen count out of range", p->name);
 			if (p->min_idle > p->max_connections || p->max_connections > CFG_MAX_CONNECTIONS)
 				fail("min_idle/max_connections out of range", p->name);
-			for (size_t j = 0; j < p->n_backends; j++)
-				if (p->backends[j].addrlen == 0 || p->backends[j].weight < 1 ||
-				    p->backends[j].weight > CFG_MAX_WEIGHT)
-					fail("backend unresolved or weight out of range", p->backends[j].name);
+			for (size_t j = 0; j < p->n_backends; j++) {
+				const struct cfg_backend *b = &p->backends[j];
+				const struct cfg_dns *d = &b->dns;
+				/* an IP literal has its address; a name has none (the daemon resolves it) */
+				if (b->is_name != (b->addrlen == 0) || b->port == 0 || !b->host || !*b->host ||
+				    b->weight < 1 || b->weight > CFG_MAX_WEIGHT)
+					fail("backend address, name or weight out of range", b->name);
+				if (d->min_ttl_ms > d->max_ttl_ms || d->tries < 1 || d->tries > 10 ||
+				    d->n_servers > CFG_MAX_DNS_SERVERS || (d->n_servers && !d->servers) ||
+				    d->refresh_ms < 100 || d->timeout_ms < 10)
+					fail("backend dns settings out of range", b->name);
+				for (size_t k = 0; k < d->n_servers; k++)
+					if (!d->servers[k] || !*d->servers[k])
+						fail("dns server empty", b->name);
+			}
 			for (size_t j = 0; j < p->n_listen; j++)
 				if (!p->listen[j].path || !*p->listen[j].path ||
 				    strlen(p->listen[j].path) >= sizeof(((struct sockaddr_un *)0)->sun_path))

@@ -4,6 +4,7 @@ by file:line:col and key path), --version, --help."""
 import os
 import re
 import subprocess
+import time
 
 import pytest
 
@@ -114,11 +115,11 @@ CASES = {
         [("10", 1), ("5\n", 1)],
         None,
     ),
-    "unresolvable_host": (
-        POOL_HEAD + '    backends: ["127.0.0.1:6379", "no-such-host.invalid:1"]\n',
+    "host_not_a_name": (
+        POOL_HEAD + '    backends: ["127.0.0.1:6379", "bad_host!:1"]\n',
         "pools.redis.backends",
-        [('"no-such-host.invalid:1"', 1)],
-        None,
+        [('"bad_host!:1"', 1)],
+        "letters, digits",
     ),
     "rise_zero": (
         POOL_HEAD + '    backends: ["127.0.0.1:6379"]\n    health_check: {type: connect, rise: 0}\n',
@@ -281,7 +282,7 @@ def test_check_config_warns_when_only_a_listen_item_has_allow(tmp_path):
     assert p.stderr == ""
 
 
-RESOLVE_BOUND = 2.0  # CFG_RESOLVE_TIMEOUT_MS (config.h), in seconds
+RESOLVE_BOUND = 2.0  # CFG_RESOLVE_TIMEOUT_MS (config.h), in seconds: metrics_listen's host name
 RESOLVE_SLACK = 6.0  # start-up and sanitizer overhead on a loaded machine
 NEVER_ANSWERS = 60.0  # what the old blocking getaddrinfo() waited: resolv.conf timeout 30 x 2 attempts
 
@@ -308,9 +309,10 @@ print(json.dumps(out))
 
 
 def test_host_name_resolution_is_bounded(tmp_path):
-    """A reload resolves host names inside the event loop: a DNS server that
-    never answers must cost at most CFG_RESOLVE_TIMEOUT_MS for the whole
-    load, and the error names the backend (review 2.8)."""
+    """A reload resolves metrics_listen's host name inside the event loop: a
+    DNS server that never answers must cost at most CFG_RESOLVE_TIMEOUT_MS
+    for the whole load, and the error names the key (review 2.8). Backend
+    names are not looked up at all (issue 15): the daemon resolves them."""
     import json
     import os
     import shutil
@@ -326,6 +328,7 @@ def test_host_name_resolution_is_bounded(tmp_path):
     text = f"""\
 daemon:
   admin_socket: false
+  metrics_listen: "metrics.hangs.example:9470"
 pools:
   p:
     listen: {tmp_path / 'p.sock'}
@@ -343,13 +346,122 @@ pools:
     assert out["secs"] < RESOLVE_BOUND + RESOLVE_SLACK, out
     for marker in SANITIZER_MARKERS:
         assert marker not in out["stderr"], out["stderr"]
-    line, col = at(text, '"db.hangs.example:6379"')
+    line, col = at(text, '"metrics.hangs.example:9470"')
     assert out["rc"] == 1, out
     assert out["stderr"].splitlines()[0] == (
-        f'{cfg}:{line}:{col}: pools.p.backends[1]: name resolution of "db.hangs.example:6379" timed out '
+        f'{cfg}:{line}:{col}: daemon.metrics_listen: name resolution of "metrics.hangs.example:9470" timed out '
         "(2000 ms for all host names)"
     ), out["stderr"]
     assert len(out["stderr"].splitlines()) == 1, out["stderr"]  # one error is its own summary
+
+
+# ---------------------------------------------------------------------------
+# issue 15: backends by name. A name is never looked up by a load (the daemon
+# resolves it in its loop), so --check-config passes for one that does not
+# resolve; --check-config --resolve looks every name up the way the daemon
+# will (c-ares, the name's dns: keys) and names each failure by line:col.
+
+NAMED_POOL = """\
+daemon:
+  admin_socket: false
+pools:
+  p:
+    listen: {sock}
+    dns: {{timeout: 1s, tries: 2}}
+    backends:
+      - 127.0.0.1:6379
+      - {name}
+"""
+
+
+def test_check_config_accepts_a_name_that_does_not_resolve(tmp_path, sockdir):
+    text = NAMED_POOL.format(sock=sockdir / "p.sock", name="nonexistent.invalid:6379")
+    cfg, p = check_text(tmp_path, "named.yaml", text)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{cfg}: configuration OK\n"
+    assert p.stderr == ""
+
+
+def test_check_config_resolve(tmp_path, sockdir):
+    """--resolve: a name that does not resolve is an error at its line:col
+    (the reason is the system resolver's: NXDOMAIN here, a timeout on a
+    machine without DNS); localhost resolves (/etc/hosts); --resolve alone
+    is a usage error."""
+    text = NAMED_POOL.format(sock=sockdir / "p.sock", name="nonexistent.invalid:6379")
+    cfg = tmp_path / "named.yaml"
+    cfg.write_text(text)
+    p = run("--check-config", "--resolve", "-c", cfg)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "configuration OK" not in p.stdout
+    line, col = at(text, "nonexistent.invalid:6379")
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"{cfg}:{line}:{col}: pools.p.backends[1]: nonexistent.invalid:6379: does not resolve: "), p.stderr
+
+    cfg.write_text(NAMED_POOL.format(sock=sockdir / "p.sock", name="localhost:6379"))
+    p = run("--check-config", "--resolve", "-c", cfg)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{cfg}: configuration OK\n" and p.stderr == ""
+
+    p = run("--resolve", "-c", cfg)
+    assert p.returncode == 2
+    assert p.stderr == ("warmpoold: --resolve goes with --check-config\n"
+                        "Try 'warmpoold --help' for more information.\n")
+
+
+def test_check_config_resolve_asks_the_dns_servers(procs, tmp_path, sockdir):
+    """dns.servers is honoured: names only a test DNS server knows resolve,
+    its NXDOMAIN and NODATA answers are reported with the daemon's words,
+    a backend's own dns: (family) applies, and a server that stops answering
+    costs each name its timeout x tries, then "timeout"."""
+    from dnsutil import Dnsmasq
+
+    dns = Dnsmasq(procs, tmp_path, hosts={"db.test": ["127.0.0.2", "127.0.0.3"], "v4only.test": ["127.0.0.4"]})
+    dns.start()
+    head = f"""\
+daemon:
+  admin_socket: false
+defaults:
+  dns: {{servers: ["{dns.server}"], timeout: 300ms, tries: 2}}
+pools:
+  p:
+    listen: {sockdir / 'p.sock'}
+    backends:
+"""
+    good = head + "      - db.test:5432\n      - {address: v4only.test:5432, dns: {family: ipv4}}\n"
+    cfg = tmp_path / "dns.yaml"
+    cfg.write_text(good)
+    p = run("--check-config", "--resolve", "-c", cfg)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == f"{cfg}: configuration OK\n" and p.stderr == ""
+    assert ("A", "db.test") in dns.queries("db.test"), dns.queries()
+
+    bad = (head + "      - db.test:5432\n      - missing.test:5432\n"
+           "      - {address: v4only.test:5432, dns: {family: ipv6}}\n")
+    cfg.write_text(bad)
+    p = run("--check-config", "--resolve", "-c", cfg)
+    assert p.returncode == 1, p.stdout + p.stderr
+    l1, c1 = at(bad, "missing.test:5432")
+    l2, c2 = at(bad, "v4only.test:5432")
+    assert p.stderr.splitlines() == [
+        f"{cfg}:{l1}:{c1}: pools.p.backends[1]: missing.test:5432: does not resolve: no such name (NXDOMAIN)",
+        f"{cfg}:{l2}:{c2}: pools.p.backends[2]: v4only.test:5432: does not resolve: no address (NODATA)",
+        f"warmpoold: {cfg}: 2 host names do not resolve",
+    ], p.stderr
+
+    dns.pause()
+    try:
+        cfg.write_text(good)
+        t = time.monotonic()
+        p = run("--check-config", "--resolve", "-c", cfg)
+        secs = time.monotonic() - t
+    finally:
+        dns.resume()
+    assert p.returncode == 1, p.stdout + p.stderr
+    l1, c1 = at(good, "db.test:5432")
+    assert f"{cfg}:{l1}:{c1}: pools.p.backends[0]: db.test:5432: does not resolve: timeout" in \
+        p.stderr.splitlines(), p.stderr
+    assert secs < 0.6 + RESOLVE_SLACK, secs  # both names at once, each cut at 300ms x 2
 
 
 # ---------------------------------------------------------------------------

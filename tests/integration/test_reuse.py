@@ -4,6 +4,7 @@ it instead: one client's bytes must never reach another."""
 
 import select
 import socket
+import time
 
 import pytest
 
@@ -152,3 +153,47 @@ def test_late_reply_inside_the_next_session_is_not_passed_on(start_backend, star
         assert c.recv(100) == b""
     st = stats(d, "r")
     assert st["connections_reuse_refused"] == 1 and st["clients_retried"] == 1, st
+
+
+NONCE_RESET = {"reset_send": r"RESET\r\nECHO {nonce}\r\n", "reset_expect": r"+RESET\r\n$32\r\n{nonce}\r\n"}
+# Client A pipelines its own RESET, answered 50 ms late (its replies are off
+# while BLPOP blocks), then, behind a 0.5 s BLPOP, a reply of its choosing:
+# without a nonce the daemon took A's +RESET for the answer to its own reset
+# and handed the connection to B, whose GET then got "forged" first.
+FORGER = (b"CLIENT REPLY OFF\r\nBLPOP y 0.05\r\nRESET\r\nCLIENT REPLY OFF\r\nBLPOP z 0.5\r\n"
+          b"CLIENT REPLY ON\r\nECHO forged\r\n")
+
+
+def test_a_client_cannot_forge_the_reset_answer(procs, start_daemon, pool, tmp_path):
+    from test_health_roles import redis_cmd, start_redis
+    port = start_redis(procs, tmp_path, "redis")
+    assert redis_cmd(port, "SET", "k", "real") == "+OK"
+    d = start_daemon(pools={"r": pool("r", [f"127.0.0.1:{port}"], min_idle=1, max_connections=1, reuse=NONCE_RESET)})
+    path = d.socket_path("r")
+    # An honest session first: the nonce exchange itself reuses the connection.
+    c = connect_unix(path)
+    c.sendall(b"GET k\r\n")
+    assert recv_exact(c, 10) == b"$4\r\nreal\r\n"
+    c.close()
+    wait_until(lambda: stats(d, "r")["connections_reused"] == 1, what="the honest session's connection reused")
+    a = connect_unix(path)
+    a.sendall(FORGER)
+    a.close()
+    # The daemon decides on A's connection: with a nonce, A's early +RESET is
+    # not the answer (it must end with this reset's nonce), so what follows
+    # mismatches and the connection is refused.
+    decided = lambda: stats(d, "r")["connections_reused"] + stats(d, "r")["connections_reuse_refused"] == 2
+    wait_until(decided, 10.0, what="A's connection reused or refused")
+    b = connect_unix(path)
+    b.settimeout(5)
+    b.sendall(b"GET k\r\n")
+    got = b""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not got.endswith(b"$4\r\nreal\r\n") and b"forged" not in got:
+        chunk = b.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    b.close()
+    assert stats(d, "r")["connections_reuse_refused"] == 1
+    assert got == b"$4\r\nreal\r\n", got

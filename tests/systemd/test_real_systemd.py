@@ -615,3 +615,25 @@ def test_stop_drains_and_exits_cleanly(ct):
     journal = ct.wait_journal(r"^Stopped warmpoold\.service", after)
     assert re.search(r"^drained: no active sessions left, exiting$", journal, re.M), journal
     assert not re.search(r"SIGKILL|Killing process|timed out", journal), journal
+
+
+def warm_connections(ct):
+    """The daemon's established connections to the echo server, as
+    "local-address:port" (a reconnect would show new ephemeral ports)."""
+    out = ct.run("ss", "-Htn", "state", "established", f"dport = :{BACKEND_PORT}").stdout
+    return {line.split()[2] for line in out.splitlines() if line.strip()}
+
+
+def test_restart_keeps_warm_connections_in_the_fd_store(ct):
+    start_fresh(ct, pool_config("echo"))
+    conns = until("2 warm connections", lambda: (lambda c: c if len(c) == 2 else None)(warm_connections(ct)))
+    until("both in the fd store", lambda: ct.show(UNIT, "NFileDescriptorStore")["NFileDescriptorStore"] == "3")
+    pid = main_pid(ct)
+    after = ct.cursor()
+    ct.run("systemctl", "restart", UNIT)
+    assert main_pid(ct) != pid
+    ct.wait_journal(r"^pool=echo: fd store: 2 warm connections adopted from before the restart$", after)
+    ct.wait_journal(r"^pool=echo: listening on /run/warmpool/echo\.sock \(kept in systemd's fd store", after)
+    # The same two TCP connections: the echo server saw no reconnect.
+    assert warm_connections(ct) == conns
+    relay(ct, "echo")

@@ -149,6 +149,8 @@ static void assert_backend(const struct cfg_backend *b, const char *name, const 
 	                                                          : sizeof(struct sockaddr_in6));
 }
 
+static void assert_dns_builtin(const struct cfg_dns *d);
+
 /* Grow-only string for generated documents. */
 struct sbuf {
 	char *s;
@@ -237,6 +239,18 @@ static void test_reuse_and_handoff(void **state)
 	assert_int_equal(p->reuse.reset_expect_len, 8);
 	assert_memory_equal(p->reuse.reset_expect, "+RESET\r\n", 8);
 	assert_int_equal(p->reuse.reset_timeout_ms, 1000);
+	/* A reset without {nonce}: a client can forge its answer; said at load. */
+	assert_int_equal(cfg->warnings.n, 1);
+	assert_non_null(strstr(cfg->warnings.msg[0], "t.yaml:5:52: pools.p.reuse.reset_expect: warning: without {nonce}"));
+	cfg_free(cfg);
+
+	cfg = load_ok(HEAD "    reuse: {reset_send: 'RESET\\r\\nECHO {nonce}\\r\\n', "
+	                   "reset_expect: '+RESET\\r\\n$32\\r\\n{nonce}\\r\\n'}\n");
+	p = &cfg->pools[0];
+	assert_int_equal(cfg->warnings.n, 0);
+	assert_int_equal(cfg_nonce_count(p->reuse.reset_send, p->reuse.reset_send_len), 1);
+	assert_int_equal(cfg_nonce_count(p->reuse.reset_expect, p->reuse.reset_expect_len), 1);
+	assert_int_equal(cfg_nonce_count((const unsigned char *)"{nonce}{nonce}{nonc", 19), 2);
 	cfg_free(cfg);
 
 	cfg = load_ok(HEAD "    reuse: false\n");
@@ -485,12 +499,13 @@ static void test_backend_forms(void **state)
 	              "    backends: \"[::1]:6380\"\n"
 	              "  b:\n"
 	              "    listen: /tmp/wp-test/b.sock\n"
-	              "    backends: [\"127.0.0.1:6379\", \"[::1]:6380\", \"localhost:6381\"]\n"
+	              "    backends: [\"127.0.0.1:6379\", \"[::1]:6380\", \"db.example:6381\"]\n"
 	              "  c:\n"
 	              "    listen: /tmp/wp-test/c.sock\n"
 	              "    backends:\n"
 	              "      - 127.0.0.2:7000\n"
-	              "      - localhost:7001\n");
+	              "      - localhost:7001\n"
+	              "      - DB.LocalHost.:7002\n");
 	p = &cfg->pools[0];
 	assert_int_equal(p->n_backends, 1);
 	assert_backend(&p->backends[0], "[::1]:6380", "[::1]:6380");
@@ -500,15 +515,27 @@ static void test_backend_forms(void **state)
 	assert_backend(&p->backends[0], "127.0.0.1:6379", "127.0.0.1:6379");
 	assert_backend(&p->backends[1], "[::1]:6380", "[::1]:6380");
 	assert_int_equal(p->backends[1].addr.ss_family, AF_INET6);
-	assert_string_equal(p->backends[2].name, "localhost:6381");
-	assert_int_equal(port_of(&p->backends[2]), 6381);
+	assert_false(p->backends[0].is_name);
+	assert_int_equal(p->backends[0].port, 6379);
+	assert_string_equal(p->backends[2].name, "db.example:6381");
+	/* A host name is the daemon's to resolve (issue 15): no address at load. */
+	assert_true(p->backends[2].is_name);
+	assert_string_equal(p->backends[2].host, "db.example");
+	assert_int_equal(p->backends[2].port, 6381);
+	assert_int_equal(p->backends[2].addrlen, 0);
 	assert_int_equal(p->backends[2].pos.line, 7);
 	assert_int_equal(p->backends[2].pos.col, 48);
 
 	p = &cfg->pools[2];
-	assert_int_equal(p->n_backends, 2);
+	assert_int_equal(p->n_backends, 3);
 	assert_backend(&p->backends[0], "127.0.0.2:7000", "127.0.0.2:7000");
-	assert_int_equal(port_of(&p->backends[1]), 7001);
+	/* localhost names are the IPv4 loopback (RFC 6761), never looked up;
+	 * the host stays as written (TLS verifies it). */
+	assert_false(p->backends[1].is_name);
+	assert_backend(&p->backends[1], "localhost:7001", "127.0.0.1:7001");
+	assert_string_equal(p->backends[1].host, "localhost");
+	assert_false(p->backends[2].is_name);
+	assert_backend(&p->backends[2], "DB.LocalHost.:7002", "127.0.0.1:7002");
 	assert_int_equal(p->backends[1].pos.line, 12);
 	assert_int_equal(p->backends[1].pos.col, 9);
 	cfg_free(cfg);
@@ -639,6 +666,8 @@ static void test_sample_file(void **state)
 	assert_int_equal(p->health.type, CFG_CHECK_REDIS);
 	p->health.type = CFG_CHECK_NONE;
 	assert_new_key_defaults(p);
+	assert_dns_builtin(&p->dns); /* its dns: block shows every built-in value */
+	assert_dns_builtin(&p->backends[0].dns);
 	cfg_free(cfg);
 }
 
@@ -1107,7 +1136,9 @@ static void test_backend_map_forms(void **state)
 	assert_int_equal(p->backends[2].weight, 3);
 	assert_true(p->backends[2].backup);
 	assert_string_equal(p->backends[3].name, "localhost:7003");
-	assert_int_equal(port_of(&p->backends[3]), 7003);
+	assert_false(p->backends[3].is_name); /* the loopback, RFC 6761 */
+	assert_backend(&p->backends[3], "localhost:7003", "127.0.0.1:7003");
+	assert_int_equal(p->backends[3].port, 7003);
 	assert_false(p->backends[3].backup);
 	p = &cfg->pools[1];
 	assert_int_equal(p->n_backends, 2);
@@ -1439,7 +1470,7 @@ static const struct err_case err_cases[] = {
       "directory warmpoold starts in, / under systemd), got \"x.sock\""}},
     {"unknown_daemon_key",
      "daemon:\n  level: info\n" HEAD,
-     {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
+     {"t.yaml:2:3: daemon.level: unknown key, expected one of log_level, shutdown_timeout, fd_store, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen"}},
     {"regex_expansion_bounded",
      HEAD "    health_check: {type: send_expect, send: x, expect_regex: '(a{10}){101}'}\n",
      {"t.yaml:5:62: pools.p.health_check.expect_regex: expected a regular expression whose repeats, nested, "
@@ -1447,6 +1478,14 @@ static const struct err_case err_cases[] = {
     {"reuse_send_without_expect",
      HEAD "    reuse: {reset_send: x}\n",
      {"t.yaml:5:12: pools.p.reuse.reset_expect: missing key, expected reset_send and reset_expect together"}},
+    {"reuse_nonce_in_send_only",
+     HEAD "    reuse: {reset_send: 'ECHO {nonce}', reset_expect: 'x'}\n",
+     {"t.yaml:5:55: pools.p.reuse.reset_expect: expected {nonce} in reset_send and reset_expect together (the "
+      "answer must carry back the nonce the reset sent)"}},
+    {"reuse_nonce_in_expect_only",
+     HEAD "    reuse: {reset_send: x, reset_expect: '{nonce}'}\n",
+     {"t.yaml:5:25: pools.p.reuse.reset_send: expected {nonce} in reset_send and reset_expect together (the "
+      "answer must carry back the nonce the reset sent)"}},
     {"reuse_bad",
      HEAD "    reuse: maybe\n",
      {"t.yaml:5:12: pools.p.reuse: expected true, false or a mapping of reset_send, reset_expect, "
@@ -1476,7 +1515,8 @@ static const struct err_case err_cases[] = {
      "defaults:\n  min: 1\n" HEAD,
      {"t.yaml:2:3: defaults.min: unknown key, expected one of reuse, min_idle, max_connections, max_clients, "
       "connect_timeout, queue_timeout, backoff, balance, max_connecting, fail_fast, health_check, keepalive, "
-      "tls, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, allow"}},
+      "tls, dns, tcp_user_timeout, max_lifetime, idle_timeout, max_idle_time, client_idle_timeout, server_idle_timeout, "
+      "allow"}},
     {"unknown_backoff_key",
      HEAD "    backoff: {initial: 1s, factor: 2}\n",
      {"t.yaml:5:28: pools.p.backoff.factor: unknown key, expected one of initial, max, multiplier, jitter"}},
@@ -1500,7 +1540,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:2:5: pools.p: expected a mapping with listen: and backends:, got an empty value"}},
     {"daemon_is_list",
      "daemon: [1]\n" HEAD,
-     {"t.yaml:1:9: daemon: expected a mapping of log_level, shutdown_timeout, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen, got a list"}},
+     {"t.yaml:1:9: daemon: expected a mapping of log_level, shutdown_timeout, fd_store, admin_socket, admin_socket_mode, admin_socket_readonly, metrics_listen, got a list"}},
     {"defaults_is_scalar",
      "defaults: 5\n" HEAD,
      {"t.yaml:1:11: defaults: expected a mapping of pool settings, got \"5\""}},
@@ -1515,7 +1555,7 @@ static const struct err_case err_cases[] = {
      {"t.yaml:4:15: pools.p.backends: expected an address host:port or a list of them, got a mapping"}},
     {"backend_item_is_list",
      "pools:\n  p:\n    listen: /a\n    backends: [[a:1]]\n",
-     {"t.yaml:4:16: pools.p.backends[0]: expected an address host:port or a {address, weight, backup} "
+     {"t.yaml:4:16: pools.p.backends[0]: expected an address host:port or a {address, weight, backup, dns} "
       "mapping, got a list"}},
     {"number_is_list",
      HEAD "    min_idle: [1]\n",
@@ -1867,7 +1907,7 @@ static const struct err_case err_cases[] = {
     {"check_type_unknown", /* the send: that only send_expect takes is not blamed as well */
      HEAD "    health_check:\n      type: redsi\n      send: x\n",
      {"t.yaml:6:13: pools.p.health_check.type: expected one of none, connect, send_expect, redis, memcached, "
-      "http, postgres, mysql, smtp, got \"redsi\""}},
+      "http, postgres, mysql, smtp, postgres_primary, redis_master, got \"redsi\""}},
     {"check_rise_zero_fall_101",
      HEAD "    health_check: {rise: 0, fall: 101}\n",
      {"t.yaml:5:26: pools.p.health_check.rise: expected an integer >= 1, got \"0\"",
@@ -1890,7 +1930,20 @@ static const struct err_case err_cases[] = {
     {"check_unknown_key",
      HEAD "    health_check: {type: connect, retries: 3}\n",
      {"t.yaml:5:35: pools.p.health_check.retries: unknown key, expected one of type, send, send_hex, expect, "
-      "expect_hex, expect_regex, path, interval, timeout, fast_interval, down_interval, rise, fall"}},
+      "expect_hex, expect_regex, path, interval, timeout, fast_interval, down_interval, rise, fall, user, "
+      "database, password_file"}},
+    {"postgres_primary_without_user",
+     HEAD "    health_check: {type: postgres_primary, database: db}\n",
+     {"t.yaml:5:26: pools.p.health_check.type: expected user for type postgres_primary (the role the check "
+      "logs in as)"}},
+    {"login_keys_with_other_types",
+     HEAD "    health_check: {type: redis_master, database: db}\n"
+          "  q:\n    listen: /tmp/wp-test-q.sock\n    backends: 127.0.0.1:6379\n"
+          "    health_check: {type: redis_master, user: u}\n",
+     {"t.yaml:5:50: pools.p.health_check.database: expected only with type: postgres_primary (type is "
+      "redis_master)",
+      "t.yaml:9:46: pools.q.health_check.user: expected password_file with user for type redis_master (AUTH "
+      "needs a password)"}},
     {"send_expect_without_send",
      HEAD "    health_check:\n      type: send_expect\n      expect: \"+PONG\"\n",
      {"t.yaml:6:13: pools.p.health_check.type: expected send or send_hex for type send_expect"}},
@@ -2026,9 +2079,117 @@ static const struct err_case err_cases[] = {
       "t.yaml:7:40: pools.p.backends[2].weight: expected an integer <= 1000, got \"1001\"",
       "t.yaml:7:54: pools.p.backends[2].backup: expected true or false, got \"maybe\"",
       "t.yaml:8:9: pools.p.backends[3].address: missing key, expected an address host:port",
-      "t.yaml:9:32: pools.p.backends[4].port: unknown key, expected one of address, weight, backup",
+      "t.yaml:9:32: pools.p.backends[4].port: unknown key, expected one of address, weight, backup, dns",
       "t.yaml:10:19: pools.p.backends[5].address: expected an address host:port, [v6]:port or a.b.c.d:port "
       "(missing port), got \"localhost\""}},
+    /* --- dns: and backends by name (issue 15) --- */
+    {"dns_bad_values",
+     HEAD "    dns:\n"
+     "      refresh: 50ms\n"
+     "      respect_ttl: maybe\n"
+     "      min_ttl: 25h\n"
+     "      max_ttl: 5\n"
+     "      timeout: 5ms\n"
+     "      tries: 0\n"
+     "      hold: 1441m\n"
+     "      family: ipv5\n"
+     "      mode: some\n"
+     "      ttl: 1s\n",
+     {"t.yaml:6:16: pools.p.dns.refresh: expected a duration between 100ms and 24h, got \"50ms\"",
+      "t.yaml:7:20: pools.p.dns.respect_ttl: expected true or false, got \"maybe\"",
+      "t.yaml:8:16: pools.p.dns.min_ttl: expected a duration between 100ms and 24h, got \"25h\"",
+      "t.yaml:9:16: pools.p.dns.max_ttl: expected a duration with a unit (ms, s, m, h), got \"5\"",
+      "t.yaml:10:16: pools.p.dns.timeout: expected a duration between 10ms and 1m, got \"5ms\"",
+      "t.yaml:11:14: pools.p.dns.tries: expected an integer >= 1, got \"0\"",
+      "t.yaml:12:13: pools.p.dns.hold: expected a duration between 0s and 24h, got \"1441m\"",
+      "t.yaml:13:15: pools.p.dns.family: expected one of any, ipv4, ipv6, got \"ipv5\"",
+      "t.yaml:14:13: pools.p.dns.mode: expected one of all, first, got \"some\"",
+      "t.yaml:15:7: pools.p.dns.ttl: unknown key, expected one of refresh, respect_ttl, min_ttl, max_ttl, timeout, "
+      "tries, hold, family, mode, servers"}},
+    {"dns_more_bad_values",
+     "defaults:\n  dns: {tries: 11}\n" HEAD "    dns: 5s\n",
+     {"t.yaml:2:16: defaults.dns.tries: expected an integer <= 10, got \"11\"",
+      "t.yaml:7:10: pools.p.dns: expected a mapping of refresh, respect_ttl, min_ttl, max_ttl, timeout, tries, hold, "
+      "family, mode, servers, got \"5s\""}},
+    {"dns_servers",
+     HEAD "    dns:\n      servers:\n"
+     "        - dns.google\n"
+     "        - dns.google:53\n"
+     "        - \"[zz::1]:53\"\n"
+     "        - 1.2.3.4:0\n"
+     "        - \"[fe80::1%eth0]:53\"\n"
+     "        - [1.2.3.4]\n"
+     "        - 10.0.0.1\n"
+     "        - 10.0.0.1:x\n"
+     "  q:\n    listen: /tmp/wp-test/q.sock\n    backends: 127.0.0.1:1\n"
+     "    dns: {servers: {a: 1}}\n"
+     "  r:\n    listen: /tmp/wp-test/r.sock\n    backends: 127.0.0.1:1\n"
+     "    dns: {servers: [1.1.1.1, 1.1.1.2, 1.1.1.3, 1.1.1.4, 1.1.1.5, 1.1.1.6, 1.1.1.7, 1.1.1.8, 1.1.1.9]}\n",
+     {"t.yaml:7:11: pools.p.dns.servers[0]: expected an IP address, ip:port or [v6]:port (a server is not looked up "
+      "by name), got \"dns.google\"",
+      "t.yaml:8:11: pools.p.dns.servers[1]: expected an IP address, ip:port or [v6]:port (a server is not looked up "
+      "by name), got \"dns.google:53\"",
+      "t.yaml:9:11: pools.p.dns.servers[2]: expected an IP address, ip:port or [v6]:port (a server is not looked "
+      "up by name), got \"[zz::1]:53\"",
+      "t.yaml:10:11: pools.p.dns.servers[3]: expected an IP address, ip:port or [v6]:port (port must be between 1 "
+      "and 65535), got \"1.2.3.4:0\"",
+      "t.yaml:11:11: pools.p.dns.servers[4]: expected an IP address, ip:port or [v6]:port (a server is not looked "
+      "up by name), got \"[fe80::1%eth0]:53\"",
+      "t.yaml:12:11: pools.p.dns.servers[5]: expected an IP address, ip:port or [v6]:port, got a list",
+      "t.yaml:14:11: pools.p.dns.servers[7]: expected an IP address, ip:port or [v6]:port (port must be a number), "
+      "got \"10.0.0.1:x\"",
+      "t.yaml:18:20: pools.q.dns.servers: expected a list of IP addresses (ip, ip:port or [v6]:port), got a mapping",
+      "t.yaml:22:20: pools.r.dns.servers: expected at most 8 servers, got 9"}},
+    {"dns_min_ttl_over_max_ttl",
+     "defaults:\n  dns: {max_ttl: 500ms}\n"
+     "pools:\n"
+     "  p:\n    listen: /tmp/wp-test/p.sock\n    backends: 127.0.0.1:1\n"
+     "  q:\n    listen: /tmp/wp-test/q.sock\n    backends: 127.0.0.1:1\n    dns: {min_ttl: 2s, max_ttl: 1s}\n"
+     "  r:\n    listen: /tmp/wp-test/r.sock\n    dns: {max_ttl: 1h}\n    backends:\n"
+     "      - {address: db.test:1, dns: {min_ttl: 2h}}\n"
+     "      - {address: db.test:2, dns: {max_ttl: 100ms, min_ttl: 200ms}}\n"
+     "      - {address: db.test:3, dns: {max_ttl: 2h}}\n",
+     {"t.yaml:2:18: defaults.dns.max_ttl: expected a duration >= min_ttl (1s), got \"500ms\"",
+      "t.yaml:10:33: pools.q.dns.max_ttl: expected a duration >= min_ttl (2s), got \"1s\"",
+      "t.yaml:15:45: pools.r.backends[0].dns.min_ttl: expected a duration <= max_ttl (1h), got \"2h\"",
+      "t.yaml:16:45: pools.r.backends[1].dns.max_ttl: expected a duration >= min_ttl (200ms), got \"100ms\""}},
+    {"backend_hosts",
+     "pools:\n  p:\n    listen: /tmp/a\n    backends:\n"
+     "      - \"[zz::1]:1\"\n"
+     "      - 999.0.0.1:1\n"
+     "      - bad_host!:1\n"
+     "      - a..b:1\n"
+     "      - .a:1\n"
+     "      - " "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.b:1\n"
+     "      - {address: 127.0.0.1:1, dns: {tries: x}}\n"
+     "      - {dns: {mode: x}}\n",
+     {"t.yaml:5:9: pools.p.backends[0]: expected an address host:port, [v6]:port or a.b.c.d:port (not an IPv6 "
+      "address in the brackets), got \"[zz::1]:1\"",
+      "t.yaml:6:9: pools.p.backends[1]: expected an address host:port, [v6]:port or a.b.c.d:port (not an IP "
+      "address), got \"999.0.0.1:1\"",
+      "t.yaml:7:9: pools.p.backends[2]: expected an address host:port, [v6]:port or a.b.c.d:port (a host name has "
+      "only letters, digits, '-', '_' and dots), got \"bad_host!:1\"",
+      "t.yaml:8:9: pools.p.backends[3]: expected an address host:port, [v6]:port or a.b.c.d:port (empty label in "
+      "the host name), got \"a..b:1\"",
+      "t.yaml:9:9: pools.p.backends[4]: expected an address host:port, [v6]:port or a.b.c.d:port (empty label in "
+      "the host name), got \".a:1\"",
+      "t.yaml:10:9: pools.p.backends[5]: expected an address host:port, [v6]:port or a.b.c.d:port (a label of a "
+      "host name has at most 63 bytes), got \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"...",
+      "t.yaml:11:45: pools.p.backends[6].dns.tries: expected an integer >= 1, got \"x\"",
+      "t.yaml:12:9: pools.p.backends[7].address: missing key, expected an address host:port",
+      "t.yaml:12:22: pools.p.backends[7].dns.mode: expected one of all, first, got \"x\""}},
+    {"backend_name_twice",
+     "pools:\n  p:\n    listen: /tmp/a\n    backends:\n"
+     "      - db.test:1\n"
+     "      - DB.Test.:1\n"
+     "      - db.test:2\n"
+     "      - {address: db.test:1, weight: 2}\n"
+     "      - 127.0.0.1:1\n"
+     "  q:\n    listen: /tmp/b\n    backends: [db.test:1]\n",
+     {"t.yaml:6:9: pools.p.backends[1]: expected a name the pool does not list already (line 5 has it), got "
+      "\"DB.Test.:1\"",
+      "t.yaml:8:19: pools.p.backends[3]: expected a name the pool does not list already (line 5 has it), got "
+      "\"db.test:1\""}},
     {"backup_on_only_backend",
      "pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - {address: 127.0.0.1:1, backup: true}\n",
      {"t.yaml:5:40: pools.p.backends[0].backup: expected at least one backend without backup: true"}},
@@ -2550,35 +2711,204 @@ static void test_reuse_from_defaults(void **state)
 /* ------------------------------------------------------------------ */
 /* Errors that need generated documents or files                       */
 
-/* Frame of a resolution error; the reason in between comes from gai_strerror(). */
-static void assert_resolve_error(const char *msg, const char *head, const char *tail)
-{
-	size_t n = strlen(msg);
+/* ------------------------------------------------------------------ */
+/* Backends by name and dns: (issue 15)                                */
 
-	if (strncmp(msg, head, strlen(head)) != 0 || n < strlen(head) + strlen(tail) + 1 ||
-	    strcmp(msg + n - strlen(tail), tail) != 0)
-		fail_msg("unexpected error line: %s", msg);
+static void assert_dns_builtin(const struct cfg_dns *d)
+{
+	assert_int_equal(d->refresh_ms, 5000);
+	assert_false(d->respect_ttl);
+	assert_int_equal(d->min_ttl_ms, 1000);
+	assert_int_equal(d->max_ttl_ms, 300000);
+	assert_int_equal(d->timeout_ms, 2000);
+	assert_int_equal(d->tries, 3);
+	assert_int_equal(d->hold_ms, 300000);
+	assert_int_equal(d->family, CFG_DNS_ANY);
+	assert_int_equal(d->mode, CFG_DNS_ALL);
+	assert_null(d->servers);
+	assert_int_equal(d->n_servers, 0);
 }
 
-static void test_unresolvable_host(void **state)
+static void assert_servers(const struct cfg_dns *d, const char *const *want)
 {
-	struct cfg_errors e = {0};
+	size_t n = 0;
+
+	while (want[n])
+		n++;
+	assert_int_equal(d->n_servers, n);
+	for (size_t i = 0; i < n; i++)
+		assert_string_equal(d->servers[i], want[i]);
+}
+
+/* A name that does not resolve loads (it used to fail the load): the
+ * daemon resolves it, in its loop. IP literals keep their address. */
+static void test_backend_name_not_resolved_at_load(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_backend *b;
 
 	(void)state;
-	load_bad("pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - 127.0.0.1:1\n"
-	         "      - nosuch.invalid:6379\n      - \"[::1]:1\"\n      - \"[zz::1]:1\"\n",
-	         &e);
-	if (e.n != 2) {
+	cfg = load_ok("pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - 127.0.0.1:1\n"
+	              "      - nonexistent.invalid:6379\n      - \"[::1]:1\"\n      - db-1.internal.:5432\n"
+	              "      - _pg._tcp.example:5432\n");
+	assert_int_equal(cfg->pools[0].n_backends, 5);
+	b = &cfg->pools[0].backends[1];
+	assert_string_equal(b->name, "nonexistent.invalid:6379");
+	assert_string_equal(b->host, "nonexistent.invalid");
+	assert_true(b->is_name);
+	assert_int_equal(b->port, 6379);
+	assert_int_equal(b->addrlen, 0);
+	assert_int_equal(b->pos.line, 6);
+	assert_int_equal(b->pos.col, 9);
+	assert_dns_builtin(&b->dns);
+	assert_backend(&cfg->pools[0].backends[0], "127.0.0.1:1", "127.0.0.1:1");
+	assert_false(cfg->pools[0].backends[0].is_name);
+	assert_backend(&cfg->pools[0].backends[2], "[::1]:1", "[::1]:1");
+	assert_false(cfg->pools[0].backends[2].is_name);
+	assert_int_equal(cfg->pools[0].backends[2].port, 1);
+	assert_true(cfg->pools[0].backends[3].is_name);
+	assert_string_equal(cfg->pools[0].backends[3].host, "db-1.internal.");
+	assert_true(cfg->pools[0].backends[4].is_name);
+	assert_dns_builtin(&cfg->pools[0].dns);
+	cfg_free(cfg);
+}
+
+/* dns: merged key by key: a backend's own over its pool's over defaults:
+ * over the built-in values; servers: [] switches a list off again. */
+static void test_dns_merge(void **state)
+{
+	struct wp_config *cfg;
+	const struct cfg_pool *p, *q, *r;
+	const struct cfg_dns *d;
+
+	(void)state;
+	cfg = load_ok("defaults:\n"
+	              "  dns:\n"
+	              "    refresh: 10s\n"
+	              "    tries: 5\n"
+	              "    servers: [127.0.0.1:5353]\n"
+	              "pools:\n"
+	              "  p:\n"
+	              "    listen: /tmp/wp-test/p\n"
+	              "    dns: {refresh: 2s, family: ipv4, respect_ttl: true, min_ttl: 200ms, max_ttl: 1h}\n"
+	              "    backends:\n"
+	              "      - db.test:5432\n"
+	              "      - address: db2.test:5432\n"
+	              "        dns:\n"
+	              "          refresh: 500ms\n"
+	              "          mode: first\n"
+	              "          hold: 0\n"
+	              "          timeout: 10ms\n"
+	              "          servers: [\"::1\", \"[::1]:5300\", 10.0.0.1, \"[0:0::2]:53\", \"10.0.0.2:1\"]\n"
+	              "      - {address: 127.0.0.1:1, dns: {family: ipv6}}\n"
+	              "  q:\n"
+	              "    listen: /tmp/wp-test/q\n"
+	              "    backends: cache.test:6379\n"
+	              "  r:\n"
+	              "    listen: /tmp/wp-test/r\n"
+	              "    dns: {servers: [], hold: 24h, timeout: 1m, tries: 10, refresh: 100ms}\n"
+	              "    backends: [{address: x.test:1, dns: {servers: \"192.0.2.1\", family: any}}]\n");
+	p = &cfg->pools[0], q = &cfg->pools[1], r = &cfg->pools[2];
+
+	d = &p->dns; /* the pool's own, over defaults: */
+	assert_int_equal(d->refresh_ms, 2000);
+	assert_int_equal(d->tries, 5);
+	assert_int_equal(d->family, CFG_DNS_IPV4);
+	assert_true(d->respect_ttl);
+	assert_int_equal(d->min_ttl_ms, 200);
+	assert_int_equal(d->max_ttl_ms, 3600000);
+	assert_servers(d, (const char *[]){"127.0.0.1:5353", NULL});
+
+	d = &p->backends[0].dns; /* no dns: of its own: the pool's */
+	assert_int_equal(d->refresh_ms, 2000);
+	assert_int_equal(d->tries, 5);
+	assert_int_equal(d->family, CFG_DNS_IPV4);
+	assert_int_equal(d->mode, CFG_DNS_ALL);
+	assert_servers(d, (const char *[]){"127.0.0.1:5353", NULL});
+	assert_ptr_not_equal(d->servers, p->dns.servers); /* a copy of its own */
+
+	d = &p->backends[1].dns; /* its own keys over the pool's */
+	assert_true(p->backends[1].is_name);
+	assert_int_equal(d->refresh_ms, 500);
+	assert_int_equal(d->mode, CFG_DNS_FIRST);
+	assert_int_equal(d->hold_ms, 0);
+	assert_int_equal(d->timeout_ms, 10);
+	assert_int_equal(d->family, CFG_DNS_IPV4); /* the pool's */
+	assert_int_equal(d->tries, 5);             /* defaults:' */
+	assert_true(d->respect_ttl);
+	assert_int_equal(d->max_ttl_ms, 3600000);
+	/* Written back as ip:port / [v6]:port, the port always given, the address in its shortest form. */
+	assert_servers(d, (const char *[]){"[::1]:53", "[::1]:5300", "10.0.0.1:53", "[::2]:53", "10.0.0.2:1", NULL});
+
+	d = &p->backends[2].dns; /* an IP literal may carry dns: (unused) */
+	assert_false(p->backends[2].is_name);
+	assert_int_equal(d->family, CFG_DNS_IPV6);
+
+	d = &q->backends[0].dns; /* defaults: over the built-in values */
+	assert_int_equal(d->refresh_ms, 10000);
+	assert_int_equal(d->tries, 5);
+	assert_int_equal(d->min_ttl_ms, 1000);
+	assert_int_equal(d->hold_ms, 300000);
+	assert_int_equal(d->family, CFG_DNS_ANY);
+	assert_servers(d, (const char *[]){"127.0.0.1:5353", NULL});
+	assert_int_equal(q->dns.refresh_ms, 10000);
+
+	assert_servers(&r->dns, (const char *[]){NULL}); /* servers: [] replaces defaults:' list */
+	assert_int_equal(r->dns.hold_ms, 86400000);
+	assert_int_equal(r->dns.timeout_ms, 60000);
+	assert_int_equal(r->dns.tries, 10);
+	assert_int_equal(r->dns.refresh_ms, 100);
+	d = &r->backends[0].dns; /* one server, written as a scalar */
+	assert_servers(d, (const char *[]){"192.0.2.1:53", NULL});
+	assert_int_equal(d->hold_ms, 86400000);
+	cfg_free(cfg);
+}
+
+/* The built-in values, for a pool and each of its backends. */
+static void test_dns_builtin(void **state)
+{
+	struct wp_config *cfg;
+
+	(void)state;
+	cfg = load_ok("pools:\n  p:\n    listen: /tmp/a\n    dns:\n    backends: [db.test:1, {address: e.test:2, dns: {}}]\n");
+	assert_dns_builtin(&cfg->pools[0].dns);
+	assert_dns_builtin(&cfg->pools[0].backends[0].dns);
+	assert_dns_builtin(&cfg->pools[0].backends[1].dns);
+	cfg_free(cfg);
+}
+
+/*
+ * --check-config --resolve: localhost resolves (/etc/hosts, as c-ares reads
+ * it), an IP literal is not looked up, and a name asked of a server that
+ * refuses (a closed UDP port on loopback) is one error at its line:col,
+ * within its timeout x tries.
+ */
+static void test_resolve_names(void **state)
+{
+	struct wp_config *cfg;
+	struct cfg_errors e = {0};
+	const char *msg;
+
+	(void)state;
+	cfg = load_ok("pools:\n  p:\n    listen: /tmp/a\n    backends:\n      - localhost:6379\n"
+	              "      - 127.0.0.1:1\n"
+	              "      - {address: nosuch.test:1, dns: {servers: [\"127.0.0.1:1\"], timeout: 200ms, tries: 1}}\n"
+	              "  q:\n    listen: /tmp/b\n    backends: [localhost:1]\n    dns: {family: ipv4}\n");
+	assert_int_equal(cfg_resolve_names(cfg, &e), -1);
+	if (e.n != 1)
 		dump_errors(&e);
-		fail_msg("expected 2 errors");
-	}
-	assert_resolve_error(e.msg[0],
-	                     "t.yaml:6:9: pools.p.backends[1]: expected a host name that resolves (",
-	                     "), got \"nosuch.invalid:6379\"");
-	assert_resolve_error(e.msg[1],
-	                     "t.yaml:8:9: pools.p.backends[3]: expected a host name that resolves (",
-	                     "), got \"[zz::1]:1\"");
+	assert_int_equal(e.n, 1);
+	msg = e.msg[0];
+	if (strncmp(msg, "t.yaml:7:19: pools.p.backends[2]: nosuch.test:1: does not resolve: ", 67) != 0)
+		fail_msg("unexpected error line: %s", msg);
 	cfg_errors_free(&e);
+	cfg_free(cfg);
+
+	cfg = load_ok("pools:\n  p:\n    listen: /tmp/a\n    backends: [localhost:6379, 127.0.0.1:1]\n");
+	assert_int_equal(cfg_resolve_names(cfg, &e), 0);
+	assert_int_equal(e.n, 0);
+	assert_int_equal(cfg_resolve_names(cfg, NULL), 0);
+	cfg_free(cfg);
 }
 
 static void test_socket_path_length(void **state)
@@ -2893,6 +3223,23 @@ static const struct diff_case diff_cases[] = {
     {"tls unchanged", HEAD "    tls: {alpn: h2, ciphersuites: TLS_AES_128_GCM_SHA256}\n",
      HEAD "    tls: {alpn: h2, ciphersuites: TLS_AES_128_GCM_SHA256}\n", CFG_RELOAD_SAME, false},
     {"reuse from defaults", HEAD, "defaults: {reuse: true}\n" HEAD, CFG_RELOAD_IN_PLACE, false},
+    /* dns: (issue 15): every key in place, a pool's and a backend's own */
+    {"dns refresh", HEAD, HEAD "    dns: {refresh: 1s}\n", CFG_RELOAD_IN_PLACE, false},
+    {"dns from defaults", HEAD, "defaults: {dns: {hold: 0}}\n" HEAD, CFG_RELOAD_IN_PLACE, false},
+    {"dns servers", HEAD "    dns: {servers: [127.0.0.1:53]}\n", HEAD "    dns: {servers: [127.0.0.1:54]}\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"dns servers added", HEAD "    dns: {servers: [127.0.0.1]}\n", HEAD "    dns: {servers: [127.0.0.1, '::1']}\n",
+     CFG_RELOAD_IN_PLACE, false},
+    {"dns servers spelled otherwise", HEAD "    dns: {servers: ['127.0.0.1', '::1']}\n",
+     HEAD "    dns: {servers: ['127.0.0.1:53', '[0::1]:53']}\n", CFG_RELOAD_SAME, false},
+    {"backend dns", POOL_P LISTEN_P "    backends: db.test:1\n",
+     POOL_P LISTEN_P "    backends: [{address: db.test:1, dns: {mode: first}}]\n", CFG_RELOAD_IN_PLACE, false},
+    {"backend dns servers", POOL_P LISTEN_P "    backends: [{address: db.test:1, dns: {servers: 10.0.0.1}}]\n",
+     POOL_P LISTEN_P "    backends: [{address: db.test:1, dns: {servers: 10.0.0.2}}]\n", CFG_RELOAD_IN_PLACE, false},
+    {"backend name unchanged", POOL_P LISTEN_P "    backends: db.test:1\n", POOL_P LISTEN_P "    backends: db.test:1\n",
+     CFG_RELOAD_SAME, false},
+    {"backend name", POOL_P LISTEN_P "    backends: db.test:1\n", POOL_P LISTEN_P "    backends: db2.test:1\n",
+     CFG_RELOAD_REPLACE, false},
 };
 
 static void test_pool_diff(void **state)
@@ -2968,6 +3315,16 @@ static void test_dump_schema(void **state)
 	assert_non_null(strstr(text, "{\"path\": \"tls.min_version\", \"type\": \"enum\", \"values\": [\"1.2\", "
 	                             "\"1.3\"], \"default\": \"1.2\", \"where\": [\"defaults\", \"pool\"], "
 	                             "\"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"dns.servers\", \"type\": \"servers\", \"max_items\": 8, "
+	                             "\"default\": [], \"where\": [\"defaults\", \"pool\"], \"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"dns.hold\", \"type\": \"duration_or_0\", \"min\": 0, "
+	                             "\"max\": 86400000, \"unit\": \"ms\", \"default\": 300000, "
+	                             "\"where\": [\"defaults\", \"pool\"], \"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"dns.family\", \"type\": \"enum\", \"values\": [\"any\", "
+	                             "\"ipv4\", \"ipv6\"], \"default\": \"any\", \"where\": [\"defaults\", \"pool\"], "
+	                             "\"reload\": \"in_place\"}"));
+	assert_non_null(strstr(text, "{\"path\": \"backends[].dns\", \"type\": \"dns\", \"default\": null, "
+	                             "\"where\": [\"pool\"], \"reload\": \"in_place\"}"));
 	free(text);
 }
 
@@ -2989,7 +3346,10 @@ int main(void)
 	    cmocka_unit_test(test_sample_file),
 	    cmocka_unit_test(test_demo_file),
 	    cmocka_unit_test(test_free_accepts_null),
-	    cmocka_unit_test(test_unresolvable_host),
+	    cmocka_unit_test(test_backend_name_not_resolved_at_load),
+	    cmocka_unit_test(test_dns_merge),
+	    cmocka_unit_test(test_dns_builtin),
+	    cmocka_unit_test(test_resolve_names),
 	    cmocka_unit_test(test_socket_path_length),
 	    cmocka_unit_test(test_too_many_pools),
 	    cmocka_unit_test(test_too_many_backends),

@@ -109,6 +109,7 @@ struct fake {
 	struct cfg_pool cfg;
 	struct cfg_backend bcfg[MAX_FAKE];
 	struct backend be[MAX_FAKE];
+	struct backend *bep[MAX_FAKE]; /* the pool's array of backends (pointers) */
 	struct pool p;
 };
 
@@ -123,7 +124,11 @@ static void fake_init(struct fake *f, size_t n, enum cfg_balance balance)
 	f->cfg.n_backends = n;
 	f->p.cfg = &f->cfg;
 	f->p.name = "test";
-	f->p.backends = f->be;
+	for (size_t i = 0; i < n; i++) {
+		f->bep[i] = &f->be[i];
+		f->be[i].slot = i;
+	}
+	f->p.backends = f->bep;
 	f->p.n_backends = n;
 	for (size_t i = 0; i < n; i++) {
 		struct backend *be = &f->be[i];
@@ -627,6 +632,37 @@ static void test_connect_none_qualifies(void **state)
 
 /* A backend that closes idle connections after about 0.3 s: a connection
  * idle 75% of that is not handed out, while the observation is recent. */
+/* A TLS pool defers the refill of what a burst took to the first lull. */
+static void test_tls_refill_waits_for_a_lull(void **state)
+{
+	(void)state;
+	struct cfg_pool cfg;
+	struct pool p;
+	memset(&cfg, 0, sizeof cfg);
+	memset(&p, 0, sizeof p);
+	p.cfg = &cfg;
+	cfg.tls.enabled = true;
+	p.last_handout = 100.0;
+	struct pool_counts c = {.idle = 10, .min_idle = 16, .max_connections = 64};
+	/* Half a lull after a handout: wait until the lull ends. */
+	assert_true(pool_refill_after(&p, &c, 100.0 + REFILL_LULL / 2) == 100.0 + REFILL_LULL);
+	/* The lull came: refill now. */
+	assert_true(pool_refill_after(&p, &c, 100.0 + REFILL_LULL) == 0);
+	/* Down to a quarter of the floor (4 of 16): refill now, burst or not. */
+	c.idle = 3;
+	assert_true(pool_refill_after(&p, &c, 100.0) == 0);
+	c.idle = 2;
+	c.connecting = 2; /* connecting ones count: 4 on the way */
+	assert_true(pool_refill_after(&p, &c, 100.0) > 0);
+	/* A client waits: its connection is on the critical path. */
+	c.waiting = 1;
+	assert_true(pool_refill_after(&p, &c, 100.0) == 0);
+	c.waiting = 0;
+	/* Plain TCP: a connect costs microseconds, the floor is kept eagerly. */
+	cfg.tls.enabled = false;
+	assert_true(pool_refill_after(&p, &c, 100.0) == 0);
+}
+
 static void test_near_backend_idle_close(void **state)
 {
 	(void)state;
@@ -682,6 +718,7 @@ int main(void)
 	    cmocka_unit_test(test_connect_backups_only_without_primary),
 	    cmocka_unit_test(test_connect_none_qualifies),
 	    cmocka_unit_test(test_near_backend_idle_close),
+	    cmocka_unit_test(test_tls_refill_waits_for_a_lull),
 	};
 	return cmocka_run_group_tests_name("pool", tests, NULL, NULL);
 }
