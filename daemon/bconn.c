@@ -464,7 +464,10 @@ static void bconn_become_idle(struct bconn *b)
 	ev_io_stop(loop, &b->io);
 	ev_set_cb(&b->io, bconn_idle_cb);
 	ev_set_priority(&b->io, 0); /* established: as urgent as any client */
-	ev_io_set(&b->io, b->fd, EV_READ);
+	if (b->io.fd == b->fd)
+		ev_io_modify(&b->io, EV_READ); /* same fd: ev_io_set would make libev register it anew */
+	else
+		ev_io_set(&b->io, b->fd, EV_READ);
 	ev_io_start(loop, &b->io);
 	b->idle_since = ev_now(loop);
 	bconn_set_state(b, BCONN_IDLE);

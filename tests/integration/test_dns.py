@@ -790,6 +790,11 @@ def test_disable_by_name_applies_to_every_address_present_and_future(named, dnsm
     a.wait_open(0, LONG)
     rows = backends_of(d, "db")
     assert [rows[be.addr]["state"] for be in (a, b, c)] == ["disabled", "up", "up"], rows
+    # A check connect already in flight when `a` was disabled may still reach
+    # its accept queue: count from two check intervals of b later, when any
+    # such connection has been accepted.
+    ok_b = rows[b.addr]["checks_ok"]
+    wait_until(lambda: backends_of(d, "db")[b.addr]["checks_ok"] >= ok_b + 2, LONG, what="two more checks of b")
     accepts_at_a = len(a.accepts())
     payloads = sessions(d, "db", 10, "one disabled")
     assert wait_served([a, b, c], payloads)[0] == 0
