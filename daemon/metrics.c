@@ -117,13 +117,16 @@ static void backend_labels(struct wp_buf *b, const struct backend *be)
 			}                                                                                    \
 	} while (0)
 
-/* The samples of one histogram; `be` NULL: labelled by pool `p` only. */
-static void histogram_samples(struct wp_buf *b, const char *name, const struct wp_histogram *h,
-                              const struct pool *p, const struct backend *be)
+/* Writes `{label="..."` (no closing brace) for the object a series is about. */
+typedef void labels_fn(struct wp_buf *b, const void *obj);
+
+/* The samples of one histogram, labelled by `labels(b, obj)`. */
+static void histogram_samples_by(struct wp_buf *b, const char *name, const struct wp_histogram *h, labels_fn *labels,
+                                 const void *obj)
 {
 	for (size_t k = 0; k <= h->n; k++) {
 		wp_buf_printf(b, "%s_bucket", name);
-		be ? backend_labels(b, be) : pool_labels(b, p);
+		labels(b, obj);
 		if (k < h->n)
 			wp_buf_printf(b, ",le=\"%g\"} %llu\n", h->bounds[k],
 			              (unsigned long long)wp_histogram_cumulative(h, k));
@@ -131,10 +134,30 @@ static void histogram_samples(struct wp_buf *b, const char *name, const struct w
 			wp_buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
 	}
 	wp_buf_printf(b, "%s_sum", name);
-	be ? backend_labels(b, be) : pool_labels(b, p);
+	labels(b, obj);
 	wp_buf_printf(b, "} %.9g\n%s_count", h->sum, name);
-	be ? backend_labels(b, be) : pool_labels(b, p);
+	labels(b, obj);
 	wp_buf_printf(b, "} %llu\n", (unsigned long long)h->count);
+}
+
+static void pool_labels_of(struct wp_buf *b, const void *p)
+{
+	pool_labels(b, p);
+}
+
+static void backend_labels_of(struct wp_buf *b, const void *be)
+{
+	backend_labels(b, be);
+}
+
+/* The samples of one histogram; `be` NULL: labelled by pool `p` only. */
+static void histogram_samples(struct wp_buf *b, const char *name, const struct wp_histogram *h,
+                              const struct pool *p, const struct backend *be)
+{
+	if (be)
+		histogram_samples_by(b, name, h, backend_labels_of, be);
+	else
+		histogram_samples_by(b, name, h, pool_labels_of, p);
 }
 
 static void histogram(struct wp_buf *b, const struct engine *eng, const char *name, const char *help,
@@ -184,13 +207,27 @@ static void backend_tls_series(struct wp_buf *b, const struct engine *eng)
 		}
 }
 
-static void name_labels(struct wp_buf *b, const struct dns_name *n)
+static void name_labels(struct wp_buf *b, const void *obj)
 {
+	const struct dns_name *n = obj;
 	pool_labels(b, n->pool);
 	wp_buf_add(b, ",name=\"", sizeof ",name=\"" - 1);
 	wp_buf_label(b, dns_name_str(n));
 	wp_buf_add(b, "\"", 1);
 }
+
+/* One sample per backend name of every pool. */
+#define NAME_SERIES(b, eng, name, type, help, fmt, expr)                                                     \
+	do {                                                                                                 \
+		family(b, name, type, help);                                                                 \
+		for (size_t i_ = 0; i_ < (eng)->n_pools; i_++)                                               \
+			for (size_t k_ = 0; k_ < (eng)->pools[i_]->n_names; k_++) {                          \
+				const struct dns_name *n = (eng)->pools[i_]->names[k_];                      \
+				wp_buf_add(b, name, strlen(name));                                           \
+				name_labels(b, n);                                                           \
+				wp_buf_printf(b, "} " fmt "\n", (expr));                                     \
+			}                                                                                    \
+	} while (0)
 
 /* The series of backends written as names (none when no pool has one). */
 static void dns_series(struct wp_buf *b, const struct engine *eng)
@@ -212,40 +249,13 @@ static void dns_series(struct wp_buf *b, const struct engine *eng)
 				wp_buf_printf(b, ",result=\"%s\"} %llu\n", dns_result_str((enum dns_result)r),
 				              (unsigned long long)eng->pools[i]->names[k]->lookups[r]);
 			}
-	family(b, ad, "gauge", "Addresses the name resolves to now (each is a backend).");
-	for (size_t i = 0; i < eng->n_pools; i++)
-		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
-			wp_buf_add(b, ad, sizeof ad - 1);
-			name_labels(b, eng->pools[i]->names[k]);
-			wp_buf_printf(b, "} %zu\n", eng->pools[i]->names[k]->n_addrs);
-		}
-	family(b, ch, "gauge", "When the name's set of addresses last changed, in Unix time (0: never resolved).");
-	for (size_t i = 0; i < eng->n_pools; i++)
-		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
-			wp_buf_add(b, ch, sizeof ch - 1);
-			name_labels(b, eng->pools[i]->names[k]);
-			wp_buf_printf(b, "} %.3f\n", eng->pools[i]->names[k]->last_change);
-		}
+	NAME_SERIES(b, eng, ad, "gauge", "Addresses the name resolves to now (each is a backend).", "%zu", n->n_addrs);
+	NAME_SERIES(b, eng, ch, "gauge", "When the name's set of addresses last changed, in Unix time (0: never resolved).",
+	            "%.3f", n->last_change);
 	family(b, hist, "histogram", "Time a lookup of the name took (answered or failed).");
 	for (size_t i = 0; i < eng->n_pools; i++)
-		for (size_t k = 0; k < eng->pools[i]->n_names; k++) {
-			const struct dns_name *n = eng->pools[i]->names[k];
-			const struct wp_histogram *h = &n->h_lookup;
-			for (size_t j = 0; j <= h->n; j++) {
-				wp_buf_printf(b, "%s_bucket", hist);
-				name_labels(b, n);
-				if (j < h->n)
-					wp_buf_printf(b, ",le=\"%g\"} %llu\n", h->bounds[j],
-					              (unsigned long long)wp_histogram_cumulative(h, j));
-				else
-					wp_buf_printf(b, ",le=\"+Inf\"} %llu\n", (unsigned long long)h->count);
-			}
-			wp_buf_printf(b, "%s_sum", hist);
-			name_labels(b, n);
-			wp_buf_printf(b, "} %.9g\n%s_count", h->sum, hist);
-			name_labels(b, n);
-			wp_buf_printf(b, "} %llu\n", (unsigned long long)h->count);
-		}
+		for (size_t k = 0; k < eng->pools[i]->n_names; k++)
+			histogram_samples_by(b, hist, &eng->pools[i]->names[k]->h_lookup, name_labels, eng->pools[i]->names[k]);
 	family(b, bn, "gauge", "1 for each backend made from a name: which name its address came from.");
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t k = 0; k < eng->pools[i]->n_backends; k++) {
