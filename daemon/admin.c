@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -50,6 +51,7 @@
 #include "metrics.h"
 #include "systemd.h"
 #include "unixsock.h"
+#include "upgrade.h"
 #include "version.h"
 
 #define CTL_LINE_MAX     4096
@@ -100,7 +102,12 @@ struct ctl_conn {
 	unsigned int ran_in; /* ev_iteration() of the last command run: one per iteration */
 	unsigned close_after_flush : 1;
 	unsigned ready : 1; /* on admin->ready */
+	unsigned upgrading : 1; /* its `upgrade` runs: answered when it ends (admin_upgrade_done) */
 };
+
+/* The admin connection whose command runs now (ctl_run_one), NULL for
+ * admin_exec() called without one: `upgrade` answers it later. */
+static struct ctl_conn *running;
 
 struct admin {
 	struct engine *eng;
@@ -242,7 +249,8 @@ static void cmd_help(struct wp_buf *out, int readonly)
 		wp_buf_printf(out, "  drain POOL/BACKEND\n"
 		                   "  disable POOL/BACKEND [--kill]\n"
 		                   "  enable POOL/BACKEND\n"
-		                   "  reload\n");
+		                   "  reload\n"
+		                   "  upgrade [PATH]\n");
 }
 
 static void cmd_show(struct engine *eng, char **argv, int argc, int json, struct wp_buf *out)
@@ -308,6 +316,51 @@ static void cmd_backend(struct engine *eng, const char *verb, char *arg, int kil
 	wp_buf_add(out, "\n", 1);
 }
 
+static void ctl_conn_settle(struct ctl_conn *c);
+
+/* The upgrade ended: every connection that asked for it gets its answer. */
+static void admin_upgrade_done(void *arg, int ok, const char *msg)
+{
+	struct admin *a = arg;
+	struct list_node *pos, *tmp;
+	list_for_each_safe (pos, tmp, &a->conns) {
+		struct ctl_conn *c = container_of(pos, struct ctl_conn, node);
+		if (!c->upgrading)
+			continue;
+		c->upgrading = 0;
+		wp_buf_printf(&c->out, "%s%s\n\n", ok ? "" : "error: ", msg);
+		ctl_conn_settle(c);
+	}
+}
+
+/* `upgrade [PATH]`: answered when the new process is ready or has failed
+ * (upgrade.c), which takes up to its UPGRADE_READY_TIMEOUT. */
+static void cmd_upgrade(struct engine *eng, int readonly, char **argv, int argc, struct wp_buf *out)
+{
+	char err[512], shown[256];
+	if (readonly) {
+		reply_error(out, "permission denied: this socket is read-only");
+		return;
+	}
+	if (argc > 2) {
+		reply_error(out, "usage: upgrade [PATH]");
+		return;
+	}
+	if (!running) { /* no connection to answer later (the fuzz target) */
+		reply_error(out, "upgrade is only run from the admin socket");
+		return;
+	}
+	wp_escape((const unsigned char *)(argc == 2 ? argv[1] : "(the running binary)"),
+	          strlen(argc == 2 ? argv[1] : "(the running binary)"), shown, sizeof shown);
+	log_notice("admin: upgrade %s", shown);
+	if (upgrade_start(eng, argc == 2 ? argv[1] : NULL, admin_upgrade_done, running->admin, err,
+	                  sizeof err) < 0) {
+		reply_error(out, "upgrade refused: %s", err);
+		return;
+	}
+	running->upgrading = 1;
+}
+
 /* Run one command line; the answer (without its final empty line) goes to
  * out, *json set when the line asked for JSON. */
 static void admin_run(struct engine *eng, int readonly, char *line, struct wp_buf *out, int *json)
@@ -350,6 +403,8 @@ static void admin_run(struct engine *eng, int readonly, char *line, struct wp_bu
 		wp_buf_printf(out, "warmpoold %s\n", WARMPOOL_VERSION);
 	} else if (strcmp(cmd, "show") == 0) {
 		cmd_show(eng, argv, argc, *json, out);
+	} else if (strcmp(cmd, "upgrade") == 0) {
+		cmd_upgrade(eng, readonly, argv, argc, out);
 	} else if (strcmp(cmd, "drain") == 0 || strcmp(cmd, "disable") == 0 || strcmp(cmd, "enable") == 0 ||
 	           strcmp(cmd, "reload") == 0) {
 		if (readonly) {
@@ -494,12 +549,15 @@ static void ctl_run_one(struct ctl_conn *c)
 		return;
 	}
 	*nl = '\0';
+	running = c;
 	admin_exec(c->admin->eng, c->kind == CTL_ADMIN_RO, c->in, &c->out);
+	running = NULL;
 	if (c->out.failed) {
 		wp_buf_reset(&c->out);
 		reply_error(&c->out, "answer too large");
 	}
-	wp_buf_add(&c->out, "\n", 1); /* the empty line that ends an answer */
+	if (!c->upgrading)
+		wp_buf_add(&c->out, "\n", 1); /* the empty line that ends an answer */
 	size_t used = (size_t)(nl + 1 - c->in);
 	memmove(c->in, nl + 1, c->in_len - used);
 	c->in_len -= used;
@@ -512,6 +570,11 @@ static void ctl_conn_settle(struct ctl_conn *c)
 {
 	struct admin *a = c->admin;
 	struct ev_loop *loop = a->eng->loop;
+	if (c->upgrading) { /* nothing read or written until the upgrade's answer */
+		ctl_unready(c);
+		ctl_conn_watch(c, 0);
+		return;
+	}
 	if (c->out_off < c->out.len && ctl_conn_flush(c) < 0)
 		return;
 	if (c->out.len) {
@@ -703,6 +766,38 @@ static int ctl_listen_tcp(struct ctl_listener *l, const struct cfg_backend *addr
 	return 0;
 }
 
+/* The names an upgrade passes the listening sockets under ('@' is in no
+ * pool name), by kind. */
+static const char *const upgrade_names[CTL_NKINDS] = {"@admin", "@admin-ro", "@metrics"};
+
+size_t admin_listen_fds(const struct admin *a, int *fds, const char **names, size_t max)
+{
+	size_t n = 0;
+	for (int k = 0; k < CTL_NKINDS && n < max; k++) {
+		const struct ctl_listener *l = &a->l[k];
+		if (l->fd < 0)
+			continue;
+		fds[n] = l->fd;
+		/* An admin socket systemd passed goes as systemd named it. */
+		names[n++] = k == CTL_ADMIN && !l->us.created ? "admin" : upgrade_names[k];
+	}
+	return n;
+}
+
+void admin_handover(struct admin *a)
+{
+	for (int k = 0; k < CTL_NKINDS; k++) {
+		struct ctl_listener *l = &a->l[k];
+		if (l->fd < 0)
+			continue;
+		ev_io_stop(a->eng->loop, &l->io);
+		ev_timer_stop(a->eng->loop, &l->pause);
+		close(l->fd);
+		l->fd = -1;
+		l->us.created = 0; /* the file is the new process's */
+	}
+}
+
 struct admin *admin_create(struct engine *eng, admin_reload_fn *reload)
 {
 	struct admin *a = calloc(1, sizeof *a);
@@ -727,8 +822,25 @@ int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t er
 	const struct cfg_listen *paths[2] = {&d->admin, &d->admin_ro};
 	for (int k = CTL_ADMIN; k <= CTL_ADMIN_RO; k++) {
 		struct ctl_listener *l = &a->l[k];
+		/* An upgrade's old process passes the sockets it bound (ours
+		 * from now on: removed at exit), by path, before any bind. */
+		int fd = paths[k]->path ? systemd_take_listen_fd_at(upgrade_names[k], paths[k]->path) : -1;
+		if (fd >= 0) {
+			struct stat st;
+			l->fd = fd;
+			snprintf(l->where, sizeof l->where, "%s", paths[k]->path);
+			if (stat(l->where, &st) == 0 && S_ISSOCK(st.st_mode)) {
+				l->us.fd = fd;
+				l->us.path = l->where;
+				l->us.dev = st.st_dev;
+				l->us.ino = st.st_ino;
+				l->us.created = 1;
+			}
+			log_info("%s: listening on %s (passed by the process upgraded)", ctl_kind_name[k], l->where);
+			continue;
+		}
 		/* systemd may pass the admin socket (FileDescriptorName=admin). */
-		int fd = k == CTL_ADMIN ? systemd_take_listen_fd("admin") : -1;
+		fd = k == CTL_ADMIN ? systemd_take_listen_fd("admin") : -1;
 		if (fd >= 0) {
 			l->fd = fd;
 			snprintf(l->where, sizeof l->where, "%s", systemd_listen_fd_address(fd));
@@ -744,7 +856,10 @@ int admin_open(struct admin *a, const struct cfg_daemon *d, char *err, size_t er
 		log_info("%s: listening on %s (mode %04o)", ctl_kind_name[k], l->where, (unsigned)paths[k]->mode);
 	}
 	if (d->metrics.name) {
-		if (ctl_listen_tcp(&a->l[CTL_HTTP], &d->metrics, err, errlen) < 0)
+		int fd = systemd_take_listen_fd(upgrade_names[CTL_HTTP]); /* an upgrade's */
+		if (fd >= 0)
+			a->l[CTL_HTTP].fd = fd;
+		else if (ctl_listen_tcp(&a->l[CTL_HTTP], &d->metrics, err, errlen) < 0)
 			return -1;
 		snprintf(a->l[CTL_HTTP].where, sizeof a->l[CTL_HTTP].where, "%s", d->metrics.name);
 		log_info("metrics endpoint: listening on http://%s/metrics", d->metrics.name);

@@ -6,7 +6,10 @@
  * idle connections (the stored ones stay in the store) and waiting clients, let relaying sessions finish for up
  * to shutdown_timeout, then exit 0. A second SIGTERM, or SIGINT at any time,
  * closes everything at once and exits 0. SIGHUP reloads the configuration
- * (reload.c), as the admin `reload` command does.
+ * (reload.c), as the admin `reload` command does. SIGUSR2 upgrades in
+ * place (upgrade.c), as the admin `upgrade` command does; once the new
+ * process is ready this one drains as after SIGTERM (engine_drain), without
+ * telling systemd.
  *
  * Objects closed inside callbacks are freed by the reaper (an ev_prepare
  * watcher, so after every callback of the iteration has run). The reaper
@@ -32,6 +35,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "systemd.h"
+#include "upgrade.h"
 
 #define STATUS_INTERVAL 1.0
 
@@ -139,17 +143,26 @@ static void sigterm_cb(struct ev_loop *loop, ev_signal *w, int revents)
 		ev_break(loop, EVBREAK_ALL);
 		return;
 	}
+	engine_drain(eng, "SIGTERM", 0);
+}
+
+void engine_drain(struct engine *eng, const char *why, int quiet)
+{
+	char cancel[80];
+	snprintf(cancel, sizeof cancel, "the daemon is stopping (%s)", why);
+	upgrade_cancel(eng, cancel); /* an upgrade running: its held connections come back first */
 	eng->stopping = 1;
 	double limit = (double)eng->cfg->daemon.shutdown_timeout_ms / 1000.0;
 	size_t n = engine_active_sessions(eng);
-	log_notice("SIGTERM: shutting down: no new clients, draining %zu active session%s for up to %.1fs", n,
+	log_notice("%s: shutting down: no new clients, draining %zu active session%s for up to %.1fs", why, n,
 	           n == 1 ? "" : "s", limit);
 	for (size_t i = 0; i < eng->n_pools; i++)
 		pool_stop(eng->pools[i]);
 	engine_refresh_status(eng); /* sent with STOPPING=1, in one message */
-	systemd_stopping(eng->status);
+	if (!quiet && !upgrade_handed_over()) /* else the new process is the main pid: not stopping */
+		systemd_stopping(eng->status);
 	ev_timer_set(&eng->shutdown_timer, limit, 0.);
-	ev_timer_start(loop, &eng->shutdown_timer);
+	ev_timer_start(eng->loop, &eng->shutdown_timer);
 }
 
 static void sigint_cb(struct ev_loop *loop, ev_signal *w, int revents)
@@ -290,6 +303,8 @@ int engine_run(struct engine *eng)
 		pool_start(eng->pools[i]);
 	engine_refresh_status(eng); /* sent with READY=1: the first message */
 	systemd_ready(eng->status);
+	upgrade_child_ready(); /* started by an upgrade: the old process stops accepting now */
+	upgrade_watch(eng);    /* SIGUSR2 */
 	log_info("ready: %zu pool%s", eng->n_pools, eng->n_pools == 1 ? "" : "s");
 	ev_run(loop, 0);
 	return 0;
@@ -300,6 +315,7 @@ void engine_destroy(struct engine *eng)
 	if (!eng)
 		return;
 	struct ev_loop *loop = eng->loop;
+	upgrade_destroy(eng); /* a running upgrade ends: its child killed, held connections closed */
 	eng->stopping = 1; /* closing sessions below must not start refills */
 	admin_destroy(eng->admin);
 	for (size_t i = 0; i < eng->n_pools; i++)

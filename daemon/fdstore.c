@@ -81,6 +81,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "systemd.h"
+#include "upgrade.h"
 
 #define FDSTORE_MAGIC  "wp1," /* the first field: the name format's version */
 #define FDSTORE_FIELDS 6      /* wp1, pool, backend, cookie, opened, greeting */
@@ -489,7 +490,7 @@ int fdstore_listener_closing(const struct listener *l)
 	struct stored_listener **pp = l->fd >= 0 ? listener_rec(l->fd) : NULL;
 	if (!pp || !*pp)
 		return 0;
-	int keep = l->pool->eng->stopping;
+	int keep = l->pool->eng->stopping || upgrade_handed_over(); /* kept for the next process */
 	if (!keep)
 		(void)systemd_fdstore_remove((*pp)->name);
 	listener_rec_drop(pp);
@@ -503,7 +504,7 @@ static int adopt_listener(struct engine *eng, int fd, const char *name)
 	char buf[SYSTEMD_FDNAME_MAX + 1], *f[FDSTORE_LISTEN_FIELDS], *end;
 	struct stat st;
 	int type = 0, domain = 0, listening = 0;
-	if (!fs.on)
+	if (!fs.on && !upgrade_is_child())
 		return FDSTORE_R_OFF;
 	if (strlen(name) >= sizeof buf)
 		return FDSTORE_R_NAME;
@@ -547,7 +548,7 @@ static int adopt_listener(struct engine *eng, int fd, const char *name)
 			if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 || fdfl < 0 ||
 			    fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0)
 				return FDSTORE_R_ERROR;
-			if (listener_rec_add(fd, name) < 0)
+			if (fs.on && listener_rec_add(fd, name) < 0) /* still in the store under it */
 				return FDSTORE_R_NOMEM;
 			listener_adopt_stored(l, fd, st.st_dev, st.st_ino);
 			return -1;
@@ -628,7 +629,7 @@ static int adopt_one(struct engine *eng, int fd, const char *name)
 {
 	char buf[SYSTEMD_FDNAME_MAX + 1];
 	struct conn_desc d;
-	if (!fs.on)
+	if (!fs.on && !upgrade_is_child())
 		return FDSTORE_R_OFF;
 	if (strlen(name) >= sizeof buf)
 		return FDSTORE_R_NAME;
@@ -674,8 +675,10 @@ static int adopt_one(struct engine *eng, int fd, const char *name)
 		b->greeting_len = (uint32_t)d.greeting_len;
 	}
 	/* Still in the store under its name: recorded first, so becoming idle
-	 * does not store it again. */
-	if (!rec_add(b, name)) {
+	 * does not store it again. Passed by an upgrade, it is not in the
+	 * store (the old process removed it when it took it off its idle
+	 * list): becoming idle stores it, when the store is on. */
+	if (!upgrade_is_child() && !rec_add(b, name)) {
 		free(b->greeting);
 		free(b);
 		return FDSTORE_R_NOMEM;
@@ -725,8 +728,9 @@ void fdstore_adopt(struct engine *eng)
 		size_t n =
 		    eng->pools[i]->n_conns[BCONN_IDLE]; /* before the start, only adopted ones are idle */
 		if (n)
-			log_info("pool=%s: fd store: %zu warm connection%s adopted from before the restart",
-			         eng->pools[i]->name, n, n == 1 ? "" : "s");
+			log_info("pool=%s: fd store: %zu warm connection%s adopted from before the %s",
+			         eng->pools[i]->name, n, n == 1 ? "" : "s",
+			         upgrade_is_child() ? "upgrade" : "restart");
 	}
 	for (int r = 0; r < FDSTORE_R_N; r++) {
 		uint64_t n = fs.refused[r] - refused_before[r];
@@ -734,6 +738,22 @@ void fdstore_adopt(struct engine *eng)
 			log_warning("fd store: %" PRIu64 " passed fd%s closed, not used: %s (e.g. \"%s\")", n,
 			            n == 1 ? "" : "s", refusal_names[r], example[r]);
 	}
+}
+
+/* ---- an upgrade's names (upgrade.c) ---------------------------------------- */
+
+int fdstore_conn_pass_name(const struct bconn *b, char *name, size_t cap)
+{
+	if (b->state != BCONN_IDLE || b->fd < 0 || b->ssl || b->pool->cfg->tls.enabled || b->foreign)
+		return -1;
+	return conn_name(b, name, cap);
+}
+
+int fdstore_listener_pass_name(const struct listener *l, char *name, size_t cap)
+{
+	if (l->fd < 0 || !l->us.created || l->passed)
+		return -1;
+	return listen_name(l, name, cap);
 }
 
 /* ---- metrics ------------------------------------------------------------- */

@@ -25,6 +25,10 @@
  * socket, $INVOCATION_ID is set (systemd runs us as a service) and $FDSTORE
  * is unset (systemd < 254 does not say) or above 0. Off, nothing is sent;
  * fds the store passes anyway are closed and removed from it.
+ *
+ * In a process an upgrade started (upgrade.h), the fds the old process
+ * passed are adopted with the same checks whether the store is on or not;
+ * with the store off they are not recorded as stored.
  */
 #ifndef WARMPOOL_FDSTORE_H
 #define WARMPOOL_FDSTORE_H
@@ -84,6 +88,15 @@ void fdstore_listener_opened(const struct listener *l);
  * for the next start (the daemon is stopping): its file must then be kept;
  * else it is removed from the store and 0 is returned. */
 int fdstore_listener_closing(const struct listener *l);
+
+/* An upgrade (upgrade.c) passes the same fds under the same names: */
+/* the name of the idle connection b (plain TCP, not foreign, the name
+ * fits SYSTEMD_FDNAME_MAX); 0 with it in name[cap], else -1. */
+int fdstore_conn_pass_name(const struct bconn *b, char *name, size_t cap) __attribute__((warn_unused_result));
+/* The name of the pool listener l when it bound its own socket file (a
+ * socket systemd passed goes by its pool's name); 0, else -1. */
+int fdstore_listener_pass_name(const struct listener *l, char *name, size_t cap)
+    __attribute__((warn_unused_result));
 
 /* The warmpool_fdstore_* series for `show metrics` (metrics_render). */
 void fdstore_metrics(struct wp_buf *out);

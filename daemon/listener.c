@@ -44,6 +44,7 @@
 #include "fdstore.h"
 #include "log.h"
 #include "systemd.h"
+#include "upgrade.h"
 
 static void listener_accept_cb(struct ev_loop *loop, ev_io *w, int revents);
 
@@ -250,8 +251,10 @@ void listener_adopt_stored(struct listener *l, int fd, dev_t dev, ino_t ino)
 	 * bound (fdstore.c checked its inode). */
 	if (sock_unix_chmod_ours(&l->us, l->cfg->mode, err, sizeof err) < 0)
 		log_warning("pool=%s: cannot apply mode %04o: %s", l->pool->name, (unsigned)l->cfg->mode, err);
-	log_info("pool=%s: listening on %s (kept in systemd's fd store across the restart; mode %04o%s)",
-	         l->pool->name, l->cfg->path, (unsigned)l->cfg->mode,
+	log_info("pool=%s: listening on %s (%s; mode %04o%s)", l->pool->name, l->cfg->path,
+	         upgrade_is_child() ? "passed by the process upgraded"
+	                            : "kept in systemd's fd store across the restart",
+	         (unsigned)l->cfg->mode,
 	         allow_summary(listener_allow(l), allow, sizeof allow));
 }
 

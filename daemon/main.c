@@ -17,6 +17,7 @@
 #include "engine.h"
 #include "log.h"
 #include "systemd.h"
+#include "upgrade.h"
 #include "version.h"
 
 enum { EXIT_CONFIG = 1, EXIT_USAGE = 2 };
@@ -39,7 +40,8 @@ static void usage(FILE *out)
 	        "\n"
 	        "Signals: SIGHUP reloads the configuration file (as `warmpoolctl reload` does);\n"
 	        "SIGTERM drains active sessions (up to daemon.shutdown_timeout) and exits;\n"
-	        "SIGINT closes everything and exits at once. See warmpoold(8).\n",
+	        "SIGINT closes everything and exits at once; SIGUSR2 upgrades in place (as\n"
+	        "`warmpoolctl upgrade` does). See warmpoold(8).\n",
 	        CFG_DEFAULT_PATH);
 }
 
@@ -74,6 +76,7 @@ int main(int argc, char **argv)
 	};
 	const char *path = CFG_DEFAULT_PATH;
 	int check_only = 0, resolve = 0, c;
+	upgrade_init(argc, argv); /* before getopt permutes argv: an upgrade runs the same line */
 	while ((c = getopt_long(argc, argv, "c:tVh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':

@@ -67,7 +67,7 @@
 
 #define FDSTORE_QUEUE_MAX 4096 /* FDSTORE=1 messages waiting (each holds a dup of its fd) */
 
-enum notify_kind { NOTIFY_STATUS, NOTIFY_WATCHDOG, NOTIFY_READY, NOTIFY_RELOADING, NOTIFY_STOPPING };
+enum notify_kind { NOTIFY_STATUS, NOTIFY_WATCHDOG, NOTIFY_READY, NOTIFY_RELOADING, NOTIFY_STOPPING, NOTIFY_MAINPID };
 
 struct notify_msg {
 	enum notify_kind kind;
@@ -275,7 +275,7 @@ static void notify_queue(enum notify_kind kind, const char *fmt, ...)
 {
 	if (notifier.fd < 0)
 		return;
-	int has_status = kind != NOTIFY_WATCHDOG; /* every other message carries STATUS= */
+	int has_status = kind != NOTIFY_WATCHDOG && kind != NOTIFY_MAINPID; /* every other message carries STATUS= */
 	for (size_t i = notifier.n; i-- > 0;) {
 		const struct notify_msg *m = &notifier.q[i];
 		if ((has_status && m->kind == NOTIFY_STATUS) || (kind == NOTIFY_WATCHDOG && m->kind == NOTIFY_WATCHDOG)) {
@@ -479,6 +479,11 @@ void systemd_stopping(const char *status)
 {
 	char buf[STATUS_MAX];
 	notify_queue(NOTIFY_STOPPING, "STOPPING=1\nSTATUS=%s", one_line(status, buf, sizeof buf));
+}
+
+void systemd_mainpid(pid_t pid)
+{
+	notify_queue(NOTIFY_MAINPID, "MAINPID=%ld", (long)pid);
 }
 
 /* ---- watchdog ------------------------------------------------------------ */

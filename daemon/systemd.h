@@ -19,6 +19,8 @@
  *   READY=1 + STATUS=            that reload ended (applied or rejected)
  *   WATCHDOG=1                   every half WATCHDOG_USEC, from a loop timer
  *   STOPPING=1 + STATUS=         SIGTERM/SIGINT: draining, then exit
+ *   MAINPID=<new pid>            an upgrade's new process is ready (upgrade.h):
+ *                                the old one sends it and then nothing more
  *
  * Socket activation: the fds systemd passes (LISTEN_FDS, names from
  * FileDescriptorName= in LISTEN_FDNAMES) are claimed by name during startup:
@@ -44,6 +46,7 @@
 #define WARMPOOL_SYSTEMD_H
 
 #include <stddef.h>
+#include <sys/types.h>
 
 /* ---- notifications ------------------------------------------------------ */
 
@@ -73,6 +76,10 @@ void systemd_status(const char *status);
 void systemd_reloading(const char *status);
 /* STOPPING=1 and STATUS=: first thing on SIGTERM/SIGINT. */
 void systemd_stopping(const char *status);
+
+/* MAINPID=pid: an upgrade's new process is the service's main process now
+ * (upgrade.c; sent by the old one, which then says nothing more). */
+void systemd_mainpid(pid_t pid);
 
 /* ---- the fd store ---------------------------------------------------------- */
 

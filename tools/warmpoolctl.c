@@ -33,6 +33,9 @@
 #define EXIT_USAGE        2
 #define LINE_MAX_BYTES    4096
 #define ANSWER_MAX        (64u << 20)
+/* The default wait for `upgrade`'s answer: longer than the daemon's own
+ * limit for the new process to become ready (30 s, daemon/upgrade.c). */
+#define UPGRADE_TIMEOUT 40.0
 
 /* --json: errors go to stdout as {"error": "..."} instead of text on stderr,
  * so that a script's JSON parser always gets JSON. */
@@ -66,14 +69,15 @@ static void usage(FILE *f)
 	           "  -s, --socket PATH   admin socket (default %s)\n"
 	           "      --json          machine-readable answers (show pools|backends|clients|stats)\n"
 	           "                      and errors ({\"error\": ...})\n"
-	           "  -T, --timeout SECS  give up after this long (default 10)\n"
+	           "  -T, --timeout SECS  give up after this long (default 10; upgrade: 40)\n"
 	           "  -V, --version       print the version\n"
 	           "  -h, --help          this text\n"
 	           "Options may come before or after the command.\n"
 	           "\n"
 	           "commands: show pools | show backends [POOL] | show clients [POOL] | show stats |\n"
 	           "          show metrics | drain POOL/BACKEND | disable POOL/BACKEND [--kill] |\n"
-	           "          enable POOL/BACKEND | reload | where POOL | connect POOL | version | help\n"
+	           "          enable POOL/BACKEND | reload | upgrade [BINARY] | where POOL | connect POOL |\n"
+	           "          version | help\n"
 	           "\n"
 	           "connect POOL bridges stdin/stdout to a connection from the pool (its handoff\n"
 	           "socket when it has one, as libwarmpool's wp_checkout does).\n",
@@ -223,7 +227,7 @@ int main(int argc, char **argv)
 	};
 	const char *path = WARMPOOL_ADMIN_SOCKET;
 	double timeout = 10.0;
-	int json = 0, kill = 0, c;
+	int json = 0, kill = 0, timeout_set = 0, c;
 	char *end;
 	/* No "+": options may follow the command (getopt moves them before it). */
 	while ((c = getopt_long(argc, argv, "s:T:Vh", opts, NULL)) != -1) {
@@ -239,6 +243,7 @@ int main(int argc, char **argv)
 			break;
 		case 'T':
 			timeout = strtod(optarg, &end);
+			timeout_set = 1;
 			if (*end || !(timeout > 0)) {
 				fail("--timeout: expected a number of seconds > 0");
 				return EXIT_USAGE;
@@ -259,6 +264,8 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return EXIT_USAGE;
 	}
+	if (!timeout_set && strcmp(argv[optind], "upgrade") == 0)
+		timeout = UPGRADE_TIMEOUT;
 
 	/* The command line: the arguments joined by spaces (`connect POOL`
 	 * asks `where POOL` first). */

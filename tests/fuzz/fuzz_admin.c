@@ -101,7 +101,7 @@ static size_t snapshot(int *states)
 	size_t n = 0;
 	for (size_t i = 0; i < eng->n_pools; i++)
 		for (size_t j = 0; j < eng->pools[i]->n_backends && n < STATES_MAX; j++)
-			states[n++] = (int)eng->pools[i]->backends[j].state;
+			states[n++] = (int)eng->pools[i]->backends[j]->state;
 	return n;
 }
 
