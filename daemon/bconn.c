@@ -437,6 +437,9 @@ static void bconn_idle_cb(struct ev_loop *loop, ev_io *w, int revents)
 	if (n == -EPROTO && !b->proven) { /* e.g. an alert right after the handshake: say which */
 		char why[sizeof b->be->last_error], text[128];
 		snprintf(why, sizeof why, "tls: handshake failed: %s", tls_error_text(text, sizeof text));
+		/* Counted as a failed handshake too (it was counted full when it
+		 * looked done): an alert later than TLS_TICKET_WAIT, as under load. */
+		tls_handshake_failed(b->be, TLS_R_FAILED);
 		bconn_failed_why(b, REASON_TLS, EPROTO, why);
 		return;
 	}
