@@ -33,6 +33,18 @@
  * Pending requests are bounded per uid (HANDOFF_REQ_PER_UID) within the
  * total (HANDOFF_REQ_MAX), so one user's silent connections cannot take
  * every slot and lock the others out of checkouts.
+ *
+ * An upgrade (upgrade.h) passes the listening socket to the new process
+ * (named SYSTEMD_HANDOFF_FDNAME), which takes it instead of binding the
+ * path: its file stays the one clients know, never unlinked nor re-created.
+ * The new process checks it (a listening AF_UNIX seqpacket socket bound to
+ * exactly the configured path) and owns the file only once it serves
+ * (handoff_start): a start that fails before leaves the file to the old
+ * process, which goes on serving. Once the new process is ready the old one
+ * closes its copy without unlinking (handoff_handover). Leases stay in the
+ * process that handed the socket out: a client checking one in after the
+ * switch reaches the new process, which has no lease for it, and refuses
+ * it (closed, counted in connections_reuse_refused) as any unknown socket.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -41,12 +53,16 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <stddef.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "engine.h"
 #include "handoff_proto.h"
 #include "log.h"
+#include "systemd.h"
+#include "upgrade.h"
 
 #define HANDOFF_REQ_TIMEOUT 5.0 /* seconds a connected client has to send its request */
 #define HANDOFF_REQ_MAX     256 /* clients waiting to send their request, per handoff socket */
@@ -76,7 +92,8 @@ struct handoff {
 	struct pool *pool;
 	listener_accept_fn *on_client;  /* a checkout request: a client for the pool */
 	handoff_checkin_fn *on_checkin; /* a checkin: a connection for the pool */
-	struct sock_unix us;
+	struct sock_unix us;   /* us.fd -1 once an upgrade's new process took over */
+	unsigned adopted : 1;  /* passed by an upgrade: the file becomes ours at handoff_start */
 	char path[128]; /* own copy: the file's name outlives a reload's config */
 	ev_io io;
 	ev_timer pause;        /* accept paused after EMFILE/ENFILE */
@@ -380,6 +397,54 @@ static void handoff_accept_cb(struct ev_loop *loop, ev_io *w, int revents)
 	unix_accept(loop, &h->io, &h->pause, handoff_take, h, h->pool->name, NULL, h->path);
 }
 
+static int sockopt_is(int fd, int opt, int want)
+{
+	int v = 0;
+	socklen_t len = sizeof v;
+	return getsockopt(fd, SOL_SOCKET, opt, &v, &len) == 0 && len == sizeof v && v == want;
+}
+
+/* Take `fd`, the handoff socket an upgrade's old process passed, after
+ * checking that it is what it must be: a listening AF_UNIX seqpacket socket
+ * bound to exactly h->path, which still names a socket file (whose identity
+ * we keep, to unlink it only while it is that file). 0, or -1 with a
+ * message in err (the caller closes fd). */
+static int handoff_adopt(struct handoff *h, int fd, char *err, size_t errlen)
+{
+	struct sockaddr_un sun;
+	socklen_t len = sizeof sun;
+	struct stat st;
+	memset(&sun, 0, sizeof sun);
+	if (!sockopt_is(fd, SO_TYPE, SOCK_SEQPACKET) || !sockopt_is(fd, SO_DOMAIN, AF_UNIX) ||
+	    !sockopt_is(fd, SO_ACCEPTCONN, 1)) {
+		snprintf(err, errlen,
+		         "pool %s: the handoff socket passed for %s is not a listening Unix seqpacket socket",
+		         h->pool->name, h->path);
+		return -1;
+	}
+	size_t plen = strlen(h->path), off = offsetof(struct sockaddr_un, sun_path);
+	/* Exactly the path (a trailing NUL or none), not a file it leads to. */
+	if (plen >= sizeof sun.sun_path || getsockname(fd, (struct sockaddr *)&sun, &len) < 0 ||
+	    len < off + plen || memcmp(sun.sun_path, h->path, plen) != 0 ||
+	    (len > off + plen && sun.sun_path[plen] != '\0')) {
+		snprintf(err, errlen, "pool %s: the handoff socket passed for %s is bound to another address",
+		         h->pool->name, h->path);
+		return -1;
+	}
+	if (lstat(h->path, &st) < 0 || !S_ISSOCK(st.st_mode)) { /* the file itself, as unlinking sees it */
+		snprintf(err, errlen, "pool %s: the handoff socket passed for %s: the path names no socket",
+		         h->pool->name, h->path);
+		return -1;
+	}
+	h->us.fd = fd;
+	h->us.path = h->path;
+	h->us.dev = st.st_dev;
+	h->us.ino = st.st_ino;
+	h->us.created = 0; /* the old process's file until we serve (handoff_start) */
+	h->adopted = 1;
+	return 0;
+}
+
 struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, listener_accept_fn *on_client,
                              handoff_checkin_fn *on_checkin, char *err, size_t errlen)
 {
@@ -394,6 +459,19 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, liste
 	list_init(&h->reqs);
 	list_init(&h->leases);
 	snprintf(h->path, sizeof h->path, "%s", cfg->path);
+	/* An upgrade's old process passes the socket it serves: taken, never
+	 * bound again (the old process holds the path meanwhile). */
+	int fd = systemd_take_listen_fd_at(SYSTEMD_HANDOFF_FDNAME, h->path);
+	if (fd >= 0) {
+		if (handoff_adopt(h, fd, err, errlen) < 0) {
+			close(fd);
+			free(h);
+			return NULL;
+		}
+		unix_accept_init(&h->io, &h->pause, handoff_accept_cb, h->us.fd);
+		log_info("pool=%s: handoff socket on %s (passed by the process upgraded)", p->name, h->path);
+		return h;
+	}
 	if (unix_listen(h->path, cfg->mode, SOCK_SEQPACKET, &h->us, err, errlen) < 0) {
 		free(h);
 		return NULL;
@@ -405,8 +483,32 @@ struct handoff *handoff_open(struct pool *p, const struct cfg_listen *cfg, liste
 
 void handoff_start(struct handoff *h)
 {
-	if (h)
-		ev_io_start(h->pool->eng->loop, &h->io);
+	if (!h || h->us.fd < 0)
+		return; /* handed over to an upgrade's new process */
+	if (h->adopted) { /* we serve now: the file is ours to remove when it closes for good */
+		h->us.created = 1;
+		h->adopted = 0;
+	}
+	ev_io_start(h->pool->eng->loop, &h->io);
+}
+
+int handoff_listen_fd(const struct handoff *h)
+{
+	return h->us.fd;
+}
+
+void handoff_handover(struct handoff *h)
+{
+	if (h->us.fd < 0)
+		return;
+	ev_io_stop(h->pool->eng->loop, &h->io);
+	ev_timer_stop(h->pool->eng->loop, &h->pause);
+	if (close(h->us.fd) < 0)
+		log_debug("pool=%s: %s: close: %s", h->pool->name, h->path, strerror(errno));
+	h->us.fd = -1;
+	h->us.created = 0; /* the new process serves the same file */
+	log_info("pool=%s: handoff socket %s: the new process accepts now; %zu requests being read and %zu "
+	         "leases stay here", h->pool->name, h->path, h->reqs.n, h->leases.n);
 }
 
 const char *handoff_path(const struct handoff *h)
@@ -432,7 +534,8 @@ void handoff_close(struct handoff *h)
 		lease_free(h, container_of(pos, struct handoff_lease, node));
 	ev_io_stop(h->pool->eng->loop, &h->io);
 	ev_timer_stop(h->pool->eng->loop, &h->pause);
-	close(h->us.fd);
+	if (h->us.fd >= 0)
+		close(h->us.fd);
 	h->us.path = h->path;
 	sock_unix_unlink_ours(&h->us);
 	free(h);

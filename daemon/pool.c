@@ -27,6 +27,7 @@
 
 #include "engine.h"
 #include "log.h"
+#include "upgrade.h"
 
 int pool_same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
@@ -183,12 +184,23 @@ static void pool_refill_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	pool_refill(p);
 }
 
+/* The counts a refill plans from: while an upgrade hands this process's
+ * warm connections to its successor, no floor (the successor has it), only
+ * the clients waiting here. */
+static struct pool_counts pool_refill_counts(const struct pool *p)
+{
+	struct pool_counts c = pool_counts(p);
+	if (upgrade_keeps_no_floor())
+		c.min_idle = 0;
+	return c;
+}
+
 void pool_refill(struct pool *p)
 {
 	struct engine *eng = p->eng;
 	if (eng->stopping || p->retiring)
 		return;
-	struct pool_counts c = pool_counts(p);
+	struct pool_counts c = pool_refill_counts(p);
 	size_t need = pool_plan_connects(&c);
 	ev_tstamp now = ev_now(eng->loop);
 	ev_tstamp lull = need ? pool_refill_after(p, &c, now) : 0;
@@ -203,7 +215,7 @@ void pool_refill(struct pool *p)
 			local_failure = 1; /* out of sockets: retried by the timer below */
 			break;
 		}
-		c = pool_counts(p);
+		c = pool_refill_counts(p);
 		need = pool_plan_connects(&c);
 	}
 	/* Failing backends (down, or up with failures counted) with no active

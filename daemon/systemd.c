@@ -623,10 +623,16 @@ int systemd_listen_init(char *err, size_t errlen)
 			p->stored = 1;
 			continue;
 		}
-		int r = sd_is_socket(p->fd, AF_UNSPEC, SOCK_STREAM, 1);
+		/* A handoff socket an upgrade passes is SOCK_SEQPACKET; every
+		 * other name stays a stream socket (pools, admin, metrics). */
+		int seqpacket = p->name && strcmp(p->name, SYSTEMD_HANDOFF_FDNAME) == 0;
+		int r = seqpacket ? sd_is_socket(p->fd, AF_UNIX, SOCK_SEQPACKET, 1)
+		                  : sd_is_socket(p->fd, AF_UNSPEC, SOCK_STREAM, 1);
 		if (r <= 0) {
 			snprintf(err, errlen, "socket activation: fd %d named \"%s\" %s%s", p->fd, p->shown,
-			         r < 0 ? "cannot be checked: " : "is not a listening stream socket",
+			         r < 0 ? "cannot be checked: "
+			               : seqpacket ? "is not a listening Unix seqpacket socket"
+			                           : "is not a listening stream socket",
 			         r < 0 ? strerror(-r) : "");
 			return -1;
 		}

@@ -29,6 +29,9 @@
  *     neither chmod nor unlink it); any other becomes an extra listener of the
  *     pool. Pools take Unix stream sockets only.
  *   - the admin socket takes the fd named "admin" (systemd_take_listen_fd).
+ *   - names beginning with '@' are an upgrade's own (upgrade.h; no pool
+ *     name has one). SYSTEMD_HANDOFF_FDNAME is the one name whose fds are
+ *     SOCK_SEQPACKET: a pool's handoff socket, taken by path (handoff.c).
  *   - any fd left unclaimed, or that is not a listening stream socket, makes
  *     startup fail with a message naming it.
  *   - an fd whose name has a comma is ours, back from the fd store
@@ -113,10 +116,15 @@ void systemd_watchdog(void);
 
 /* ---- socket activation --------------------------------------------------- */
 
+/* The name an upgrade passes handoff sockets under: listening AF_UNIX
+ * SOCK_SEQPACKET sockets, the only passed fds that are not stream sockets. */
+#define SYSTEMD_HANDOFF_FDNAME "@handoff"
+
 /* Take the fds systemd passed (sd_listen_fds_with_names, which also unsets
  * LISTEN_* so nothing we start inherits them). Each must be a listening
- * stream socket; each is made non-blocking and close-on-exec. 0 (also when
- * nothing was passed), or -1 with a message in err naming the bad fd. */
+ * stream socket (one named SYSTEMD_HANDOFF_FDNAME: a listening Unix
+ * seqpacket socket); each is made non-blocking and close-on-exec. 0 (also
+ * when nothing was passed), or -1 with a message in err naming the bad fd. */
 int systemd_listen_init(char *err, size_t errlen) __attribute__((warn_unused_result));
 /* The next unclaimed passed fd named `name`, now claimed (its new owner
  * closes it), or -1 if there is none. The admin socket calls this with

@@ -4,9 +4,7 @@
  * The old process, from `upgrade` (or SIGUSR2) to its exit:
  *
  *   1. Checks: no upgrade running, not stopping, the binary an executable
- *      regular file, no pool with a handoff socket (handoff.c cannot take a
- *      passed socket yet: the new process could not bind its path while we
- *      hold it).
+ *      regular file.
  *   2. Everything to pass is named and dup'ed above the fds the child will
  *      use (so the child's dup2 plan never overwrites a source), the argv
  *      and environment are built: only async-signal-safe calls run between
@@ -19,8 +17,11 @@
  *      while no client asks for it. We keep accepting: clients arriving now
  *      are served by us, with new connections if they need one.
  *   4. The child writes "READY=1\n" into the pipe. Then we stop accepting
- *      (our listening sockets are closed, their files left alone: the child
- *      serves the same sockets, so no connect is refused at any moment),
+ *      (our listening and handoff sockets are closed, their files left
+ *      alone: the child serves the same sockets, so no connect is refused at
+ *      any moment; a handoff socket goes under SYSTEMD_HANDOFF_FDNAME and
+ *      the child takes it by path; the leases of the sockets we handed out
+ *      stay with us, so the child refuses their checkins),
  *      close our copies of the held connections, send MAINPID=<child> to
  *      systemd when it watches us, answer the admin command, wait for the
  *      clients that are still waiting for a connection of ours to get one,
@@ -126,6 +127,11 @@ int upgrade_is_child(void)
 int upgrade_handed_over(void)
 {
 	return up.handed_over;
+}
+
+int upgrade_keeps_no_floor(void)
+{
+	return up.running || up.handed_over;
 }
 
 void upgrade_child_ready(void)
@@ -234,6 +240,8 @@ static void succeed(struct engine *eng)
 			p->listeners[k].us.created = 0; /* its file is the new process's */
 			listener_close(&p->listeners[k]);
 		}
+		if (p->handoff)
+			handoff_handover(p->handoff);
 	}
 	admin_handover(eng->admin);
 	systemd_mainpid(up.pid);
@@ -334,6 +342,14 @@ static int collect(struct engine *eng, int *fds, char **names, char *namebuf, si
 				snprintf(names[n], SYSTEMD_FDNAME_MAX + 1, "%s", p->name); /* as systemd named it */
 			}
 			fds[n++] = l->fd;
+		}
+		int hfd = p->handoff ? handoff_listen_fd(p->handoff) : -1;
+		if (hfd >= 0) {
+			if (n == cap)
+				return -1;
+			names[n] = namebuf + n * (SYSTEMD_FDNAME_MAX + 1);
+			snprintf(names[n], SYSTEMD_FDNAME_MAX + 1, "%s", SYSTEMD_HANDOFF_FDNAME);
+			fds[n++] = hfd;
 		}
 	}
 	up.n_held = 0;
@@ -481,15 +497,9 @@ int upgrade_start(struct engine *eng, const char *path, upgrade_done_fn *done, v
 		snprintf(err, errlen, "%s: not an executable regular file", path);
 		return -1;
 	}
-	for (size_t i = 0; i < eng->n_pools; i++)
-		if (eng->pools[i]->handoff) {
-			snprintf(err, errlen, "pool=%s has a handoff socket, which cannot be passed yet: restart instead",
-			         eng->pools[i]->name);
-			return -1;
-		}
 	size_t cap = UPGRADE_ADMIN_FDS;
-	for (size_t i = 0; i < eng->n_pools; i++)
-		cap += eng->pools[i]->n_listeners + eng->pools[i]->n_conns[BCONN_IDLE];
+	for (size_t i = 0; i < eng->n_pools; i++) /* + 1: its handoff socket */
+		cap += eng->pools[i]->n_listeners + eng->pools[i]->n_conns[BCONN_IDLE] + 1;
 	int *fds = calloc(cap, sizeof *fds);
 	char **names = calloc(cap, sizeof *names);
 	char *namebuf = malloc(cap * (SYSTEMD_FDNAME_MAX + 1));

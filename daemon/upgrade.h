@@ -5,8 +5,8 @@
  * The running warmpoold (the old process) forks and execs the binary at its
  * original path (/proc/self/exe as read at startup) or the one given, with
  * its own command line, passing as inherited fds 3.. the pools' listening
- * sockets, the admin sockets and the metrics endpoint, and every idle
- * plain-TCP connection, described by LISTEN_FDS, LISTEN_PID and
+ * and handoff sockets, the admin sockets and the metrics endpoint, and every
+ * idle plain-TCP connection, described by LISTEN_FDS, LISTEN_PID and
  * LISTEN_FDNAMES exactly as systemd's socket activation and fd store do
  * (the names are fdstore.c's): the new process takes them through the same
  * code (systemd_listen_init, fdstore_adopt, admin_open), which checks each
@@ -48,8 +48,7 @@ typedef void upgrade_done_fn(void *arg, int ok, const char *msg);
 /* Start an upgrade to `path` (NULL: the binary we were started from).
  * 0 started (`done` is called when it ends, from the loop), or -1 with
  * the reason in err (nothing was started: another upgrade runs, the daemon
- * is stopping, the file is not an executable regular file, a pool has a
- * handoff socket, fork failed). */
+ * is stopping, the file is not an executable regular file, fork failed). */
 int upgrade_start(struct engine *eng, const char *path, upgrade_done_fn *done, void *arg, char *err,
                   size_t errlen) __attribute__((warn_unused_result));
 /* engine_run: watch SIGUSR2 (an upgrade to the binary we were started from). */
@@ -60,6 +59,11 @@ void upgrade_cancel(struct engine *eng, const char *why);
 /* Has a new process taken over (this one drains)? Its listening sockets
  * and stored fds are the new process's then (fdstore.c leaves them). */
 int upgrade_handed_over(void);
+/* An upgrade is under way or done: the old process opens connections only
+ * for clients waiting, not for its warm floor (the new process has the
+ * warm connections; refilling here would be the reconnect storm the
+ * upgrade avoids). */
+int upgrade_keeps_no_floor(void);
 /* engine_destroy: end a running upgrade (its child is killed, the
  * connections held for it closed) and stop watching SIGUSR2. */
 void upgrade_destroy(struct engine *eng);
@@ -75,5 +79,16 @@ size_t admin_listen_fds(const struct admin *a, int *fds, const char **names, siz
 /* (admin.c) The new process serves the admin sockets now: stop accepting on
  * them and close ours, leaving their files (they are the new process's). */
 void admin_handover(struct admin *a);
+
+struct handoff;
+/* (handoff.c) The handoff socket's listening fd to pass (named
+ * SYSTEMD_HANDOFF_FDNAME, taken by path in the new process), or -1 when
+ * handed over already. */
+int handoff_listen_fd(const struct handoff *h);
+/* (handoff.c) The new process accepts on the handoff socket now: stop
+ * accepting and close ours, leaving the file (the new process's). Requests
+ * being read and leases stay here (a checkin reaching the new process
+ * finds no lease and is refused). */
+void handoff_handover(struct handoff *h);
 
 #endif

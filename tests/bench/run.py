@@ -54,6 +54,29 @@ against a real redis-server (TCP on 127.0.0.1 and a Unix socket):
 redis-server counts the GETs it served (INFO commandstats): a run whose count
 is not exactly the requests made is a FAIL.
 
+Restarts and upgrades (a fourth table, family "restart"): RESTART_CLIENTS
+clients run setup sessions in a closed loop (wpload --trace: each session's
+start, end and outcome on CLOCK_MONOTONIC) against a backend that greets after
+1 ms, and RESTART_AT seconds in the proxy is switched:
+
+  warmpool-upgrade  `warmpoolctl upgrade` (the same binary re-executed; listeners
+                    and idle connections passed to the new process)
+  warmpool-restart  SIGTERM, wait for the exit, start warmpoold again (what users
+                    get without upgrade)
+  haproxy-reload    HAProxy's seamless reload: `stats socket ... expose-fd
+                    listeners`, then a new `haproxy -x STATS -sf OLDPID`
+  warmpool-steady   no switch: the same measurement on an undisturbed pool (the
+                    noise floor of the ratio on this machine)
+
+Per run: the failed sessions (the whole run), the worst session across the
+switch (sessions overlapping [command, old process gone + RESTART_AFTER]),
+the p99 before it, their ratio, the longest time without a completed session
+in that window, and from the backend's --events the accepts in that window,
+those beyond the sessions served there, and the connections it saw closed
+without ever carrying a byte from a client (a warm connection thrown away).
+A failed session is a figure, not a FAIL; a switch that does not happen, a
+wrong byte or a proxy that dies is a FAIL.
+
 Each figure is the median of --repeats runs (min-max shown); the order of the
 targets rotates from one repeat to the next. The table (one row per figure,
 one column per target, each with its ratio to direct and to haproxy) is
@@ -97,11 +120,13 @@ HAPROXY_SPLICE = {
     "haproxy-nosplice": "",
     "haproxy-splice": "    option splice-request\n    option splice-response\n",
     "haproxy-redis": "    option splice-auto\n",
+    "haproxy-reload": "    option splice-auto\n",
 }
 # TLS targets: their workloads (family "tls") run against a TLS backend, the
 # others' (family "plain") against a plain one; each family is its own table.
 TLS_TARGETS = ["direct-tls", "warmpool-tls", "haproxy-ssl", "stunnel"]
-WARMPOOL_TARGETS_ALL = ("warmpool", "warmpool-handoff", "warmpool-tls", "warmpool-redis", "warmpool-redis-reuse")
+WARMPOOL_TARGETS_ALL = ("warmpool", "warmpool-handoff", "warmpool-tls", "warmpool-redis", "warmpool-redis-reuse",
+                        "warmpool-upgrade", "warmpool-restart", "warmpool-steady")
 # Real clients (family "redis"): redis-benchmark against redis-server.
 REDIS_TARGETS = ["redis-tcp", "redis-unix", "warmpool-redis", "warmpool-redis-reuse", "haproxy-redis", "twemproxy"]
 REDIS_DIRECT = ("redis-tcp", "redis-unix")
@@ -111,9 +136,18 @@ REDIS_REUSE = "{reset_send: 'RESET\\r\\nECHO {nonce}\\r\\n', reset_expect: '+RES
 REDIS_KEY = "key:__rand_int__"  # the key redis-benchmark's GET asks for (no -r)
 REDIS_CLIENTS = 16  # redis-benchmark -c
 # per family: the direct target (×d), HAProxy's targets (×h), the second peer (×s)
+# Restarts (family "restart"): clients in a setup loop while the proxy is switched.
+RESTART_TARGETS = ["warmpool-upgrade", "warmpool-restart", "haproxy-reload", "warmpool-steady"]
+RESTART_CLIENTS = 4     # wpload -c: closed-loop clients (2 per core: not a saturated machine)
+RESTART_AT = 2.0        # seconds of load before the switch
+RESTART_LOAD = 5.0      # seconds of load in all
+RESTART_WARM = 0.5      # seconds at the start left out of the p99 before the switch
+RESTART_AFTER = 0.5     # the switch window goes on this long after the old process is gone
+RESTART_FAIL_PAUSE_MS = 1  # a client whose session failed tries again after this long
 FAMILY_REFS = {"plain": ("direct", HAPROXY_TARGETS, None),
                "tls": ("direct-tls", ("haproxy-ssl",), "stunnel"),
-               "redis": ("redis-tcp", ("haproxy-redis",), "twemproxy")}
+               "redis": ("redis-tcp", ("haproxy-redis",), "twemproxy"),
+               "restart": (None, (), None)}  # the figures are their own comparison
 TLS_NAME = "localhost"  # the name in the server certificate, sent as SNI and verified
 HOLD_TLS_SESSIONS = 2000
 GREETING = "220 wpbackend ready\\r\\n"  # wpbackend/wpload escape syntax
@@ -125,6 +159,8 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def family(target):
+    if target in RESTART_TARGETS:
+        return "restart"
     return "tls" if target in TLS_TARGETS else "redis" if target in REDIS_TARGETS else "plain"
 
 
@@ -203,6 +239,44 @@ class Proc:
             return " | ".join(lines[-n:])
         except OSError:
             return ""
+
+
+class PidProc:
+    """A process this script did not start (the one warmpoold's upgrade forks
+    and execs): watched and stopped by its pid. Its output goes to the log of
+    the process that forked it."""
+
+    def __init__(self, name, pid, log_path):
+        self.name = name
+        self.pid = pid
+        self.log_path = log_path
+        LIVE.append(self)
+
+    def alive(self):
+        try:
+            with open(f"/proc/{self.pid}/stat") as f:
+                st = f.read()
+        except OSError:
+            return False
+        return st[st.rindex(")") + 2] != "Z"  # reparented: a zombie until init reaps it
+
+    def stop(self, sig=signal.SIGTERM, timeout=10.0):
+        try:
+            for s, t in ((sig, timeout), (signal.SIGKILL, 5)):
+                if not self.alive():
+                    break
+                try:
+                    os.kill(self.pid, s)
+                except ProcessLookupError:
+                    break
+                deadline = time.monotonic() + t
+                while self.alive() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        finally:
+            if self in LIVE:
+                LIVE.remove(self)
+
+    log_tail = Proc.log_tail
 
 
 def stop_all():
@@ -428,6 +502,10 @@ class Bench:
         self.raw = open(os.path.join(self.out, "raw.jsonl"), "w")
         self.seq = 0
         self.saved_configs = set()
+        # a run's restart workload: the process serving after the switch, and
+        # the processes it started (stopped with the run's own)
+        self.current = None
+        self.extra = []
         self.pki = None
         if (any(family(t) == "tls" for t in args.targets.split(","))
                 and any(w["family"] == "tls" for w in workloads(args))):
@@ -586,6 +664,9 @@ class Bench:
                 # splice pipes are pooled and taken only while data is in flight;
                 # 2 * maxconn + 2 * maxpipes must fit the 20000-fd hard limit
                 "    maxpipes 128\n"
+                # haproxy-reload: the new process takes the listeners from the old one here (-x)
+                + (f"    stats socket {d}/stats.sock mode 600 level admin expose-fd listeners\n"
+                   if target == "haproxy-reload" else "") +
                 "defaults\n"
                 "    mode tcp\n"
                 "    timeout connect 5s\n"
@@ -687,7 +768,8 @@ class Bench:
                 be, port, usock = self.start_redis(d, pin)
                 rec["redis_port"] = port
             else:
-                be, port = self.start_backend(d, wl["backend"], pin, wl.get("tls_version"))
+                be, port = self.start_backend(d, [x.replace("{rundir}", d) for x in wl["backend"]], pin,
+                                              wl.get("tls_version"))
             procs.append(be)
             if target == "redis-tcp":
                 proxy, target_args = None, ["-h", "127.0.0.1", "-p", str(port)]
@@ -707,8 +789,9 @@ class Bench:
                 procs.append(proxy)
                 target_args = ["--handoff" if target == "warmpool-handoff" else "--unix", sock]
             metrics = wl["measure"](self, d, target_args, proxy, pin, rec)
-            if proxy is not None and not proxy.alive():
-                raise BenchError(f"{target} died during the run: {proxy.log_tail()}")
+            serving = self.current or proxy  # restart: the process that took over
+            if serving is not None and not serving.alive():
+                raise BenchError(f"{target} died during the run: {serving.log_tail()}")
             if not be.alive():
                 raise BenchError(f"{be.name} died during the run: {be.log_tail()}")
             rec["metrics"] = metrics
@@ -717,11 +800,12 @@ class Bench:
             rec["error"] = str(e)
             return rec.get("partial", {}), str(e)
         finally:
-            for p in reversed(procs):
+            for p in reversed(procs + self.extra):
                 if p.name in WARMPOOL_TARGETS_ALL:
                     p.stop(signal.SIGINT, 10)
                 else:
                     p.stop(signal.SIGTERM, 10)
+            self.current, self.extra = None, []
             self.raw.write(json.dumps(rec) + "\n")
             self.raw.flush()
             if not self.a.keep:
@@ -856,6 +940,158 @@ def measure_redis(n, keepalive):
     return m
 
 
+def switch_proxy(b, d, target, proxy, sock):
+    """Switch the proxy as `target` says; returns once the old process is gone
+    and the new one listens. Sets b.current (the process serving now) and
+    b.extra (what this started)."""
+    if target == "warmpool-upgrade":
+        r = subprocess.run([b.bin("warmpoolctl"), "-s", os.path.join(d, "admin.sock"), "upgrade"],
+                           capture_output=True, text=True, timeout=60)
+        m = re.search(r"upgraded: pid (\d+) serves now", r.stdout)
+        if r.returncode != 0 or not m:
+            raise BenchError(f"warmpoolctl upgrade exited {r.returncode}: {(r.stdout + r.stderr).strip()[:300]}")
+        b.current = PidProc(target, int(m.group(1)), proxy.log_path)
+        b.extra.append(b.current)
+        try:
+            proxy.p.wait(30)  # drains its sessions (shutdown_timeout 1s), then exits
+        except subprocess.TimeoutExpired:
+            raise BenchError("the old warmpoold did not exit within 30 s of the upgrade")
+    elif target == "warmpool-restart":
+        os.kill(proxy.pid, signal.SIGTERM)
+        try:
+            proxy.p.wait(30)
+        except subprocess.TimeoutExpired:
+            raise BenchError("warmpoold did not exit within 30 s of SIGTERM")
+        b.current = Proc(target, proxy.argv, os.path.join(d, f"{target}-2.log"))
+        b.extra.append(b.current)
+        wait_for(lambda: unix_listening(sock), 10, f"the new {target} to listen on {sock}", b.current, 0.001)
+    elif target == "haproxy-reload":
+        # the seamless way: the new process takes the listening sockets from
+        # the old one over its stats socket (-x), then tells it to finish (-sf)
+        b.current = Proc(target, proxy.argv + ["-x", os.path.join(d, "stats.sock"), "-sf", str(proxy.pid)],
+                         os.path.join(d, f"{target}-2.log"))
+        b.extra.append(b.current)
+        try:
+            proxy.p.wait(30)
+        except subprocess.TimeoutExpired:
+            raise BenchError("the old HAProxy did not exit within 30 s of the reload")
+        if proxy.p.returncode != 0:
+            raise BenchError(f"the old HAProxy exited {proxy.p.returncode}: {proxy.log_tail()}")
+        wait_for(lambda: unix_listening(sock), 10, f"the new {target} to listen on {sock}", b.current, 0.001)
+    elif target != "warmpool-steady":
+        raise ValueError(target)
+
+
+def read_events(path):
+    """wpbackend --events: (accept times in µs, close lines as (time µs, bytes_in))."""
+    accepts, closes = [], []
+    try:
+        with open(path) as f:
+            for line in f:
+                w = line.split()
+                if len(w) >= 3 and w[0] == "accept":
+                    accepts.append(int(w[2]))
+                elif len(w) >= 5 and w[0] == "close":
+                    closes.append((int(w[2]), int(w[3])))
+    except OSError as e:
+        raise BenchError(f"the backend's events: {e}")
+    return accepts, closes
+
+
+def measure_restart():
+    """RESTART_CLIENTS clients in a setup loop for RESTART_LOAD s; the proxy
+    is switched RESTART_AT s in (the run's target says how). The figures come
+    from wpload's per-session trace and the backend's event lines, all on
+    CLOCK_MONOTONIC."""
+    def m(b, d, target_args, proxy, pin, rec):
+        target = rec["target"]
+        trace = os.path.join(d, "trace")
+        sw = {}
+
+        def during(cl):
+            sw["load"] = time.monotonic_ns()
+            time.sleep(RESTART_AT)  # the schedule of the run, not a wait for an event
+            if not cl.alive():
+                raise BenchError(f"wpload ended before the switch: {cl.log_tail()}")
+            sw["start"] = time.monotonic_ns()
+            switch_proxy(b, d, target, proxy, target_args[1])
+            sw["done"] = time.monotonic_ns()
+
+        res = b.wpload(d, target_args, ["--mode", "setup", "-n", "10000000", "--duration", str(RESTART_LOAD),
+                                        "-c", str(RESTART_CLIENTS), "--greeting", GREETING, "--timeout", "10",
+                                        "--trace", trace, "--fail-pause-ms", str(RESTART_FAIL_PAUSE_MS)],
+                       pin, RESTART_LOAD + 60, hold=during)
+        load_end = time.monotonic_ns()
+        rec.setdefault("wpload", []).append(dict(res))
+        kinds = res.get("error_kinds", {})
+        if res["_rc"] not in (0, 1) or kinds.get("mismatch"):
+            raise BenchError(f"wpload exit {res['_rc']}, errors {kinds}: {res['_stderr']}")
+        sessions = []
+        with open(trace) as f:
+            for line in f:
+                t0, t1, what = line.split()
+                sessions.append((int(t0), int(t1), what))
+        if len(sessions) != res["sessions"]:
+            raise BenchError(f"wpload traced {len(sessions)} sessions of {res['sessions']}")
+        lo, hi = sw["start"], sw["done"] + int(RESTART_AFTER * 1e9)
+        if hi > sessions_end(sessions):
+            raise BenchError(f"the switch took {(sw['done'] - sw['start']) / 1e9:.1f} s: the load ended "
+                             f"within {RESTART_AFTER} s of it")
+        before = sorted(t1 - t0 for t0, t1, w in sessions
+                        if w == "ok" and t0 >= sw["load"] + RESTART_WARM * 1e9 and t1 < lo)
+        across = [(t0, t1, w) for t0, t1, w in sessions if t1 >= lo and t0 <= hi]
+        ok_ends = sorted(t1 for t0, t1, w in across if w == "ok" and t1 <= hi)
+        gaps, prev = [], lo
+        for t in ok_ends + [hi]:
+            gaps.append(t - prev)
+            prev = max(prev, t)
+        accepts, closes = read_events(os.path.join(d, "backend.events"))
+        if not before:
+            raise BenchError("no session completed before the switch")
+        p99 = before[max(0, -(-99 * len(before) // 100) - 1)] / 1e3  # nearest rank, as wpload's
+        worst = max((t1 - t0 for t0, t1, w in across if w == "ok"), default=None)
+        out = {
+            "failed": sum(1 for s_ in sessions if s_[2] != "ok"),
+            "worst": worst / 1e3 if worst is not None else None,
+            "p99": p99,
+            "ratio": worst / 1e3 / p99 if worst is not None else None,
+            "gap": max(gaps) / 1e6,
+            "accepts": sum(1 for t in accepts if lo // 1000 <= t <= hi // 1000),
+            # each session served takes one backend connection (a pool refills
+            # what it hands out): what is left over is connects for nothing
+            "extra": (sum(1 for t in accepts if lo // 1000 <= t <= hi // 1000)
+                      - sum(1 for s_ in across if s_[2] == "ok")),
+            "dropped": sum(1 for t, n_in in closes if n_in == 0 and sw["load"] // 1000 <= t <= load_end // 1000),
+        }
+        rec["restart"] = {"switch_s": (sw["done"] - sw["start"]) / 1e9, "sessions": len(sessions),
+                          "load_ns": sw["load"], "switch_ns": sw["start"], "done_ns": sw["done"],
+                          "across": len(across), "before": len(before), "error_kinds": kinds,
+                          "failed_in_window": sum(1 for s_ in across if s_[2] != "ok")}
+        rec["partial"] = out
+        return out
+    return m
+
+
+def sessions_end(sessions):
+    return max(t1 for _, t1, _ in sessions) if sessions else 0
+
+
+def restart_workloads(a):
+    """The restart table: one workload, the switch itself differs per target."""
+    metrics = [("failed", "failed sessions", "", -1),
+               ("worst", "worst session across the switch", "µs", -1),
+               ("p99", "p99 before the switch", "µs", -1),
+               ("ratio", "worst / p99 before (goal ≤ 2)", "", -1),
+               ("gap", "longest time without a completed session", "ms", -1),
+               ("accepts", "backend accepts during the switch", "", -1),
+               ("extra", "of which beyond the sessions served", "", -1),
+               ("dropped", "backend connections closed unused", "", -1)]
+    return [dict(name="restart", family="restart", group="restart",
+                 backend=["--greeting", GREETING, "--greeting-delay-ms", "1", "--events", "{rundir}/backend.events"],
+                 title=f"setup loop, {RESTART_CLIENTS} clients, 1 ms greeting, switched {RESTART_AT:g} s in",
+                 measure=measure_restart(), metrics=metrics)]
+
+
 def redis_workloads(a):
     """The real-client table: redis-benchmark GETs, keep-alive and a new
     connection per request."""
@@ -908,6 +1144,7 @@ def workloads(a):
         w["family"] = "plain"
     wl += tls_workloads(a, setup_metrics, rtt_metrics, nb, k)
     wl += redis_workloads(a)
+    wl += restart_workloads(a)
     if a.workloads:
         keep = set(a.workloads.split(","))
         wl = [w for w in wl if w["group"] in keep or w["name"] in keep or w["family"] in keep]
@@ -957,6 +1194,8 @@ def tls_workloads(a, setup_metrics, rtt_metrics, nb, k):
 def fmt(v):
     if v is None:
         return "—"
+    if isinstance(v, int):
+        return str(v)  # a count (restart's failed sessions, accepts): no decimals
     a = abs(v)
     if a >= 1000:
         return f"{v:.0f}"
@@ -1095,7 +1334,7 @@ def cell_text(c, rd, rh, show_d, show_h, markdown, rs=None):
 
 def render(rows, targets, info, args, elapsed, notes):
     md, tsv = [], []
-    for fam in ("plain", "tls", "redis"):
+    for fam in ("plain", "tls", "redis", "restart"):
         fam_targets = [t for t in targets if family(t) == fam]
         fam_rows = [r for r in rows if r[0]["family"] == fam]
         if not fam_targets or not fam_rows:
@@ -1105,6 +1344,9 @@ def render(rows, targets, info, args, elapsed, notes):
         if fam == "redis":
             md += ["", "Real clients: redis-benchmark against redis-server (×d: to redis-tcp, ×h: to "
                    "haproxy-redis, ×s: to twemproxy):", ""]
+        if fam == "restart":
+            md += ["", f"Restarts and upgrades: {RESTART_CLIENTS} clients in a setup loop while the proxy is "
+                   "switched (no ratios: the worst/p99 row is the comparison):", ""]
         md += render_table(fam, fam_rows, fam_targets, tsv)
     return render_report(md, tsv, rows, targets, info, args, elapsed, notes)
 
@@ -1181,10 +1423,11 @@ def main():
     ap.add_argument("--build", required=True, help="absolute build directory (warmpoold, wpbackend, wpload)")
     ap.add_argument("--quick", action="store_true", help="smaller sizes and 1 repeat, for iterating")
     ap.add_argument("--repeats", type=int, default=None, help="runs per figure (default 3, --quick 1)")
-    ap.add_argument("--targets", default=",".join(TARGETS + TLS_TARGETS + REDIS_TARGETS),
-                    help=f"comma-separated, from {','.join(TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS)}")
+    ap.add_argument("--targets", default=",".join(TARGETS + TLS_TARGETS + REDIS_TARGETS + RESTART_TARGETS),
+                    help="comma-separated, from "
+                    f"{','.join(TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS + RESTART_TARGETS)}")
     ap.add_argument("--workloads", default="",
-                    help="comma-separated groups (setup,rtt,bulk,hold), families (plain,tls,redis) or names")
+                    help="comma-separated groups (setup,rtt,bulk,hold), families (plain,tls,redis,restart) or names")
     ap.add_argument("--redis-requests", type=int, default=200000,
                     help="requests per keep-alive redis-benchmark run (a quarter of that with -k 0; default 200000)")
     ap.add_argument("--tls-versions", default="1.2,1.3", help="TLS versions of the TLS table (default 1.2,1.3)")
@@ -1201,13 +1444,13 @@ def main():
         args.repeats = 1 if args.quick else 3
     targets = args.targets.split(",")
     for t in targets:
-        if t not in TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS:
+        if t not in TARGETS + EXTRA_TARGETS + TLS_TARGETS + REDIS_TARGETS + RESTART_TARGETS:
             ap.error(f"unknown target {t}")
     for v in args.tls_versions.split(","):
         if v not in ("1.2", "1.3"):
             ap.error(f"--tls-versions: {v} is not 1.2 or 1.3")
     build = os.path.abspath(args.build)
-    for b in ("warmpoold", "wpbackend", "wpload"):
+    for b in ("warmpoold", "warmpoolctl", "wpbackend", "wpload"):
         if not os.access(os.path.join(build, b), os.X_OK):
             ap.error(f"{build}/{b} is missing: run make bench")
     for tool in ("haproxy", "nginx", "socat", "taskset", "stunnel4", "openssl"):
@@ -1337,6 +1580,37 @@ def main():
             "haproxy-redis: mode tcp, bind unix@, nbthread 1, option splice-auto. twemproxy: nutcracker, "
             "`redis: true`, `server_connections: 1`, `preconnect: true`, listening on a Unix socket. "
             "proxy CPU = utime+stime of the proxy per request (10 ms ticks).",
+        ]
+    if any(w["family"] == "restart" for w in wls) and any(family(t) == "restart" for t in targets):
+        notes += [
+            f"Restarts and upgrades: {RESTART_CLIENTS} clients run setup sessions (connect, the 21-byte greeting, "
+            "one checked 64-byte round trip, close) in a closed loop for "
+            f"{RESTART_LOAD:g} s against a backend that greets 1 ms after accepting; {RESTART_AT:g} s in, the "
+            "proxy is switched. wpload traces every session (start, end, outcome; CLOCK_MONOTONIC) and "
+            "wpbackend every accept and close (`--events`), on the clock the bench takes the switch's times "
+            "with. A client whose session failed starts its next one 1 ms later (`wpload --fail-pause-ms 1`); "
+            "a connect that finds the backlog full waits and retries, as a blocking client would (counted as "
+            "latency, not a failure). Switch window: from the command until the old process has exited and "
+            f"the new one listens, plus {RESTART_AFTER:g} s. failed sessions: the whole run's (a refused or "
+            "reset connect, an EOF, a timeout). worst session: the slowest successful session that overlaps "
+            f"the window; p99 before: of the sessions that ended before the switch (the first {RESTART_WARM:g} s "
+            "left out); worst / p99 before is the issue's goal (≤ 2). longest time without a completed "
+            "session: within the window. backend accepts during the switch: in the window; every session "
+            "served takes a backend connection of its own (through warmpool the pool refills what it hands "
+            "out), so the next row, the accepts minus the successful sessions overlapping the window, is the "
+            "connects made for nothing: a reconnect storm (a few below 0 is the window's edge: sessions that "
+            "took a connection accepted before it). "
+            "backend connections closed unused: over the run, connections the backend saw close without a "
+            "byte from a client (a warm connection thrown away, or a session that failed after the proxy "
+            "connected).",
+            f"warmpool-upgrade: `warmpoolctl upgrade` (the same binary; min_idle {args.min_idle}, as the other "
+            "warmpool targets, shutdown_timeout 1s). warmpool-restart: SIGTERM, wait for the exit, then start "
+            "warmpoold again with the same config (without the systemd fd store: the bench runs no systemd). "
+            "haproxy-reload: the `haproxy` config plus `stats socket PATH mode 600 level admin expose-fd "
+            "listeners` in global; the reload starts `haproxy -db -f CFG -x PATH -sf OLDPID`: the new process "
+            "takes the listening Unix socket from the old one, then the old one stops accepting and exits when "
+            "its sessions are done. warmpool-steady: no switch, the same figures over the same window (how far "
+            "the worst of a second's sessions stands above a p99 on this machine without any switch).",
         ]
     rows = summarize(wls, targets, results, args.repeats)
     md, tsv, failures = render(rows, targets, info, args, elapsed, notes)

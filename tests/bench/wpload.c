@@ -16,7 +16,15 @@
  *   setup      N sessions (or as many as start within --duration), C at a
  *              time (epoll, non-blocking): connect, read an L-byte greeting,
  *              one 64-byte round trip, close. Latency is the whole session,
- *              from socket() to close().
+ *              from socket() to close(). With --trace FILE, one line per
+ *              finished session: "<start ns> <end ns> ok" or "<start ns>
+ *              <end ns> <error kind>" (CLOCK_MONOTONIC, the clock of
+ *              wpbackend's --events and of Python's time.monotonic_ns(): the
+ *              benchmark's restart workload places each session against the
+ *              moment it switched the proxy). With --fail-pause-ms MS, a client
+ *              whose session failed waits MS before its next one (a client
+ *              that retries at once would spin on a refused connect and take
+ *              the CPU the restarting proxy needs).
  *   rtt        one session (blocking I/O with timeouts): K sequential 64-byte
  *              round trips after the greeting and W untimed warm-up trips.
  *   bulk-up    stream B bytes of the splitmix64 sequence of --seed to a
@@ -101,6 +109,9 @@ static struct {
 	double hold_seconds, timeout_s, deadline_s;
 	double duration_s; /* setup: start sessions for this long (0 = until --sessions) */
 	const char *ready_file;
+	FILE *trace;          /* setup --trace: one line per finished session */
+	double fail_pause_s;  /* setup --fail-pause-ms: a failed session's slot waits this long */
+	enum err_kind last_kind; /* the kind fail() counted last: the session's, when it fails */
 	unsigned long errors[E_N];
 	unsigned long errors_shown;
 	unsigned long connect_retries;
@@ -143,6 +154,7 @@ static void fail(enum err_kind k, const char *fmt, ...)
 	va_list ap;
 
 	o.errors[k]++;
+	o.last_kind = k;
 	if (o.errors_shown++ >= MAX_ERRORS_SHOWN)
 		return;
 	va_start(ap, fmt);
@@ -879,6 +891,7 @@ static struct {
 	unsigned long finished; /* done + failed */
 	unsigned long held;
 	struct sess *retry_list; /* sessions in S_WAIT_RETRY */
+	struct sess *pause_list; /* setup --fail-pause-ms: free slots not to be used before retry_at */
 	uint64_t *lat;
 	unsigned long nlat, lat_cap;
 	unsigned char scratch[MAX_GREETING];
@@ -919,7 +932,37 @@ static void sess_fail(struct sess *s)
 		m.held--;
 	s->st = S_FAILED;
 	m.finished++;
+	if (o.mode == M_SETUP && o.trace)
+		fprintf(o.trace, "%" PRIu64 " %" PRIu64 " %s\n", s->t0, now_ns(), err_names[o.last_kind]);
+	if (o.mode == M_SETUP && o.fail_pause_s > 0) {
+		/* the slot is free, but not before the pause: drive() frees it then */
+		memset(s, 0, sizeof *s);
+		s->fd = -1;
+		s->st = S_IDLE;
+		s->retry_at = now_ns() + (uint64_t)(o.fail_pause_s * 1e9);
+		s->next_retry = m.pause_list;
+		m.pause_list = s;
+		return;
+	}
 	slot_recycle(s);
+}
+
+/* setup --fail-pause-ms: paused slots whose pause is over become free. */
+static void pause_due(void)
+{
+	uint64_t now = now_ns();
+	struct sess **pp = &m.pause_list;
+
+	while (*pp) {
+		struct sess *s = *pp;
+		if (s->retry_at <= now) {
+			*pp = s->next_retry;
+			s->next_retry = NULL;
+			m.free_slots[m.nfree++] = (unsigned long)(s - m.s);
+		} else {
+			pp = &s->next_retry;
+		}
+	}
 }
 
 static void sess_watch(struct sess *s, uint32_t events, int op)
@@ -1071,7 +1114,10 @@ static void sess_trip_done(struct sess *s)
 			if (!m.lat)
 				die("out of memory");
 		}
-		m.lat[m.nlat++] = now_ns() - s->t0;
+		uint64_t end = now_ns();
+		m.lat[m.nlat++] = end - s->t0;
+		if (o.trace)
+			fprintf(o.trace, "%" PRIu64 " %" PRIu64 " ok\n", s->t0, end);
 	}
 	m.inflight--;
 	m.finished++;
@@ -1216,13 +1262,15 @@ static void drive(void)
 	uint64_t last_sweep = now_ns();
 
 	for (;;) {
+		if (m.pause_list)
+			pause_due();
 		while (m.inflight < o.concurrency && m.nfree > 0 && more_to_start()) {
 			m.started++;
 			sess_begin(&m.s[m.free_slots[--m.nfree]]);
 		}
 		if (m.inflight == 0 && !more_to_start())
 			break;
-		int n = epoll_wait(m.ep, evs, 256, m.retry_list ? 1 : 20);
+		int n = epoll_wait(m.ep, evs, 256, m.retry_list || m.pause_list ? 1 : 20);
 		if (n < 0 && errno != EINTR)
 			die("epoll_wait: %s", strerror(errno));
 		for (int i = 0; i < n; i++)
@@ -1258,6 +1306,9 @@ static int run_setup(void)
 	print_errors_json();
 	printf("}\n");
 	free(m.lat);
+	if (o.trace && fclose(o.trace) != 0)
+		die("--trace: %s", strerror(errno));
+	o.trace = NULL;
 	return (total_errors() || m.nlat != m.started || m.nlat == 0) ? 1 : 0;
 }
 
@@ -1405,6 +1456,8 @@ static void usage(FILE *f)
 	        "  --hold-seconds T        hold: longest hold; SIGUSR1 ends it sooner (default 5)\n"
 	        "  --ready-file FILE       hold: written \"OK FAILED PID\" once all sessions are open\n"
 	        "  --timeout SECS          longest wait for any single step (default 10)\n"
+	        "  --trace FILE            setup: one line per session, \"START_NS END_NS ok|KIND\"\n"
+	        "  --fail-pause-ms MS      setup: a failed session's client waits MS before its next\n"
 	        "  --deadline SECS         bulk: longest whole transfer (default 900)\n"
 	        "  --tls-ca FILE           (--tcp only) speak TLS, verifying the backend against FILE\n"
 	        "  --tls-name NAME         the name sent as SNI and verified (default: the --tcp host)\n"
@@ -1433,6 +1486,8 @@ int main(int argc, char **argv)
 	    {"duration", required_argument, NULL, 'd'},
 	    {"tls-ca", required_argument, NULL, 'A'},
 	    {"tls-name", required_argument, NULL, 'N'},
+	    {"trace", required_argument, NULL, 'R'},
+	    {"fail-pause-ms", required_argument, NULL, 'P'},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -1518,6 +1573,17 @@ int main(int argc, char **argv)
 			break;
 		case 'N':
 			o.tls_name = optarg;
+			break;
+		case 'R':
+			o.trace = fopen(optarg, "we");
+			if (!o.trace)
+				die("--trace %s: %s", optarg, strerror(errno));
+			/* a line per session: buffered, flushed at the end, not on the clock */
+			if (setvbuf(o.trace, NULL, _IOFBF, 1 << 20) != 0)
+				die("--trace: setvbuf failed");
+			break;
+		case 'P':
+			o.fail_pause_s = (double)parse_num("--fail-pause-ms", optarg, 0, 60000) / 1000.0;
 			break;
 		case 'h':
 			usage(stdout);
