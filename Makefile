@@ -61,7 +61,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 CLIENT_OBJ := $(CLIENT_SRC:%.c=$(BUILD)/pic/%.o)
 
 DEB_PKGS := gcc make pkg-config libev-dev libyaml-dev libsystemd-dev libcmocka-dev libssl-dev openssl \
-            python3 python3-pytest socat iproute2 valgrind redis-server memcached postgresql python3-cryptography \
+            python3 python3-pytest python3-pytest-xdist socat iproute2 valgrind redis-server memcached postgresql python3-cryptography \
             libc-ares-dev dnsmasq-base strace
 
 .PHONY: all deps demo check floors unit integration valgrind bench bench-deps clean
@@ -186,15 +186,37 @@ valgrind: deps all
 # like, or build packages): under valgrind they would only repeat the ASan
 # pass with the -O2 binaries.
 VALGRIND_SKIP := test_packaging.py test_demo.py test_limits.py test_config_cli.py
+# Each integration pass runs CHECK_JOBS tests at a time (pytest-xdist; with
+# --dist loadgroup the tests that share a fixed place on the machine stay on
+# one worker, one after another: see tests/integration/conftest.py). The
+# daemons mostly wait on sockets and timers, so 2 workers shorten a pass by
+# a third or more even on 2 cores. CHECK_JOBS=1: one test at a time.
+CHECK_JOBS       ?= 2
+CHECK_BUILD_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CHECK_XDIST       = $(if $(filter-out 0 1,$(CHECK_JOBS)),-n $(CHECK_JOBS) --dist loadgroup)
 check: deps
-	$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
-	$(MAKE) --no-print-directory package
+	$(MAKE) --no-print-directory -j$(CHECK_BUILD_JOBS) --output-sync=target check-build
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  WARMPOOL_BUILD=$(abspath build/asan) WARMPOOL_DEB_DIR=$(abspath build)/package \
-	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration
-	$(MAKE) --no-print-directory valgrind VALGRIND_ARGS="$(VALGRIND_SKIP:%=--ignore=tests/integration/%)"
+	  /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/integration $(CHECK_XDIST)
+	$(MAKE) --no-print-directory valgrind VALGRIND_ARGS="$(CHECK_XDIST) $(VALGRIND_SKIP:%=--ignore=tests/integration/%)"
 	$(MAKE) --no-print-directory fuzz-smoke
 	$(MAKE) --no-print-directory systemd-check-only
+
+# Everything check runs, built side by side (the sub-makes share the job
+# slots): the ASan+UBSan variant and its unit tests, the -O2 build of the
+# valgrind pass, the fuzz targets (fuzz-smoke) and the .debs (the packaging
+# tests and systemd-check).
+.PHONY: check-build check-build-asan check-build-o2 check-build-fuzz check-build-package
+check-build: check-build-asan check-build-o2 check-build-fuzz check-build-package
+check-build-asan:
+	@$(MAKE) --no-print-directory BUILD=build/asan SAN=1 all unit
+check-build-o2:
+	@$(MAKE) --no-print-directory all
+check-build-fuzz:
+	@$(MAKE) --no-print-directory fuzz-bins
+check-build-package:
+	@$(MAKE) --no-print-directory package
 
 # Benchmarks are never part of check: they measure, they do not assert.
 BENCH_PKGS := haproxy nginx libnginx-mod-stream socat util-linux procps stunnel4 redis-server redis-tools nutcracker

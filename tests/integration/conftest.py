@@ -8,6 +8,12 @@ stopped at teardown (SIGTERM, then SIGKILL), and a sanitizer report in any
 of their stderr files fails the test.
 
 WARMPOOL_BUILD names the build directory (default: the repo's build/).
+
+`make check` runs the suite with pytest-xdist (-n 2 --dist loadgroup): every
+test makes its own temporary directories, socket paths and ports (bind to
+port 0, or free_port()), so tests run side by side; the few that use a
+fixed place on the machine are grouped in SERIAL_FILES below and run one
+after another on one worker.
 """
 
 import shutil
@@ -17,6 +23,24 @@ from pathlib import Path
 import pytest
 
 from wp import Backend, Daemon, Procs, make_config, pool_config
+
+# Test files whose tests share a fixed place on the machine, so two of them
+# must never run at once: under pytest-xdist each file's tests form one
+# xdist_group (one worker, one after another); without xdist the mark is
+# inert. test_demo.py: the demo's own 127.0.0.1:7000 and /tmp/warmpool-demo.
+SERIAL_FILES = ("test_demo.py",)
+
+
+def pytest_configure(config):
+    # Registered here too, so that the mark is known when xdist is not installed.
+    config.addinivalue_line("markers", "xdist_group(name): run these tests on one pytest-xdist worker")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the marks
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in SERIAL_FILES:
+            item.add_marker(pytest.mark.xdist_group(item.path.stem))
 
 
 @pytest.fixture

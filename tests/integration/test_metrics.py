@@ -17,6 +17,7 @@ import pytest
 
 from wp import (
     IO_TIMEOUT,
+    SLOW,
     admin,
     admin_json,
     connect_unix,
@@ -404,7 +405,10 @@ def test_backend_connects_total_counts_every_established_connection(start_backen
 
 def test_timed_out_and_refused_clients_are_counted(start_daemon, pool):
     dead = "127.0.0.1:1"  # nothing listens on port 1
-    d = start_daemon(pools={"t": pool("t", [dead], min_idle=1, queue_timeout="300ms", max_clients=1)})
+    # The refused client must come while the first one still waits: room for
+    # a scrape and a connect on a busy machine (valgrind: 1.5 s).
+    d = start_daemon(pools={"t": pool("t", [dead], min_idle=1, queue_timeout=f"{int(300 * SLOW)}ms",
+                                      max_clients=1)})
     with connect_unix(d.socket_path("t")) as waiting:
         wait_until(lambda: scrape(d)["warmpool_pool_waiting_clients"].value(pool="t") == 1,
                    what="one waiting client")

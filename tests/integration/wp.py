@@ -34,7 +34,9 @@ WPBACKEND = BUILD / "wpbackend"
 WARMPOOLCTL = BUILD / "warmpoolctl"
 
 # Generous bounds: the suite also runs against the ASan+UBSan build.
-START_TIMEOUT = 10.0  # a process becomes ready
+# a process becomes ready; under valgrind its start alone (reading every
+# library's debug info) takes seconds of CPU, more than 10 s on a busy machine
+START_TIMEOUT = 30.0 if os.environ.get("WARMPOOL_VALGRIND") else 10.0
 STOP_TIMEOUT = 10.0  # a process exits after SIGTERM
 WAIT_TIMEOUT = 10.0  # a state we wait for (floor reached, log line, ...)
 IO_TIMEOUT = 10.0  # one client exchange of a few bytes
@@ -113,11 +115,22 @@ def splitmix_bytes(seed, n):
     return struct.pack(f"<{len(words)}Q", *words)[:n]
 
 
-def established_on_port(port):
+def _proc_net_addr(host):
+    """host (an IPv4 or IPv6 literal) as /proc/net/tcp{,6} print it: each
+    32-bit word of the address in host byte order, %08X."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.inet_pton(family, host)
+    return "".join(f"{w:08X}" for w in struct.unpack(f"={len(raw) // 4}I", raw))
+
+
+def established_on_port(port, host=None):
     """ESTABLISHED TCP sockets whose local port is `port` (the server side),
+    and whose local address is `host` when given (another process may listen
+    on the same port at another address, e.g. 127.0.0.2 or ::1),
     from /proc/net/tcp and /proc/net/tcp6. Each table is taken in one read:
     read in small pieces while other processes open and close thousands of
     sockets, the kernel's walk can skip an entry between two pieces."""
+    want = _proc_net_addr(host) if host is not None else None
     count = 0
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
@@ -135,7 +148,8 @@ def established_on_port(port):
             if len(fields) < 4:
                 continue
             local, state = fields[1], fields[3]
-            if state == "01" and int(local.rsplit(":", 1)[1], 16) == port:
+            addr, _, lport = local.rpartition(":")
+            if state == "01" and int(lport, 16) == port and (want is None or addr == want):
                 count += 1
     return count
 
@@ -428,7 +442,7 @@ class Backend:
         return sum(isinstance(e, Accept) for e in ev) - sum(isinstance(e, Close) for e in ev)
 
     def established(self):
-        return established_on_port(self.port)
+        return established_on_port(self.port, self.host)
 
     def wait_open(self, n, timeout=WAIT_TIMEOUT):
         wait_until(lambda: self.open_count() == n, timeout, what=f"{n} open connections at {self.addr}"
