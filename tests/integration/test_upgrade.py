@@ -89,6 +89,38 @@ def new_pid(answer):
     return int(m.group(1)), int(m.group(2))
 
 
+def loop_across_upgrade(d, adopted, one):
+    """Run one(i) back to back (an exception is a failure) while `d`
+    upgrades, and 50 more times after the old process exited: no failure."""
+    stop = threading.Event()
+    done = {"ok": 0, "failed": []}
+
+    def loop():
+        for i in range(100000):  # bounded; ended by `stop` long before
+            if stop.is_set():
+                return
+            try:
+                one(i)
+                done["ok"] += 1
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                done["failed"].append((i, repr(e)))
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        wait_until(lambda: done["ok"] >= 20, what="the loop running")
+        pid, _ = new_pid(upgrade(d))
+        adopted.append(pid)
+        at_switch = done["ok"]
+        assert d.wait_exit(STOP_TIMEOUT * SLOW) == 0
+        wait_until(lambda: done["ok"] >= at_switch + 50, what="the loop going on after the old exited")
+    finally:
+        stop.set()
+        t.join(WAIT_TIMEOUT * 3)
+    assert not t.is_alive()
+    assert done["failed"] == [], done["failed"][:5]
+
+
 def warm_pool(start_backend, start_daemon, pool, n=8):
     be = start_backend()
     d = start_daemon({"p": pool("p", [be], min_idle=n, max_connections=16)})
@@ -150,36 +182,13 @@ def test_connect_loop_across_upgrade_sees_no_failure(start_backend, start_daemon
     """Clients connect and exchange one echo each, back to back, while the
     daemon upgrades: not one is refused or cut."""
     be, d = warm_pool(start_backend, start_daemon, pool, n=4)
-    stop = threading.Event()
-    done = {"ok": 0, "failed": []}
 
-    def loop():
-        for i in range(100000):  # bounded; ended by `stop` long before
-            if stop.is_set():
-                return
-            msg = b"loop %d\n" % i
-            try:
-                if echo_once(d.socket_path("p"), msg) != msg:
-                    done["failed"].append((i, "wrong echo"))
-                else:
-                    done["ok"] += 1
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                done["failed"].append((i, repr(e)))
+    def one(i):
+        msg = b"loop %d\n" % i
+        if echo_once(d.socket_path("p"), msg) != msg:
+            raise AssertionError("wrong echo")
 
-    t = threading.Thread(target=loop)
-    t.start()
-    try:
-        wait_until(lambda: done["ok"] >= 20, what="the loop running")
-        pid, _ = new_pid(upgrade(d))
-        adopted.append(pid)
-        at_switch = done["ok"]
-        assert d.wait_exit(STOP_TIMEOUT * SLOW) == 0
-        wait_until(lambda: done["ok"] >= at_switch + 50, what="the loop going on after the old exited")
-    finally:
-        stop.set()
-        t.join(WAIT_TIMEOUT * 3)
-    assert not t.is_alive()
-    assert done["failed"] == [], done["failed"][:5]
+    loop_across_upgrade(d, adopted, one)
 
 
 def test_sigusr2_upgrades(start_backend, start_daemon, pool, adopted):
@@ -312,33 +321,7 @@ def test_checkout_loop_across_upgrade_sees_no_failure(start_backend, start_daemo
     """Checkouts back to back on the handoff socket while the daemon
     upgrades: not one fails, before, during or after the switch."""
     be, d, hpath = warm_handoff_pool(start_backend, start_daemon, pool, sockdir)
-    stop = threading.Event()
-    done = {"ok": 0, "failed": []}
-
-    def loop():
-        for i in range(100000):  # bounded; ended by `stop` long before
-            if stop.is_set():
-                return
-            try:
-                checkout_echo(hpath, b"loop %d\n" % i)
-                done["ok"] += 1
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                done["failed"].append((i, repr(e)))
-
-    t = threading.Thread(target=loop)
-    t.start()
-    try:
-        wait_until(lambda: done["ok"] >= 20, what="the loop running")
-        pid, _ = new_pid(upgrade(d))
-        adopted.append(pid)
-        at_switch = done["ok"]
-        assert d.wait_exit(STOP_TIMEOUT * SLOW) == 0
-        wait_until(lambda: done["ok"] >= at_switch + 50, what="the loop going on after the old exited")
-    finally:
-        stop.set()
-        t.join(WAIT_TIMEOUT * 3)
-    assert not t.is_alive()
-    assert done["failed"] == [], done["failed"][:5]
+    loop_across_upgrade(d, adopted, lambda i: checkout_echo(hpath, b"loop %d\n" % i))
     assert stats(d, "h")["handoffs"] > 0, "the new process served checkouts"
 
 
