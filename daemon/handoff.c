@@ -497,6 +497,11 @@ int handoff_listen_fd(const struct handoff *h)
 	return h->us.fd;
 }
 
+size_t handoff_pending(const struct handoff *h)
+{
+	return h ? h->reqs.n : 0;
+}
+
 void handoff_handover(struct handoff *h)
 {
 	if (h->us.fd < 0)

@@ -210,8 +210,8 @@ static void fail(struct engine *eng, const char *why)
 static size_t waiting_clients(const struct engine *eng)
 {
 	size_t n = 0;
-	for (size_t i = 0; i < eng->n_pools; i++)
-		n += eng->pools[i]->waiting.n;
+	for (size_t i = 0; i < eng->n_pools; i++) /* queued, and handoff requests still being read */
+		n += eng->pools[i]->waiting.n + handoff_pending(eng->pools[i]->handoff);
 	return n;
 }
 

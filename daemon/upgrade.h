@@ -90,5 +90,8 @@ int handoff_listen_fd(const struct handoff *h);
  * being read and leases stay here (a checkin reaching the new process
  * finds no lease and is refused). */
 void handoff_handover(struct handoff *h);
+/* Checkout requests accepted and not answered yet (0 for NULL): after a
+ * handover the old process answers them before it exits. */
+size_t handoff_pending(const struct handoff *h);
 
 #endif
