@@ -57,6 +57,9 @@ const char *const tls_key_names[TK_N] = {
 };
 
 #define READ_CHUNK 65536 /* bytes read (and hashed) at a time */
+/* OpenSSL's read buffer with read-ahead: four full records, so one read(2)
+ * brings what fills the relay's 64 KiB copy buffer (daemon/engine.h). */
+#define TLS_READ_AHEAD (4 * (SSL3_RT_HEADER_LENGTH + SSL3_RT_MAX_ENCRYPTED_LENGTH))
 
 /* One load's work on one tls: block. */
 struct build {
@@ -470,6 +473,13 @@ static void set_protocol(struct build *b, SSL_CTX *ctx, const struct cfg_tls *t)
 	}
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                          SSL_MODE_RELEASE_BUFFERS);
+	/* Read-ahead: one read(2) takes up to TLS_READ_AHEAD bytes of records
+	 * into OpenSSL's buffer instead of two per record (header, then body);
+	 * daemon/tls.c decrypts what is buffered. The buffer exists only while
+	 * it holds bytes (RELEASE_BUFFERS), so idle and quiet connections keep
+	 * none. */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_default_read_buffer_len(ctx, TLS_READ_AHEAD);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION);
 }
 

@@ -367,6 +367,7 @@ void handoff_close(struct handoff *h);
 /* ---- the byte mover (relay.c) ------------------------------------------ */
 
 #define SESSION_BUF  16384 /* a copied read: at most this much; a full one makes the direction bulk */
+#define RELAY_COPY_BUF 65536 /* a read of a direction that never splices (TLS, foreign): at most this much */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
 
 /* One direction of a session. Reads are copied (recv into the engine's
@@ -733,7 +734,7 @@ struct engine {
 	ev_timer watchdog;      /* WATCHDOG=1 every half $WATCHDOG_USEC, when systemd asks for it */
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
 	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
-	unsigned char scratch[SESSION_BUF]; /* copied reads pass through here (relay.c) */
+	unsigned char scratch[RELAY_COPY_BUF]; /* copied reads pass through here (relay.c) */
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */

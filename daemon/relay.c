@@ -159,16 +159,19 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, struct relay_
 		}
 		pipes_put(&eng->pipes, p, 1);
 	} else {
-		*cap = sizeof eng->scratch;
+		/* A direction that splices once bulk decides that with SESSION_BUF
+		 * reads; one that never splices (TLS, foreign) reads more at once:
+		 * fewer sends and wake-ups per byte, the only way it has to save. */
+		*cap = d->copy ? sizeof eng->scratch : SESSION_BUF;
 		if (src.tls) {
-			n = tls_read(src.tls, eng->scratch, sizeof eng->scratch);
+			n = tls_read(src.tls, eng->scratch, *cap);
 			if (n < 0) {
 				errno = (int)-n;
 				n = -1;
 			}
 		} else {
 			do
-				n = recv(src.fd, eng->scratch, sizeof eng->scratch, MSG_DONTWAIT);
+				n = recv(src.fd, eng->scratch, *cap, MSG_DONTWAIT);
 			while (n < 0 && errno == EINTR);
 		}
 		if (n > 0) {
@@ -177,7 +180,7 @@ static ssize_t relay_fill(struct engine *eng, struct relay_dir *d, struct relay_
 			d->off = 0;
 			d->len = (uint32_t)n;
 			d->read += (uint64_t)n;
-			if ((size_t)n == sizeof eng->scratch)
+			if ((size_t)n >= SESSION_BUF)
 				d->bulk = 1;
 			return n;
 		}

@@ -38,6 +38,9 @@
 
 /* The backend an SSL belongs to (for the new-session callback). */
 static int tls_backend_idx = -1;
+/* Set (non-NULL) on an SSL whose read-ahead records ended in a close_notify,
+ * an alert or an error that tls_read has not reported yet (see there). */
+static int tls_unreported_idx = -1;
 
 static const char *const result_names[TLS_R_N] = {
     [TLS_R_FULL] = "full",
@@ -58,7 +61,8 @@ int tls_init(void)
 	if (tls_backend_idx >= 0)
 		return 0;
 	tls_backend_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
-	return tls_backend_idx >= 0 ? 0 : -1;
+	tls_unreported_idx = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	return tls_backend_idx >= 0 && tls_unreported_idx >= 0 ? 0 : -1;
 }
 
 const char *tls_error_text(char *buf, size_t len)
@@ -146,7 +150,9 @@ SSL *tls_new(struct backend *be, int fd, enum tls_phase *phase, char *err, size_
 	SSL *ssl = SSL_new(c->ctx);
 	if (!ssl)
 		goto fail;
-	if (!SSL_set_fd(ssl, fd) || !SSL_set_ex_data(ssl, tls_backend_idx, be))
+	/* Both ex_data slots are made now, so that setting one later cannot fail. */
+	if (!SSL_set_fd(ssl, fd) || !SSL_set_ex_data(ssl, tls_backend_idx, be) ||
+	    !SSL_set_ex_data(ssl, tls_unreported_idx, NULL))
 		goto fail;
 	if (name && c->verify) {
 		if (tls_is_ip(name)) {
@@ -310,14 +316,37 @@ static ssize_t tls_io_error(SSL *ssl, int r)
 	return -EPROTO;
 }
 
+/* One SSL_read gives at most one record (16 KiB). With read-ahead (the
+ * pool's SSL_CTX, config/tls.c) one read(2) brings several records into
+ * OpenSSL's buffer, so the records already there are decrypted into `buf`
+ * too: a bulk stream then costs one read(2) and one send(2) to the client
+ * per buffer, not two reads (header, body) and a wake-up per record.
+ * A close_notify, alert or error met after some bytes is reported by the
+ * next call (OpenSSL answers the same again); until then the SSL is marked
+ * so that tls_has_pending() asks for that call: the socket may never
+ * become readable again to prompt it. */
 ssize_t tls_read(SSL *ssl, void *buf, size_t len)
 {
-	size_t got = 0;
+	size_t got = 0, more;
+	if (SSL_get_ex_data(ssl, tls_unreported_idx))
+		(void)SSL_set_ex_data(ssl, tls_unreported_idx, NULL);
 	ERR_clear_error();
 	int r = SSL_read_ex(ssl, buf, len, &got);
-	if (r == 1)
-		return (ssize_t)got;
-	return tls_io_error(ssl, r);
+	if (r != 1)
+		return tls_io_error(ssl, r);
+	while (got < len && SSL_has_pending(ssl)) {
+		ERR_clear_error();
+		r = SSL_read_ex(ssl, (unsigned char *)buf + got, len - got, &more);
+		if (r != 1) {
+			int e = SSL_get_error(ssl, r);
+			if (e != SSL_ERROR_WANT_READ && e != SSL_ERROR_WANT_WRITE)
+				(void)SSL_set_ex_data(ssl, tls_unreported_idx, ssl); /* its slot exists (tls_new) */
+			break;
+		}
+		got += more;
+	}
+	ERR_clear_error();
+	return (ssize_t)got;
 }
 
 ssize_t tls_write(SSL *ssl, const void *buf, size_t len)
@@ -335,9 +364,13 @@ enum sock_peek tls_peek(SSL *ssl, int fd)
 {
 	if (SSL_pending(ssl) > 0)
 		return SOCK_DATA;
-	enum sock_peek k = sock_peek(fd);
-	if (k != SOCK_DATA)
-		return k;
+	/* Records read ahead (a close_notify, an alert, data) wait inside the
+	 * SSL, where the socket's peek cannot see them. */
+	if (!SSL_has_pending(ssl)) {
+		enum sock_peek k = sock_peek(fd);
+		if (k != SOCK_DATA)
+			return k;
+	}
 	unsigned char c;
 	size_t got = 0;
 	ERR_clear_error();
@@ -371,7 +404,7 @@ int tls_first_record(SSL *ssl, int fd, char *why, size_t whylen)
 
 int tls_has_pending(SSL *ssl)
 {
-	return SSL_has_pending(ssl);
+	return SSL_has_pending(ssl) || SSL_get_ex_data(ssl, tls_unreported_idx) != NULL;
 }
 
 int tls_close_notify(SSL *ssl)

@@ -93,7 +93,8 @@ ssize_t tls_write(SSL *ssl, const void *buf, size_t len);
  * application data is SOCK_DATA (kept inside the SSL for the next read).
  * After SOCK_ERROR, tls_error_text() says why. */
 enum sock_peek tls_peek(SSL *ssl, int fd);
-/* Whether decrypted bytes wait inside the SSL (no socket event will say so). */
+/* Whether bytes wait inside the SSL (decrypted data, records read ahead, or
+ * an end tls_read has yet to report): no socket event will say so. */
 int tls_has_pending(SSL *ssl);
 /* Send close_notify (once; the peer may still send, as TLS 1.3 allows).
  * 0, or -errno / -EPROTO. */

@@ -322,6 +322,26 @@ def test_truncated_stream_is_logged_and_closes_the_client(tls_server, start_daem
     assert [c.reason for c in srv.closes()] == ["truncated"]
 
 
+def test_records_and_close_notify_in_one_segment_all_reach_the_client(tls_server, start_daemon, pool, pki):
+    """The server answers with three records and its close_notify in one TCP
+    segment and then keeps the TCP connection open: the daemon reads them
+    all at once (read-ahead), and the client still gets every byte and then
+    its EOF, though no socket event follows to announce the end."""
+    srv = tls_server(burst_close_on=b"BURST")
+    d = start_daemon(pools={"x": pool("x", [srv.addr], min_idle=1, tls=tls(pki))})
+    srv.wait_open(1)
+    for _ in range(3):
+        with connect_unix(d.socket_path("x")) as c:
+            c.sendall(b"BURST\n")
+            data, how = recv_until_closed(c, timeout=LONG)
+        assert (data, how) == (b"part 1\npart 2\npart 3\n", "eof"), (data, how)
+    closes = wait_until(lambda: [c for c in srv.closes() if c.reason == "burst"] if
+                        len([c for c in srv.closes() if c.reason == "burst"]) == 3 else None, LONG,
+                        what="the server's three closes")
+    assert all(c.bytes_out == 21 for c in closes), closes
+    assert "truncated" not in d.log()
+
+
 def test_keyupdate_on_an_idle_reused_connection_is_neither_a_reply_nor_its_end(tls_server, start_daemon, pool,
                                                                                pki):
     """A connection back in the idle list after a session (reuse: quiet

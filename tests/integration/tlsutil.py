@@ -193,12 +193,16 @@ class TLSServer:
     before its own: TLS 1.3 lets a side keep sending after the other's
     close_notify), truncate_on (bytes: a chunk containing them is echoed,
     then the TCP connection is closed without a close_notify),
+    burst_close_on (bytes: a chunk containing them is answered with
+    "part N\n" for N in 1..3, one record each, and the server's close_notify,
+    all in one TCP segment (TCP_CORK); the TCP connection then stays open
+    until the peer closes it, so no FIN announces the end),
     key_update_after_ms (a TLS 1.3 KeyUpdate, a record with no data in it,
     on a connection quiet that long, once per quiet period)."""
 
     def __init__(self, procs, workdir, name, cert, key, version=None, greeting=None, client_ca=None,
                  idle_close_ms=None, single_use_tickets=False, trailer_on_eof=False, truncate_on=None,
-                 key_update_after_ms=None):
+                 key_update_after_ms=None, burst_close_on=None):
         self.procs = procs
         self.workdir = Path(workdir)
         self.name = name
@@ -210,6 +214,7 @@ class TLSServer:
         self.single_use_tickets = single_use_tickets
         self.trailer_on_eof = trailer_on_eof
         self.truncate_on = truncate_on
+        self.burst_close_on = burst_close_on
         self.key_update_after_ms = key_update_after_ms
         self.port = 0
         self.proc = None
@@ -238,6 +243,8 @@ class TLSServer:
             argv += ["--trailer-on-eof"]
         if self.truncate_on:
             argv += ["--truncate-on", self.truncate_on.hex()]
+        if self.burst_close_on:
+            argv += ["--burst-close-on", self.burst_close_on.hex()]
         if self.key_update_after_ms:
             argv += ["--key-update-after-ms", str(self.key_update_after_ms)]
         self.proc = self.procs.spawn(f"tlsserver {self.name}", argv, self.stderr_path,
@@ -524,6 +531,10 @@ class _Server:
                 bytes_in += len(data)
                 ku_due = bool(ku)
                 crc = zlib.crc32(data, crc)
+                if a.get("burst_close_on") and bytes.fromhex(a["burst_close_on"]) in data:
+                    bytes_out += _burst_close(s)
+                    reason = "burst"
+                    break
                 s.settimeout(HANDSHAKE_TIMEOUT_S)
                 s.sendall(data)
                 bytes_out += len(data)
@@ -539,6 +550,33 @@ class _Server:
             except OSError:
                 pass
             self.log(f"close {cid} {bytes_in} {bytes_out} {reason} crc32={crc:08x} t={time.time():.3f}")
+
+
+def _burst_close(s):
+    """Three records and a close_notify in one TCP segment, then wait (up to
+    SESSION_LIMIT_S) for the peer to close TCP. Returns the bytes sent."""
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    sent = 0
+    for n in (1, 2, 3):
+        part = b"part %d\n" % n
+        s.sendall(part)
+        sent += len(part)
+    s.setblocking(False)
+    try:
+        s.unwrap()  # writes the close_notify, then wants the peer's
+    except (ssl.SSLWantReadError, ssl.SSLWantWriteError, OSError, ValueError):
+        pass
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+    tcp = socket.fromfd(s.fileno(), socket.AF_INET, socket.SOCK_STREAM)  # the bare TCP stream (a dup)
+    tcp.settimeout(SESSION_LIMIT_S)
+    try:
+        while tcp.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        tcp.close()
+    return sent
 
 
 def _main(argv):
