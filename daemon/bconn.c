@@ -53,6 +53,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include "backoff.h"
@@ -850,6 +851,23 @@ static unsigned char *bconn_with_nonce(const unsigned char *src, size_t len, con
 	return o;
 }
 
+/* 128 fresh random bits for a reset nonce: OpenSSL's CSPRNG, NONCE_BATCH
+ * nonces per call (the daemon forks only to exec, upgrade.c, so no other
+ * process ever holds the same batch). Each is wiped from the batch when
+ * taken. 0, or -1 when OpenSSL has no randomness to give. */
+static int bconn_take_nonce(struct engine *eng, unsigned char out[CFG_NONCE_LEN / 2])
+{
+	if (!eng->nonces_left) {
+		if (RAND_bytes(&eng->nonces[0][0], (int)sizeof eng->nonces) != 1)
+			return -1;
+		eng->nonces_left = NONCE_BATCH;
+	}
+	unsigned char *n = eng->nonces[--eng->nonces_left];
+	memcpy(out, n, CFG_NONCE_LEN / 2);
+	OPENSSL_cleanse(n, CFG_NONCE_LEN / 2);
+	return 0;
+}
+
 /* Send the reset. With a {nonce}, a fresh one from OpenSSL's CSPRNG goes
  * into the request and the answer it must get (b->reset_want): a client
  * cannot know it, so it cannot pipeline a fake answer ahead of the real
@@ -862,10 +880,11 @@ static int bconn_send_reset(struct bconn *b, const struct cfg_reuse *r)
 		return bconn_send(b, r->reset_send, r->reset_send_len) == (ssize_t)r->reset_send_len ? 0 : -1;
 	unsigned char raw[CFG_NONCE_LEN / 2];
 	char nonce[CFG_NONCE_LEN + 1];
-	if (RAND_bytes(raw, sizeof raw) != 1)
+	if (bconn_take_nonce(b->pool->eng, raw) < 0)
 		return -1;
 	for (size_t i = 0; i < sizeof raw; i++)
 		snprintf(nonce + 2 * i, 3, "%02x", raw[i]);
+	OPENSSL_cleanse(raw, sizeof raw);
 	size_t len = 0;
 	unsigned char *msg = bconn_with_nonce(r->reset_send, r->reset_send_len, nonce, &len);
 	b->reset_want = bconn_with_nonce(r->reset_expect, r->reset_expect_len, nonce, &b->reset_want_len);

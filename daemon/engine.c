@@ -29,6 +29,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "admin.h"
 #include "buf.h"
 #include "engine.h"
@@ -349,5 +351,6 @@ void engine_destroy(struct engine *eng)
 		ev_loop_destroy(loop);
 	}
 	cfg_free(eng->cfg);
+	OPENSSL_cleanse(eng->nonces, sizeof eng->nonces); /* reset nonces not used */
 	free(eng);
 }

@@ -369,6 +369,10 @@ void handoff_close(struct handoff *h);
 #define SESSION_BUF  16384 /* a copied read: at most this much; a full one makes the direction bulk */
 #define RELAY_COPY_BUF 65536 /* a read of a direction that never splices (TLS, foreign): at most this much */
 #define RELAY_ROUNDS 4     /* reads per direction per wake-up, for fairness */
+/* Reset nonces drawn from OpenSSL's CSPRNG per RAND_bytes call: each call
+ * checks for a fork with getpid(), a system call per reused session
+ * otherwise. 32 × 16 bytes. */
+#define NONCE_BATCH  32
 
 /* One direction of a session. Reads are copied (recv into the engine's
  * scratch buffer, send straight on) until one fills SESSION_BUF: from then
@@ -735,6 +739,10 @@ struct engine {
 	ev_prepare reaper;      /* frees the graveyard once per iteration */
 	struct pipes pipes;     /* splice pipes lent to sessions while bytes are in flight */
 	unsigned char scratch[RELAY_COPY_BUF]; /* copied reads pass through here (relay.c) */
+	/* Random bytes for reset nonces, drawn NONCE_BATCH nonces at a time
+	 * (bconn.c); the ones not taken yet are nonces[0 .. nonces_left). */
+	unsigned char nonces[NONCE_BATCH][CFG_NONCE_LEN / 2];
+	unsigned nonces_left;
 	struct list dead_conns; /* struct bconn */
 	struct list dead_sessions;
 	struct list refill_soon; /* pools with a deferred refill (struct pool.refill_node) */
