@@ -195,6 +195,33 @@ static struct pool_counts pool_refill_counts(const struct pool *p)
 	return c;
 }
 
+/* The pool is at max_connections and the down backend `be` (no active
+ * check) is due a probe: close one idle connection to make room, and say
+ * whether one was closed. Without this the probe waits for a slot that may
+ * never free: the floor held on other backends (min_idle = max_connections),
+ * or the probe before it, proven and idle on `be` while it is still down
+ * (max_connections below rise). `be`'s own go first: they serve no client
+ * until it is up, and they have counted toward rise already; else the oldest
+ * idle connection of the backend holding the most, whose floor the refill
+ * restores once the probe is done. Active sessions are never touched. */
+static int pool_make_room_for_probe(struct pool *p, struct backend *be)
+{
+	struct backend *from = be;
+	for (size_t i = 0; !be->conns[BCONN_IDLE].n && i < p->n_backends; i++)
+		if (p->backends[i]->conns[BCONN_IDLE].n > from->conns[BCONN_IDLE].n)
+			from = p->backends[i];
+	if (!from->conns[BCONN_IDLE].n)
+		return 0;
+	/* The idle list's back: the least recent sign of life. */
+	struct bconn *b = container_of(from->conns[BCONN_IDLE].head.prev, struct bconn, node);
+	char ctx[LOG_CTX_MAX];
+	backend_ctx(be, ctx, sizeof ctx);
+	bconn_log(b, from == be ? LOG_DEBUG : LOG_INFO, "closed: max_connections (%u) reached, room for a probe (%s)",
+	          p->cfg->max_connections, ctx);
+	bconn_close(b);
+	return 1;
+}
+
 void pool_refill(struct pool *p)
 {
 	struct engine *eng = p->eng;
@@ -221,7 +248,8 @@ void pool_refill(struct pool *p)
 	/* Failing backends (down, or up with failures counted) with no active
 	 * check are probed by the pool itself, one connection at a time, when
 	 * their backoff allows, wanted or not: the floor may be full elsewhere,
-	 * and they must still come back (or reach `fall`). */
+	 * and they must still come back (or reach `fall`). A down one at
+	 * max_connections gets room (pool_make_room_for_probe). */
 	int probing = 0;
 	for (size_t i = 0; i < p->n_backends && !local_failure; i++) {
 		struct backend *be = p->backends[i];
@@ -229,10 +257,13 @@ void pool_refill(struct pool *p)
 		if (!failing || p->cfg->health.type != CFG_CHECK_NONE || be->n_unproven || be->dns_down || be->gone)
 			continue;
 		probing = 1;
+		if (now < be->next_attempt)
+			continue;
 		c = pool_counts(p);
-		if (now >= be->next_attempt &&
-		    c.idle + c.active + c.connecting + c.other < p->cfg->max_connections &&
-		    bconn_connect(p, be) < 0)
+		if (c.idle + c.active + c.connecting + c.other >= p->cfg->max_connections &&
+		    (be->state != BACKEND_DOWN || !pool_make_room_for_probe(p, be)))
+			continue; /* up with failures: it serves meanwhile; else no idle one: the timer retries */
+		if (bconn_connect(p, be) < 0)
 			local_failure = 1;
 	}
 	/* Still short, or a probe to schedule? Wake when the earliest backend

@@ -721,6 +721,65 @@ def test_disable_keeps_sessions_unless_kill(start_backend, start_daemon, pool):
     d.wait_log(rf"pool=k backend={re.escape(one.addr)}: backend down -> up: ")
 
 
+def test_enable_without_checks_at_max_connections_comes_back(start_backend, start_daemon, pool):
+    """No active check, and the floor fills max_connections (min_idle 4 =
+    max_connections 4): while `one` is disabled, `two` holds all four. After
+    `enable`, the pool's probe of `one` must still get a connection: one idle
+    connection of `two` is closed to make room (the cap holds), and `one` is
+    up after `rise` (2) proven connections, then serves clients. Old code:
+    the probe waited for a free slot that never came, and `one` stayed down
+    for good although it accepted connections."""
+    one, two = start_backend(), start_backend()
+    d = start_daemon(pools={"f": pool("f", [one, two], min_idle=4, max_connections=4)})
+    wait_idle(d, "f", 4)
+    wait_until(lambda: {r["state"] for r in backend_rows(d, "f").values()} == {"up"}, what="both backends up")
+    r = warmpoolctl(d, "disable", f"f/{one.addr}")
+    assert (r.returncode, r.stdout) == (0, f"f/{one.addr}: disabled\n"), r
+    one.wait_open(0)
+    two.wait_open(4)  # the floor, all of max_connections, on the other backend
+    wait_idle(d, "f", 4)
+    r = warmpoolctl(d, "enable", f"f/{one.addr}")
+    assert (r.returncode, r.stdout) == (0, f"f/{one.addr}: down\n"), r
+    # Rise still counts: two connections that held, not the first accept.
+    d.wait_log(rf"pool=f backend={re.escape(one.addr)}: backend down -> up: connection proven \(2 in a row\)")
+    d.wait_log(rf"pool=f backend={re.escape(two.addr)} conn=\d+: closed: max_connections \(4\) reached, "
+               rf"room for a probe \(pool=f backend={re.escape(one.addr)}\)")
+    assert "backend disabled -> up" not in d.log()
+    wait_until(lambda: backend_rows(d, "f")[one.addr]["state"] == "up", what="the enabled backend up (show backends)")
+    assert pool_row(d, "f")["backends_up"] == 2
+    for i in range(8):
+        assert echo_once(d.socket_path("f"), b"max-%d" % i) == b"max-%d" % i
+    wait_until(lambda: served(one, 5) + served(two, 5) == 8, what="8 sessions seen by the backends")
+    assert served(one, 5) > 0, "no client was served by the enabled backend"
+    row = pool_row(d, "f")
+    assert row["idle"] + row["active"] + row["connecting"] <= 4, row
+
+
+def test_enable_right_after_disable_without_checks(start_backend, start_daemon, pool):
+    """No active check, max_connections 1 (below rise, 2), one idle
+    connection: `disable` and `enable` in one write. The probe that proved
+    itself stays idle on the still-down backend; the next probe must not wait
+    for its slot. Old code: one probe, then nothing; the backend stayed down
+    and every client timed out in the queue."""
+    be = start_backend()
+    d = start_daemon(pools={"s": pool("s", [be], min_idle=1, max_connections=1)}, daemon={"log_level": "debug"})
+    wait_idle(d, "s", 1)
+    wait_until(lambda: backend_rows(d, "s")[be.addr]["state"] == "up", what="the backend up")
+    first = be.accepts()[0]
+    with AdminConn(d) as a:
+        a.send(f"disable s/{be.addr}\nenable s/{be.addr}\n")
+        assert a.read_answer() == [f"s/{be.addr}: disabled"]
+        assert a.read_answer() == [f"s/{be.addr}: down"]
+    d.wait_log(rf"pool=s backend={re.escape(be.addr)}: backend down -> up: connection proven \(2 in a row\)")
+    # The first probe, proven and idle on the down backend, made way for the second.
+    d.wait_log(rf"pool=s backend={re.escape(be.addr)} conn=\d+: closed: max_connections \(1\) reached, "
+               rf"room for a probe")
+    wait_until(lambda: backend_rows(d, "s")[be.addr]["state"] == "up", what="the enabled backend up (show backends)")
+    assert echo_once(d.socket_path("s"), b"right-after") == b"right-after"
+    wait_until(lambda: served(be, 11) == 1, what="the session seen by the backend")
+    be.wait_close_where(lambda c: c.id == first.id, what="the idle connection closed by disable")
+
+
 def test_drain_disable_enable_unknown_targets(start_backend, start_daemon, pool):
     be = start_backend()
     d = start_daemon(pools={"p": pool("p", [be], min_idle=1)})
