@@ -1139,6 +1139,15 @@ static void health_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 	struct health *hc = &be->hc;
 	switch (hc->phase) {
 	case HC_WAITING:
+		/* A backend its name no longer leads to (dns: hold expired, or
+		 * the address left the answer) is not checked: no result could
+		 * bring it up (backend_health_ok), so the connection would be
+		 * spent for nothing. The round is skipped, not the schedule: the
+		 * name answering again brings the checks back at once. */
+		if (be->dns_down || be->gone) {
+			health_schedule(be, health_next_delay(be));
+			break;
+		}
 		health_begin(be);
 		break;
 	case HC_CONNECTING:

@@ -542,6 +542,7 @@ void pool_backend_return(struct backend *be)
 	be->connect_failures = 0;
 	be->next_attempt = 0;
 	backend_set_state(be, BACKEND_UNKNOWN, "back in the name's answer");
+	health_stop(be); /* a check still in flight from before is dropped, not re-initialised under libev */
 	health_start(be);
 }
 
